@@ -1,0 +1,435 @@
+"""``app.yaml``: the one file an IT team edits. Loaded into pydantic models, secrets from ``${ENV}``."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from collections.abc import Mapping
+from datetime import date, time, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from bot.durations import parse_duration
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+PRIORITIES = ("P1", "P2", "P3", "P4")
+
+
+def _parse_percent(value: object) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        fraction = float(value) / 100 if value > 1 else float(value)
+    else:
+        text = str(value).strip()
+        try:
+            fraction = float(text.rstrip("%")) / 100
+        except ValueError:
+            raise ValueError(f'"{value}" is not a percentage; write 75%') from None
+    if not 0 < fraction < 1:
+        raise ValueError(f'"{value}" must be between 0% and 100%; write e.g. 75%')
+    return fraction
+
+
+def _parse_clock_time(value: object) -> time:
+    if isinstance(value, time):
+        return value
+    if isinstance(value, int):  # YAML 1.1 reads 10:00 as sexagesimal 600
+        return time(value // 60 % 24, value % 60)
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})", str(value).strip())
+    if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
+        raise ValueError(f'"{value}" is not a time of day; write HH:MM like 15:00')
+    return time(int(match.group(1)), int(match.group(2)))
+
+
+def _parse_window(value: object) -> tuple[time, time]:
+    match = re.fullmatch(r"\s*(\d{1,2}:\d{2})\s*-\s*(\d{1,2}:\d{2})\s*", str(value))
+    if not match:
+        raise ValueError(f'"{value}" is not a time window; write HH:MM-HH:MM like 08:00-20:00')
+    return _parse_clock_time(match.group(1)), _parse_clock_time(match.group(2))
+
+
+Percent = Annotated[float, BeforeValidator(_parse_percent)]
+ClockTime = Annotated[time, BeforeValidator(_parse_clock_time)]
+Window = Annotated[tuple[time, time], BeforeValidator(_parse_window)]
+
+
+class Section(BaseModel):
+    """Every section rejects keys it does not know, so typos are caught at start-up."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseConfig(Section):
+    url: str = "sqlite+aiosqlite:///ithelp.db"
+    schema_name: str | None = None
+    """PostgreSQL schema (search_path) to keep ithelp's tables in; default is the server's."""
+    pool_size: int = Field(default=10, ge=1, le=200)
+    echo: bool = False
+
+
+class ServerConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=3978, ge=0, le=65535)
+    public_url: str | None = None
+
+
+class SlackConfig(Section):
+    bot_token: str = ""
+    signing_secret: str = ""
+    app_token: str = ""
+    api_url: str = "https://slack.com/api/"
+    triage_channel: str = ""
+    managers_channel: str = ""
+    command: str = "/ithelp"
+    team_id: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.bot_token and self.signing_secret)
+
+    @property
+    def disabled_reason(self) -> str:
+        missing = [name for name in ("bot_token", "signing_secret") if not getattr(self, name)]
+        return f"slack.{' and slack.'.join(missing)} not set" if missing else ""
+
+
+class TeamsConfig(Section):
+    enabled: bool = True
+    app_id: str = ""
+    app_password: str = ""
+    app_type: Literal["MultiTenant", "SingleTenant", "UserAssignedMSI"] = "MultiTenant"
+    tenant_id: str = ""
+    triage_conversation: str = ""
+    managers_conversation: str = ""
+    service_url: str = "https://smba.trafficmanager.net/teams/"
+
+    @property
+    def authenticated(self) -> bool:
+        return bool(self.app_id and self.app_password)
+
+
+class AgentsConfig(Section):
+    slack_users: list[str] = Field(default_factory=list)
+    slack_usergroups: list[str] = Field(default_factory=list)
+    teams_users: list[str] = Field(default_factory=list)
+    leads: dict[str, str] = Field(default_factory=dict)
+    """Maps an agent (``slack:U…`` / ``teams:<aad id>``) to their lead's target."""
+
+
+def _valid_zone(value: str) -> str:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f'"{value}" is not an IANA time zone; write e.g. Europe/London') from None
+    return value
+
+
+Zone = Annotated[str, AfterValidator(_valid_zone)]
+
+
+class CalendarConfig(Section):
+    timezone: Zone = "UTC"
+    hours: dict[str, list[str]] = Field(default_factory=lambda: {"mon-fri": ["09:00-17:00"]})
+    country: str | None = None
+    subdivision: str | None = None
+    holidays: list[date] = Field(default_factory=list)
+    always_open: bool = False
+
+
+class PriorityConfig(Section):
+    label: str
+    description: str = ""
+
+
+class SlaPolicy(Section):
+    calendar: str | None = None
+    first_response: Duration
+    update_every: Duration | None = None
+    resolution: Duration
+    warn_at: Percent | None = None
+
+
+class SlaConfig(Section):
+    policies: dict[str, SlaPolicy] = Field(default_factory=dict)
+    auto_close_after: Duration = timedelta(days=3)
+
+
+class EscalationLevel(Section):
+    notify: list[str] = Field(min_length=1)
+    wait: Duration = timedelta(minutes=15)
+
+
+class EscalationChain(Section):
+    levels: list[EscalationLevel] = Field(min_length=1)
+    repeat: int = Field(default=0, ge=0, le=20)
+    only_between: Window | None = None
+    calendar: str | None = None
+
+
+class EscalationTriggers(Section):
+    warn: str | None = None
+    breach: str | None = None
+    first_response: str | None = None
+    update: str | None = None
+    resolution: str | None = None
+
+
+class EscalationConfig(Section):
+    chains: dict[str, EscalationChain] = Field(default_factory=dict)
+    policies: dict[str, EscalationTriggers] = Field(default_factory=dict)
+    max_chat_pages_per_hour: int = Field(default=6, ge=1)
+    audit_every: Duration = timedelta(minutes=1)
+
+
+class PagerDutyTarget(Section):
+    routing_key: str
+    events_url: str = "https://events.pagerduty.com/v2/enqueue"
+
+
+class OpsgenieTarget(Section):
+    api_key: str
+    api_url: str = "https://api.opsgenie.com"
+
+
+class WebhookTarget(Section):
+    url: str
+    secret: str | None = None
+
+
+class PagersConfig(Section):
+    pagerduty: dict[str, PagerDutyTarget] = Field(default_factory=dict)
+    opsgenie: dict[str, OpsgenieTarget] = Field(default_factory=dict)
+    webhook: dict[str, WebhookTarget] = Field(default_factory=dict)
+
+
+class UpdatesConfig(Section):
+    digest_times: list[ClockTime] = Field(default_factory=lambda: [time(10, 0), time(15, 0)])
+    max_per_ticket_per_day: int = Field(default=3, ge=0)
+    triage_digest_time: ClockTime | None = time(9, 0)
+    nudge_assignee: bool = True
+
+
+class SurveysConfig(Section):
+    enabled: bool = True
+    delay: Duration = timedelta(0)
+    expire_after: Duration = timedelta(days=7)
+    remind_after: Duration | None = None
+    resurvey_on_reopen: bool = False
+    fatigue_days: int | None = Field(default=None, ge=1)
+    thumbs_down_notify: Literal["lead", "triage", "none"] = "triage"
+    weekly_summary: bool = True
+
+
+class EngineConfig(Section):
+    tick_interval: Duration = timedelta(seconds=1)
+    lease: Duration = timedelta(seconds=60)
+    batch_size: int = Field(default=200, ge=1, le=10000)
+    outbox_max_attempts: int = Field(default=8, ge=1)
+    outbox_backoff_base: Duration = timedelta(seconds=1)
+    outbox_backoff_max: Duration = timedelta(minutes=10)
+    min_interval_per_channel: Duration = timedelta(seconds=1)
+    """Spacing between messages to one Slack channel / Teams conversation (Slack allows ~1/s)."""
+
+
+class AppConfig(Section):
+    """The whole of ``app.yaml``."""
+
+    database: DatabaseConfig = DatabaseConfig()
+    server: ServerConfig = ServerConfig()
+    slack: SlackConfig = SlackConfig()
+    teams: TeamsConfig = TeamsConfig()
+    agents: AgentsConfig = AgentsConfig()
+    default_calendar: str = "default"
+    calendars: dict[str, CalendarConfig] = Field(default_factory=lambda: {"default": CalendarConfig()})
+    priorities: dict[str, PriorityConfig] = Field(
+        default_factory=lambda: {
+            "P1": PriorityConfig(label="Critical"),
+            "P2": PriorityConfig(label="High"),
+            "P3": PriorityConfig(label="Normal"),
+            "P4": PriorityConfig(label="Low"),
+        }
+    )
+    default_priority: str = "P3"
+    categories: list[str] = Field(default_factory=lambda: ["Hardware", "Software", "Access", "Network", "Other"])
+    sla: SlaConfig = SlaConfig()
+    escalation: EscalationConfig = EscalationConfig()
+    pagers: PagersConfig = PagersConfig()
+    updates: UpdatesConfig = UpdatesConfig()
+    surveys: SurveysConfig = SurveysConfig()
+    engine: EngineConfig = EngineConfig()
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> AppConfig:
+        problems: list[tuple[str, str]] = []
+        if self.default_calendar not in self.calendars:
+            problems.append(("default_calendar", f'"{self.default_calendar}" is not one of calendars: '
+                             f"{', '.join(self.calendars)}"))
+        if self.default_priority not in self.priorities:
+            problems.append(("default_priority", f'"{self.default_priority}" is not one of priorities: '
+                             f"{', '.join(self.priorities)}"))
+        for name, policy in self.sla.policies.items():
+            if name not in self.priorities:
+                problems.append((f"sla.policies.{name}", f"unknown priority; use one of {', '.join(self.priorities)}"))
+            if policy.calendar and policy.calendar not in self.calendars:
+                problems.append((f"sla.policies.{name}.calendar",
+                                 f'"{policy.calendar}" is not defined under calendars'))
+        for name, chain in self.escalation.chains.items():
+            if chain.calendar and chain.calendar not in self.calendars:
+                problems.append((f"escalation.chains.{name}.calendar",
+                                 f'"{chain.calendar}" is not defined under calendars'))
+            for index, level in enumerate(chain.levels):
+                for target in level.notify:
+                    error = self._target_problem(target)
+                    if error:
+                        problems.append((f"escalation.chains.{name}.levels.{index}.notify", error))
+        for priority, triggers in self.escalation.policies.items():
+            for trigger, chain_name in triggers.model_dump().items():
+                if chain_name and chain_name not in self.escalation.chains:
+                    problems.append((f"escalation.policies.{priority}.{trigger}",
+                                     f'"{chain_name}" is not defined under escalation.chains'))
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+    def _target_problem(self, target: str) -> str | None:
+        kind, _, rest = target.partition(":")
+        if target == "assignee" or target == "lead":
+            return None
+        if kind in ("slack", "teams"):
+            sub, _, ident = rest.partition(":")
+            allowed = ("user", "usergroup", "channel") if kind == "slack" else ("user", "channel")
+            if sub not in allowed or not ident:
+                return f'"{target}" is not a target; write {kind}:{"|".join(allowed)}:<id>'
+            return None
+        registries: dict[str, Mapping[str, object]] = {
+            "pagerduty": self.pagers.pagerduty, "opsgenie": self.pagers.opsgenie, "webhook": self.pagers.webhook}
+        registry = registries.get(kind)
+        if registry is None:
+            return (f'"{target}" is not a target; use assignee, lead, slack:user:U…, slack:channel:C…, '
+                    "teams:user:<id>, pagerduty:<name>, opsgenie:<name> or webhook:<name>")
+        if rest not in registry:
+            return f'"{target}" names no pager; define pagers.{kind}.{rest}'
+        return None
+
+    def sla_policy(self, priority: str) -> SlaPolicy | None:
+        return self.sla.policies.get(priority)
+
+
+class ConfigError(ValueError):
+    """Every problem in a config file, each with its YAML path and a plain-words fix."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(f"{path}: {message}" for path, message in problems))
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(node: Any, path: str, env: Mapping[str, str], problems: list[tuple[str, str]]) -> Any:
+    if isinstance(node, dict):
+        return {key: _interpolate(value, f"{path}.{key}" if path else str(key), env, problems)
+                for key, value in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(value, f"{path}.{index}", env, problems) for index, value in enumerate(node)]
+    if isinstance(node, str):
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            problems.append((path, f"environment variable {name} is not set; export it or write "
+                                   f"${{{name}:-default}}"))
+            return ""
+
+        return _ENV.sub(replace, node)
+    return node
+
+
+def _describe(error: Mapping[str, Any], raw: Any) -> tuple[str, str]:
+    loc = [str(part) for part in error["loc"]]
+    path = ".".join(loc) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        parent: Any = raw
+        for part in loc[:-1]:
+            parent = parent.get(part, {}) if isinstance(parent, dict) else {}
+        known = _known_keys(loc[:-1])
+        guess = difflib.get_close_matches(loc[-1], known, n=1)
+        hint = f'; did you mean "{guess[0]}"?' if guess else (f"; known keys: {', '.join(known)}" if known else "")
+        return path, f"unknown key{hint}"
+    if kind == "missing":
+        return path, "is required"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    value = error.get("input")
+    if kind.startswith(("int_", "bool_", "float_", "string_", "list_", "dict_", "literal_", "greater", "less")):
+        return path, f"{value!r} is invalid: {message}"
+    return path, message
+
+
+def _known_keys(loc: list[str]) -> list[str]:
+    model: Any = AppConfig
+    for part in loc:
+        field = model.model_fields.get(part) if hasattr(model, "model_fields") else None
+        if field is None:
+            return []
+        annotation = field.annotation
+        args = getattr(annotation, "__args__", ())
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        elif args and isinstance(args[-1], type) and issubclass(args[-1], BaseModel):
+            model = args[-1]
+        else:
+            return []
+    return list(model.model_fields) if hasattr(model, "model_fields") else []
+
+
+def parse_config(text: str, env: Mapping[str, str] | None = None) -> AppConfig:
+    """Parse YAML text into an ``AppConfig``; raise ``ConfigError`` listing every problem."""
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "file"
+        raise ConfigError([(where, f"not valid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    if not isinstance(raw, dict):
+        raise ConfigError([("(top level)", "app.yaml must be a mapping of sections like database:, slack:")])
+    problems: list[tuple[str, str]] = []
+    resolved = _interpolate(raw, "", os.environ if env is None else env, problems)
+    try:
+        config = AppConfig.model_validate(resolved)
+    except ValidationError as exc:
+        for error in exc.errors():
+            ctx_error = error.get("ctx", {}).get("error")
+            if isinstance(ctx_error, ConfigError):
+                problems.extend(ctx_error.problems)
+            else:
+                problems.append(_describe(error, resolved))
+        raise ConfigError(problems) from None
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load_config(path: str | Path = "app.yaml", env: Mapping[str, str] | None = None) -> AppConfig:
+    """Load and validate a config file."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([(str(file), "file not found; copy app.yaml from the ithelp repository")]) from None
+    return parse_config(text, env)

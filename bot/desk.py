@@ -1,0 +1,43 @@
+"""Assembles the platform-neutral core: database, clock, services, timer engine and outbox worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from bot.clock import Clock
+from bot.config import AppConfig
+from bot.engine import OutboxWorker, TimerEngine
+from bot.metrics import Metrics
+from bot.notifications import enqueue_for_change
+from bot.people import AgentRoster
+from bot.tickets import TicketService
+from store.db import Database
+
+
+@dataclass
+class Desk:
+    """Everything a platform adapter needs to run the service desk."""
+
+    config: AppConfig
+    db: Database
+    clock: Clock
+    metrics: Metrics
+    roster: AgentRoster
+    tickets: TicketService
+    timers: TimerEngine
+    outbox: OutboxWorker
+    extras: dict[str, object] = field(default_factory=dict)
+
+
+def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metrics | None = None,
+               replica: str | None = None) -> Desk:
+    """Wire the services together; platform channels are registered on ``desk.outbox`` by the server."""
+    metrics = metrics or Metrics()
+    roster = AgentRoster(config.agents)
+    tickets = TicketService(db, clock, config, roster)
+    tickets.subscribe(enqueue_for_change)
+    timers = TimerEngine(db, clock, config.engine, metrics, owner=f"{replica}-timers" if replica else None)
+    outbox = OutboxWorker(db, clock, config.engine, metrics, owner=f"{replica}-outbox" if replica else None,
+                          min_interval=config.engine.min_interval_per_channel.total_seconds())
+    return Desk(config=config, db=db, clock=clock, metrics=metrics, roster=roster, tickets=tickets,
+                timers=timers, outbox=outbox)

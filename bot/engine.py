@@ -1,0 +1,333 @@
+"""The engine: timer rows run by registered handlers, and the outbox delivered with retries.
+
+Both are driven by a short APScheduler interval tick (see ``bot.scheduler``); both claim their rows
+with a lease in one statement (``store.queries``), so any number of replicas can run them at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.channels import PermanentDeliveryError, TransientDeliveryError
+from bot.clock import Clock
+from bot.config import EngineConfig
+from bot.metrics import Metrics
+from store.db import Database
+from store.models import MessageRef, OutboxMessage, Timer
+from store.queries import claim_due_timers, claim_outbox
+
+log = logging.getLogger("ithelp.engine")
+
+
+@dataclass
+class TimerRun:
+    """What a timer handler gets: the timer row (locked) and the transaction its effects join."""
+
+    session: AsyncSession
+    timer: Timer
+    now: datetime
+
+
+TimerHandler = Callable[[TimerRun], Awaitable[None]]
+
+
+class TimerEngine:
+    """Runs due timer rows exactly once, by kind, with handlers registered by name."""
+
+    def __init__(
+        self, db: Database, clock: Clock, config: EngineConfig, metrics: Metrics, *, owner: str | None = None,
+        max_attempts: int = 5, concurrency: int | None = None,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.config = config
+        self.metrics = metrics
+        self.owner = owner or f"timers-{uuid.uuid4().hex[:12]}"
+        self.max_attempts = max_attempts
+        # SQLite has one writer; more concurrency there only queues on the lock.
+        self.concurrency = concurrency or (8 if db.is_postgres else 1)
+        self._handlers: dict[str, TimerHandler] = {}
+
+    def register(self, kind: str, handler: TimerHandler) -> None:
+        if kind in self._handlers:
+            raise ValueError(f"a handler for timer kind {kind!r} is already registered")
+        self._handlers[kind] = handler
+
+    @property
+    def kinds(self) -> list[str]:
+        return sorted(self._handlers)
+
+    async def tick(self) -> int:
+        """Claim and run every due timer (in batches); returns how many ran."""
+        total = 0
+        semaphore = asyncio.Semaphore(self.concurrency)
+
+        async def run(timer_id: int) -> None:
+            async with semaphore:
+                await self._run_one(timer_id)
+
+        while True:
+            async with self.db.transaction() as session:
+                ids = await claim_due_timers(session, owner=self.owner, now=self.clock.now(),
+                                             lease=self.config.lease, limit=self.config.batch_size)
+            if not ids:
+                return total
+
+            await asyncio.gather(*(run(timer_id) for timer_id in ids))
+            total += len(ids)
+            if len(ids) < self.config.batch_size:
+                return total
+
+    async def _run_one(self, timer_id: int) -> None:
+        kind = "?"
+        try:
+            async with self.db.transaction() as session:
+                query = select(Timer).where(Timer.id == timer_id).with_for_update()
+                timer = (await session.execute(query)).scalar_one()
+                # Another replica reclaimed it after our lease ran out and already ran it: do nothing.
+                if timer.done_at is not None or timer.lease_owner != self.owner:
+                    return
+                kind = timer.kind
+                now = self.clock.now()
+                handler = self._handlers.get(timer.kind)
+                if handler is None:
+                    timer.done_at, timer.outcome = now, "failed"
+                    timer.last_error = f"no handler registered for timer kind {timer.kind!r}"
+                    log.error("timer %s: %s", timer.id, timer.last_error)
+                    self.metrics.timers_run.labels(timer.kind, "failed").inc()
+                    return
+                await handler(TimerRun(session=session, timer=timer, now=now))
+                if timer.done_at is None:
+                    timer.done_at, timer.outcome = now, "done"
+                self.metrics.timer_lateness.observe(max(0.0, (now - timer.due_at).total_seconds()))
+                self.metrics.timers_run.labels(timer.kind, timer.outcome or "done").inc()
+        except Exception as exc:
+            log.exception("timer %s (%s) failed", timer_id, kind)
+            await self._record_failure(timer_id, exc)
+
+    async def _record_failure(self, timer_id: int, exc: Exception) -> None:
+        async with self.db.transaction() as session:
+            timer = await session.get(Timer, timer_id, with_for_update=True)
+            if timer is None or timer.done_at is not None or timer.lease_owner != self.owner:
+                return
+            now = self.clock.now()
+            timer.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+            if timer.attempts >= self.max_attempts:
+                timer.done_at, timer.outcome = now, "failed"
+                self.metrics.timers_run.labels(timer.kind, "failed").inc()
+            else:
+                # Keep the lease as a backoff: the row becomes claimable again when it expires.
+                timer.lease_until = now + timedelta(seconds=min(300, 2**timer.attempts))
+
+
+@dataclass(frozen=True)
+class OutboxItem:
+    """A plain copy of an outbox row handed to a channel (no session attached)."""
+
+    id: int
+    target: str
+    kind: str
+    ticket_id: int | None
+    payload: dict[str, Any]
+    attempts: int
+
+
+@dataclass
+class Delivered:
+    """What a channel reports back: the platform message id, and refs to remember for in-place updates."""
+
+    message_id: str | None = None
+    refs: list[tuple[int, str, str, str, str]] = field(default_factory=list)
+    """(ticket_id, role, platform, channel, message_id) rows for ``message_refs``."""
+
+
+class Channel(Protocol):
+    """Delivers outbox messages for one target prefix (``slack``, ``teams``, ``pagerduty`` …)."""
+
+    async def deliver(self, item: OutboxItem) -> Delivered: ...
+
+    def pacing_key(self, item: OutboxItem) -> str: ...
+
+
+class OutboxWorker:
+    """Delivers the outbox: retries with exponential backoff and jitter, honours ``Retry-After``,
+    paces each target, dead-letters after ``outbox_max_attempts`` keeping the error."""
+
+    def __init__(
+        self, db: Database, clock: Clock, config: EngineConfig, metrics: Metrics, *, owner: str | None = None,
+        min_interval: float = 1.0, monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.config = config
+        self.metrics = metrics
+        self.owner = owner or f"outbox-{uuid.uuid4().hex[:12]}"
+        self.min_interval = min_interval
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._channels: dict[str, Channel] = {}
+        self._last_send: dict[str, float] = {}
+        self._stopping = False
+
+    def register(self, prefix: str, channel: Channel) -> None:
+        self._channels[prefix] = channel
+
+    def stop(self) -> None:
+        """Finish the messages in hand, take no new ones (claimed but unsent rows are released)."""
+        self._stopping = True
+
+    async def tick(self) -> int:
+        """Claim and deliver deliverable messages until none are due; returns how many were attempted."""
+        total = 0
+        while not self._stopping:
+            async with self.db.transaction() as session:
+                ids = await claim_outbox(session, owner=self.owner, now=self.clock.now(),
+                                         lease=self.config.lease, limit=self.config.batch_size)
+                items = [
+                    OutboxItem(row.id, row.target, row.kind, row.ticket_id, dict(row.payload), row.attempts)
+                    for row in (await session.execute(
+                        select(OutboxMessage).where(OutboxMessage.id.in_(ids)).order_by(OutboxMessage.id)
+                    )).scalars()
+                ] if ids else []
+            if not items:
+                break
+            lanes: dict[str, list[OutboxItem]] = defaultdict(list)
+            for item in items:
+                lanes[self._pacing_key(item)].append(item)
+            await asyncio.gather(*(self._deliver_lane(key, lane) for key, lane in lanes.items()))
+            total += len(items)
+        return total
+
+    def _channel_for(self, item: OutboxItem) -> Channel | None:
+        return self._channels.get(item.target.split(":", 1)[0])
+
+    def _pacing_key(self, item: OutboxItem) -> str:
+        channel = self._channel_for(item)
+        return channel.pacing_key(item) if channel else item.target
+
+    async def _deliver_lane(self, key: str, lane: list[OutboxItem]) -> None:
+        # One lane per pacing key (a Slack channel, a Teams conversation): in order, spaced out.
+        for index, item in enumerate(lane):
+            if self._stopping:
+                await self._release([i.id for i in lane[index:]])
+                return
+            wait = self._last_send.get(key, -1e9) + self.min_interval - self._monotonic()
+            if wait > 0 and self.min_interval > 0:
+                await self._sleep(wait)
+            await self._deliver(item)
+            self._last_send[key] = self._monotonic()
+
+    async def _release(self, ids: list[int]) -> None:
+        async with self.db.transaction() as session:
+            await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id.in_(ids), OutboxMessage.lease_owner == self.owner,
+                       OutboxMessage.delivered_at.is_(None))
+                .values(lease_owner=None, lease_until=None, attempts=OutboxMessage.attempts - 1)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def _deliver(self, item: OutboxItem) -> None:
+        prefix = item.target.split(":", 1)[0]
+        channel = self._channels.get(prefix)
+        if channel is None:
+            await self._fail(item, f"no channel configured for target {item.target!r}", permanent=True)
+            return
+        if await self._superseded(item):
+            await self._succeed(item, Delivered(message_id="superseded"))
+            return
+        try:
+            delivered = await channel.deliver(item)
+        except TransientDeliveryError as exc:
+            self.metrics.outbox_errors.labels(prefix, "transient").inc()
+            await self._fail(item, str(exc), permanent=False, retry_after=exc.retry_after)
+        except PermanentDeliveryError as exc:
+            self.metrics.outbox_errors.labels(prefix, "permanent").inc()
+            await self._fail(item, str(exc), permanent=True)
+        except Exception as exc:  # a bug or an unclassified SDK error: retry, but keep the evidence
+            log.exception("outbox %s: unexpected error delivering to %s", item.id, item.target)
+            self.metrics.outbox_errors.labels(prefix, "unexpected").inc()
+            await self._fail(item, f"{type(exc).__name__}: {exc}", permanent=False)
+        else:
+            await self._succeed(item, delivered)
+
+    async def _superseded(self, item: OutboxItem) -> bool:
+        # A card refresh renders the ticket as it is now, so an older pending refresh is redundant.
+        if item.kind != "ticket_card":
+            return False
+        async with self.db.transaction() as session:
+            newer = (await session.execute(
+                select(OutboxMessage.id).where(
+                    OutboxMessage.target == item.target, OutboxMessage.ticket_id == item.ticket_id,
+                    OutboxMessage.kind == item.kind, OutboxMessage.id > item.id,
+                    OutboxMessage.delivered_at.is_(None), OutboxMessage.dead_at.is_(None),
+                ).limit(1)
+            )).first()
+        return newer is not None
+
+    async def _succeed(self, item: OutboxItem, delivered: Delivered) -> None:
+        prefix = item.target.split(":", 1)[0]
+        async with self.db.transaction() as session:
+            now = self.clock.now()
+            result = await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id == item.id, OutboxMessage.delivered_at.is_(None))
+                .values(delivered_at=now, delivered_message_id=delivered.message_id, lease_owner=None,
+                        lease_until=None, last_error=None)
+                .execution_options(synchronize_session=False)
+            )
+            if not result.rowcount:  # type: ignore[attr-defined]
+                return
+            for ticket_id, role, platform, channel, message_id in delivered.refs:
+                existing = (await session.execute(select(MessageRef).where(
+                    MessageRef.ticket_id == ticket_id, MessageRef.role == role, MessageRef.platform == platform,
+                    MessageRef.channel == channel))).scalar_one_or_none()
+                if existing is None:
+                    session.add(MessageRef(ticket_id=ticket_id, role=role, platform=platform, channel=channel,
+                                           message_id=message_id, created_at=now))
+                else:
+                    existing.message_id = message_id
+        self.metrics.outbox_delivered.labels(prefix).inc()
+
+    async def _fail(self, item: OutboxItem, error: str, *, permanent: bool, retry_after: float | None = None) -> None:
+        prefix = item.target.split(":", 1)[0]
+        async with self.db.transaction() as session:
+            row = await session.get(OutboxMessage, item.id, with_for_update=True)
+            if row is None or row.delivered_at is not None:
+                return
+            now = self.clock.now()
+            row.last_error = error[:4000]
+            row.lease_owner = None
+            row.lease_until = None
+            if permanent or row.attempts >= self.config.outbox_max_attempts:
+                row.dead_at = now
+                self.metrics.outbox_dead.labels(prefix).inc()
+                log.error("outbox %s to %s dead-lettered after %s attempt(s): %s", row.id, row.target,
+                          row.attempts, error)
+                return
+            row.next_attempt_at = now + self.backoff(row.attempts, retry_after)
+            log.warning("outbox %s to %s failed (attempt %s), retrying at %s: %s", row.id, row.target,
+                        row.attempts, row.next_attempt_at.isoformat(), error)
+
+    def backoff(self, attempts: int, retry_after: float | None) -> timedelta:
+        """Exponential backoff with full jitter, never sooner than the target's ``Retry-After``."""
+        base = self.config.outbox_backoff_base.total_seconds()
+        cap = self.config.outbox_backoff_max.total_seconds()
+        exponential = min(cap, base * 2 ** max(0, attempts - 1))
+        delay = exponential / 2 + random.uniform(0, exponential / 2)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return timedelta(seconds=delay)

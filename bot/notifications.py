@@ -1,0 +1,92 @@
+"""Turns ticket events into outbox rows: card refreshes and threaded notices to the people involved.
+
+Runs inside the transaction of the change (a ``TicketService`` subscriber), so a change and the
+messages it owes commit together. What the messages say is decided here, in platform-neutral terms;
+delivery renders them per platform.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.config import AppConfig
+from bot.tickets import STATUS_LABELS, TicketChange
+from store.models import Person
+from store.queries import enqueue_message
+
+CARD = "ticket_card"
+NOTICE = "notice"
+
+
+def triage_targets(config: AppConfig) -> list[str]:
+    """Where triage cards go: the configured Slack channel and/or Teams conversation."""
+    targets = []
+    if config.slack.enabled and config.slack.triage_channel:
+        targets.append(f"slack:channel:{config.slack.triage_channel}")
+    if config.teams.enabled and config.teams.triage_conversation:
+        targets.append(f"teams:channel:{config.teams.triage_conversation}")
+    return targets
+
+
+def person_target(person: Person) -> str:
+    """A person's direct-message target (``slack:user:U1`` / ``teams:user:<aad id>``)."""
+    return f"{person.platform}:user:{person.platform_user_id}"
+
+
+def _headline(change: TicketChange) -> tuple[str, str | None] | None:
+    """What the requester is told about this event: (headline, body), or None for nothing."""
+    event, payload = change.event, change.event.payload
+    actor = change.actor.display_name if change.actor else "The IT desk"
+    ticket = change.ticket
+    if event.kind == "claimed":
+        return f"{actor} is on it.", None
+    if event.kind == "status_changed":
+        if ticket.status == "waiting_on_requester":
+            return f"{actor} is waiting on you: please reply in this thread.", payload.get("note")
+        return f"{actor} changed the status to {STATUS_LABELS.get(ticket.status, ticket.status)}.", payload.get("note")
+    if event.kind == "priority_changed":
+        return f"Priority changed from {payload['from']} to {payload['to']}.", None
+    if event.kind == "commented" and payload.get("role") == "agent":
+        return f"{actor} replied:", payload.get("text")
+    if event.kind == "resolved":
+        return f"{actor} resolved your ticket.", payload.get("note")
+    if event.kind == "reopened":
+        return "Your ticket was reopened.", payload.get("reason") or None
+    if event.kind == "closed":
+        return "Your ticket is closed.", None
+    if event.kind == "unassigned":
+        return "Your ticket is back in the queue; the next free agent will pick it up.", None
+    return None
+
+
+async def enqueue_for_change(change: TicketChange) -> None:
+    """Subscriber: refresh every card showing the ticket and notify the requester / triage thread."""
+    session, ticket, event, now = change.session, change.ticket, change.event, change.now
+    base: dict[str, Any] = {"ticket_id": ticket.id, "event_id": event.id}
+    for target in triage_targets(change.config):
+        await enqueue_message(session, target=target, kind=CARD, payload={**base, "audience": "triage"},
+                              idempotency_key=f"card:{event.id}:{target}", now=now, ticket_id=ticket.id)
+    requester_dm = person_target(change.requester)
+    await enqueue_message(session, target=requester_dm, kind=CARD, payload={**base, "audience": "requester"},
+                          idempotency_key=f"card:{event.id}:{requester_dm}", now=now, ticket_id=ticket.id)
+    said = _headline(change)
+    source = event.payload.get("source")
+    if said is not None and source != "requester_thread":
+        headline, body = said
+        await enqueue_message(
+            session, target=requester_dm, kind=NOTICE, ticket_id=ticket.id,
+            payload={**base, "thread": "requester", "headline": headline, "body": body,
+                     "author": change.actor.display_name if change.actor else None},
+            idempotency_key=f"notice:{event.id}:{requester_dm}", now=now,
+        )
+    if event.kind in ("commented", "reopened") and change.actor is not None and change.actor.id == ticket.requester_id:
+        text = event.payload.get("text") or event.payload.get("reason") or ""
+        headline = f"{change.actor.display_name} replied:" if event.kind == "commented" else (
+            f"{change.actor.display_name} reopened the ticket.")
+        for target in triage_targets(change.config):
+            await enqueue_message(
+                session, target=target, kind=NOTICE, ticket_id=ticket.id,
+                payload={**base, "thread": "triage", "headline": headline, "body": text or None,
+                         "author": change.actor.display_name},
+                idempotency_key=f"notice:{event.id}:{target}", now=now,
+            )

@@ -1,0 +1,37 @@
+"""Routing ids: defined once, used both when a card is built and when its click is routed."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Action(StrEnum):
+    """Buttons and menus on cards (Slack ``action_id`` / Teams ``data.action``)."""
+
+    CLAIM = "ticket.claim"
+    START = "ticket.in_progress"
+    WAIT = "ticket.waiting"
+    RESOLVE = "ticket.resolve"
+    PRIORITY = "ticket.priority"
+    REOPEN = "ticket.reopen"
+    MUTE = "ticket.mute_updates"
+    UNMUTE = "ticket.unmute_updates"
+    ESCALATION_ACK = "escalation.acknowledge"
+    ESCALATION_CLAIM = "escalation.claim"
+    SURVEY_UP = "survey.thumbs_up"
+    SURVEY_DOWN = "survey.thumbs_down"
+    SURVEY_REASON = "survey.tell_us"
+    SURVEY_REOPEN = "survey.reopen"
+    NEW_TICKET = "ticket.new"
+
+
+class Form(StrEnum):
+    """Forms (Slack modal ``callback_id`` / Teams card ``data.form``)."""
+
+    NEW_TICKET = "form.new_ticket"
+    RESOLVE_NOTE = "form.resolve_note"
+    SURVEY_REASON = "form.survey_reason"
+
+
+class Shortcut(StrEnum):
+    CREATE_FROM_MESSAGE = "ithelp.create_ticket_from_message"

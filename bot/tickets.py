@@ -1,0 +1,547 @@
+"""The ticket lifecycle: one platform-neutral state machine every adapter drives.
+
+Each change runs in one transaction that locks the ticket, checks the transition, writes a
+``TicketEvent`` and lets subscribers (notifications, SLA clock, escalation, surveys) add the outbox
+and timer rows the change implies — so a change and its consequences commit or vanish together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.clock import Clock
+from bot.config import AppConfig
+from bot.people import AgentRoster, PersonRef, upsert_person
+from store.db import Database
+from store.models import Person, Ticket, TicketEvent
+from store.queries import mark_seen
+
+NEW, CLAIMED, IN_PROGRESS, WAITING, RESOLVED, CLOSED, REOPENED = (
+    "new", "claimed", "in_progress", "waiting_on_requester", "resolved", "closed", "reopened",
+)
+OPEN_STATUSES = (NEW, CLAIMED, IN_PROGRESS, WAITING, REOPENED)
+STATUS_LABELS = {
+    NEW: "new", CLAIMED: "claimed", IN_PROGRESS: "in progress", WAITING: "waiting on you",
+    RESOLVED: "resolved", CLOSED: "closed", REOPENED: "reopened",
+}
+TRANSITIONS: dict[str, frozenset[str]] = {
+    NEW: frozenset({CLAIMED, IN_PROGRESS, WAITING, RESOLVED}),
+    CLAIMED: frozenset({IN_PROGRESS, WAITING, RESOLVED, NEW}),
+    IN_PROGRESS: frozenset({WAITING, RESOLVED, NEW}),
+    WAITING: frozenset({IN_PROGRESS, RESOLVED, NEW}),
+    RESOLVED: frozenset({CLOSED, REOPENED}),
+    REOPENED: frozenset({CLAIMED, IN_PROGRESS, WAITING, RESOLVED}),
+    CLOSED: frozenset({REOPENED}),
+}
+MAX_SUMMARY = 300
+MAX_DESCRIPTION = 40_000
+DEDUP_TTL = timedelta(days=2)
+
+
+class TicketError(Exception):
+    """A request the desk can't carry out; ``str()`` is a sentence to show the person as is."""
+
+
+class TicketNotFound(TicketError):
+    pass
+
+
+class IllegalTransition(TicketError):
+    pass
+
+
+class NotAllowed(TicketError):
+    pass
+
+
+class AlreadyClaimed(TicketError):
+    def __init__(self, number: str, owner: str) -> None:
+        super().__init__(f"{number} is already claimed by {owner}.")
+        self.owner = owner
+
+
+class InvalidInput(TicketError):
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a ticket came from, so replies can go back there and cards can link to it."""
+
+    platform: str
+    conversation: str | None = None
+    thread: str | None = None
+    link: str | None = None
+
+
+@dataclass(frozen=True)
+class TicketSnapshot:
+    """A detached, read-only view of a ticket after a change (safe to use outside the session)."""
+
+    id: int
+    number: str
+    summary: str
+    status: str
+    priority: str
+    category: str | None
+    requester_address: str
+    requester_name: str
+    requester_timezone: str | None
+    assignee_address: str | None
+    assignee_name: str | None
+    created_at: datetime
+    first_response_due: datetime | None
+    resolution_due: datetime | None
+    next_update_due: datetime | None
+    calendar: str
+
+    @property
+    def status_label(self) -> str:
+        return STATUS_LABELS.get(self.status, self.status)
+
+
+@dataclass
+class TicketChange:
+    """What subscribers see: the change, inside its transaction."""
+
+    session: AsyncSession
+    now: datetime
+    ticket: Ticket
+    event: TicketEvent
+    actor: Person | None
+    requester: Person
+    assignee: Person | None
+    previous_status: str | None
+    config: AppConfig
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Subscriber = Callable[[TicketChange], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class OpenResult:
+    ticket: TicketSnapshot
+    created: bool
+
+
+class TicketService:
+    """Open, claim, move, comment on, resolve, reopen and close tickets."""
+
+    def __init__(self, db: Database, clock: Clock, config: AppConfig, roster: AgentRoster) -> None:
+        self.db = db
+        self.clock = clock
+        self.config = config
+        self.roster = roster
+        self._subscribers: list[Subscriber] = []
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Run ``subscriber`` inside the transaction of every ticket change, in registration order."""
+        self._subscribers.append(subscriber)
+
+    # -- people -------------------------------------------------------------------------------------
+    async def person(self, session: AsyncSession, ref: PersonRef) -> Person:
+        return await upsert_person(session, ref, is_agent=self.roster.is_agent(ref.address), now=self.clock.now())
+
+    def is_agent(self, ref: PersonRef) -> bool:
+        return self.roster.is_agent(ref.address)
+
+    # -- intake -------------------------------------------------------------------------------------
+    async def open(
+        self,
+        requester: PersonRef,
+        summary: str,
+        *,
+        origin: Origin,
+        description: str = "",
+        category: str | None = None,
+        priority: str | None = None,
+        dedup: tuple[str, str] | None = None,
+    ) -> OpenResult:
+        """Open a ticket. ``dedup`` = (source, event id): a repeat of the same inbound event opens nothing."""
+        summary, description = _clean_intake(summary, description)
+        priority = priority or self.config.default_priority
+        if priority not in self.config.priorities:
+            raise InvalidInput(f"{priority} is not a priority here; use {', '.join(self.config.priorities)}.",
+                               field="priority")
+        for attempt in range(2):
+            try:
+                async with self.db.transaction() as session:
+                    now = self.clock.now()
+                    if dedup is not None and not await mark_seen(
+                        session, source=dedup[0], key=dedup[1], expires_at=now + DEDUP_TTL
+                    ):
+                        existing = await self._ticket_for_dedup(session, dedup)
+                        if existing is None:
+                            raise TicketError("That request was already handled.")
+                        return OpenResult(existing, created=False)
+                    person = await self.person(session, requester)
+                    ticket = Ticket(
+                        requester_id=person.id, origin_platform=origin.platform,
+                        origin_conversation=origin.conversation, origin_thread=origin.thread,
+                        origin_link=origin.link, summary=summary, description=description, category=category,
+                        priority=priority, status=NEW, calendar=self._calendar_for(priority),
+                        created_at=now, updated_at=now, paused_seconds=0.0, updates_muted=False,
+                        reopen_count=0, version=1, intake_key=f"{dedup[0]}:{dedup[1]}" if dedup else None,
+                    )
+                    session.add(ticket)
+                    await session.flush()
+                    payload: dict[str, Any] = {"summary": summary, "priority": priority, "category": category,
+                                               "origin": origin.platform}
+                    await self._emit(session, ticket, "opened", person, payload, previous_status=None)
+                    return OpenResult(await self._snapshot(session, ticket), created=True)
+            except IntegrityError:
+                # Two first-time requests from one new person raced on the people row; the retry finds it.
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _ticket_for_dedup(self, session: AsyncSession, dedup: tuple[str, str]) -> TicketSnapshot | None:
+        ticket = (await session.execute(
+            select(Ticket).where(Ticket.intake_key == f"{dedup[0]}:{dedup[1]}"))).scalar_one_or_none()
+        return await self._snapshot(session, ticket) if ticket else None
+
+    def _calendar_for(self, priority: str) -> str:
+        policy = self.config.sla_policy(priority)
+        return policy.calendar if policy and policy.calendar else self.config.default_calendar
+
+    # -- agent actions ------------------------------------------------------------------------------
+    async def claim(self, ticket_id: int, agent: PersonRef) -> TicketSnapshot:
+        """Assign the ticket to ``agent``. Of two concurrent claims exactly one wins; the other
+        gets ``AlreadyClaimed`` naming the owner."""
+        self._require_agent(agent, "claim tickets")
+        async with self.db.transaction() as session:
+            now = self.clock.now()
+            person = await self.person(session, agent)
+            # The conditional UPDATE is the arbiter: only a row still unassigned and claimable changes.
+            result = await session.execute(
+                update(Ticket)
+                .where(Ticket.id == ticket_id, Ticket.assignee_id.is_(None), Ticket.status.in_((NEW, REOPENED)))
+                .values(assignee_id=person.id, status=CLAIMED, updated_at=now, version=Ticket.version + 1)
+                .returning(Ticket.status)
+                .execution_options(synchronize_session=False)
+            )
+            won = result.first() is not None
+            ticket = await self._load(session, ticket_id, lock=not won)
+            if not won:
+                if ticket.assignee_id is not None:
+                    owner = await session.get(Person, ticket.assignee_id)
+                    if owner is not None and owner.id == person.id:
+                        return await self._snapshot(session, ticket)  # a double click changes nothing
+                    raise AlreadyClaimed(ticket.number, owner.display_name if owner else "someone")
+                raise IllegalTransition(
+                    f"{ticket.number} is {STATUS_LABELS[ticket.status]}; it can't be claimed now.")
+            await session.refresh(ticket)
+            previous = REOPENED if ticket.reopen_count and ticket.resolved_at is None else NEW
+            await self._first_response(ticket, now)
+            await self._emit(session, ticket, "claimed", person, {"assignee": person.address},
+                             previous_status=previous)
+            return await self._snapshot(session, ticket)
+
+    async def unassign(self, ticket_id: int, agent: PersonRef) -> TicketSnapshot:
+        self._require_agent(agent, "unassign tickets")
+
+        async def change(session: AsyncSession, ticket: Ticket, actor: Person) -> tuple[str, dict[str, Any]]:
+            if ticket.assignee_id is None:
+                raise IllegalTransition(f"{ticket.number} isn't assigned to anyone.")
+            self._check(ticket, NEW)
+            ticket.assignee_id = None
+            ticket.status = REOPENED if ticket.reopen_count else NEW
+            return "unassigned", {}
+
+        return await self._change(ticket_id, agent, change)
+
+    async def set_status(
+        self, ticket_id: int, agent: PersonRef, status: str, note: str | None = None
+    ) -> TicketSnapshot:
+        """Move the ticket to ``in_progress`` or ``waiting_on_requester`` (use resolve/close/reopen for the rest)."""
+        self._require_agent(agent, "change a ticket's status")
+        if status not in (IN_PROGRESS, WAITING):
+            label = STATUS_LABELS.get(status, status)
+            raise IllegalTransition(f"Use resolve, close or reopen to make a ticket {label}.")
+
+        async def change(session: AsyncSession, ticket: Ticket, actor: Person) -> tuple[str, dict[str, Any]]:
+            if ticket.status == status:
+                raise _Unchanged
+            self._check(ticket, status)
+            self._auto_assign(ticket, actor)
+            ticket.status = status
+            return "status_changed", {"status": status, "note": note}
+
+        return await self._change(ticket_id, agent, change)
+
+    async def set_priority(self, ticket_id: int, agent: PersonRef, priority: str) -> TicketSnapshot:
+        self._require_agent(agent, "change priorities")
+        if priority not in self.config.priorities:
+            raise InvalidInput(f"{priority} is not a priority here; use {', '.join(self.config.priorities)}.",
+                               field="priority")
+
+        async def change(session: AsyncSession, ticket: Ticket, actor: Person) -> tuple[str, dict[str, Any]]:
+            if not ticket.is_open:
+                raise IllegalTransition(f"{ticket.number} is {STATUS_LABELS[ticket.status]}; reopen it first.")
+            if ticket.priority == priority:
+                raise _Unchanged
+            old = ticket.priority
+            ticket.priority = priority
+            ticket.calendar = self._calendar_for(priority)
+            return "priority_changed", {"from": old, "to": priority}
+
+        return await self._change(ticket_id, agent, change)
+
+    async def resolve(self, ticket_id: int, agent: PersonRef, note: str) -> TicketSnapshot:
+        self._require_agent(agent, "resolve tickets")
+        note = _clean_text(note, "resolution note", MAX_DESCRIPTION, required=True)
+
+        async def change(session: AsyncSession, ticket: Ticket, actor: Person) -> tuple[str, dict[str, Any]]:
+            self._check(ticket, RESOLVED)
+            self._auto_assign(ticket, actor)
+            ticket.status = RESOLVED
+            ticket.resolved_at = self.clock.now()
+            return "resolved", {"note": note}
+
+        return await self._change(ticket_id, agent, change)
+
+    # -- anyone involved ----------------------------------------------------------------------------
+    async def comment(
+        self, ticket_id: int, author: PersonRef, text: str, *, dedup: tuple[str, str] | None = None,
+        source: str | None = None,
+    ) -> TicketSnapshot | None:
+        """Add a public comment. Returns None when ``dedup`` says this message was already recorded.
+
+        ``source`` names where it was written (e.g. ``slack:triage``) so relays skip the place it came from.
+        """
+        text = _clean_text(text, "comment", MAX_DESCRIPTION, required=True)
+
+        async def change(session: AsyncSession, ticket: Ticket, actor: Person) -> tuple[str, dict[str, Any]]:
+            if dedup is not None and not await mark_seen(
+                session, source=dedup[0], key=dedup[1], expires_at=self.clock.now() + DEDUP_TTL
+            ):
+                raise _Duplicate
+            is_requester = actor.id == ticket.requester_id
+            if not is_requester and not actor.is_agent:
+                raise NotAllowed(f"Only the requester and IT agents can comment on {ticket.number}.")
+            if ticket.status == CLOSED:
+                raise IllegalTransition(f"{ticket.number} is closed; open a new ticket or reopen it.")
+            role = "requester" if is_requester else "agent"
+            if role == "agent":
+                await self._first_response(ticket, self.clock.now())
+            elif ticket.status == WAITING:
+                # The requester answered: the ball is back with IT and the SLA clock resumes.
+                ticket.status = IN_PROGRESS if ticket.assignee_id else NEW
+            return "commented", {"text": text, "role": role, "source": source}
+
+        try:
+            return await self._change(ticket_id, author, change)
+        except _Duplicate:
+            return None
+
+    async def reopen(self, ticket_id: int, person: PersonRef, reason: str = "") -> TicketSnapshot:
+        async def change(session: AsyncSession, ticket: Ticket, actor: Person) -> tuple[str, dict[str, Any]]:
+            if actor.id != ticket.requester_id and not actor.is_agent:
+                raise NotAllowed(f"Only the requester and IT agents can reopen {ticket.number}.")
+            self._check(ticket, REOPENED)
+            previous_assignee = ticket.assignee_id
+            # Back to the queue so the triage card offers Claim again; the last owner is told (payload).
+            ticket.status = REOPENED
+            ticket.assignee_id = None
+            ticket.reopen_count += 1
+            ticket.resolved_at = None
+            ticket.closed_at = None
+            return "reopened", {"reason": reason[:MAX_DESCRIPTION], "previous_assignee_id": previous_assignee}
+
+        return await self._change(ticket_id, person, change)
+
+    async def close(self, ticket_id: int, person: PersonRef | None) -> TicketSnapshot:
+        """Close a resolved ticket (``person`` None = the system, e.g. auto-close)."""
+
+        async def change(session: AsyncSession, ticket: Ticket, actor: Person | None) -> tuple[str, dict[str, Any]]:
+            if actor is not None and actor.id != ticket.requester_id and not actor.is_agent:
+                raise NotAllowed(f"Only the requester and IT agents can close {ticket.number}.")
+            self._check(ticket, CLOSED)
+            ticket.status = CLOSED
+            ticket.closed_at = self.clock.now()
+            return "closed", {}
+
+        return await self._change(ticket_id, person, change)
+
+    async def mute_updates(self, ticket_id: int, person: PersonRef, muted: bool = True) -> TicketSnapshot:
+        """Stop (or restart) scheduled progress updates for this one ticket."""
+
+        async def change(session: AsyncSession, ticket: Ticket, actor: Person | None) -> tuple[str, dict[str, Any]]:
+            if actor is None or (actor.id != ticket.requester_id and not actor.is_agent):
+                raise NotAllowed(f"Only the requester can mute updates for {ticket.number}.")
+            if ticket.updates_muted == muted:
+                raise _Unchanged
+            ticket.updates_muted = muted
+            return "updates_muted" if muted else "updates_unmuted", {}
+
+        return await self._change(ticket_id, person, change)
+
+    # -- reads --------------------------------------------------------------------------------------
+    async def get(self, ticket_id: int) -> TicketSnapshot:
+        async with self.db.transaction() as session:
+            return await self._snapshot(session, await self._load(session, ticket_id, lock=False))
+
+    async def snapshot(self, session: AsyncSession, ticket: Ticket) -> TicketSnapshot:
+        return await self._snapshot(session, ticket)
+
+    async def tickets_of(self, person: PersonRef, *, open_only: bool = False, limit: int = 20) -> list[TicketSnapshot]:
+        async with self.db.transaction() as session:
+            owner = (await session.execute(select(Person).where(
+                Person.platform == person.platform, Person.platform_user_id == person.user_id))).scalar_one_or_none()
+            if owner is None:
+                return []
+            query = select(Ticket).where(Ticket.requester_id == owner.id)
+            if open_only:
+                query = query.where(Ticket.status.in_(OPEN_STATUSES))
+            rows = (await session.execute(query.order_by(Ticket.id.desc()).limit(limit))).scalars().all()
+            return [await self._snapshot(session, row) for row in rows]
+
+    async def assigned_to(self, agent: PersonRef, limit: int = 20) -> list[TicketSnapshot]:
+        async with self.db.transaction() as session:
+            owner = (await session.execute(select(Person).where(
+                Person.platform == agent.platform, Person.platform_user_id == agent.user_id))).scalar_one_or_none()
+            if owner is None:
+                return []
+            rows = (await session.execute(select(Ticket).where(
+                Ticket.assignee_id == owner.id, Ticket.status.in_(OPEN_STATUSES)).order_by(Ticket.id).limit(limit)
+            )).scalars().all()
+            return [await self._snapshot(session, row) for row in rows]
+
+    async def unclaimed(self, limit: int = 20) -> list[TicketSnapshot]:
+        async with self.db.transaction() as session:
+            rows = (await session.execute(select(Ticket).where(
+                Ticket.assignee_id.is_(None), Ticket.status.in_((NEW, REOPENED))).order_by(Ticket.id).limit(limit)
+            )).scalars().all()
+            return [await self._snapshot(session, row) for row in rows]
+
+    # -- internals ----------------------------------------------------------------------------------
+    def _require_agent(self, person: PersonRef, what: str) -> None:
+        if not self.roster.is_agent(person.address):
+            raise NotAllowed(f"Only IT agents can {what}.")
+
+    @staticmethod
+    def _check(ticket: Ticket, target: str) -> None:
+        if target not in TRANSITIONS.get(ticket.status, frozenset()):
+            raise IllegalTransition(
+                f"{ticket.number} is {STATUS_LABELS[ticket.status]}; it can't become "
+                f"{STATUS_LABELS.get(target, target)} from there."
+            )
+
+    @staticmethod
+    def _auto_assign(ticket: Ticket, actor: Person) -> None:
+        # An agent who works an unclaimed ticket (starts it, resolves it) owns it.
+        if ticket.assignee_id is None:
+            ticket.assignee_id = actor.id
+
+    async def _first_response(self, ticket: Ticket, now: datetime) -> None:
+        if ticket.first_response_at is None:
+            ticket.first_response_at = now
+
+    async def _load(self, session: AsyncSession, ticket_id: int, *, lock: bool) -> Ticket:
+        query = select(Ticket).where(Ticket.id == ticket_id)
+        if lock:
+            query = query.with_for_update()
+        ticket = (await session.execute(query)).scalar_one_or_none()
+        if ticket is None:
+            raise TicketNotFound(f"There is no ticket IT-{ticket_id}.")
+        return ticket
+
+    async def _change(
+        self,
+        ticket_id: int,
+        actor_ref: PersonRef | None,
+        change: Callable[[AsyncSession, Ticket, Any], Awaitable[tuple[str, dict[str, Any]]]],
+    ) -> TicketSnapshot:
+        async with self.db.transaction() as session:
+            ticket = await self._load(session, ticket_id, lock=True)
+            actor = await self.person(session, actor_ref) if actor_ref else None
+            previous = ticket.status
+            try:
+                kind, payload = await change(session, ticket, actor)
+            except _Unchanged:
+                return await self._snapshot(session, ticket)
+            ticket.updated_at = self.clock.now()
+            ticket.version += 1
+            await self._emit(session, ticket, kind, actor, payload, previous_status=previous)
+            return await self._snapshot(session, ticket)
+
+    async def _emit(
+        self, session: AsyncSession, ticket: Ticket, kind: str, actor: Person | None, payload: dict[str, Any],
+        *, previous_status: str | None,
+    ) -> TicketEvent:
+        now = self.clock.now()
+        if previous_status is not None and previous_status != ticket.status:
+            payload = {**payload, "from_status": previous_status, "to_status": ticket.status}
+        event = TicketEvent(ticket_id=ticket.id, at=now, actor_id=actor.id if actor else None, kind=kind,
+                            payload=payload)
+        session.add(event)
+        await session.flush()
+        requester = await session.get(Person, ticket.requester_id)
+        assert requester is not None
+        assignee = await session.get(Person, ticket.assignee_id) if ticket.assignee_id else None
+        change = TicketChange(session=session, now=now, ticket=ticket, event=event, actor=actor,
+                              requester=requester, assignee=assignee, previous_status=previous_status,
+                              config=self.config)
+        for subscriber in self._subscribers:
+            await subscriber(change)
+        await session.flush()
+        return event
+
+    async def _snapshot(self, session: AsyncSession, ticket: Ticket) -> TicketSnapshot:
+        requester = await session.get(Person, ticket.requester_id)
+        assert requester is not None
+        assignee = await session.get(Person, ticket.assignee_id) if ticket.assignee_id else None
+        return TicketSnapshot(
+            id=ticket.id, number=ticket.number, summary=ticket.summary, status=ticket.status,
+            priority=ticket.priority, category=ticket.category, requester_address=requester.address,
+            requester_name=requester.display_name, requester_timezone=requester.timezone,
+            assignee_address=assignee.address if assignee else None,
+            assignee_name=assignee.display_name if assignee else None, created_at=ticket.created_at,
+            first_response_due=ticket.first_response_due, resolution_due=ticket.resolution_due,
+            next_update_due=ticket.next_update_due, calendar=ticket.calendar,
+        )
+
+
+class _Unchanged(Exception):
+    """Raised inside a change to say "already so": idempotent no-op, no event."""
+
+
+class _Duplicate(Exception):
+    """Raised inside a change when its inbound message was already recorded."""
+
+
+def _clean_text(text: str, what: str, limit: int, *, required: bool) -> str:
+    cleaned = (text or "").replace("\x00", "").strip()
+    if required and not cleaned:
+        raise InvalidInput(f"The {what} can't be empty.", field=what)
+    if len(cleaned) > limit:
+        raise InvalidInput(f"The {what} is {len(cleaned):,} characters; the limit is {limit:,}.", field=what)
+    return cleaned
+
+
+def _clean_intake(summary: str, description: str) -> tuple[str, str]:
+    summary = (summary or "").replace("\x00", "").strip()
+    description = (description or "").replace("\x00", "").strip()
+    if not summary:
+        raise InvalidInput("Please describe the problem in a few words.", field="summary")
+    first_line = summary.splitlines()[0].strip()
+    if len(first_line) > MAX_SUMMARY or first_line != summary:
+        # Long or multi-line text is kept whole as the description; nothing the person typed is dropped.
+        cut = first_line[: MAX_SUMMARY - 1].rstrip() + "…" if len(first_line) > MAX_SUMMARY else first_line
+        description = summary + ("\n\n" + description if description else "")
+        summary = cut
+    if len(description) > MAX_DESCRIPTION:
+        raise InvalidInput(f"The description is {len(description):,} characters; the limit is {MAX_DESCRIPTION:,}. "
+                           "Attach long logs as a file instead.", field="description")
+    return summary, description
+

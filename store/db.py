@@ -1,0 +1,77 @@
+"""The engine and session factory. One ``Database`` per process; transactions are short."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+DEFAULT_URL = "sqlite+aiosqlite:///ithelp.db"
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database could not be reached; callers answer with a friendly "try again" instead of a 500."""
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # SQLite: WAL so readers don't block the writer; a busy timeout so writers queue instead of failing;
+    # autocommit mode so we can issue BEGIN IMMEDIATE ourselves (deferred BEGIN deadlocks on upgrade).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=15000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_begin_immediate(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class Database:
+    """Async engine + session factory for SQLite (embedded default) or PostgreSQL (production)."""
+
+    def __init__(
+        self, url: str = DEFAULT_URL, *, pool_size: int = 10, echo: bool = False, schema: str | None = None
+    ) -> None:
+        self.url = make_url(url)
+        self.schema = schema
+        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
+        if self.dialect == "postgresql":
+            connect_args: dict[str, Any] = {"timeout": 5, "command_timeout": 30}
+            if schema:
+                connect_args["server_settings"] = {"search_path": schema}
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_timeout=5, connect_args=connect_args)
+        else:
+            kwargs["connect_args"] = {"timeout": 15}
+        self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
+        if self.dialect == "sqlite":
+            event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_begin_immediate)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.url.get_backend_name()
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """One unit of work: commits on success, rolls back on any exception."""
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()

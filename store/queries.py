@@ -1,0 +1,164 @@
+"""The few queries that need care: claiming due timers and outbox rows across replicas."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute, aliased
+from sqlalchemy.sql.elements import ColumnElement
+
+from store.models import InboundDedup, OutboxMessage, Timer
+
+
+def _lease_free(lease_until: InstrumentedAttribute[datetime | None], now: datetime) -> ColumnElement[bool]:
+    return or_(lease_until.is_(None), lease_until < now)
+
+
+async def claim_due_timers(
+    session: AsyncSession, *, owner: str, now: datetime, lease: timedelta, limit: int
+) -> list[int]:
+    """Lease up to ``limit`` due timers to ``owner`` in one statement and return their ids.
+
+    PostgreSQL: the inner SELECT takes ``FOR UPDATE SKIP LOCKED`` so concurrent replicas split the
+    work instead of queueing on each other. SQLite: a single ``UPDATE … RETURNING`` under
+    ``BEGIN IMMEDIATE`` is already exclusive. An expired lease (a crashed replica) is claimable again.
+    """
+    candidates = (
+        select(Timer.id)
+        .where(Timer.done_at.is_(None), Timer.due_at <= now, _lease_free(Timer.lease_until, now))
+        .order_by(Timer.due_at, Timer.id)
+        .limit(limit)
+    )
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    statement = (
+        update(Timer)
+        .where(Timer.id.in_(candidates.scalar_subquery()))
+        .values(lease_owner=owner, lease_until=now + lease, attempts=Timer.attempts + 1)
+        .returning(Timer.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list((await session.execute(statement)).scalars())
+
+
+async def claim_outbox(
+    session: AsyncSession, *, owner: str, now: datetime, lease: timedelta, limit: int
+) -> list[int]:
+    """Lease deliverable outbox rows: due, unleased, and first in line for their ordering key.
+
+    "First in line" keeps a ticket's thread in order on each target (the thread root must exist
+    before replies to it), while different tickets and targets deliver in parallel.
+    """
+    earlier = aliased(OutboxMessage)
+    blocked = exists().where(
+        and_(
+            earlier.ordering_key == OutboxMessage.ordering_key,
+            earlier.id < OutboxMessage.id,
+            earlier.delivered_at.is_(None),
+            earlier.dead_at.is_(None),
+        )
+    )
+    candidates = (
+        select(OutboxMessage.id)
+        .where(
+            OutboxMessage.delivered_at.is_(None),
+            OutboxMessage.dead_at.is_(None),
+            OutboxMessage.next_attempt_at <= now,
+            _lease_free(OutboxMessage.lease_until, now),
+            ~blocked,
+        )
+        .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
+        .limit(limit)
+    )
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True, of=OutboxMessage)
+    statement = (
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(candidates.scalar_subquery()))
+        .values(lease_owner=owner, lease_until=now + lease, attempts=OutboxMessage.attempts + 1)
+        .returning(OutboxMessage.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list((await session.execute(statement)).scalars())
+
+
+def _insert_for(session: AsyncSession) -> Any:
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        return pg_insert
+    return sqlite_insert
+
+
+async def enqueue_message(
+    session: AsyncSession,
+    *,
+    target: str,
+    kind: str,
+    payload: dict[str, Any],
+    idempotency_key: str,
+    now: datetime,
+    ticket_id: int | None = None,
+    ordering_key: str | None = None,
+    deliver_at: datetime | None = None,
+) -> bool:
+    """Add a row to the outbox unless one with the same idempotency key exists; True if added."""
+    statement = (
+        _insert_for(session)(OutboxMessage)
+        .values(
+            target=target, kind=kind, payload=payload, idempotency_key=idempotency_key, ticket_id=ticket_id,
+            ordering_key=ordering_key or f"{target}#{ticket_id or 0}", created_at=now,
+            next_attempt_at=deliver_at or now, attempts=0,
+        )
+        .on_conflict_do_nothing(index_elements=["idempotency_key"])
+    )
+    result = await session.execute(statement)
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def schedule_timer(
+    session: AsyncSession,
+    *,
+    kind: str,
+    due_at: datetime,
+    now: datetime,
+    ticket_id: int | None = None,
+    payload: dict[str, Any] | None = None,
+    dedup_key: str | None = None,
+) -> bool:
+    """Add a timer row; with a ``dedup_key`` a second schedule of the same deadline is a no-op."""
+    statement = _insert_for(session)(Timer).values(
+        kind=kind, due_at=due_at, ticket_id=ticket_id, payload=payload or {}, dedup_key=dedup_key,
+        created_at=now, attempts=0,
+    )
+    if dedup_key is not None:
+        statement = statement.on_conflict_do_nothing(index_elements=["dedup_key"])
+    result = await session.execute(statement)
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def cancel_timers(
+    session: AsyncSession, *, ticket_id: int, kinds: list[str] | tuple[str, ...], now: datetime
+) -> int:
+    """Mark a ticket's pending timers of these kinds as cancelled; returns how many."""
+    result = await session.execute(
+        update(Timer)
+        .where(Timer.ticket_id == ticket_id, Timer.kind.in_(kinds), Timer.done_at.is_(None))
+        .values(done_at=now, outcome="cancelled")
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def mark_seen(session: AsyncSession, *, source: str, key: str, expires_at: datetime) -> bool:
+    """Record an inbound event id; False if it was already seen (a retry or duplicate)."""
+    statement = (
+        _insert_for(session)(InboundDedup)
+        .values(source=source, key=key, expires_at=expires_at)
+        .on_conflict_do_nothing(index_elements=["source", "key"])
+    )
+    result = await session.execute(statement)
+    return bool(result.rowcount)  # type: ignore[attr-defined]
