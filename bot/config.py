@@ -105,7 +105,8 @@ class SlackConfig(Section):
 
 
 class TeamsConfig(Section):
-    enabled: bool = True
+    enabled: bool | None = None
+    """None (default): on when app_id is set. true without credentials: local testing on loopback only."""
     app_id: str = ""
     app_password: str = ""
     app_type: Literal["MultiTenant", "SingleTenant", "UserAssignedMSI"] = "MultiTenant"
@@ -117,6 +118,10 @@ class TeamsConfig(Section):
     @property
     def authenticated(self) -> bool:
         return bool(self.app_id and self.app_password)
+
+    @property
+    def active(self) -> bool:
+        return self.enabled if self.enabled is not None else bool(self.app_id)
 
 
 class AgentsConfig(Section):

@@ -23,7 +23,7 @@ def triage_targets(config: AppConfig) -> list[str]:
     targets = []
     if config.slack.enabled and config.slack.triage_channel:
         targets.append(f"slack:channel:{config.slack.triage_channel}")
-    if config.teams.enabled and config.teams.triage_conversation:
+    if config.teams.active and config.teams.triage_conversation:
         targets.append(f"teams:channel:{config.teams.triage_conversation}")
     return targets
 

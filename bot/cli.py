@@ -1,0 +1,136 @@
+"""The ``ithelp`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from bot.config import AppConfig, ConfigError, load_config
+
+log = logging.getLogger("ithelp")
+
+
+def _config_path(value: str | None) -> Path:
+    return Path(value or os.environ.get("ITHELP_CONFIG", "app.yaml"))
+
+
+def _load_or_exit(path: Path) -> AppConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(f"{path}: the configuration has problems:", file=sys.stderr)
+        for where, message in exc.problems:
+            print(f"  {where}: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    path = _config_path(args.path)
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        for where, message in exc.problems:
+            print(f"{where}: {message}")
+        return 1
+    print("ok")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from bot.logs import configure_logging
+    from bot.server import Server, serve_forever
+
+    configure_logging(args.log_format, args.log_level)
+    path = _config_path(args.config)
+    config = _load_or_exit(path)
+    if args.socket_mode and not config.slack.app_token:
+        print("--socket-mode needs slack.app_token (SLACK_APP_TOKEN, an xapp- token)", file=sys.stderr)
+        return 2
+    server = Server(config, host=args.host, port=args.port, replica=args.replica, socket_mode=args.socket_mode)
+    try:
+        asyncio.run(serve_forever(server))
+    except OSError as exc:
+        log.error("could not start: %s", exc)
+        return 1
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from store.db import Database
+    from store.migrate import upgrade
+
+    config = _load_or_exit(_config_path(args.config))
+
+    async def run() -> None:
+        db = Database(config.database.url, schema=config.database.schema_name)
+        try:
+            await upgrade(db)
+        finally:
+            await db.dispose()
+
+    asyncio.run(run())
+    print("database is up to date")
+    return 0
+
+
+def cmd_teams_package(args: argparse.Namespace) -> int:
+    from bot.teams_package import build_teams_package
+
+    config = _load_or_exit(_config_path(args.config))
+    app_id = args.app_id or config.teams.app_id
+    if not app_id:
+        print("teams-package needs an app id: set teams.app_id in app.yaml or pass --app-id", file=sys.stderr)
+        return 2
+    try:
+        out = build_teams_package(app_id, Path(args.output), bot_domain=args.domain)
+    except ValueError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    print(f"wrote {out}: upload it in Teams (Apps → Manage your apps → Upload an app)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ithelp", description="Self-hosted chat-ops IT help desk for Slack and Teams")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the bot")
+    serve.add_argument("--config", help="path to app.yaml (default: $ITHELP_CONFIG or ./app.yaml)")
+    serve.add_argument("--host", help="listen address (default: server.host, 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (default: server.port, 3978)")
+    serve.add_argument("--log-format", choices=("text", "json"), default="text")
+    serve.add_argument("--log-level", default="INFO")
+    serve.add_argument("--replica", help="a name for this replica in leases and logs")
+    serve.add_argument("--socket-mode", action="store_true", help="connect to Slack over Socket Mode (SLACK_APP_TOKEN)")
+    serve.set_defaults(func=cmd_serve)
+
+    check = sub.add_parser("check-config", help="validate app.yaml and print every problem")
+    check.add_argument("path", nargs="?")
+    check.set_defaults(func=cmd_check_config)
+
+    db = sub.add_parser("db", help="database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_upgrade = db_sub.add_parser("upgrade", help="apply migrations")
+    db_upgrade.add_argument("--config")
+    db_upgrade.set_defaults(func=cmd_db_upgrade)
+
+    teams = sub.add_parser("teams-package", help="build the Teams app package (zip)")
+    teams.add_argument("--config")
+    teams.add_argument("--app-id")
+    teams.add_argument("--domain", help="the bot's public host name, e.g. ithelp.example.com")
+    teams.add_argument("--output", default="ithelp-teams.zip")
+    teams.set_defaults(func=cmd_teams_package)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,80 @@
+"""Drives the engine: an APScheduler interval tick (in-memory job store) plus cron jobs.
+
+Ticket timers are rows (``store``), not APScheduler jobs: APScheduler's persistent job stores are
+not safe across processes. ``kick()`` runs a tick now, so a freshly written outbox row goes out at
+once instead of waiting for the next interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import time
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+
+from bot.desk import Desk
+
+log = logging.getLogger("ithelp.scheduler")
+
+
+class EngineRunner:
+    """Runs timer and outbox ticks on an interval, on demand, and cron jobs in a configured zone."""
+
+    def __init__(self, desk: Desk) -> None:
+        self.desk = desk
+        self.scheduler = AsyncIOScheduler(timezone="UTC")
+        self._tick_lock = asyncio.Lock()
+        self._pending_kick = False
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    def start(self) -> None:
+        interval = self.desk.config.engine.tick_interval.total_seconds()
+        self.scheduler.add_job(self.tick, "interval", seconds=interval, id="engine-tick", max_instances=1,
+                               coalesce=True, misfire_grace_time=None)
+        self.scheduler.start()
+
+    def add_daily(self, job_id: str, at: time, zone: str, job: Callable[[], Awaitable[None]]) -> None:
+        """Run ``job`` every day at ``at`` in ``zone`` (e.g. the morning triage digest)."""
+        self.scheduler.add_job(job, CronTrigger(hour=at.hour, minute=at.minute, timezone=zone), id=job_id,
+                               max_instances=1, coalesce=True, replace_existing=True)
+
+    def kick(self) -> None:
+        """Tick as soon as possible (coalesced: many kicks during a tick cause one more tick)."""
+        if self._stopping:
+            return
+        if self._tick_lock.locked():
+            self._pending_kick = True
+            return
+        task = asyncio.get_running_loop().create_task(self.tick())
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+
+    async def tick(self) -> None:
+        if self._stopping:
+            return
+        async with self._tick_lock:
+            while True:
+                self._pending_kick = False
+                try:
+                    await self.desk.timers.tick()
+                    await self.desk.outbox.tick()
+                except Exception:  # the database may be down: log, and the next tick tries again
+                    log.exception("engine tick failed")
+                    return
+                if not self._pending_kick or self._stopping:
+                    return
+
+    async def stop(self) -> None:
+        """Stop taking work; let in-flight deliveries finish (unsent claimed rows are released)."""
+        self._stopping = True
+        self.desk.outbox.stop()
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)
+        async with self._tick_lock:
+            pass
+        if self._inflight:
+            await asyncio.gather(*self._inflight, return_exceptions=True)

@@ -1,0 +1,173 @@
+"""``ithelp serve``: one aiohttp app with Slack, Teams, health and metrics, plus the engine."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import signal
+import socket
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import func, select
+
+from bot.clock import Clock, SystemClock
+from bot.config import AppConfig
+from bot.desk import Desk, build_desk
+from bot.features import install_features
+from bot.scheduler import EngineRunner
+from store.db import Database
+from store.migrate import upgrade
+from store.models import OutboxMessage, Timer
+
+log = logging.getLogger("ithelp.server")
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        try:
+            return all(ipaddress.ip_address(info[4][0]).is_loopback for info in socket.getaddrinfo(host, None))
+        except OSError:
+            return False
+
+
+class Server:
+    """The running bot: database, engine, platform adapters and the HTTP listener."""
+
+    def __init__(
+        self, config: AppConfig, *, clock: Clock | None = None, db: Database | None = None,
+        host: str | None = None, port: int | None = None, replica: str | None = None, run_engine: bool = True,
+        socket_mode: bool = False,
+    ) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.db = db or Database(config.database.url, pool_size=config.database.pool_size,
+                                 echo=config.database.echo, schema=config.database.schema_name)
+        self.host = host if host is not None else config.server.host
+        self.port = port if port is not None else config.server.port
+        self.replica = replica
+        self.run_engine = run_engine
+        self.socket_mode = socket_mode
+        self.desk: Desk | None = None
+        self.engine: EngineRunner | None = None
+        self.adapters: dict[str, Any] = {}
+        self._runner: web.AppRunner | None = None
+        self._site_port: int | None = None
+        self._background: list[asyncio.Task[None]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self._site_port or self.port}"
+
+    async def start(self) -> None:
+        await upgrade(self.db)
+        desk = build_desk(self.config, self.db, self.clock, replica=self.replica)
+        self.desk = desk
+        self.engine = EngineRunner(desk)
+        desk.extras["kick"] = self.engine.kick
+        install_features(desk, self.engine)
+        app = web.Application(client_max_size=2 * 1024 * 1024)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._metrics)
+        off: list[str] = []
+        await self._mount_slack(app, desk, off)
+        self._mount_teams(app, desk, off)
+        if off:
+            log.info("platforms off: %s", "; ".join(off))
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self._site_port = sockets[0].getsockname()[1] if sockets else self.port
+        if self.run_engine:
+            self.engine.start()
+        log.info("ithelp listening on %s (database: %s)", self.url, self.db.dialect)
+
+    async def _mount_slack(self, app: web.Application, desk: Desk, off: list[str]) -> None:
+        slack = self.config.slack
+        if not slack.enabled:
+            off.append(f"Slack ({slack.disabled_reason})")
+            return
+        from bot.handlers.slack import SlackAdapter
+
+        adapter = SlackAdapter(desk)
+        self.adapters["slack"] = adapter
+        app.router.add_post("/slack/events", adapter.handle)
+        if self.socket_mode:
+            self._background.append(asyncio.get_running_loop().create_task(adapter.run_socket_mode()))
+
+    def _mount_teams(self, app: web.Application, desk: Desk, off: list[str]) -> None:
+        teams = self.config.teams
+        if not teams.active:
+            off.append("Teams (teams.enabled is false)" if teams.enabled is False
+                       else "Teams (teams.app_id and teams.app_password not set)")
+            return
+        if not teams.authenticated and not is_loopback(self.host):
+            off.append(f"Teams (refusing /api/messages on {self.host}: without teams.app_id and "
+                       "teams.app_password requests can't be authenticated; set them or listen on 127.0.0.1)")
+            return
+        from bot.handlers.teams import TeamsAdapter
+
+        adapter = TeamsAdapter(desk)
+        self.adapters["teams"] = adapter
+        app.router.add_post("/api/messages", adapter.handle)
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        try:
+            await asyncio.wait_for(self.db.ping(), timeout=3)
+        except Exception as exc:
+            log.warning("health check: database unreachable: %s", exc)
+            return web.json_response({"status": "error", "database": "unreachable"}, status=503)
+        return web.json_response({"status": "ok", "database": self.db.dialect})
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        assert self.desk is not None
+        metrics = self.desk.metrics
+        try:
+            async with self.db.transaction() as session:
+                now = self.clock.now()
+                metrics.timers_due.set(await session.scalar(select(func.count()).select_from(Timer).where(
+                    Timer.done_at.is_(None), Timer.due_at <= now)) or 0)
+                metrics.outbox_pending.set(await session.scalar(select(func.count()).select_from(OutboxMessage).where(
+                    OutboxMessage.delivered_at.is_(None), OutboxMessage.dead_at.is_(None))) or 0)
+                metrics.outbox_dead_current.set(await session.scalar(
+                    select(func.count()).select_from(OutboxMessage).where(OutboxMessage.dead_at.is_not(None))) or 0)
+        except Exception as exc:  # still serve the process metrics when the database is away
+            log.warning("metrics: database unreachable: %s", exc)
+        body = generate_latest(metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def stop(self) -> None:
+        if self.engine is not None:
+            await self.engine.stop()
+        for task in self._background:
+            task.cancel()
+        for adapter in self.adapters.values():
+            close = getattr(adapter, "close", None)
+            if close is not None:
+                await close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.db.dispose()
+
+
+async def serve_forever(server: Server) -> None:
+    """Run until SIGTERM/SIGINT, then shut down cleanly (exit code 0)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await server.stop()

@@ -1,0 +1,225 @@
+"""Timer rows and the outbox: exactly-once claims across workers, leases, retries, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter as Tally
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from bot.channels import PermanentDeliveryError, TransientDeliveryError
+from bot.engine import Delivered, OutboxItem, OutboxWorker, TimerEngine, TimerRun
+from bot.metrics import Metrics
+from store.models import OutboxMessage, Timer
+from store.queries import enqueue_message, schedule_timer
+
+
+async def seed_timers(db: Any, clock: Any, count: int, kind: str = "test.kind") -> None:
+    async with db.transaction() as session:
+        for index in range(count):
+            await schedule_timer(session, kind=kind, due_at=clock.now() - timedelta(seconds=index % 7),
+                                 now=clock.now(), payload={"n": index})
+
+
+def make_engine(db: Any, clock: Any, config: Any, name: str, ran: list[int], *, batch: int = 50) -> TimerEngine:
+    engine = TimerEngine(db, clock, config.engine.model_copy(update={"batch_size": batch}), Metrics(), owner=name)
+
+    async def handler(run: TimerRun) -> None:
+        ran.append(run.timer.payload["n"])
+
+    engine.register("test.kind", handler)
+    return engine
+
+
+async def test_four_workers_claim_a_thousand_due_timers_exactly_once(
+    databases: Any, db: Any, clock: Any, config: Any
+) -> None:
+    await seed_timers(db, clock, 1000)
+    ran: list[int] = []
+    engines = [make_engine(databases.another_handle(db), clock, config, f"w{i}", ran) for i in range(4)]
+    counts = await asyncio.gather(*(engine.tick() for engine in engines))
+    assert sum(counts) == 1000
+    duplicates = [n for n, seen in Tally(ran).items() if seen > 1]
+    assert duplicates == [] and sorted(ran) == list(range(1000))
+    async with db.transaction() as session:
+        assert await session.scalar(select(func.count()).select_from(Timer).where(Timer.done_at.is_(None))) == 0
+
+
+async def test_a_crashed_workers_lease_expires_and_another_worker_runs_the_timer(
+    db: Any, clock: Any, config: Any
+) -> None:
+    await seed_timers(db, clock, 3)
+    from store.queries import claim_due_timers
+
+    async with db.transaction() as session:  # the "crashed" replica claims and never finishes
+        claimed = await claim_due_timers(session, owner="crashed", now=clock.now(), lease=config.engine.lease, limit=10)
+    assert len(claimed) == 3
+    ran: list[int] = []
+    survivor = make_engine(db, clock, config, "survivor", ran)
+    assert await survivor.tick() == 0 and ran == []  # leased: not yours yet
+    clock.advance(config.engine.lease + timedelta(seconds=1))
+    assert await survivor.tick() == 3 and sorted(ran) == [0, 1, 2]
+
+
+async def test_a_timer_fired_twice_runs_once(db: Any, clock: Any, config: Any) -> None:
+    await seed_timers(db, clock, 1)
+    ran: list[int] = []
+    engine = make_engine(db, clock, config, "only", ran)
+    await engine.tick()
+    await engine.tick()
+    clock.advance(timedelta(hours=1))
+    await engine.tick()
+    assert ran == [0]
+
+
+async def test_a_failing_handler_is_retried_then_marked_failed(db: Any, clock: Any, config: Any) -> None:
+    async with db.transaction() as session:
+        await schedule_timer(session, kind="flaky", due_at=clock.now(), now=clock.now())
+    engine = TimerEngine(db, clock, config.engine, Metrics(), owner="w", max_attempts=2)
+    calls = 0
+
+    async def flaky(run: TimerRun) -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("pager down")
+
+    engine.register("flaky", flaky)
+    await engine.tick()
+    clock.advance(timedelta(minutes=10))
+    await engine.tick()
+    clock.advance(timedelta(minutes=10))
+    await engine.tick()
+    assert calls == 2
+    async with db.transaction() as session:
+        timer = (await session.execute(select(Timer))).scalar_one()
+    assert timer.outcome == "failed" and "pager down" in (timer.last_error or "")
+
+
+class ScriptedChannel:
+    """A delivery channel that fails as scripted, then succeeds; records what it delivered."""
+
+    def __init__(self, script: list[Exception | None]) -> None:
+        self.script = list(script)
+        self.delivered: list[int] = []
+        self.attempts = 0
+
+    async def deliver(self, item: OutboxItem) -> Delivered:
+        self.attempts += 1
+        outcome = self.script.pop(0) if self.script else None
+        if outcome is not None:
+            raise outcome
+        self.delivered.append(item.id)
+        return Delivered(message_id=f"m{item.id}")
+
+    def pacing_key(self, item: OutboxItem) -> str:
+        return item.target
+
+
+def make_worker(db: Any, clock: Any, config: Any, channel: ScriptedChannel, *, max_attempts: int = 4) -> OutboxWorker:
+    engine_config = config.engine.model_copy(update={"outbox_max_attempts": max_attempts})
+    worker = OutboxWorker(db, clock, engine_config, Metrics(), min_interval=0)
+    worker.register("test", channel)
+    return worker
+
+
+async def enqueue(db: Any, clock: Any, key: str, target: str = "test:target") -> None:
+    async with db.transaction() as session:
+        await enqueue_message(session, target=target, kind="notice", payload={"text": key},
+                              idempotency_key=key, now=clock.now())
+
+
+async def outbox_row(db: Any) -> OutboxMessage:
+    async with db.transaction() as session:
+        return (await session.execute(select(OutboxMessage))).scalar_one()
+
+
+async def test_delivery_is_retried_after_a_failing_target_honouring_retry_after(
+    db: Any, clock: Any, config: Any
+) -> None:
+    channel = ScriptedChannel([TransientDeliveryError("429 rate limited", retry_after=30)])
+    worker = make_worker(db, clock, config, channel)
+    await enqueue(db, clock, "k1")
+    await worker.tick()
+    row = await outbox_row(db)
+    assert channel.delivered == [] and row.last_error == "429 rate limited"
+    assert row.next_attempt_at >= clock.now() + timedelta(seconds=30)
+    clock.advance(timedelta(seconds=29))
+    await worker.tick()
+    assert channel.attempts == 1  # Retry-After not yet passed
+    clock.advance(timedelta(seconds=2))
+    await worker.tick()
+    assert len(channel.delivered) == 1 and (await outbox_row(db)).delivered_message_id == f"m{row.id}"
+
+
+async def test_delivery_is_dead_lettered_after_the_limit_with_the_error_kept(
+    db: Any, clock: Any, config: Any
+) -> None:
+    channel = ScriptedChannel([TransientDeliveryError("500 boom")] * 10)
+    worker = make_worker(db, clock, config, channel, max_attempts=3)
+    await enqueue(db, clock, "k1")
+    for _ in range(6):
+        await worker.tick()
+        clock.advance(timedelta(hours=1))
+    row = await outbox_row(db)
+    assert channel.attempts == 3 and row.dead_at is not None and row.last_error == "500 boom"
+    assert worker.metrics.outbox_dead.labels("test")._value.get() == 1
+
+
+async def test_a_permanent_refusal_is_not_retried(db: Any, clock: Any, config: Any) -> None:
+    channel = ScriptedChannel([PermanentDeliveryError("400 invalid_blocks")])
+    worker = make_worker(db, clock, config, channel)
+    await enqueue(db, clock, "k1")
+    await worker.tick()
+    clock.advance(timedelta(hours=1))
+    await worker.tick()
+    assert channel.attempts == 1 and (await outbox_row(db)).dead_at is not None
+
+
+async def test_nothing_is_lost_when_the_worker_restarts_mid_flight(db: Any, clock: Any, config: Any) -> None:
+    from store.queries import claim_outbox
+
+    for key in ("a", "b", "c"):
+        await enqueue(db, clock, key, target=f"test:{key}")
+    async with db.transaction() as session:  # a worker claims, then dies before delivering
+        assert len(await claim_outbox(session, owner="dead", now=clock.now(), lease=config.engine.lease, limit=10)) == 3
+    channel = ScriptedChannel([])
+    restarted = make_worker(db, clock, config, channel)
+    assert await restarted.tick() == 0
+    clock.advance(config.engine.lease + timedelta(seconds=1))
+    assert await restarted.tick() == 3
+    assert len(channel.delivered) == 3
+    await restarted.tick()
+    assert len(channel.delivered) == 3  # and never twice
+
+
+async def test_a_ticket_thread_is_delivered_in_order_even_after_a_failure(db: Any, clock: Any, config: Any) -> None:
+    channel = ScriptedChannel([TransientDeliveryError("timeout")])
+    worker = make_worker(db, clock, config, channel)
+    await enqueue(db, clock, "root")
+    await enqueue(db, clock, "reply")
+    await worker.tick()
+    assert channel.delivered == []  # the reply waits for its root
+    clock.advance(timedelta(minutes=5))
+    await worker.tick()
+    async with db.transaction() as session:
+        order = {row.id: row.idempotency_key for row in (await session.execute(select(OutboxMessage))).scalars()}
+    assert [order[i] for i in channel.delivered] == ["root", "reply"]
+
+
+async def test_duplicate_idempotency_key_is_enqueued_once(db: Any, clock: Any) -> None:
+    await enqueue(db, clock, "same")
+    await enqueue(db, clock, "same")
+    async with db.transaction() as session:
+        assert await session.scalar(select(func.count()).select_from(OutboxMessage)) == 1
+
+
+@pytest.mark.parametrize("attempts", [1, 3, 6])
+def test_backoff_grows_and_never_undercuts_retry_after(clock: Any, config: Any, attempts: int) -> None:
+    worker = OutboxWorker(None, clock, config.engine, Metrics())  # type: ignore[arg-type]
+    cap = config.engine.outbox_backoff_base.total_seconds() * 2 ** (attempts - 1)
+    delays = [worker.backoff(attempts, None).total_seconds() for _ in range(50)]
+    assert all(cap / 2 <= d <= cap for d in delays)
+    assert worker.backoff(attempts, 120).total_seconds() >= 120
