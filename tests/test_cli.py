@@ -32,7 +32,8 @@ BROKEN = {
             "slack.bot_token: environment variable ITHELP_TEST_UNSET_TOKEN is not set; export it or write "
             "${ITHELP_TEST_UNSET_TOKEN:-default}"),
     "chain": ("escalation:\n  chains:\n    urgent:\n      levels: [{notify: [pagerduty:oncall], wait: 5m}]\n",
-              'escalation.chains.urgent.levels.0.notify: "pagerduty:oncall" names no pager; define pagers.pagerduty.oncall'),
+              'escalation.chains.urgent.levels.0.notify: "pagerduty:oncall" names no pager; '
+              "define pagers.pagerduty.oncall"),
     "percent": ("sla:\n  policies:\n    P2: {first_response: 1h, resolution: 8h, warn_at: 175%}\n",
                 'sla.policies.P2.warn_at: "175%" must be between 0% and 100%; write e.g. 75%'),
 }

@@ -31,6 +31,7 @@ MAX_BUTTON_TITLE = 75
 ELLIPSIS = "…"
 # C0/C1 controls except tab and newline, plus the bidi overrides that can make text read backwards.
 _CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_DOUBLE_BRACE = re.compile(r"([{}])(?=\1)")
 _MARKDOWN = re.compile(r"([\\`*_\[\]()#>])")
 # Line starts that open a list, a rule or a heading underline: "- ", "+ ", "---", "===", "1. ".
 _LINE_START = re.compile(r"^(\s*)(?:([-+=])|(\d+)\.)")
@@ -44,7 +45,7 @@ def escape_markdown(text: str) -> str:
     """
     cleaned = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))
     # A zero-width space between braces breaks the function syntax without changing what the reader sees.
-    cleaned = cleaned.replace("{{", "{\u200b{").replace("}}", "}\u200b}")
+    cleaned = _DOUBLE_BRACE.sub("\\1\u200b", cleaned)
     lines = [_LINE_START.sub(_escape_line_start, _MARKDOWN.sub(r"\\\1", line)) for line in cleaned.split("\n")]
     return "\n\n".join(lines)
 

@@ -1,0 +1,133 @@
+"""Builds the neutral view models (``bot.views``) from the store, for both platforms alike."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.config import AppConfig
+from bot.durations import format_duration
+from bot.routing import Action
+from bot.tickets import CLAIMED, IN_PROGRESS, NEW, OPEN_STATUSES, REOPENED, STATUS_LABELS, WAITING
+from bot.views import CardAction, Choice, Fact, Notice, TicketCard, TicketList, TicketListItem
+from store.models import Person, Ticket
+
+SlaLines = Callable[[Ticket, datetime, str | None], Sequence[str]]
+"""(ticket, now, viewer time zone) -> lines such as "First response: 45m left (by 10:15)"."""
+
+TRIAGE, REQUESTER = "triage", "requester"
+
+
+def _no_sla(ticket: Ticket, now: datetime, tz: str | None) -> Sequence[str]:
+    return ()
+
+
+class CardBuilder:
+    """Turns tickets into cards, notices and lists; the SLA clock plugs in its lines via ``sla_lines``."""
+
+    def __init__(self, config: AppConfig, sla_lines: SlaLines = _no_sla) -> None:
+        self.config = config
+        self.sla_lines = sla_lines
+        self.escalation_state: Callable[[Ticket], str | None] = lambda ticket: None
+
+    def priority_label(self, priority: str) -> str:
+        entry = self.config.priorities.get(priority)
+        return f"{priority} · {entry.label}" if entry else priority
+
+    async def ticket_card(self, session: AsyncSession, ticket_id: int, audience: str, now: datetime) -> TicketCard:
+        ticket = await session.get(Ticket, ticket_id)
+        if ticket is None:
+            raise LookupError(f"ticket {ticket_id} not found")
+        requester = await session.get(Person, ticket.requester_id)
+        assignee = await session.get(Person, ticket.assignee_id) if ticket.assignee_id else None
+        assert requester is not None
+        facts = [
+            Fact("Requester", requester.display_name),
+            Fact("Priority", self.priority_label(ticket.priority)),
+            Fact("Status", STATUS_LABELS.get(ticket.status, ticket.status)),
+            Fact("Assignee", assignee.display_name if assignee else "Unclaimed"),
+            Fact("Age", format_duration(now - ticket.created_at)),
+        ]
+        if ticket.category:
+            facts.append(Fact("Category", ticket.category))
+        viewer_tz = requester.timezone if audience == REQUESTER else None
+        return TicketCard(
+            ticket_id=ticket.id, number=ticket.number, summary=ticket.summary, description=ticket.description,
+            audience=audience, status=ticket.status, status_label=STATUS_LABELS.get(ticket.status, ticket.status),
+            priority=ticket.priority, priority_label=self.priority_label(ticket.priority), facts=tuple(facts),
+            sla=tuple(self.sla_lines(ticket, now, viewer_tz)),
+            escalation=self.escalation_state(ticket) if audience == TRIAGE else None,
+            link=ticket.origin_link, actions=self._actions(ticket, audience), updated_at=ticket.updated_at,
+        )
+
+    def _actions(self, ticket: Ticket, audience: str) -> tuple[CardAction, ...]:
+        value = str(ticket.id)
+        if audience == REQUESTER:
+            if ticket.status not in OPEN_STATUSES:
+                return ()
+            if ticket.updates_muted:
+                return (CardAction(Action.UNMUTE, "Resume updates", value),)
+            return (CardAction(Action.MUTE, "Mute updates", value),)
+        if ticket.status not in OPEN_STATUSES:
+            return (CardAction(Action.REOPEN, "Reopen", value),) if ticket.status == "resolved" else ()
+        actions: list[CardAction] = []
+        if ticket.status in (NEW, REOPENED):
+            actions.append(CardAction(Action.CLAIM, "Claim", value, style="primary"))
+        if ticket.status in (NEW, REOPENED, CLAIMED, WAITING):
+            actions.append(CardAction(Action.START, "In progress", value))
+        if ticket.status in (NEW, REOPENED, CLAIMED, IN_PROGRESS):
+            actions.append(CardAction(Action.WAIT, "Waiting on requester", value))
+        actions.append(CardAction(Action.RESOLVE, "Resolve", value, style="danger"))
+        actions.append(CardAction(
+            Action.PRIORITY, "Priority", value,
+            choices=tuple(Choice(self.priority_label(code), f"{ticket.id}:{code}") for code in self.config.priorities),
+            selected=f"{ticket.id}:{ticket.priority}",
+        ))
+        return tuple(actions)
+
+    @staticmethod
+    def notice(ticket: Ticket, headline: str, body: str | None = None, author: str | None = None) -> Notice:
+        return Notice(ticket_id=ticket.id, number=ticket.number, headline=headline, body=body, author=author)
+
+    async def requester_list(self, session: AsyncSession, person: Person, now: datetime, *,
+                             include_agent_sections: bool) -> TicketList:
+        """App Home "My tickets": open and recently closed; for agents also assigned and unclaimed."""
+        mine = (await session.execute(select(Ticket).where(Ticket.requester_id == person.id)
+                                      .order_by(Ticket.id.desc()).limit(30))).scalars().all()
+        names = await self._names(session, mine)
+        open_items = tuple(self._item(t, now, person.timezone, names) for t in mine if t.status in OPEN_STATUSES)
+        closed_items = tuple(
+            self._item(t, now, person.timezone, names) for t in mine if t.status not in OPEN_STATUSES)[:10]
+        sections: list[tuple[str, tuple[TicketListItem, ...]]] = [
+            ("Your open tickets", open_items), ("Recently closed", closed_items)]
+        if include_agent_sections:
+            assigned = (await session.execute(select(Ticket).where(
+                Ticket.assignee_id == person.id, Ticket.status.in_(OPEN_STATUSES)).order_by(Ticket.id).limit(30)
+            )).scalars().all()
+            unclaimed = (await session.execute(select(Ticket).where(
+                Ticket.assignee_id.is_(None), Ticket.status.in_((NEW, REOPENED))).order_by(Ticket.id).limit(30)
+            )).scalars().all()
+            names = await self._names(session, [*assigned, *unclaimed])
+            sections.append(("Assigned to me", tuple(self._item(t, now, person.timezone, names) for t in assigned)))
+            sections.append(("Unclaimed", tuple(self._item(t, now, person.timezone, names) for t in unclaimed)))
+        return TicketList(title="My tickets", sections=tuple(sections), empty_text="No tickets.")
+
+    @staticmethod
+    async def _names(session: AsyncSession, tickets: Sequence[Ticket]) -> dict[int, str]:
+        ids = {t.assignee_id for t in tickets if t.assignee_id}
+        if not ids:
+            return {}
+        rows = await session.execute(select(Person.id, Person.display_name).where(Person.id.in_(ids)))
+        return {row[0]: row[1] for row in rows}
+
+    def _item(self, ticket: Ticket, now: datetime, tz: str | None, names: dict[int, str]) -> TicketListItem:
+        lines = self.sla_lines(ticket, now, tz) if ticket.status in OPEN_STATUSES else ()
+        return TicketListItem(
+            number=ticket.number, summary=ticket.summary,
+            status_label=STATUS_LABELS.get(ticket.status, ticket.status),
+            assignee=names.get(ticket.assignee_id) if ticket.assignee_id else None,
+            next_update=lines[0] if lines else None, link=ticket.origin_link,
+        )

@@ -1,0 +1,169 @@
+"""Delivers outbox messages to Slack: cards posted once then updated in place, notices threaded."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy import select
+
+from bot.cards import CardBuilder
+from bot.channels import PermanentDeliveryError, TransientDeliveryError
+from bot.clock import Clock
+from bot.engine import Delivered, OutboxItem
+from bot.renderers import slack_blocks
+from bot.views import Notice
+from store.db import Database
+from store.models import MessageRef, Ticket
+
+log = logging.getLogger("ithelp.slack")
+
+# Slack error codes that will not get better by retrying.
+PERMANENT_ERRORS = {
+    "channel_not_found", "not_in_channel", "is_archived", "invalid_blocks", "invalid_arguments", "msg_too_long",
+    "no_text", "user_not_found", "cannot_dm_bot", "invalid_auth", "account_inactive", "token_revoked",
+    "not_authed", "missing_scope", "restricted_action", "too_many_attachments", "user_disabled",
+}
+
+
+def make_client(token: str, base_url: str) -> AsyncWebClient:
+    """An AsyncWebClient with slack_sdk's own retry handlers (429 honouring Retry-After, 5xx, resets)."""
+    return AsyncWebClient(
+        token=token, base_url=base_url, timeout=10,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+            AsyncRateLimitErrorRetryHandler(max_retry_count=1),
+            AsyncServerErrorRetryHandler(max_retry_count=2),
+        ],
+    )
+
+
+def classify(exc: Exception) -> Exception:
+    """Map a Slack SDK failure onto the outbox's transient/permanent errors."""
+    if isinstance(exc, SlackApiError):
+        status = exc.response.status_code
+        error = exc.response.get("error") if isinstance(exc.response.data, dict) else None
+        if status == 429 or error == "ratelimited":
+            retry_after = exc.response.headers.get("Retry-After") or exc.response.headers.get("retry-after")
+            return TransientDeliveryError(f"Slack rate limited ({error or status})",
+                                          retry_after=float(retry_after) if retry_after else None)
+        if status >= 500 or error in ("internal_error", "fatal_error", "service_unavailable", "request_timeout"):
+            return TransientDeliveryError(f"Slack server error {status}: {error}")
+        if error in PERMANENT_ERRORS:
+            return PermanentDeliveryError(f"Slack refused: {error}")
+        return TransientDeliveryError(f"Slack error {status}: {error}")
+    if isinstance(exc, aiohttp.ClientError | asyncio.TimeoutError | ConnectionError):
+        return TransientDeliveryError(f"Slack unreachable: {type(exc).__name__}: {exc}")
+    return exc
+
+
+def slack_ref(channel: str, ts: str) -> str:
+    """How a Slack message is named in ``message_refs``: ``<channel id>|<ts>``."""
+    return f"{channel}|{ts}"
+
+
+class SlackChannel:
+    """Outbox channel for targets ``slack:channel:<C…>`` and ``slack:user:<U…>``."""
+
+    def __init__(self, client: AsyncWebClient, db: Database, clock: Clock, cards: CardBuilder) -> None:
+        self.client = client
+        self.db = db
+        self.clock = clock
+        self.cards = cards
+
+    def pacing_key(self, item: OutboxItem) -> str:
+        return item.target
+
+    async def deliver(self, item: OutboxItem) -> Delivered:
+        try:
+            if item.kind == "ticket_card":
+                return await self._card(item)
+            if item.kind == "notice":
+                return await self._notice(item)
+            if item.kind == "blocks":
+                return await self._blocks(item)
+        except (TimeoutError, SlackApiError, aiohttp.ClientError, ConnectionError) as exc:
+            raise classify(exc) from exc
+        raise PermanentDeliveryError(f"Slack can't deliver messages of kind {item.kind!r}")
+
+    @staticmethod
+    def _channel_of(target: str) -> str:
+        return target.split(":", 2)[2]
+
+    async def _ref(self, ticket_id: int, role: str, channel: str) -> MessageRef | None:
+        async with self.db.transaction() as session:
+            return (await session.execute(select(MessageRef).where(
+                MessageRef.ticket_id == ticket_id, MessageRef.role == role, MessageRef.platform == "slack",
+                MessageRef.channel == channel))).scalar_one_or_none()
+
+    async def _card(self, item: OutboxItem) -> Delivered:
+        assert item.ticket_id is not None
+        audience = item.payload.get("audience", "triage")
+        channel = self._channel_of(item.target)
+        async with self.db.transaction() as session:
+            card = await self.cards.ticket_card(session, item.ticket_id, audience, self.clock.now())
+        blocks = slack_blocks.ticket_card_blocks(card)
+        text = slack_blocks.ticket_card_text(card)
+        ref = await self._ref(item.ticket_id, audience, channel)
+        if ref is not None:
+            conversation, ts = ref.message_id.split("|", 1)
+            try:
+                await self.client.chat_update(channel=conversation, ts=ts, blocks=blocks, text=text)
+                return Delivered(message_id=ref.message_id)
+            except SlackApiError as exc:
+                if exc.response.get("error") != "message_not_found":
+                    raise
+                log.warning("card for ticket %s was deleted in Slack; posting a new one", item.ticket_id)
+        response = await self.client.chat_postMessage(channel=channel, blocks=blocks, text=text,
+                                                      unfurl_links=False, unfurl_media=False)
+        message_id = slack_ref(str(response["channel"]), str(response["ts"]))
+        return Delivered(message_id=message_id, refs=[(item.ticket_id, audience, "slack", channel, message_id)])
+
+    async def _notice(self, item: OutboxItem) -> Delivered:
+        assert item.ticket_id is not None
+        channel = self._channel_of(item.target)
+        async with self.db.transaction() as session:
+            ticket = await session.get(Ticket, item.ticket_id)
+            if ticket is None:
+                raise PermanentDeliveryError(f"ticket {item.ticket_id} no longer exists")
+            notice: Notice = self.cards.notice(ticket, item.payload.get("headline", ""), item.payload.get("body"),
+                                               item.payload.get("author"))
+        thread_role = item.payload.get("thread")
+        thread_ts = None
+        conversation = channel
+        if thread_role in ("requester", "triage"):
+            ref = await self._ref(item.ticket_id, thread_role, channel)
+            if ref is not None:
+                conversation, thread_ts = ref.message_id.split("|", 1)
+        response = await self.client.chat_postMessage(
+            channel=conversation, thread_ts=thread_ts, blocks=slack_blocks.notice_blocks(notice),
+            text=slack_blocks.notice_text(notice), unfurl_links=False, unfurl_media=False,
+        )
+        return Delivered(message_id=slack_ref(str(response["channel"]), str(response["ts"])))
+
+    async def _blocks(self, item: OutboxItem) -> Delivered:
+        """Pre-rendered messages (digests, pages, surveys): payload carries blocks/text and optional ref role."""
+        channel = self._channel_of(item.target)
+        payload: dict[str, Any] = item.payload
+        role = payload.get("ref_role")
+        if role and item.ticket_id is not None:
+            ref = await self._ref(item.ticket_id, role, channel)
+            if ref is not None:
+                conversation, ts = ref.message_id.split("|", 1)
+                await self.client.chat_update(channel=conversation, ts=ts, blocks=payload["blocks"],
+                                              text=payload["text"])
+                return Delivered(message_id=ref.message_id)
+        response = await self.client.chat_postMessage(channel=channel, blocks=payload["blocks"], text=payload["text"],
+                                                      unfurl_links=False, unfurl_media=False)
+        message_id = slack_ref(str(response["channel"]), str(response["ts"]))
+        refs = [(item.ticket_id, role, "slack", channel, message_id)] if role and item.ticket_id is not None else []
+        return Delivered(message_id=message_id, refs=refs)

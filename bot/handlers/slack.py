@@ -1,0 +1,504 @@
+"""Slack adapter: Bolt listeners that translate Slack payloads into ticket-service calls.
+
+Thin on purpose: parse, dedupe, resolve the person, call a service, answer. Every listener runs
+before the HTTP response (``process_before_response``) and does only database work there; messages
+go out through the outbox, which is kicked right after the change commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
+from slack_bolt.request.async_internals import build_async_context
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+from sqlalchemy import select
+
+from bot.cards import CardBuilder
+from bot.channels.slack import SlackChannel, make_client, slack_ref
+from bot.desk import Desk
+from bot.dialogs import new_ticket, resolve_note
+from bot.people import PersonRef
+from bot.renderers import slack_blocks
+from bot.routing import Action, Form, Shortcut
+from bot.tickets import (
+    CLOSED,
+    IN_PROGRESS,
+    OPEN_STATUSES,
+    WAITING,
+    AlreadyClaimed,
+    InvalidInput,
+    Origin,
+    TicketError,
+    TicketSnapshot,
+)
+from store.db import DatabaseUnavailable
+from store.models import MessageRef, Person, Ticket
+
+log = logging.getLogger("ithelp.slack")
+
+HELP = (
+    "*ITHelp* — ask IT for help right here.\n"
+    "• `/ithelp <what's wrong>` opens a ticket, e.g. `/ithelp VPN keeps disconnecting`\n"
+    "• `/ithelp` on its own opens a form\n"
+    "• `/ithelp status` shows your open tickets and where they stand\n"
+    "• `/ithelp list` lists your recent tickets\n"
+    "• Or just DM me, or react with :ticket: to any message to turn it into a ticket."
+)
+OUTAGE = "Sorry, the IT desk can't reach its database right now. Please try again in a minute — nothing was saved."
+
+
+def _friendly(exc: Exception) -> str:
+    if isinstance(exc, TicketError):
+        return str(exc)
+    log.exception("unexpected error handling a Slack request", exc_info=exc)
+    return OUTAGE if _is_db_outage(exc) else "Sorry, something went wrong on our side. Please try again."
+
+
+def _is_db_outage(exc: BaseException) -> bool:
+    from sqlalchemy.exc import DBAPIError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    return isinstance(exc, OperationalError | PoolTimeout | DatabaseUnavailable | OSError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+class SlackAdapter:
+    """Mounts at ``POST /slack/events``; also runs Socket Mode when asked."""
+
+    def __init__(self, desk: Desk, *, client: AsyncWebClient | None = None) -> None:
+        self.desk = desk
+        self.config = desk.config.slack
+        self.client = client or make_client(self.config.bot_token, self.config.api_url)
+        self.cards: CardBuilder = desk.extras.get("cards") or CardBuilder(desk.config)  # type: ignore[assignment]
+        desk.outbox.register("slack", SlackChannel(self.client, desk.db, desk.clock, self.cards))
+        self.app = AsyncApp(
+            client=self.client, signing_secret=self.config.signing_secret, process_before_response=True,
+            request_verification_enabled=True, ignoring_self_events_enabled=True,
+            raise_error_for_unhandled_request=False,
+        )
+        self._register()
+
+    # -- transport ----------------------------------------------------------------------------------
+    async def handle(self, request: web.Request) -> web.Response:
+        try:
+            bolt_request = await to_bolt_request(request)
+        except UnicodeDecodeError:
+            return web.json_response({"error": "request body is not UTF-8"}, status=400)
+        if bolt_request.body == {} and "application/x-www-form-urlencoded" in (request.content_type or ""):
+            # Bolt mistakes any form body containing the word "payload" (e.g. "/ithelp payload service
+            # down") for interactivity and drops it; re-parse slash commands ourselves.
+            raw = bolt_request.raw_body
+            bolt_request.body = dict(parse_qsl(raw, keep_blank_values=True))
+            bolt_request.context = build_async_context(AsyncBoltContext({}), bolt_request.body)
+        try:
+            response = await self.app.async_dispatch(bolt_request)
+        except Exception:
+            log.exception("Slack request failed")
+            return web.json_response({"error": "internal error"}, status=500)
+        self._kick()
+        return await to_aiohttp_response(response)
+
+    async def run_socket_mode(self) -> None:
+        from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+
+        handler = AsyncSocketModeHandler(self.app, self.config.app_token)
+        await handler.start_async()  # type: ignore[no-untyped-call]
+
+    async def close(self) -> None:
+        session = getattr(self.client, "session", None)
+        if session is not None and not session.closed:
+            await session.close()
+
+    def _kick(self) -> None:
+        kick: Callable[[], None] | None = self.desk.extras.get("kick")  # type: ignore[assignment]
+        if kick is not None:
+            kick()
+
+    # -- people -------------------------------------------------------------------------------------
+    async def person(self, user_id: str, *, name: str | None = None) -> PersonRef:
+        """Who is this Slack user? Name and time zone from ``users.info``, once, then from our store."""
+        async with self.desk.db.transaction() as session:
+            known = (await session.execute(select(Person).where(
+                Person.platform == "slack", Person.platform_user_id == user_id))).scalar_one_or_none()
+            if known is not None and known.timezone:
+                return PersonRef("slack", user_id, known.display_name, known.timezone, known.email)
+        try:
+            info = await asyncio.wait_for(self.client.users_info(user=user_id), timeout=2)
+            user: dict[str, Any] = info["user"]
+            profile = user.get("profile", {})
+            display = user.get("real_name") or profile.get("real_name") or profile.get("display_name") or name
+            return PersonRef("slack", user_id, display or user_id, user.get("tz"), profile.get("email"))
+        except (TimeoutError, SlackApiError, OSError) as exc:
+            # Unknown or unreachable: still serve them; the calendar's zone stands in for theirs.
+            log.warning("users.info %s failed: %s", user_id, exc)
+            return PersonRef("slack", user_id, name or user_id)
+
+    async def refresh_agent_groups(self) -> None:
+        for group in self.desk.config.agents.slack_usergroups:
+            try:
+                response = await self.client.usergroups_users_list(usergroup=group)
+                members = {f"slack:{user}" for user in response.get("users", [])}
+                self.desk.roster.set_group_members(group, members)
+            except SlackApiError as exc:
+                log.warning("could not read Slack user group %s: %s", group, exc)
+
+    # -- listeners ----------------------------------------------------------------------------------
+    def _register(self) -> None:
+        app = self.app
+        app.command(self.config.command)(self._on_command)
+        app.view(Form.NEW_TICKET.value)(self._on_new_ticket_submit)
+        app.view(Form.RESOLVE_NOTE.value)(self._on_resolve_submit)
+        app.shortcut(Shortcut.CREATE_FROM_MESSAGE.value)(self._on_message_shortcut)
+        app.event("app_home_opened")(self._on_home_opened)
+        app.event("reaction_added")(self._on_reaction)
+        app.event("message")(self._on_message)
+        app.event("app_mention")(self._on_mention)
+        for action, handler in self._action_handlers().items():
+            app.action(action.value)(handler)
+
+    def _action_handlers(self) -> dict[Action, Callable[..., Awaitable[None]]]:
+        return {
+            Action.CLAIM: self._on_claim,
+            Action.START: self._status_action(IN_PROGRESS),
+            Action.WAIT: self._status_action(WAITING),
+            Action.RESOLVE: self._on_resolve_button,
+            Action.PRIORITY: self._on_priority,
+            Action.REOPEN: self._on_reopen,
+            Action.MUTE: self._mute_action(True),
+            Action.UNMUTE: self._mute_action(False),
+        }
+
+    async def _on_command(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        text = (body.get("text") or "").strip()
+        user_id = body["user_id"]
+        word = text.lower()
+        if not text:
+            try:
+                await client.views_open(trigger_id=body["trigger_id"], view=new_ticket.slack_modal(
+                    self.desk.config.categories, self._priority_labels(), private_metadata=body.get("channel_id", "")))
+                await ack()
+            except SlackApiError as exc:
+                log.warning("views.open failed: %s", exc)
+                await ack(response_type="ephemeral", text="I couldn't open the form just now. Type "
+                          "`/ithelp <what's wrong>` instead and I'll open the ticket straight away.")
+            return
+        if word == "help":
+            await ack(response_type="ephemeral", text=HELP)
+            return
+        if word in ("status", "list"):
+            await ack(response_type="ephemeral", text=await self._status_text(user_id, open_only=word == "status"))
+            return
+        try:
+            requester = await self.person(user_id, name=body.get("user_name"))
+            result = await self.desk.tickets.open(
+                requester, text, origin=Origin("slack", conversation=body.get("channel_id")),
+                dedup=("slack-command", body.get("trigger_id") or f"{user_id}:{text}"),
+            )
+        except Exception as exc:
+            await ack(response_type="ephemeral", text=f"{_friendly(exc)}\n\nWhat you typed: {_quote(text)}")
+            return
+        await ack(response_type="ephemeral", text=self._ack_text(result.ticket))
+
+    def _ack_text(self, ticket: TicketSnapshot) -> str:
+        ack_text: Callable[[TicketSnapshot], str] | None = self.desk.extras.get("ack_text")  # type: ignore[assignment]
+        wording = ack_text(ticket) if ack_text else f"{ticket.number} opened."
+        return (f"{slack_blocks.escape_mrkdwn(wording)} — _{slack_blocks.escape_mrkdwn(ticket.summary)}_\n"
+                "I'll keep you posted in a DM thread; reply there to add details.")
+
+    def _priority_labels(self) -> dict[str, str]:
+        return {code: f"{code} · {p.label}" for code, p in self.desk.config.priorities.items()}
+
+    async def _status_text(self, user_id: str, *, open_only: bool) -> str:
+        tickets = await self.desk.tickets.tickets_of(PersonRef("slack", user_id), open_only=open_only)
+        if not tickets:
+            return "You have no open tickets." if open_only else "You haven't opened any tickets yet."
+        lines = [f"*{t.number}* {slack_blocks.escape_mrkdwn(t.summary)} — {t.status_label}"
+                 + (f", with {slack_blocks.escape_mrkdwn(t.assignee_name)}" if t.assignee_name else "")
+                 for t in tickets]
+        return ("Your open tickets:\n" if open_only else "Your recent tickets:\n") + "\n".join(lines)
+
+    async def _on_new_ticket_submit(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+        draft = new_ticket.parse_slack_submission(view["state"]["values"])
+        errors = new_ticket.slack_errors(draft)
+        if errors:
+            await ack(response_action="errors", errors=errors)
+            return
+        user_id = body["user"]["id"]
+        try:
+            requester = await self.person(user_id, name=body["user"].get("name"))
+            priority = draft.urgency if draft.urgency in self.desk.config.priorities else None
+            await self.desk.tickets.open(
+                requester, draft.summary, description=draft.description, category=draft.category,
+                priority=priority, origin=Origin("slack", conversation=view.get("private_metadata") or None),
+                dedup=("slack-view", view["id"]),
+            )
+        except InvalidInput as exc:
+            field = new_ticket.SUMMARY_BLOCK if exc.field == "summary" else new_ticket.DESCRIPTION_BLOCK
+            await ack(response_action="errors", errors={field: str(exc)})
+            return
+        except Exception as exc:
+            # Keep the form open with the person's text in it; nothing they typed is lost.
+            await ack(response_action="errors", errors={new_ticket.SUMMARY_BLOCK: _friendly(exc)})
+            return
+        await ack()
+
+    async def _on_resolve_submit(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+        note = resolve_note.parse_slack_submission(view["state"]["values"])
+        try:
+            ticket_id = int(view.get("private_metadata") or "0")
+            await self.desk.tickets.resolve(ticket_id, await self.person(body["user"]["id"]), note)
+        except Exception as exc:
+            await ack(response_action="errors", errors={resolve_note.NOTE_BLOCK: _friendly(exc)})
+            return
+        await ack()
+
+    # -- card buttons -------------------------------------------------------------------------------
+    async def _refuse(self, client: AsyncWebClient, body: dict[str, Any], message: str) -> None:
+        channel = (body.get("channel") or {}).get("id") or body.get("container", {}).get("channel_id")
+        user = body["user"]["id"]
+        try:
+            if channel:
+                await client.chat_postEphemeral(channel=channel, user=user, text=message)
+            else:
+                await client.chat_postMessage(channel=user, text=message)
+        except SlackApiError as exc:
+            log.warning("could not tell %s: %s (%s)", user, message, exc)
+
+    @staticmethod
+    def _ticket_id(body: dict[str, Any]) -> int | None:
+        action = (body.get("actions") or [{}])[0]
+        raw = action.get("value") or (action.get("selected_option") or {}).get("value") or ""
+        head = str(raw).split(":", 1)[0]
+        return int(head) if head.isdigit() else None
+
+    async def _act(self, ack: Any, body: dict[str, Any], client: AsyncWebClient,
+                   run: Callable[[int, PersonRef], Awaitable[object]]) -> None:
+        await ack()
+        ticket_id = self._ticket_id(body)
+        if ticket_id is None:
+            await self._refuse(client, body, "That button doesn't point at a ticket any more.")
+            return
+        user = body["user"]
+        try:
+            await run(ticket_id, PersonRef("slack", user["id"], user.get("name") or user.get("username")))
+        except AlreadyClaimed as exc:
+            await self._refuse(client, body, str(exc))
+        except Exception as exc:
+            await self._refuse(client, body, _friendly(exc))
+
+    async def _on_claim(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        async def claim(ticket_id: int, person: PersonRef) -> object:
+            if not self.desk.tickets.is_agent(person):
+                raise _Refusal("Only IT agents can claim tickets.")
+            return await self.desk.tickets.claim(ticket_id, await self.person(person.user_id, name=person.display_name))
+
+        await self._act(ack, body, client, claim)
+
+    def _status_action(self, status: str) -> Callable[..., Awaitable[None]]:
+        async def handler(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+            async def run(ticket_id: int, person: PersonRef) -> object:
+                return await self.desk.tickets.set_status(ticket_id, person, status)
+
+            await self._act(ack, body, client, run)
+
+        return handler
+
+    def _mute_action(self, muted: bool) -> Callable[..., Awaitable[None]]:
+        async def handler(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+            async def run(ticket_id: int, person: PersonRef) -> object:
+                return await self.desk.tickets.mute_updates(ticket_id, person, muted)
+
+            await self._act(ack, body, client, run)
+
+        return handler
+
+    async def _on_priority(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        selected = ((body.get("actions") or [{}])[0].get("selected_option") or {}).get("value", "")
+        priority = selected.split(":", 1)[1] if ":" in selected else selected
+
+        async def run(ticket_id: int, person: PersonRef) -> object:
+            return await self.desk.tickets.set_priority(ticket_id, person, priority)
+
+        await self._act(ack, body, client, run)
+
+    async def _on_reopen(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        async def run(ticket_id: int, person: PersonRef) -> object:
+            return await self.desk.tickets.reopen(ticket_id, person, "Reopened from the triage card")
+
+        await self._act(ack, body, client, run)
+
+    async def _on_resolve_button(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        ticket_id = self._ticket_id(body)
+        user = body["user"]
+        if ticket_id is None:
+            return
+        if not self.desk.tickets.is_agent(PersonRef("slack", user["id"])):
+            await self._refuse(client, body, "Only IT agents can resolve tickets.")
+            return
+        try:
+            ticket = await self.desk.tickets.get(ticket_id)
+            await client.views_open(trigger_id=body["trigger_id"],
+                                    view=resolve_note.slack_modal(ticket.id, ticket.number))
+        except Exception as exc:
+            await self._refuse(client, body, _friendly(exc))
+
+    # -- intake from messages, reactions, shortcuts ---------------------------------------------------
+    async def _on_message(self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
+        if event.get("bot_id") or event.get("subtype") not in (None, "file_share", "thread_broadcast"):
+            return  # our own posts, edits, joins: not something a person asked
+        text = (event.get("text") or "").strip()
+        user_id = event.get("user")
+        if not user_id or not text:
+            return
+        channel = event.get("channel", "")
+        thread_ts = event.get("thread_ts")
+        event_key = body.get("event_id") or f"{channel}:{event.get('ts')}"
+        if thread_ts:
+            ticket_id, role = await self._ticket_for_thread(channel, thread_ts)
+            if ticket_id is not None:
+                person = await self.person(user_id)
+                if role == "triage" and not self.desk.tickets.is_agent(person):
+                    return  # colleagues chatting under the card: not relayed to the requester
+                try:
+                    await self.desk.tickets.comment(ticket_id, person, text, dedup=("slack-event", event_key),
+                                                    source=f"{role}_thread")
+                except TicketError as exc:
+                    await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=str(exc))
+                return
+        if event.get("channel_type") != "im":
+            return
+        try:
+            person = await self.person(user_id)
+            await self.desk.tickets.open(person, text, origin=Origin("slack", conversation=channel,
+                                                                     thread=event.get("ts")),
+                                         dedup=("slack-event", event_key))
+        except Exception as exc:
+            await client.chat_postMessage(channel=channel, text=f"{_friendly(exc)}\n\nWhat you wrote: {_quote(text)}")
+
+    async def _on_mention(self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
+        if event.get("thread_ts"):
+            return  # thread replies are handled as messages
+        text = " ".join(word for word in (event.get("text") or "").split() if not word.startswith("<@")).strip()
+        if not text:
+            return
+        try:
+            person = await self.person(event["user"])
+            link = await self._permalink(client, event["channel"], event["ts"])
+            result = await self.desk.tickets.open(
+                person, text, origin=Origin("slack", conversation=event["channel"], thread=event["ts"], link=link),
+                dedup=("slack-event", body.get("event_id") or f"{event['channel']}:{event['ts']}"))
+            if result.created:
+                await client.chat_postMessage(channel=event["channel"], thread_ts=event["ts"],
+                                              text=self._ack_text(result.ticket))
+        except Exception as exc:
+            await client.chat_postMessage(channel=event["channel"], thread_ts=event["ts"], text=_friendly(exc))
+
+    async def _ticket_for_thread(self, channel: str, thread_ts: str) -> tuple[int | None, str | None]:
+        async with self.desk.db.transaction() as session:
+            query = select(MessageRef).where(
+                MessageRef.platform == "slack", MessageRef.message_id == slack_ref(channel, thread_ts))
+            ref = (await session.execute(query)).scalars().first()
+            return (ref.ticket_id, ref.role) if ref else (None, None)
+
+    async def _on_reaction(self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
+        item = event.get("item") or {}
+        if event.get("reaction") != "ticket" or item.get("type") != "message":
+            return
+        channel, ts = item["channel"], item["ts"]
+        message = await self._fetch_message(client, channel, ts)
+        if message is None:
+            return
+        author = message.get("user") or event.get("item_user")
+        if not author or message.get("bot_id"):
+            return
+        await self._ticket_from_message(client, channel, ts, author, message.get("text") or "",
+                                        reporter=event.get("user"))
+
+    async def _on_message_shortcut(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        message = body.get("message") or {}
+        channel = (body.get("channel") or {}).get("id", "")
+        author = message.get("user") or body["user"]["id"]
+        await self._ticket_from_message(client, channel, message.get("ts", ""), author, message.get("text") or "",
+                                        reporter=body["user"]["id"])
+
+    async def _ticket_from_message(self, client: AsyncWebClient, channel: str, ts: str, author: str, text: str,
+                                   *, reporter: str | None) -> None:
+        try:
+            person = await self.person(author)
+            link = await self._permalink(client, channel, ts)
+            result = await self.desk.tickets.open(
+                person, text or "(message without text)",
+                origin=Origin("slack", conversation=channel, thread=ts, link=link),
+                dedup=("slack-message", f"{channel}:{ts}"),
+            )
+        except Exception as exc:
+            if reporter:
+                await client.chat_postEphemeral(channel=channel, user=reporter, text=_friendly(exc))
+            return
+        if result.created:
+            try:
+                await client.reactions_add(channel=channel, timestamp=ts, name="eyes")
+                await client.chat_postMessage(channel=channel, thread_ts=ts, text=self._ack_text(result.ticket))
+            except SlackApiError as exc:
+                log.warning("could not acknowledge ticket %s in %s: %s", result.ticket.number, channel, exc)
+        elif reporter:
+            await client.chat_postEphemeral(channel=channel, user=reporter,
+                                            text=f"That message is already {result.ticket.number}.")
+
+    async def _fetch_message(self, client: AsyncWebClient, channel: str, ts: str) -> dict[str, Any] | None:
+        try:
+            response = await client.conversations_history(channel=channel, latest=ts, inclusive=True, limit=1)
+            messages = response.get("messages") or []
+            if messages and messages[0].get("ts") == ts:
+                return dict(messages[0])
+            replies = await client.conversations_replies(channel=channel, ts=ts, limit=1, inclusive=True)
+            for message in replies.get("messages") or []:
+                if message.get("ts") == ts:
+                    return dict(message)
+        except SlackApiError as exc:
+            log.warning("could not read message %s in %s: %s", ts, channel, exc)
+        return None
+
+    async def _permalink(self, client: AsyncWebClient, channel: str, ts: str) -> str | None:
+        try:
+            response = await client.chat_getPermalink(channel=channel, message_ts=ts)
+            return str(response["permalink"])
+        except SlackApiError:
+            return None
+
+    async def _on_home_opened(self, event: dict[str, Any], client: AsyncWebClient) -> None:
+        if event.get("tab", "home") != "home":
+            return
+        user_id = event["user"]
+        await self.publish_home(user_id, client)
+
+    async def publish_home(self, user_id: str, client: AsyncWebClient | None = None) -> None:
+        person_ref = await self.person(user_id)
+        async with self.desk.db.transaction() as session:
+            person = await self.desk.tickets.person(session, person_ref)
+            listing = await self.cards.requester_list(session, person, self.desk.clock.now(),
+                                                      include_agent_sections=person.is_agent)
+        await (client or self.client).views_publish(user_id=user_id, view=slack_blocks.home_view(listing))
+
+
+class _Refusal(TicketError):
+    pass
+
+
+def _quote(text: str) -> str:
+    escaped = slack_blocks.escape_mrkdwn(text[:2500])
+    return "\n".join(f"> {line}" for line in escaped.splitlines()) or "> (empty)"
+
+
+__all__ = ["CLOSED", "OPEN_STATUSES", "SlackAdapter", "Ticket"]

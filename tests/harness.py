@@ -1,0 +1,36 @@
+"""Runs the real ``Server`` in-process on an ephemeral port against fake platforms, with a moved clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+
+from bot.clock import ManualClock
+from bot.config import AppConfig
+from bot.server import Server
+from store.db import Database
+
+
+@asynccontextmanager
+async def running_server(config: AppConfig, db: Database, clock: ManualClock, *,
+                         replica: str | None = None) -> AsyncIterator[Server]:
+    """Start ``ithelp serve`` in this process on 127.0.0.1:<ephemeral>; stop it afterwards."""
+    server = Server(config, clock=clock, db=db, host="127.0.0.1", port=0, replica=replica)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
+    """POST raw bytes; returns (status, parsed JSON or text)."""
+    async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=headers) as response:
+        text = await response.text()
+        try:
+            return response.status, await response.json(content_type=None) if text else None
+        except ValueError:
+            return response.status, text
