@@ -10,7 +10,7 @@ from bot.engine import OutboxWorker, TimerEngine
 from bot.metrics import Metrics
 from bot.notifications import enqueue_for_change
 from bot.people import AgentRoster
-from bot.tickets import TicketService
+from bot.tickets import TicketChange, TicketService
 from store.db import Database
 
 
@@ -36,6 +36,14 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
     roster = AgentRoster(config.agents)
     tickets = TicketService(db, clock, config, roster)
     tickets.subscribe(enqueue_for_change)
+
+    async def count(change: TicketChange) -> None:
+        if change.event.kind == "opened":
+            metrics.tickets_opened.labels(change.ticket.origin_platform).inc()
+        elif change.event.kind in ("resolved", "closed"):
+            metrics.tickets_closed.labels(change.event.kind).inc()
+
+    tickets.subscribe(count)
     timers = TimerEngine(db, clock, config.engine, metrics, owner=f"{replica}-timers" if replica else None)
     outbox = OutboxWorker(db, clock, config.engine, metrics, owner=f"{replica}-outbox" if replica else None,
                           min_interval=config.engine.min_interval_per_channel.total_seconds())

@@ -101,6 +101,10 @@ class Server:
         adapter = SlackAdapter(desk)
         self.adapters["slack"] = adapter
         app.router.add_post("/slack/events", adapter.handle)
+        if self.config.agents.slack_usergroups and self.engine is not None:
+            self._background.append(asyncio.get_running_loop().create_task(adapter.refresh_agent_groups()))
+            self.engine.scheduler.add_job(adapter.refresh_agent_groups, "interval", minutes=10,
+                                          id="slack-agent-groups", replace_existing=True)
         if self.socket_mode:
             self._background.append(asyncio.get_running_loop().create_task(adapter.run_socket_mode()))
 

@@ -103,3 +103,13 @@ def _wait_for(url: str, process: subprocess.Popen[str], timeout: float = 30) -> 
         except httpx.TransportError:
             time.sleep(0.1)  # polling a starting process, not waiting out a rule
     raise AssertionError(f"{url} did not answer within {timeout}s")
+
+
+async def test_metrics_count_opened_and_resolved_tickets(desk: object, make_ticket: object) -> None:
+    from bot.people import PersonRef
+
+    ticket = await make_ticket()  # type: ignore[operator]
+    await desk.tickets.resolve(ticket.id, PersonRef("slack", "UAGENT1", "Alice"), "done")  # type: ignore[attr-defined]
+    metrics = desk.metrics  # type: ignore[attr-defined]
+    assert metrics.tickets_opened.labels("slack")._value.get() == 1
+    assert metrics.tickets_closed.labels("resolved")._value.get() == 1

@@ -287,3 +287,15 @@ async def test_app_home_shows_my_tickets_and_for_agents_the_queue(bot: SlackBot)
     await bot.event({"type": "app_home_opened", "user": ALICE, "channel": f"D{ALICE}", "tab": "home"})
     agent_home = json.dumps(bot.slack.home_views[ALICE])
     assert "Unclaimed" in agent_home and "Need a new mouse" in agent_home
+
+
+async def test_members_of_the_agents_user_group_can_claim(bot: SlackBot) -> None:
+    bot.slack.add_usergroup("S0ITDESK", ["UGROUPIE"])
+    bot.slack.add_user("UGROUPIE", name="gina", real_name="Gina Groupie")
+    adapter = bot.server.adapters["slack"]
+    adapter.desk.config.agents.slack_usergroups.append("S0ITDESK")  # as app.yaml would list it
+    await adapter.refresh_agent_groups()
+    ticket = await _opened(bot)
+    await bot.click(Action.CLAIM, str(ticket.id), "UGROUPIE")
+    assert await bot.events("claimed") == 1
+    assert bot.slack.calls_to("chat.postEphemeral") == []
