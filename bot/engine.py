@@ -268,7 +268,7 @@ class OutboxWorker:
         # A card refresh renders the ticket as it is now, so an older pending refresh is redundant.
         if item.kind != "ticket_card":
             return False
-        async with self.db.transaction() as session:
+        async with self.db.reading() as session:
             newer = (await session.execute(
                 select(OutboxMessage.id).where(
                     OutboxMessage.target == item.target, OutboxMessage.ticket_id == item.ticket_id,

@@ -29,8 +29,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_begin_immediate(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+def _sqlite_begin(conn: Any) -> None:
+    # Writers take the lock up front (no deadlock on upgrade); readers use WAL snapshots and block no one.
+    conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("ithelp_readonly") else "BEGIN IMMEDIATE")
 
 
 class Database:
@@ -52,8 +53,10 @@ class Database:
         self.engine: AsyncEngine = create_async_engine(self.url, **kwargs)
         if self.dialect == "sqlite":
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
-            event.listen(self.engine.sync_engine, "begin", _sqlite_begin_immediate)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.read_sessions = async_sessionmaker(self.engine.execution_options(ithelp_readonly=True),
+                                                expire_on_commit=False)
 
     @property
     def dialect(self) -> str:
@@ -67,6 +70,12 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One unit of work: commits on success, rolls back on any exception."""
         async with self.sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """A read-only transaction (on SQLite it takes no write lock)."""
+        async with self.read_sessions() as session, session.begin():
             yield session
 
     async def ping(self) -> None:

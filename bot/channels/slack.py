@@ -15,6 +15,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.cards import CardBuilder
 from bot.channels import PermanentDeliveryError, TransientDeliveryError
@@ -99,21 +100,21 @@ class SlackChannel:
     def _channel_of(target: str) -> str:
         return target.split(":", 2)[2]
 
-    async def _ref(self, ticket_id: int, role: str, channel: str) -> MessageRef | None:
-        async with self.db.transaction() as session:
-            return (await session.execute(select(MessageRef).where(
-                MessageRef.ticket_id == ticket_id, MessageRef.role == role, MessageRef.platform == "slack",
-                MessageRef.channel == channel))).scalar_one_or_none()
+    @staticmethod
+    async def _ref(session: AsyncSession, ticket_id: int, role: str, channel: str) -> MessageRef | None:
+        return (await session.execute(select(MessageRef).where(
+            MessageRef.ticket_id == ticket_id, MessageRef.role == role, MessageRef.platform == "slack",
+            MessageRef.channel == channel))).scalar_one_or_none()
 
     async def _card(self, item: OutboxItem) -> Delivered:
         assert item.ticket_id is not None
         audience = item.payload.get("audience", "triage")
         channel = self._channel_of(item.target)
-        async with self.db.transaction() as session:
+        async with self.db.reading() as session:
             card = await self.cards.ticket_card(session, item.ticket_id, audience, self.clock.now())
+            ref = await self._ref(session, item.ticket_id, audience, channel)
         blocks = slack_blocks.ticket_card_blocks(card)
         text = slack_blocks.ticket_card_text(card)
-        ref = await self._ref(item.ticket_id, audience, channel)
         if ref is not None:
             conversation, ts = ref.message_id.split("|", 1)
             try:
@@ -131,19 +132,19 @@ class SlackChannel:
     async def _notice(self, item: OutboxItem) -> Delivered:
         assert item.ticket_id is not None
         channel = self._channel_of(item.target)
-        async with self.db.transaction() as session:
+        thread_role = item.payload.get("thread")
+        async with self.db.reading() as session:
             ticket = await session.get(Ticket, item.ticket_id)
             if ticket is None:
                 raise PermanentDeliveryError(f"ticket {item.ticket_id} no longer exists")
             notice: Notice = self.cards.notice(ticket, item.payload.get("headline", ""), item.payload.get("body"),
                                                item.payload.get("author"))
-        thread_role = item.payload.get("thread")
+            ref = await self._ref(session, item.ticket_id, thread_role, channel) if thread_role in (
+                "requester", "triage") else None
         thread_ts = None
         conversation = channel
-        if thread_role in ("requester", "triage"):
-            ref = await self._ref(item.ticket_id, thread_role, channel)
-            if ref is not None:
-                conversation, thread_ts = ref.message_id.split("|", 1)
+        if ref is not None:
+            conversation, thread_ts = ref.message_id.split("|", 1)
         response = await self.client.chat_postMessage(
             channel=conversation, thread_ts=thread_ts, blocks=slack_blocks.notice_blocks(notice),
             text=slack_blocks.notice_text(notice), unfurl_links=False, unfurl_media=False,
@@ -156,7 +157,8 @@ class SlackChannel:
         payload: dict[str, Any] = item.payload
         role = payload.get("ref_role")
         if role and item.ticket_id is not None:
-            ref = await self._ref(item.ticket_id, role, channel)
+            async with self.db.reading() as session:
+                ref = await self._ref(session, item.ticket_id, role, channel)
             if ref is not None:
                 conversation, ts = ref.message_id.split("|", 1)
                 await self.client.chat_update(channel=conversation, ts=ts, blocks=payload["blocks"],

@@ -126,7 +126,7 @@ class SlackAdapter:
     # -- people -------------------------------------------------------------------------------------
     async def person(self, user_id: str, *, name: str | None = None) -> PersonRef:
         """Who is this Slack user? Name and time zone from ``users.info``, once, then from our store."""
-        async with self.desk.db.transaction() as session:
+        async with self.desk.db.reading() as session:
             known = (await session.execute(select(Person).where(
                 Person.platform == "slack", Person.platform_user_id == user_id))).scalar_one_or_none()
             if known is not None and known.timezone:
@@ -404,7 +404,7 @@ class SlackAdapter:
             await client.chat_postMessage(channel=event["channel"], thread_ts=event["ts"], text=_friendly(exc))
 
     async def _ticket_for_thread(self, channel: str, thread_ts: str) -> tuple[int | None, str | None]:
-        async with self.desk.db.transaction() as session:
+        async with self.desk.db.reading() as session:
             query = select(MessageRef).where(
                 MessageRef.platform == "slack", MessageRef.message_id == slack_ref(channel, thread_ts))
             ref = (await session.execute(query)).scalars().first()
