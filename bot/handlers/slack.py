@@ -146,7 +146,8 @@ class SlackAdapter:
         for group in self.desk.config.agents.slack_usergroups:
             try:
                 response = await self.client.usergroups_users_list(usergroup=group)
-                members = {f"slack:{user}" for user in response.get("users", [])}
+                users: list[str] = response.get("users", [])
+                members = {f"slack:{user}" for user in users}
                 self.desk.roster.set_group_members(group, members)
             except SlackApiError as exc:
                 log.warning("could not read Slack user group %s: %s", group, exc)
