@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
+from bot.calendars import build_calendars
+from bot.cards import CardBuilder
 from bot.clock import Clock
 from bot.config import AppConfig
 from bot.engine import OutboxWorker, TimerEngine
 from bot.metrics import Metrics
 from bot.notifications import enqueue_for_change
 from bot.people import AgentRoster
-from bot.tickets import TicketChange, TicketService
+from bot.sla import SlaClock, ack_text, sla_lines
+from bot.tickets import TicketChange, TicketService, TicketSnapshot
 from store.db import Database
+from store.models import Ticket
 
 
 @dataclass
@@ -47,5 +52,18 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
     timers = TimerEngine(db, clock, config.engine, metrics, owner=f"{replica}-timers" if replica else None)
     outbox = OutboxWorker(db, clock, config.engine, metrics, owner=f"{replica}-outbox" if replica else None,
                           min_interval=config.engine.min_interval_per_channel.total_seconds())
-    return Desk(config=config, db=db, clock=clock, metrics=metrics, roster=roster, tickets=tickets,
+    desk = Desk(config=config, db=db, clock=clock, metrics=metrics, roster=roster, tickets=tickets,
                 timers=timers, outbox=outbox)
+    sla = SlaClock(config, build_calendars(config))
+    sla.install(desk)
+    desk.extras["sla"] = sla
+
+    def card_lines(ticket: Ticket, now: datetime, tz: str | None) -> list[str]:
+        return sla_lines(ticket, now, sla.calendar(ticket.calendar), tz)
+
+    def acknowledgement(ticket: TicketSnapshot) -> str:
+        return ack_text(ticket, ticket.requester_timezone, sla.calendar(ticket.calendar), clock.now())
+
+    desk.extras["cards"] = CardBuilder(config, card_lines)
+    desk.extras["ack_text"] = acknowledgement
+    return desk

@@ -1,0 +1,443 @@
+"""Teams adapter: Bot Framework activities on ``POST /api/messages`` translated into ticket-service calls.
+
+Thin on purpose, like the Slack adapter: parse, remember the conversation, dedupe, resolve the person, call a
+service, answer in the turn. Cards and notices go out through the outbox (``bot.channels.teams``), which is
+kicked right after the change commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from aiohttp import web
+from botbuilder.core import MessageFactory, TurnContext
+from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFrameworkAuthentication
+from botbuilder.schema import Activity, ActivityTypes, Attachment
+from sqlalchemy import select
+
+from bot.cards import CardBuilder
+from bot.channels.teams import (
+    CHANNEL,
+    PERSON,
+    THREAD_MARK,
+    TeamsChannel,
+    channel_of,
+    remember_conversation,
+    teams_ref,
+)
+from bot.config import TeamsConfig
+from bot.desk import Desk
+from bot.dialogs import new_ticket, resolve_note
+from bot.people import PersonRef
+from bot.renderers import adaptive_cards
+from bot.routing import Action, Form
+from bot.tickets import IN_PROGRESS, WAITING, InvalidInput, Origin, TicketError, TicketSnapshot
+from bot.views import Notice, TicketList, TicketListItem
+from store.db import DatabaseUnavailable
+from store.models import MessageRef, OutboxMessage
+
+log = logging.getLogger("ithelp.teams")
+
+HELP = (
+    "**ITHelp**: ask IT for help right here.\n\n"
+    "- Just tell me what's wrong (or `ithelp <what's wrong>`) and I'll open a ticket\n"
+    "- `ithelp` on its own or `new ticket` opens a form\n"
+    "- `status` shows your open tickets and where they stand\n"
+    "- `list` lists your recent tickets\n"
+    "- In a channel, mention me: `@ITHelp printer on floor 3 is jammed`\n"
+    "- Reply to one of my messages about a ticket to add details to it"
+)
+OUTAGE = "Sorry, the IT desk can't reach its database right now. Please try again in a minute; nothing was saved."
+DEDUP_SOURCE = "teams-activity"
+# Teams puts the replied-to message id in a quoted-reply blockquote in 1:1 chats, where replyToId is unreliable.
+_QUOTED_REPLY = re.compile(r'itemtype="http://schema\.skype\.com/Reply"[^>]*\bitemid="([^"]+)"')
+
+
+def _friendly(exc: Exception) -> str:
+    if isinstance(exc, TicketError):
+        return str(exc)
+    log.exception("unexpected error handling a Teams activity", exc_info=exc)
+    return OUTAGE if _is_db_outage(exc) else "Sorry, something went wrong on our side. Please try again."
+
+
+def _is_db_outage(exc: BaseException) -> bool:
+    from sqlalchemy.exc import DBAPIError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    return isinstance(exc, OperationalError | PoolTimeout | DatabaseUnavailable | OSError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated)
+
+
+class _BotSettings:
+    """The attribute names ``ConfigurationBotFrameworkAuthentication`` reads its credentials from."""
+
+    def __init__(self, teams: TeamsConfig) -> None:
+        # Without both id and password botbuilder runs unauthenticated; the server allows that on loopback only.
+        self.APP_ID = teams.app_id if teams.authenticated else ""
+        self.APP_PASSWORD = teams.app_password if teams.authenticated else ""
+        self.APP_TYPE = teams.app_type
+        self.APP_TENANTID = teams.tenant_id
+
+
+class TeamsAdapter:
+    """Mounts at ``POST /api/messages``; registers the Teams outbox channel on ``desk.outbox``."""
+
+    def __init__(self, desk: Desk) -> None:
+        self.desk = desk
+        self.config = desk.config.teams
+        self.adapter = CloudAdapter(ConfigurationBotFrameworkAuthentication(_BotSettings(self.config)))
+        self.cards: CardBuilder = desk.extras.get("cards") or CardBuilder(desk.config)  # type: ignore[assignment]
+        desk.outbox.register("teams", TeamsChannel(self.adapter, desk.db, desk.clock, self.cards, desk.config))
+
+    # -- transport ----------------------------------------------------------------------------------
+    async def handle(self, request: web.Request) -> web.Response:
+        """Authenticate and run one activity; 400 for what isn't one, 401 for a bad token, 201/invoke answer."""
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": "the request body is not JSON"}, status=400)
+        if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+            return web.json_response({"error": "the request body is not a Bot Framework activity"}, status=400)
+        try:
+            activity = Activity().deserialize(body)
+        except (TypeError, ValueError, AttributeError):  # msrest DeserializationError is a ValueError
+            return web.json_response({"error": "the activity could not be read"}, status=400)
+        if not activity.service_url or activity.conversation is None or not activity.conversation.id:
+            return web.json_response({"error": "the activity has no serviceUrl or conversation"}, status=400)
+        try:
+            auth = await self.adapter.bot_framework_authentication.authenticate_request(
+                activity, request.headers.get("Authorization", ""))
+        except Exception as exc:  # botbuilder raises PermissionError, ValueError or jwt errors for bad tokens
+            log.warning("refused an unauthenticated Teams request: %s: %s", type(exc).__name__, exc)
+            return web.json_response({"error": "unauthorized"}, status=401)
+        try:
+            invoke = await self.adapter.process_activity(auth, activity, self._on_turn)
+        except Exception:
+            log.exception("Teams activity %s failed", activity.id)
+            return web.json_response({"error": "internal error"}, status=500)
+        finally:
+            self._kick()
+        if invoke is None:
+            return web.Response(status=201)
+        return web.json_response(invoke.body, status=int(invoke.status))
+
+    async def close(self) -> None:
+        """Nothing to release: botbuilder opens a connector session per call."""
+
+    def _kick(self) -> None:
+        kick: Callable[[], None] | None = self.desk.extras.get("kick")  # type: ignore[assignment]
+        if kick is not None:
+            kick()
+
+    # -- turns --------------------------------------------------------------------------------------
+    async def _on_turn(self, turn: TurnContext) -> None:
+        activity = turn.activity
+        if activity.type in (ActivityTypes.message, ActivityTypes.conversation_update, "installationUpdate"):
+            try:
+                await self._remember(activity)
+            except Exception:  # replying still works from the inbound activity; the next message retries
+                log.exception("could not store the conversation reference of activity %s", activity.id)
+        if activity.type == ActivityTypes.message:
+            await self._on_message(turn)
+
+    async def _remember(self, activity: Activity) -> None:
+        """Keep a ConversationReference for the person (1:1 chats) and the channel (team installs, mentions)."""
+        reference = TurnContext.get_conversation_reference(activity)
+        reference.activity_id = None
+        # botbuilder reads conversation.tenantID, Teams sends tenantId: take the tenant from channelData.
+        tenant = ((activity.channel_data or {}).get("tenant") or {}).get("id")
+        if tenant:
+            reference.conversation.tenant_id = tenant
+        conversation_type = activity.conversation.conversation_type or "personal"
+        user = activity.from_property
+        async with self.desk.db.transaction() as session:
+            now = self.desk.clock.now()
+            if conversation_type == "personal":
+                if user is not None and user.aad_object_id:
+                    await remember_conversation(session, key=user.aad_object_id, kind=PERSON,
+                                                reference=reference.serialize(), now=now)
+                return
+            # A channel post lives in a thread (";messageid="); new posts go to the channel itself.
+            key = channel_of(activity.conversation.id) if conversation_type == "channel" else activity.conversation.id
+            reference.conversation.id = key
+            await remember_conversation(session, key=key, kind=CHANNEL, reference=reference.serialize(), now=now)
+
+    def _person(self, activity: Activity) -> PersonRef | None:
+        user = activity.from_property
+        if user is None or not user.aad_object_id:
+            return None
+        zone = activity.local_timezone
+        try:
+            ZoneInfo(zone or "")
+        except (ZoneInfoNotFoundError, ValueError):
+            zone = None
+        return PersonRef("teams", user.aad_object_id, user.name or None, zone)
+
+    def _dedup(self, activity: Activity) -> tuple[str, str]:
+        # Channel message ids are timestamps, unique per conversation only.
+        return DEDUP_SOURCE, f"{activity.conversation.id}|{activity.id}"[-256:]
+
+    async def _on_message(self, turn: TurnContext) -> None:
+        activity = turn.activity
+        person = self._person(activity)
+        if person is None:
+            log.info("ignoring a Teams message without an AAD object id (%s)", activity.id)
+            return
+        value = activity.value if isinstance(activity.value, dict) else None
+        if value is not None and not (activity.text or "").strip():
+            await self._on_submit(turn, person, value)
+            return
+        personal = (activity.conversation.conversation_type or "personal") == "personal"
+        mentioned = self._strip_bot_mention(activity)
+        text = (activity.text or "").strip()
+        if not personal:
+            if await self._thread_comment(turn, person, text):
+                return
+            if not mentioned:
+                return  # channel chatter the bot was not asked about
+        elif await self._reply_comment(turn, person, text):
+            return
+        await self._on_text(turn, person, text)
+
+    @staticmethod
+    def _strip_bot_mention(activity: Activity) -> bool:
+        """Remove ``<at>ITHelp</at>`` from the text; True when the bot was mentioned."""
+        bot_id = activity.recipient.id if activity.recipient else None
+        mentioned = False
+        for entity in activity.entities or []:
+            properties: dict[str, Any] = getattr(entity, "additional_properties", None) or {}
+            if (entity.type or "").lower() == "mention" and (properties.get("mentioned") or {}).get("id") == bot_id:
+                mentioned = True
+                if properties.get("text"):
+                    activity.text = (activity.text or "").replace(properties["text"], " ")
+        return mentioned
+
+    async def _on_text(self, turn: TurnContext, person: PersonRef, text: str) -> None:
+        word = text.lower()
+        if word.startswith("ithelp"):
+            rest = text[len("ithelp"):]
+            if not rest or rest[0].isspace():
+                text, word = rest.strip(), rest.strip().lower()
+        if word in ("", "new ticket"):
+            await self._send_card(turn, new_ticket.teams_form(self.desk.config.categories, self._priority_labels()))
+            return
+        if word == "help":
+            await turn.send_activity(MessageFactory.text(HELP))
+            return
+        if word in ("status", "list"):
+            await self._send_card(turn, await self._list_card(person, open_only=word == "status"))
+            return
+        activity = turn.activity
+        try:
+            result = await self.desk.tickets.open(
+                person, text, origin=Origin("teams", conversation=activity.conversation.id, thread=activity.id),
+                dedup=self._dedup(activity))
+        except Exception as exc:
+            await self._say(turn, f"{_friendly(exc)}\n\nWhat you wrote: {text}")
+            return
+        if result.created:
+            await self._send_card(turn, self._ack_card(result.ticket))
+
+    def _ack_card(self, ticket: TicketSnapshot) -> dict[str, Any]:
+        ack_text: Callable[[TicketSnapshot], str] | None = self.desk.extras.get("ack_text")  # type: ignore[assignment]
+        wording = ack_text(ticket) if ack_text else f"{ticket.number} opened."
+        return adaptive_cards.notice_card(Notice(
+            ticket_id=ticket.id, number=ticket.number, headline=wording,
+            body=f"{ticket.summary}\n\nI'll keep you posted in our chat; reply to my messages to add details."))
+
+    def _priority_labels(self) -> dict[str, str]:
+        return {code: f"{code} · {p.label}" for code, p in self.desk.config.priorities.items()}
+
+    async def _list_card(self, person: PersonRef, *, open_only: bool) -> dict[str, Any]:
+        tickets = await self.desk.tickets.tickets_of(person, open_only=open_only)
+        items = tuple(TicketListItem(number=t.number, summary=t.summary, status_label=t.status_label,
+                                     assignee=t.assignee_name, next_update=None) for t in tickets)
+        title = "Your open tickets" if open_only else "Your recent tickets"
+        empty = "You have no open tickets." if open_only else "You haven't opened any tickets yet."
+        return adaptive_cards.ticket_list_card(TicketList(title=title, sections=((title, items),), empty_text=empty))
+
+    # -- comments relayed from threads and replies ----------------------------------------------------
+    async def _thread_comment(self, turn: TurnContext, person: PersonRef, text: str) -> bool:
+        """A message in the thread under a triage card: an agent's comment for the requester."""
+        conversation_id = turn.activity.conversation.id
+        if THREAD_MARK not in conversation_id:
+            return False
+        channel, _, root = conversation_id.partition(THREAD_MARK)
+        async with self.desk.db.transaction() as session:
+            ref = (await session.execute(select(MessageRef).where(
+                MessageRef.platform == "teams", MessageRef.role == "triage",
+                MessageRef.message_id == teams_ref(channel, root)))).scalars().first()
+            ticket_id = ref.ticket_id if ref else None
+        if ticket_id is None:
+            return False
+        if not self.desk.tickets.is_agent(person) or not text:
+            return True  # colleagues chatting under the card: not relayed to the requester
+        await self._comment(turn, ticket_id, person, text, "triage_thread")
+        return True
+
+    async def _reply_comment(self, turn: TurnContext, person: PersonRef, text: str) -> bool:
+        """A reply, in a 1:1 chat, to one of the bot's messages about a ticket: the requester's comment."""
+        activity = turn.activity
+        replied = activity.reply_to_id
+        for attachment in activity.attachments or []:
+            found = _QUOTED_REPLY.search(str(attachment.content or ""))
+            if found:
+                replied = found.group(1)
+        if not replied or not text:
+            return False
+        async with self.desk.db.transaction() as session:
+            ticket_id = await session.scalar(select(OutboxMessage.ticket_id).where(
+                OutboxMessage.target == f"teams:user:{person.user_id}",
+                OutboxMessage.delivered_message_id == teams_ref(activity.conversation.id, replied)).limit(1))
+        if ticket_id is None:
+            return False
+        await self._comment(turn, ticket_id, person, text, "requester_thread")
+        return True
+
+    async def _comment(self, turn: TurnContext, ticket_id: int, person: PersonRef, text: str, source: str) -> None:
+        try:
+            await self.desk.tickets.comment(ticket_id, person, text, dedup=self._dedup(turn.activity), source=source)
+        except Exception as exc:
+            await self._say(turn, _friendly(exc))
+
+    # -- card submissions ---------------------------------------------------------------------------
+    async def _on_submit(self, turn: TurnContext, person: PersonRef, value: dict[str, Any]) -> None:
+        form, action = value.get("form"), value.get("action")
+        if form == Form.NEW_TICKET:
+            await self._on_new_ticket_submit(turn, person, value)
+        elif form == Form.RESOLVE_NOTE:
+            await self._on_resolve_submit(turn, person, value)
+        elif isinstance(action, str) and action in {a.value for a in Action}:
+            await self._on_action(turn, person, Action(action), value)
+        else:
+            await self._say(turn, "That card is out of date; type `help` to see what I can do.")
+
+    async def _on_new_ticket_submit(self, turn: TurnContext, person: PersonRef, value: dict[str, Any]) -> None:
+        draft = new_ticket.parse_teams_submission(value)
+        error = new_ticket.teams_error(draft)
+        if error is None:
+            activity = turn.activity
+            # Keyed on the form card, not the click: a second click on the same form opens nothing new.
+            form_id = activity.reply_to_id or activity.id
+            try:
+                priority = draft.urgency if draft.urgency in self.desk.config.priorities else None
+                result = await self.desk.tickets.open(
+                    person, draft.summary, description=draft.description, category=draft.category,
+                    priority=priority, origin=Origin("teams", conversation=activity.conversation.id),
+                    dedup=(DEDUP_SOURCE, f"{activity.conversation.id}|form|{form_id}"[-256:]))
+            except Exception as exc:
+                error = str(exc) if isinstance(exc, InvalidInput) else _friendly(exc)
+            else:
+                await self._replace_card(turn, self._ack_card(result.ticket))
+                return
+        # The form comes back with the error and everything the person typed.
+        await self._replace_card(turn, new_ticket.teams_form(self.desk.config.categories, self._priority_labels(),
+                                                             draft=draft, error=error))
+
+    async def _on_resolve_submit(self, turn: TurnContext, person: PersonRef, value: dict[str, Any]) -> None:
+        try:
+            ticket_id, note = resolve_note.parse_teams_submission(value)
+        except (KeyError, TypeError, ValueError):
+            await self._say(turn, "That form doesn't point at a ticket any more.")
+            return
+        error = resolve_note.teams_error(note)
+        if error is None:
+            try:
+                ticket = await self.desk.tickets.resolve(ticket_id, person, note)
+            except Exception as exc:
+                error = _friendly(exc)
+            else:
+                await self._replace_card(turn, adaptive_cards.notice_card(Notice(
+                    ticket_id=ticket.id, number=ticket.number, headline="Resolved.", body=note)))
+                return
+        try:
+            number = (await self.desk.tickets.get(ticket_id)).number
+        except Exception:  # the form still says what went wrong, just without the ticket number
+            number = ""
+        await self._replace_card(turn, resolve_note.teams_form(ticket_id, number, error=error, note=note))
+
+    async def _on_action(self, turn: TurnContext, person: PersonRef, action: Action, value: dict[str, Any]) -> None:
+        ticket_id = _ticket_id(value)
+        if ticket_id is None:
+            await self._say(turn, "That button doesn't point at a ticket any more.")
+            return
+        if action == Action.RESOLVE:
+            if not self.desk.tickets.is_agent(person):
+                await self._say(turn, "Only IT agents can resolve tickets.")
+                return
+            try:
+                ticket = await self.desk.tickets.get(ticket_id)
+            except Exception as exc:
+                await self._say(turn, _friendly(exc))
+                return
+            await self._send_card(turn, resolve_note.teams_form(ticket.id, ticket.number))
+            return
+        run = self._actions(action, value)
+        if run is None:
+            await self._say(turn, "I can't do that from Teams yet.")
+            return
+        try:
+            await run(ticket_id, person)
+        except Exception as exc:
+            await self._say(turn, _friendly(exc))
+
+    def _actions(self, action: Action, value: dict[str, Any]) -> Callable[[int, PersonRef], Awaitable[object]] | None:
+        tickets = self.desk.tickets
+        if action == Action.PRIORITY:
+            chosen = str(value.get(adaptive_cards.CHOICE_INPUT_ID) or "")
+            priority = chosen.split(":", 1)[1] if ":" in chosen else chosen
+            return lambda ticket_id, person: tickets.set_priority(ticket_id, person, priority)
+        runs: dict[Action, Callable[[int, PersonRef], Awaitable[object]]] = {
+            Action.CLAIM: tickets.claim,
+            Action.START: lambda ticket_id, person: tickets.set_status(ticket_id, person, IN_PROGRESS),
+            Action.WAIT: lambda ticket_id, person: tickets.set_status(ticket_id, person, WAITING),
+            Action.REOPEN: lambda ticket_id, person: tickets.reopen(ticket_id, person, "Reopened from the card"),
+            Action.MUTE: lambda ticket_id, person: tickets.mute_updates(ticket_id, person, True),
+            Action.UNMUTE: lambda ticket_id, person: tickets.mute_updates(ticket_id, person, False),
+        }
+        return runs.get(action)
+
+    # -- answering in the turn ----------------------------------------------------------------------
+    async def _say(self, turn: TurnContext, text: str) -> None:
+        message = MessageFactory.text(text)
+        # Plain: the text may quote what the person typed, which must not turn into markup.
+        message.text_format = "plain"
+        await self._answer(turn, message)
+
+    async def _send_card(self, turn: TurnContext, card: dict[str, Any]) -> None:
+        await self._answer(turn, MessageFactory.attachment(_attachment(card)))
+
+    async def _replace_card(self, turn: TurnContext, card: dict[str, Any]) -> None:
+        """Update the card that was submitted in place (a form, usually); post it anew if that fails."""
+        activity = turn.activity
+        if activity.reply_to_id:
+            message = MessageFactory.attachment(_attachment(card))
+            message.id = activity.reply_to_id
+            try:
+                await turn.update_activity(message)
+                return
+            except Exception as exc:  # an old card Teams no longer has: send the new one instead
+                log.warning("could not update card %s in place: %s", activity.reply_to_id, exc)
+        await self._send_card(turn, card)
+
+    async def _answer(self, turn: TurnContext, message: Activity) -> None:
+        try:
+            await turn.send_activity(message)
+        except Exception as exc:  # the change is committed either way; the outbox carries the rest
+            log.warning("could not answer in Teams conversation %s: %s", turn.activity.conversation.id, exc)
+
+
+def _attachment(card: dict[str, Any]) -> Attachment:
+    return Attachment(content_type=adaptive_cards.CONTENT_TYPE, content=card)
+
+
+def _ticket_id(value: dict[str, Any]) -> int | None:
+    raw = value.get("ticket_id") or str(value.get("value") or "").split(":", 1)[0]
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        return None

@@ -1,0 +1,556 @@
+"""The SLA clock: first-response, resolution and progress-update targets counted in business time.
+
+Targets run on the ticket's business calendar and only while the ticket is with IT: the clock stops
+while it waits on the requester and while it is resolved, and picks up the budget that was left when
+it starts again. Every target that is met, warned about or breached leaves a ticket event, so reports
+(``sla_outcomes``) can be recomputed from history alone.
+
+Rules chosen here:
+
+* **Budgets, not fixed instants.** A due time is "the instant the running business time since opening
+  reaches the target". Pausing freezes it; resuming re-counts the remaining budget from now; a priority
+  change re-counts every unmet target from the opening with the new policy and calendar. Reopening a
+  resolved ticket resumes the resolution clock with the budget that was left at resolution; if none
+  was left the ticket stays breached (it is never breached twice).
+* **First response** is met by a claim, a public agent comment or a resolution (whichever comes first).
+* **Warnings** fire at ``warn_at`` of the first-response and resolution budgets, at most once each.
+  Progress updates get no warning: the bot covers a missed one itself.
+* **Progress updates.** When ``update_every`` of business time passes without a requester-visible
+  message, the update target is breached (once per due time) and the bot sends one automatic update to
+  the requester and nudges the assignee. Not while waiting on the requester, not when muted, not
+  outside the requester's working hours (the ticket calendar's hours and holidays read in the
+  requester's zone; closing time itself still counts) unless the priority is P1, and at most
+  ``updates.max_per_ticket_per_day`` per requester-local day (the nudge is skipped with the update).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.business_time import BusinessCalendar
+from bot.calendars import calendar_for
+from bot.config import AppConfig, SlaPolicy
+from bot.durations import format_duration
+from bot.engine import TimerRun
+from bot.notifications import CARD, NOTICE, person_target, triage_targets
+from bot.tickets import CLAIMED, CLOSED, IN_PROGRESS, NEW, REOPENED, RESOLVED, WAITING, TicketChange, TicketSnapshot
+from store.models import Person, Ticket, TicketEvent, Timer
+from store.queries import enqueue_message, schedule_timer
+
+if TYPE_CHECKING:
+    from bot.desk import Desk
+
+FIRST_RESPONSE_TIMER = "sla.first_response"
+RESOLUTION_TIMER = "sla.resolution"
+UPDATE_DUE_TIMER = "sla.update_due"
+WARN_TIMER = "sla.warn"
+TIMER_KINDS = (FIRST_RESPONSE_TIMER, RESOLUTION_TIMER, UPDATE_DUE_TIMER, WARN_TIMER)
+
+FIRST_RESPONSE, RESOLUTION, UPDATE = "first_response", "resolution", "update"
+SLA_MET, SLA_WARNING, SLA_BREACHED, AUTO_UPDATE = "sla_met", "sla_warning", "sla_breached", "auto_update"
+UPDATES_ANY_HOUR = frozenset({"P1"})
+"""Priorities whose automatic updates go out even outside the requester's working hours."""
+
+Level = Literal["warn", "breach"]
+BreachHook = Callable[[TimerRun, Ticket, str, Level], Awaitable[None]]
+
+# Statuses in which the ticket is with IT and its clocks run.
+_RUNNING = frozenset({NEW, CLAIMED, IN_PROGRESS, REOPENED})
+_VISIBLE_KINDS = frozenset({"opened", "claimed", "unassigned", "status_changed", "priority_changed", "resolved",
+                            "reopened", "closed"})
+
+
+@dataclass(frozen=True)
+class SlaOutcome:
+    """How one target stands: ``met`` is None while it is still running and not yet breached."""
+
+    metric: str
+    target: timedelta
+    elapsed_business: timedelta
+    met: bool | None
+
+
+class SlaClock:
+    """Keeps every ticket's SLA targets, their timers and the automatic progress updates."""
+
+    def __init__(self, config: AppConfig, calendars: dict[str, BusinessCalendar]) -> None:
+        self.config = config
+        self.calendars = calendars
+        self.on_breach: list[BreachHook] = []
+        """Called inside the timer's transaction after a warning or breach is recorded (escalation)."""
+        self._requester_hours: dict[tuple[str, str], BusinessCalendar] = {}
+
+    def install(self, desk: Desk) -> None:
+        """Follow the desk's ticket changes and run its SLA timers."""
+        desk.tickets.subscribe(self._on_change)
+        desk.timers.register(FIRST_RESPONSE_TIMER, self._on_first_response_due)
+        desk.timers.register(RESOLUTION_TIMER, self._on_resolution_due)
+        desk.timers.register(WARN_TIMER, self._on_warn)
+        desk.timers.register(UPDATE_DUE_TIMER, self._on_update_due)
+
+    def calendar(self, name: str) -> BusinessCalendar:
+        """A ticket's calendar by name (the default calendar if the name is no longer configured)."""
+        return calendar_for(self.config, self.calendars, name)
+
+    # -- ticket changes -----------------------------------------------------------------------------
+    async def _on_change(self, change: TicketChange) -> None:
+        session, ticket, event, now = change.session, change.ticket, change.event, change.now
+        cal = self.calendar(ticket.calendar)
+        policy = self.config.sla_policy(ticket.priority)
+        left_waiting = change.previous_status == WAITING and ticket.status != WAITING
+        payload = dict(event.payload)
+        if left_waiting and ticket.paused_since is not None:
+            paused = cal.between(ticket.paused_since, now).total_seconds()
+            ticket.paused_seconds += paused
+            ticket.paused_since = None
+            payload["paused_business_seconds"] = paused
+        elif ticket.status == WAITING and ticket.paused_since is None:
+            ticket.paused_since = now
+        if event.kind in ("opened", "priority_changed"):
+            # Stamped so reports know the targets in force without reading today's config.
+            payload["sla_targets"] = None if policy is None else {
+                FIRST_RESPONSE: policy.first_response.total_seconds(),
+                RESOLUTION: policy.resolution.total_seconds(),
+            }
+        if payload != event.payload:
+            event.payload = payload
+        if event.kind == "resolved" and ticket.first_response_at is None:
+            # The resolution note is the requester's first answer from IT.
+            ticket.first_response_at = now
+        if _tells_requester(event):
+            ticket.last_requester_update_at = now
+
+        events = await _load_events(session, ticket.id)
+        answered_now = _answers(event) and not any(_answers(e) for e in events if e.id < event.id)
+        if policy is None:
+            ticket.first_response_due = ticket.resolution_due = ticket.next_update_due = None
+        else:
+            spans = _running_spans(events, ticket.created_at, now)
+            moving = ticket.status in _RUNNING or left_waiting
+            if ticket.first_response_at is None or answered_now:
+                if moving or answered_now:
+                    ticket.first_response_due = _deadline(cal, spans, policy.first_response, now)
+                if answered_now:
+                    await self._record_outcome(session, ticket, FIRST_RESPONSE, spans, cal, policy, now)
+            if moving:
+                ticket.resolution_due = _deadline(cal, spans, policy.resolution, now)
+            if event.kind == "resolved":
+                await self._record_outcome(session, ticket, RESOLUTION, spans, cal, policy, now)
+            if policy.update_every is None or ticket.status not in _RUNNING or ticket.updates_muted:
+                ticket.next_update_due = None
+            elif _tells_requester(event) or ticket.next_update_due is None:
+                ticket.next_update_due = cal.add(now, policy.update_every)
+        await self._sync_timers(session, ticket, f"v{ticket.version}", now)
+
+    async def _record_outcome(
+        self, session: AsyncSession, ticket: Ticket, metric: str, spans: list[tuple[datetime, datetime]],
+        cal: BusinessCalendar, policy: SlaPolicy, now: datetime,
+    ) -> None:
+        target = policy.first_response if metric == FIRST_RESPONSE else policy.resolution
+        elapsed = _business(cal, spans)
+        if elapsed <= target:
+            await _add_event(session, ticket, SLA_MET, now, {
+                "metric": metric, "elapsed_seconds": elapsed.total_seconds(), "target_seconds": target.total_seconds(),
+            })
+            return
+        due = ticket.first_response_due if metric == FIRST_RESPONSE else ticket.resolution_due
+        # Met late before the breach timer ran (a lagging tick): the breach still belongs in history.
+        await self._mark(session, ticket, SLA_BREACHED, metric, due, now)
+
+    # -- timers -------------------------------------------------------------------------------------
+    async def _sync_timers(
+        self, session: AsyncSession, ticket: Ticket, generation: str, now: datetime, *, running: int | None = None,
+    ) -> None:
+        # Make the ticket's pending SLA timers exactly the ones its targets call for, touching only what
+        # differs. `generation` keeps a re-schedule's dedup keys apart from earlier ones; `running` is the
+        # timer whose handler is calling, which the engine marks done itself.
+        wanted: dict[tuple[str, datetime, str, str], dict[str, Any]] = {}
+        policy = self.config.sla_policy(ticket.priority)
+        if policy is not None and ticket.status in _RUNNING:
+            cal = self.calendar(ticket.calendar)
+            marks = _marks(await _load_events(session, ticket.id, (SLA_WARNING, SLA_BREACHED)))
+            targets = (
+                (FIRST_RESPONSE, FIRST_RESPONSE_TIMER, None if ticket.first_response_at else ticket.first_response_due,
+                 policy.first_response),
+                (RESOLUTION, RESOLUTION_TIMER, ticket.resolution_due, policy.resolution),
+            )
+            for metric, kind, due, target in targets:
+                if due is None or (SLA_BREACHED, metric, "") in marks:
+                    continue
+                _want(wanted, kind, due, metric, due)
+                if policy.warn_at is not None and due > now and (SLA_WARNING, metric, "") not in marks:
+                    used = target - cal.between(now, due)
+                    _want(wanted, WARN_TIMER, cal.add(now, max(target * policy.warn_at - used, timedelta(0))),
+                          metric, due)
+            if ticket.next_update_due is not None and not ticket.updates_muted:
+                send_at = await self._update_send_at(session, ticket, cal, max(ticket.next_update_due, now))
+                _want(wanted, UPDATE_DUE_TIMER, send_at, UPDATE, ticket.next_update_due)
+        pending = await session.execute(select(Timer.id, Timer.kind, Timer.due_at, Timer.payload).where(
+            Timer.ticket_id == ticket.id, Timer.kind.in_(TIMER_KINDS), Timer.done_at.is_(None)))
+        stale = [timer_id for timer_id, kind, due_at, payload in pending if timer_id != running
+                 and wanted.pop((kind, due_at, payload.get("metric", ""), payload.get("due", "")), None) is None]
+        if stale:
+            await _cancel_unlocked(session, stale, now)
+        for (kind, due_at, metric, _), payload in wanted.items():
+            await schedule_timer(session, kind=kind, due_at=due_at, now=now, ticket_id=ticket.id, payload=payload,
+                                 dedup_key=f"sla:{ticket.id}:{kind}:{metric}:{generation}:{int(due_at.timestamp())}")
+
+    async def _on_first_response_due(self, run: TimerRun) -> None:
+        await self._on_target_timer(run, FIRST_RESPONSE, "breach")
+
+    async def _on_resolution_due(self, run: TimerRun) -> None:
+        await self._on_target_timer(run, RESOLUTION, "breach")
+
+    async def _on_warn(self, run: TimerRun) -> None:
+        await self._on_target_timer(run, str(run.timer.payload.get("metric")), "warn")
+
+    async def _on_target_timer(self, run: TimerRun, metric: str, level: Level) -> None:
+        ticket = await _locked_ticket(run)
+        if ticket is None or ticket.status not in _RUNNING:
+            return
+        if metric == FIRST_RESPONSE and ticket.first_response_at is not None:
+            return
+        due = ticket.first_response_due if metric == FIRST_RESPONSE else ticket.resolution_due
+        if _is_current(run.timer, due):
+            await self._escalate(run, ticket, metric, due, level)
+
+    async def _escalate(self, run: TimerRun, ticket: Ticket, metric: str, due: datetime | None, level: Level) -> None:
+        event = await self._mark(run.session, ticket, SLA_WARNING if level == "warn" else SLA_BREACHED, metric, due,
+                                 run.now)
+        if event is None:
+            return
+        for target in triage_targets(self.config):
+            await enqueue_message(run.session, target=target, kind=CARD, ticket_id=ticket.id, now=run.now,
+                                  payload={"ticket_id": ticket.id, "event_id": event.id, "audience": "triage"},
+                                  idempotency_key=f"card:{event.id}:{target}")
+        for hook in self.on_breach:
+            await hook(run, ticket, metric, level)
+
+    async def _mark(
+        self, session: AsyncSession, ticket: Ticket, kind: str, metric: str, due: datetime | None, now: datetime,
+    ) -> TicketEvent | None:
+        # None when a warning/breach already stands for this target: timers may run twice, history may not.
+        due_text = due.isoformat() if due is not None else None
+        marks = _marks(await _load_events(session, ticket.id, (SLA_WARNING, SLA_BREACHED)))
+        own = (kind, metric, (due_text or "") if metric == UPDATE else "")
+        if own in marks or (kind == SLA_WARNING and (SLA_BREACHED, metric, "") in marks):
+            return None
+        return await _add_event(session, ticket, kind, now, {"metric": metric, "due": due_text})
+
+    # -- progress updates ---------------------------------------------------------------------------
+    async def _on_update_due(self, run: TimerRun) -> None:
+        session, now = run.session, run.now
+        ticket = await _locked_ticket(run)
+        if (ticket is None or ticket.status not in _RUNNING or ticket.updates_muted
+                or not _is_current(run.timer, ticket.next_update_due)):
+            return
+        policy = self.config.sla_policy(ticket.priority)
+        if policy is None or policy.update_every is None:
+            return
+        cal = self.calendar(ticket.calendar)
+        if await self._update_send_at(session, ticket, cal, now) > now:
+            await self._sync_timers(session, ticket, f"t{run.timer.id}", now, running=run.timer.id)
+            return
+        await self._escalate(run, ticket, UPDATE, ticket.next_update_due, "breach")
+        requester = await session.get(Person, ticket.requester_id)
+        assert requester is not None
+        zone = _zone(requester.timezone) or cal.tz
+        if await _updates_sent_on_day(session, ticket.id, now, zone) < self.config.updates.max_per_ticket_per_day:
+            await self._send_update(run, ticket, requester, cal, zone)
+        ticket.next_update_due = cal.add(now, policy.update_every)
+        await self._sync_timers(session, ticket, f"t{run.timer.id}", now, running=run.timer.id)
+
+    async def _send_update(
+        self, run: TimerRun, ticket: Ticket, requester: Person, cal: BusinessCalendar, zone: ZoneInfo,
+    ) -> None:
+        session, now = run.session, run.now
+        since = ticket.last_requester_update_at or ticket.created_at
+        assignee = await session.get(Person, ticket.assignee_id) if ticket.assignee_id else None
+        event = await _add_event(session, ticket, AUTO_UPDATE, now, {"since": since.isoformat()})
+        headline = (f"Update on {ticket.number}: still in progress with {assignee.display_name}." if assignee
+                    else f"Update on {ticket.number}: still waiting for an agent to pick it up.")
+        comments = await session.scalar(select(func.count()).select_from(TicketEvent).where(
+            TicketEvent.ticket_id == ticket.id, TicketEvent.kind == "commented", TicketEvent.at > since,
+            TicketEvent.actor_id == ticket.requester_id)) or 0
+        label = "your time" if _zone(requester.timezone) else _zone_label(zone)
+        last = f"the last update ({_when(since, zone, now)}, {label})"
+        lines = [f"You added {_plural(comments, 'comment')} since {last}; IT has them." if comments
+                 else f"Nothing new since {last}."]
+        if assignee is None:
+            ahead = await session.scalar(select(func.count()).select_from(Ticket).where(
+                Ticket.assignee_id.is_(None), Ticket.status.in_((NEW, REOPENED)), Ticket.id < ticket.id))
+            lines.append(f"You are {_ordinal((ahead or 0) + 1)} in the queue.")
+        if ticket.first_response_at is None and ticket.first_response_due is not None:
+            lines.append(f"Next target: first response by {_when(ticket.first_response_due, zone, now)} ({label}).")
+        elif ticket.resolution_due is not None:
+            lines.append(f"Next target: resolution by {_when(ticket.resolution_due, zone, now)} ({label}).")
+        requester_dm = person_target(requester)
+        await enqueue_message(session, target=requester_dm, kind=NOTICE, ticket_id=ticket.id, now=now,
+                              payload={"ticket_id": ticket.id, "event_id": event.id, "thread": "requester",
+                                       "headline": headline, "body": "\n".join(lines), "author": None},
+                              idempotency_key=f"notice:{event.id}:{requester_dm}")
+        ticket.last_requester_update_at = now
+        if assignee is not None and self.config.updates.nudge_assignee:
+            assignee_dm = person_target(assignee)
+            await enqueue_message(
+                session, target=assignee_dm, kind=NOTICE, ticket_id=ticket.id, now=now,
+                payload={"ticket_id": ticket.id, "event_id": event.id, "thread": "assignee",
+                         "headline": f"{ticket.number} is due a progress update to {requester.display_name}.",
+                         "body": "The bot sent an automatic update meanwhile; a word from you is better.",
+                         "author": None},
+                idempotency_key=f"nudge:{event.id}:{assignee_dm}")
+
+    async def _update_send_at(
+        self, session: AsyncSession, ticket: Ticket, cal: BusinessCalendar, at: datetime,
+    ) -> datetime:
+        # `at`, or the next start of the requester's working hours when `at` falls outside them.
+        if ticket.priority in UPDATES_ANY_HOUR:
+            return at
+        requester = await session.get(Person, ticket.requester_id)
+        hours = self._hours_for(cal, _zone(requester.timezone) if requester else None)
+        return at if _within_hours(hours, at) else hours.next_open(at)
+
+    def _hours_for(self, cal: BusinessCalendar, zone: ZoneInfo | None) -> BusinessCalendar:
+        # The desk's weekly hours and holidays, but on the requester's wall clock.
+        if zone is None or zone.key == cal.tz.key:
+            return cal
+        key = (cal.name, zone.key)
+        if key not in self._requester_hours:
+            self._requester_hours[key] = dataclasses.replace(cal, tz=zone)
+        return self._requester_hours[key]
+
+
+# -- reporting and wording --------------------------------------------------------------------------
+def sla_outcomes(
+    ticket: Ticket, events: Sequence[TicketEvent], calendar: BusinessCalendar, now: datetime,
+) -> dict[str, SlaOutcome]:
+    """First-response and resolution outcomes recomputed from the ticket's events (empty without a policy).
+
+    Elapsed time is business time on ``calendar`` while the ticket was with IT: waiting on the requester
+    and resolved spans don't count. Targets are the last ones stamped on ``opened``/``priority_changed``.
+    """
+    stamped = next((e.payload["sla_targets"] for e in sorted(events, key=_order, reverse=True)
+                    if "sla_targets" in e.payload), None)
+    if not stamped:
+        return {}
+    responded = ticket.first_response_at if ticket.first_response_at and ticket.first_response_at <= now else None
+    first = _business(calendar, _running_spans(events, ticket.created_at, responded or now))
+    whole = _business(calendar, _running_spans(events, ticket.created_at, now))
+    return {
+        FIRST_RESPONSE: _outcome(FIRST_RESPONSE, stamped[FIRST_RESPONSE], first, done=responded is not None),
+        RESOLUTION: _outcome(RESOLUTION, stamped[RESOLUTION], whole, done=not ticket.is_open),
+    }
+
+
+def ack_text(ticket: TicketSnapshot | Ticket, requester_tz: str | None, calendar: BusinessCalendar,
+             now: datetime) -> str:
+    """The intake acknowledgement with the targets on the requester's clock (the calendar's if unknown)."""
+    zone = _zone(requester_tz)
+    label = "your time" if zone else _zone_label(calendar.tz)
+    clauses = []
+    if ticket.first_response_due is not None:
+        clauses.append(f"first response by {_when(ticket.first_response_due, zone or calendar.tz, now)}")
+    if ticket.resolution_due is not None:
+        clauses.append(f"resolution target {_when(ticket.resolution_due, zone or calendar.tz, now)}")
+    if not clauses:
+        return f"{ticket.number} opened."
+    clauses[0] += f" ({label})"
+    return f"{ticket.number} opened — {', '.join(clauses)}."
+
+
+def sla_lines(ticket: Ticket, now: datetime, calendar: BusinessCalendar, tz: str | None) -> list[str]:
+    """One line per target for a ticket card, with times on ``tz``'s clock (the calendar's if None).
+
+    "met in" counts business time since opening (less paused time for the resolution); the exact,
+    pause-aware figures are ``sla_outcomes``.
+    """
+    zone = _zone(tz) or calendar.tz
+    lines = []
+    paused_time = timedelta(seconds=ticket.paused_seconds)
+    targets = (("First response", ticket.first_response_due, ticket.first_response_at, timedelta(0)),
+               ("Resolution", ticket.resolution_due, ticket.resolved_at, paused_time))
+    for label, due, done_at, paused in targets:
+        if due is None:
+            continue
+        if done_at is not None:
+            took = format_duration(max(calendar.between(ticket.created_at, done_at) - paused, timedelta(0)))
+            lines.append(f"{label}: met in {took}" if done_at <= due else f"{label}: breached (took {took})")
+        elif ticket.status == WAITING:
+            lines.append(f"{label}: paused — waiting on requester")
+        elif ticket.status in (RESOLVED, CLOSED):
+            continue
+        elif now < due:
+            lines.append(f"{label}: {format_duration(calendar.between(now, due))} left (by {_when(due, zone, now)})")
+        else:
+            lines.append(f"{label}: breached {format_duration(now - due)} ago")
+    if ticket.status in _RUNNING and ticket.updates_muted:
+        lines.append("Progress updates: muted by the requester")
+    elif ticket.status in _RUNNING and ticket.next_update_due is not None:
+        lines.append(f"Next update: by {_when(ticket.next_update_due, zone, now)}")
+    return lines
+
+
+def _running_spans(
+    events: Iterable[TicketEvent], created_at: datetime, until: datetime,
+) -> list[tuple[datetime, datetime]]:
+    # Wall-clock spans between created_at and until in which the ticket was with IT.
+    spans = []
+    status, since = NEW, created_at
+    for event in sorted(events, key=_order):
+        to_status = event.payload.get("to_status")
+        if event.at >= until:
+            break
+        if to_status is None:
+            continue
+        if status in _RUNNING and event.at > since:
+            spans.append((since, event.at))
+        status, since = to_status, event.at
+    if status in _RUNNING and until > since:
+        spans.append((since, until))
+    return spans
+
+
+# -- helpers ----------------------------------------------------------------------------------------
+def _order(event: TicketEvent) -> tuple[datetime, int]:
+    return event.at, event.id
+
+
+def _business(cal: BusinessCalendar, spans: Iterable[tuple[datetime, datetime]]) -> timedelta:
+    return sum((cal.between(a, b) for a, b in spans), timedelta(0))
+
+
+def _deadline(cal: BusinessCalendar, spans: list[tuple[datetime, datetime]], budget: timedelta,
+              now: datetime) -> datetime:
+    # When `budget` of running business time runs out: in the past if already spent, else counted on from now.
+    used = timedelta(0)
+    for a, b in spans:
+        part = cal.between(a, b)
+        if used + part >= budget:
+            return cal.add(a, budget - used)
+        used += part
+    return cal.add(now, budget - used)
+
+
+def _outcome(metric: str, target_seconds: float, elapsed: timedelta, *, done: bool) -> SlaOutcome:
+    target = timedelta(seconds=target_seconds)
+    met = elapsed <= target if done else (False if elapsed > target else None)
+    return SlaOutcome(metric=metric, target=target, elapsed_business=elapsed, met=met)
+
+
+def _answers(event: TicketEvent) -> bool:
+    return event.kind in ("claimed", "resolved") or (event.kind == "commented" and event.payload.get("role") == "agent")
+
+
+def _tells_requester(event: TicketEvent) -> bool:
+    # Mirrors what bot.notifications tells the requester (the ack card counts for "opened").
+    return event.kind in _VISIBLE_KINDS or (event.kind == "commented" and event.payload.get("role") == "agent")
+
+
+def _want(wanted: dict[tuple[str, datetime, str, str], dict[str, Any]], kind: str, at: datetime, metric: str,
+          due: datetime) -> None:
+    wanted[(kind, at, metric, due.isoformat())] = {"metric": metric, "due": due.isoformat()}
+
+
+def _marks(events: Iterable[TicketEvent]) -> set[tuple[str, str, str]]:
+    # A first-response/resolution target is warned/breached once per ticket; each update due once.
+    return {(e.kind, e.payload.get("metric", ""),
+             (e.payload.get("due") or "") if e.payload.get("metric") == UPDATE else "") for e in events}
+
+
+def _is_current(timer: Timer, due: datetime | None) -> bool:
+    # A timer from before a re-schedule that slipped past cancellation carries an old due time.
+    stamped = timer.payload.get("due")
+    return due is not None and stamped is not None and datetime.fromisoformat(stamped) == due
+
+
+async def _locked_ticket(run: TimerRun) -> Ticket | None:
+    if run.timer.ticket_id is None:
+        return None
+    query = select(Ticket).where(Ticket.id == run.timer.ticket_id).with_for_update()
+    return (await run.session.execute(query)).scalar_one_or_none()
+
+
+async def _load_events(session: AsyncSession, ticket_id: int, kinds: Sequence[str] = ()) -> list[TicketEvent]:
+    query = select(TicketEvent).where(TicketEvent.ticket_id == ticket_id)
+    if kinds:
+        query = query.where(TicketEvent.kind.in_(kinds))
+    return list((await session.execute(query.order_by(TicketEvent.id))).scalars())
+
+
+async def _cancel_unlocked(session: AsyncSession, timer_ids: list[int], now: datetime) -> None:
+    # A timer another replica is running holds its row lock while it waits for the ticket we hold:
+    # waiting for that row would deadlock. Skip it; its handler finds its due time stale and does nothing.
+    unlocked = select(Timer.id).where(Timer.id.in_(timer_ids), Timer.done_at.is_(None))
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        unlocked = unlocked.with_for_update(skip_locked=True)
+    await session.execute(update(Timer).where(Timer.id.in_(unlocked.scalar_subquery()))
+                          .values(done_at=now, outcome="cancelled").execution_options(synchronize_session=False))
+
+
+async def _add_event(session: AsyncSession, ticket: Ticket, kind: str, now: datetime,
+                     payload: dict[str, Any]) -> TicketEvent:
+    event = TicketEvent(ticket_id=ticket.id, at=now, actor_id=None, kind=kind, payload=payload)
+    session.add(event)
+    await session.flush()
+    return event
+
+
+async def _updates_sent_on_day(session: AsyncSession, ticket_id: int, now: datetime, zone: ZoneInfo) -> int:
+    day = now.astimezone(zone).date()
+    start = datetime.combine(day, time(0), tzinfo=zone)
+    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
+    count = await session.scalar(select(func.count()).select_from(TicketEvent).where(
+        TicketEvent.ticket_id == ticket_id, TicketEvent.kind == AUTO_UPDATE, TicketEvent.at >= start,
+        TicketEvent.at < end))
+    return count or 0
+
+
+def _within_hours(cal: BusinessCalendar, at: datetime) -> bool:
+    # Closing time itself counts: a target that runs out at 17:00 is answered at 17:00, not tomorrow.
+    if cal.is_open(at):
+        return True
+    day = cal.local(at).date()
+    return any(end == at for d in (day - timedelta(days=1), day) for _, end in cal.working_hours_on(d))
+
+
+def _zone(name: str | None) -> ZoneInfo | None:
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def _zone_label(zone: ZoneInfo) -> str:
+    if zone.key in ("UTC", "Etc/UTC"):
+        return "UTC"
+    return f"{zone.key.rsplit('/', 1)[-1].replace('_', ' ')} time"
+
+
+def _when(at: datetime, zone: ZoneInfo, now: datetime) -> str:
+    # "10:15" today, "Tue 16:00" within six days, "Tue 1 Dec 16:00" further off, on zone's clock.
+    local = at.astimezone(zone)
+    days = abs((local.date() - now.astimezone(zone).date()).days)
+    if days == 0:
+        return f"{local:%H:%M}"
+    if days <= 6:
+        return f"{local:%a %H:%M}"
+    return f"{local:%a} {local.day} {local:%b %H:%M}"
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
