@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from sqlalchemy import select
@@ -31,7 +31,8 @@ class CardBuilder:
     def __init__(self, config: AppConfig, sla_lines: SlaLines = _no_sla) -> None:
         self.config = config
         self.sla_lines = sla_lines
-        self.escalation_state: Callable[[Ticket], str | None] = lambda ticket: None
+        # Set by the escalation service: (session, ticket id) -> "Escalated: level 2 of 3 …" or None.
+        self.escalation_state: Callable[[AsyncSession, int], Awaitable[str | None]] | None = None
 
     def priority_label(self, priority: str) -> str:
         entry = self.config.priorities.get(priority)
@@ -59,7 +60,8 @@ class CardBuilder:
             audience=audience, status=ticket.status, status_label=STATUS_LABELS.get(ticket.status, ticket.status),
             priority=ticket.priority, priority_label=self.priority_label(ticket.priority), facts=tuple(facts),
             sla=tuple(self.sla_lines(ticket, now, viewer_tz)),
-            escalation=self.escalation_state(ticket) if audience == TRIAGE else None,
+            escalation=(await self.escalation_state(session, ticket.id)
+                        if audience == TRIAGE and self.escalation_state else None),
             link=ticket.origin_link, actions=self._actions(ticket, audience), updated_at=ticket.updated_at,
         )
 
@@ -89,8 +91,12 @@ class CardBuilder:
         return tuple(actions)
 
     @staticmethod
-    def notice(ticket: Ticket, headline: str, body: str | None = None, author: str | None = None) -> Notice:
-        return Notice(ticket_id=ticket.id, number=ticket.number, headline=headline, body=body, author=author)
+    def notice(ticket: Ticket, headline: str, body: str | None = None, author: str | None = None,
+               actions: Sequence[dict[str, str]] = ()) -> Notice:
+        """A notice; ``actions`` are outbox-payload buttons ``{action, label, value, style?}`` (e.g. on pages)."""
+        buttons = tuple(CardAction(Action(a["action"]), a["label"], a["value"], a.get("style")) for a in actions)
+        return Notice(ticket_id=ticket.id, number=ticket.number, headline=headline, body=body, author=author,
+                      actions=buttons)
 
     async def requester_list(self, session: AsyncSession, person: Person, now: datetime, *,
                              include_agent_sections: bool) -> TicketList:

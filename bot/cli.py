@@ -124,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     teams.add_argument("--domain", help="the bot's public host name, e.g. ithelp.example.com")
     teams.add_argument("--output", default="ithelp-teams.zip")
     teams.set_defaults(func=cmd_teams_package)
+
+    from surveys.report import add_report_parser
+
+    add_report_parser(sub)
     return parser
 
 

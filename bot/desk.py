@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from bot.calendars import build_calendars
 from bot.cards import CardBuilder
@@ -31,7 +32,7 @@ class Desk:
     tickets: TicketService
     timers: TimerEngine
     outbox: OutboxWorker
-    extras: dict[str, object] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
 
 
 def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metrics | None = None,

@@ -1,4 +1,4 @@
-"""Optional services that hang off the core (SLA clock, escalation, surveys, digests)."""
+"""Optional services that hang off the core (escalation, surveys, digests)."""
 
 from __future__ import annotations
 
@@ -8,3 +8,14 @@ from bot.scheduler import EngineRunner
 
 def install_features(desk: Desk, runner: EngineRunner | None) -> None:
     """Install every feature service on ``desk``; ``runner`` (None in unit tests) takes their cron jobs."""
+    from bot.escalation import EscalationService
+    from surveys.polls import SurveyService
+
+    sla = desk.extras["sla"]
+    escalation = EscalationService(desk.config, sla.calendars)
+    escalation.install(desk)
+    sla.on_breach.append(escalation.on_breach)
+    desk.extras.setdefault("closers", []).append(escalation.aclose)
+    desk.extras["cards"].escalation_state = escalation.escalation_state
+    if desk.config.surveys.enabled:
+        SurveyService(desk.config).install(desk)

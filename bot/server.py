@@ -158,6 +158,8 @@ class Server:
             close = getattr(adapter, "close", None)
             if close is not None:
                 await close()
+        for closer in self.desk.extras.get("closers", []) if self.desk else []:
+            await closer()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.db.dispose()

@@ -75,8 +75,10 @@ def slack_ref(channel: str, ts: str) -> str:
 class SlackChannel:
     """Outbox channel for targets ``slack:channel:<C…>`` and ``slack:user:<U…>``."""
 
-    def __init__(self, client: AsyncWebClient, db: Database, clock: Clock, cards: CardBuilder) -> None:
+    def __init__(self, client: AsyncWebClient, db: Database, clock: Clock, cards: CardBuilder, *,
+                 triage_channel: str = "") -> None:
         self.client = client
+        self.triage_channel = triage_channel
         self.db = db
         self.clock = clock
         self.cards = cards
@@ -138,16 +140,26 @@ class SlackChannel:
             if ticket is None:
                 raise PermanentDeliveryError(f"ticket {item.ticket_id} no longer exists")
             notice: Notice = self.cards.notice(ticket, item.payload.get("headline", ""), item.payload.get("body"),
-                                               item.payload.get("author"))
+                                               item.payload.get("author"), item.payload.get("actions") or ())
             ref = await self._ref(session, item.ticket_id, thread_role, channel) if thread_role in (
                 "requester", "triage") else None
         thread_ts = None
         conversation = channel
         if ref is not None:
             conversation, thread_ts = ref.message_id.split("|", 1)
+        blocks = slack_blocks.notice_blocks(notice)
+        text = slack_blocks.notice_text(notice)
+        if item.target.startswith("slack:usergroup:"):
+            # A user group has no inbox: page it where the desk works, mentioning the group.
+            if not self.triage_channel:
+                raise PermanentDeliveryError("can't page a Slack user group without slack.triage_channel")
+            conversation = self.triage_channel
+            mention = f"<!subteam^{channel}>"
+            blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": mention}}, *blocks]
+            text = f"{mention} {text}"
         response = await self.client.chat_postMessage(
-            channel=conversation, thread_ts=thread_ts, blocks=slack_blocks.notice_blocks(notice),
-            text=slack_blocks.notice_text(notice), unfurl_links=False, unfurl_media=False,
+            channel=conversation, thread_ts=thread_ts, blocks=blocks, text=text, unfurl_links=False,
+            unfurl_media=False,
         )
         return Delivered(message_id=slack_ref(str(response["channel"]), str(response["ts"])))
 

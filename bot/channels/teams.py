@@ -143,7 +143,26 @@ class TeamsChannel:
             return await self._card(item.ticket_id, item.payload.get("audience", "triage"), kind, key)
         if item.kind == "notice":
             return await self._notice(item.ticket_id, item.payload, kind, key)
+        if item.kind == "card":
+            return await self._prerendered(item.ticket_id, item.payload, kind, key)
         raise PermanentDeliveryError(f"Teams can't deliver messages of kind {item.kind!r}")
+
+    async def _prerendered(self, ticket_id: int, payload: dict[str, Any], kind: str, key: str) -> Delivered:
+        """A card rendered by its feature (survey, page): posted once, then updated in place when it has a role."""
+        card: dict[str, Any] = payload["card"]
+        role: str | None = payload.get("ref_role")
+        where = await self._where(kind, key)
+        ref = await self._message_ref(ticket_id, role, key) if role else None
+        if ref is not None:
+            conversation_id, activity_id = split_ref(ref.message_id)
+            try:
+                await self._update(where, conversation_id, activity_id, card)
+                return Delivered(message_id=ref.message_id)
+            except _Gone:
+                log.warning("%s card for ticket %s was deleted in Teams; posting a new one", role, ticket_id)
+        message_id = await self._post(where, where.reference.conversation.id, card)
+        refs = [(ticket_id, role, "teams", key, message_id)] if role else []
+        return Delivered(message_id=message_id, refs=refs)
 
     # -- what ---------------------------------------------------------------------------------------
     async def _card(self, ticket_id: int, audience: str, kind: str, key: str) -> Delivered:
@@ -167,7 +186,8 @@ class TeamsChannel:
             ticket = await session.get(Ticket, ticket_id)
             if ticket is None:
                 raise PermanentDeliveryError(f"ticket {ticket_id} no longer exists")
-            notice = self.cards.notice(ticket, payload.get("headline", ""), payload.get("body"), payload.get("author"))
+            notice = self.cards.notice(ticket, payload.get("headline", ""), payload.get("body"), payload.get("author"),
+                                       payload.get("actions") or ())
         if kind == "channel":
             thread = "triage" if payload.get("thread") == "triage" else None
             return await self._post_notice(await self._where(kind, key), notice, ticket_id, thread)

@@ -78,8 +78,9 @@ class SlackAdapter:
         self.desk = desk
         self.config = desk.config.slack
         self.client = client or make_client(self.config.bot_token, self.config.api_url)
-        self.cards: CardBuilder = desk.extras.get("cards") or CardBuilder(desk.config)  # type: ignore[assignment]
-        desk.outbox.register("slack", SlackChannel(self.client, desk.db, desk.clock, self.cards))
+        self.cards: CardBuilder = desk.extras.get("cards") or CardBuilder(desk.config)
+        desk.outbox.register("slack", SlackChannel(self.client, desk.db, desk.clock, self.cards,
+                                                   triage_channel=self.config.triage_channel))
         self.app = AsyncApp(
             client=self.client, signing_secret=self.config.signing_secret, process_before_response=True,
             request_verification_enabled=True, ignoring_self_events_enabled=True,
@@ -119,7 +120,7 @@ class SlackAdapter:
             await session.close()
 
     def _kick(self) -> None:
-        kick: Callable[[], None] | None = self.desk.extras.get("kick")  # type: ignore[assignment]
+        kick: Callable[[], None] | None = self.desk.extras.get("kick")
         if kick is not None:
             kick()
 
@@ -158,6 +159,7 @@ class SlackAdapter:
         app.command(self.config.command)(self._on_command)
         app.view(Form.NEW_TICKET.value)(self._on_new_ticket_submit)
         app.view(Form.RESOLVE_NOTE.value)(self._on_resolve_submit)
+        app.view(Form.SURVEY_REASON.value)(self._on_survey_reason_submit)
         app.shortcut(Shortcut.CREATE_FROM_MESSAGE.value)(self._on_message_shortcut)
         app.event("app_home_opened")(self._on_home_opened)
         app.event("reaction_added")(self._on_reaction)
@@ -176,6 +178,12 @@ class SlackAdapter:
             Action.REOPEN: self._on_reopen,
             Action.MUTE: self._mute_action(True),
             Action.UNMUTE: self._mute_action(False),
+            Action.SURVEY_UP: self._survey_answer("up"),
+            Action.SURVEY_DOWN: self._survey_answer("down"),
+            Action.SURVEY_REOPEN: self._on_survey_reopen,
+            Action.SURVEY_REASON: self._on_survey_reason_button,
+            Action.ESCALATION_ACK: self._escalation_ack(claim=False),
+            Action.ESCALATION_CLAIM: self._escalation_ack(claim=True),
         }
 
     async def _on_command(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
@@ -210,7 +218,7 @@ class SlackAdapter:
         await ack(response_type="ephemeral", text=self._ack_text(result.ticket))
 
     def _ack_text(self, ticket: TicketSnapshot) -> str:
-        ack_text: Callable[[TicketSnapshot], str] | None = self.desk.extras.get("ack_text")  # type: ignore[assignment]
+        ack_text: Callable[[TicketSnapshot], str] | None = self.desk.extras.get("ack_text")
         wording = ack_text(ticket) if ack_text else f"{ticket.number} opened."
         return (f"{slack_blocks.escape_mrkdwn(wording)} — _{slack_blocks.escape_mrkdwn(ticket.summary)}_\n"
                 "I'll keep you posted in a DM thread; reply there to add details.")
@@ -336,6 +344,62 @@ class SlackAdapter:
             return await self.desk.tickets.reopen(ticket_id, person, "Reopened from the triage card")
 
         await self._act(ack, body, client, run)
+
+    def _service(self, name: str) -> Any:
+        service = self.desk.extras.get(name)
+        if service is None:
+            raise _Refusal(f"The {name} feature is turned off in app.yaml.")
+        return service
+
+    def _survey_answer(self, answer: str) -> Callable[..., Awaitable[None]]:
+        async def handler(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+            async def run(ticket_id: int, person: PersonRef) -> object:
+                return await self._service("surveys").answer(ticket_id, person, answer)
+
+            await self._act(ack, body, client, run)
+
+        return handler
+
+    async def _on_survey_reopen(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        async def run(ticket_id: int, person: PersonRef) -> object:
+            return await self._service("surveys").reopen_from_survey(ticket_id, person)
+
+        await self._act(ack, body, client, run)
+
+    async def _on_survey_reason_button(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        from surveys import cards as survey_cards
+
+        await ack()
+        ticket_id = self._ticket_id(body)
+        if ticket_id is None:
+            return
+        try:
+            view = await self._service("surveys").view(ticket_id)
+            await client.views_open(trigger_id=body["trigger_id"], view=survey_cards.slack_reason_modal(view))
+        except Exception as exc:
+            await self._refuse(client, body, _friendly(exc))
+
+    async def _on_survey_reason_submit(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+        from surveys import cards as survey_cards
+
+        try:
+            ticket_id, reason, comment = survey_cards.read_slack_reason(view)
+            await self._service("surveys").add_reason(ticket_id, PersonRef("slack", body["user"]["id"]), reason,
+                                                      comment)
+        except Exception as exc:
+            await ack(response_action="errors", errors={"reason": _friendly(exc)})
+            return
+        await ack()
+
+    def _escalation_ack(self, *, claim: bool) -> Callable[..., Awaitable[None]]:
+        async def handler(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+            async def run(ticket_id: int, person: PersonRef) -> object:
+                person = await self.person(person.user_id, name=person.display_name)
+                return await self._service("escalation").acknowledge(ticket_id, person, claim=claim)
+
+            await self._act(ack, body, client, run)
+
+        return handler
 
     async def _on_resolve_button(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()

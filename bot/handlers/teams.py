@@ -90,7 +90,7 @@ class TeamsAdapter:
         self.desk = desk
         self.config = desk.config.teams
         self.adapter = CloudAdapter(ConfigurationBotFrameworkAuthentication(_BotSettings(self.config)))
-        self.cards: CardBuilder = desk.extras.get("cards") or CardBuilder(desk.config)  # type: ignore[assignment]
+        self.cards: CardBuilder = desk.extras.get("cards") or CardBuilder(desk.config)
         desk.outbox.register("teams", TeamsChannel(self.adapter, desk.db, desk.clock, self.cards, desk.config))
 
     # -- transport ----------------------------------------------------------------------------------
@@ -129,7 +129,7 @@ class TeamsAdapter:
         """Nothing to release: botbuilder opens a connector session per call."""
 
     def _kick(self) -> None:
-        kick: Callable[[], None] | None = self.desk.extras.get("kick")  # type: ignore[assignment]
+        kick: Callable[[], None] | None = self.desk.extras.get("kick")
         if kick is not None:
             kick()
 
@@ -243,7 +243,7 @@ class TeamsAdapter:
             await self._send_card(turn, self._ack_card(result.ticket))
 
     def _ack_card(self, ticket: TicketSnapshot) -> dict[str, Any]:
-        ack_text: Callable[[TicketSnapshot], str] | None = self.desk.extras.get("ack_text")  # type: ignore[assignment]
+        ack_text: Callable[[TicketSnapshot], str] | None = self.desk.extras.get("ack_text")
         wording = ack_text(ticket) if ack_text else f"{ticket.number} opened."
         return adaptive_cards.notice_card(Notice(
             ticket_id=ticket.id, number=ticket.number, headline=wording,
@@ -311,6 +311,8 @@ class TeamsAdapter:
             await self._on_new_ticket_submit(turn, person, value)
         elif form == Form.RESOLVE_NOTE:
             await self._on_resolve_submit(turn, person, value)
+        elif form == Form.SURVEY_REASON:
+            await self._on_survey_reason_submit(turn, person, value)
         elif isinstance(action, str) and action in {a.value for a in Action}:
             await self._on_action(turn, person, Action(action), value)
         else:
@@ -376,6 +378,9 @@ class TeamsAdapter:
                 return
             await self._send_card(turn, resolve_note.teams_form(ticket.id, ticket.number))
             return
+        if action == Action.SURVEY_REASON:
+            await self._on_survey_reason_button(turn, ticket_id)
+            return
         run = self._actions(action, value)
         if run is None:
             await self._say(turn, "I can't do that from Teams yet.")
@@ -399,7 +404,45 @@ class TeamsAdapter:
             Action.MUTE: lambda ticket_id, person: tickets.mute_updates(ticket_id, person, True),
             Action.UNMUTE: lambda ticket_id, person: tickets.mute_updates(ticket_id, person, False),
         }
+        surveys = self.desk.extras.get("surveys")
+        if surveys is not None:
+            runs[Action.SURVEY_UP] = lambda ticket_id, person: surveys.answer(ticket_id, person, "up")
+            runs[Action.SURVEY_DOWN] = lambda ticket_id, person: surveys.answer(ticket_id, person, "down")
+            runs[Action.SURVEY_REOPEN] = surveys.reopen_from_survey
+        escalation = self.desk.extras.get("escalation")
+        if escalation is not None:
+            runs[Action.ESCALATION_ACK] = lambda ticket_id, person: escalation.acknowledge(ticket_id, person)
+            runs[Action.ESCALATION_CLAIM] = lambda ticket_id, person: escalation.acknowledge(
+                ticket_id, person, claim=True)
         return runs.get(action)
+
+    async def _on_survey_reason_button(self, turn: TurnContext, ticket_id: int) -> None:
+        from surveys import cards as survey_cards
+
+        surveys = self.desk.extras.get("surveys")
+        if surveys is None:
+            await self._say(turn, "Surveys are turned off in app.yaml.")
+            return
+        try:
+            view = await surveys.view(ticket_id)
+        except Exception as exc:
+            await self._say(turn, _friendly(exc))
+            return
+        await self._send_card(turn, survey_cards.teams_reason_card(view))
+
+    async def _on_survey_reason_submit(self, turn: TurnContext, person: PersonRef, value: dict[str, Any]) -> None:
+        from surveys import cards as survey_cards
+
+        surveys = self.desk.extras.get("surveys")
+        try:
+            if surveys is None:
+                raise TicketError("Surveys are turned off in app.yaml.")
+            ticket_id, reason, comment = survey_cards.read_teams_reason(value)
+            await surveys.add_reason(ticket_id, person, reason, comment)
+        except Exception as exc:
+            await self._say(turn, _friendly(exc))
+            return
+        await self._say(turn, "Thank you — that helps us do better.")
 
     # -- answering in the turn ----------------------------------------------------------------------
     async def _say(self, turn: TurnContext, text: str) -> None:

@@ -1,0 +1,521 @@
+"""Scheduled digests: a requester's open tickets at set local times, and the agents' morning triage digest.
+
+**Requester digests.** ``updates.digest_times`` are wall-clock times on the requester's clock (their
+``Person.timezone``, else the default calendar's zone). A *slot* is one of those times on one local day.
+A slot counts for a ticket when the ticket's calendar (its hours and holidays read on the requester's
+clock, as the SLA clock does) is open then (closing time itself counts), or at any hour for P1.
+
+Deadlines are timer rows, nothing polls: each requester with a running ticket has a pending
+``digest.requester`` timer at their next slot (dedup key ``digest:<person id>:<slot>``, so every
+ticket of theirs that asks for the same slot shares the row). The first one is scheduled by a ticket
+subscriber when a ticket starts running (opened, reopened, back from waiting on the requester, updates
+unmuted, priority changed); each timer schedules the next slot while the person still has running,
+unmuted tickets. When it fires it picks the person's tickets that are with IT (not waiting on them,
+not resolved), not muted, open on the requester's clock at the slot, have had no requester-visible
+update (``Ticket.last_requester_update_at``, kept by the SLA clock) since the ticket's previous slot,
+and have had fewer than ``updates.max_per_ticket_per_day`` proactive messages (digests plus automatic
+updates) that requester-local day. If any remain it sends ONE message listing them, each with a
+"Mute updates" button (muting one ticket leaves the others in), and writes a ``digest_sent`` event per
+listed ticket. A slot whose timer runs more than ``STALE_AFTER`` late (the engine was down) is skipped.
+The digest is a summary, not a progress update: it does not move ``last_requester_update_at``.
+
+**Triage digest.** At ``updates.triage_digest_time`` in the default calendar's zone, every replica's cron
+job enqueues one ``digest.triage`` timer row (dedup key per local date, so N replicas enqueue it once).
+On a business day of the default calendar it posts one message to each triage target listing unclaimed
+tickets and tickets whose first-response or resolution target falls before today's closing time
+(already breached ones included). Nothing is posted when both lists are empty.
+
+Delivery (outbox rows; rendered here because a digest spans several tickets):
+
+* Slack: kind ``blocks``, payload ``{blocks, text}`` — a top-level message, no message ref.
+* Teams: kind ``card``, payload ``{card, text}`` (Adaptive Card 1.5). Teams needs a ticket id on every
+  outbox row, so the row carries the first listed ticket's id.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.business_time import BusinessCalendar
+from bot.calendars import calendar_for
+from bot.config import AppConfig
+from bot.durations import format_duration
+from bot.engine import TimerRun
+from bot.notifications import person_target, triage_targets
+from bot.renderers.adaptive_cards import SCHEMA_URL, VERSION, escape_markdown
+from bot.renderers.slack_blocks import escape_mrkdwn
+from bot.routing import Action
+from bot.sla import AUTO_UPDATE, UPDATES_ANY_HOUR
+from bot.tickets import CLAIMED, IN_PROGRESS, NEW, REOPENED, STATUS_LABELS, WAITING, TicketChange
+from bot.views import CardAction
+from store.models import Person, Ticket, TicketEvent
+from store.queries import enqueue_message, schedule_timer
+
+if TYPE_CHECKING:
+    from bot.desk import Desk
+    from bot.scheduler import EngineRunner
+
+log = logging.getLogger("ithelp.digests")
+
+REQUESTER_TIMER = "digest.requester"
+TRIAGE_TIMER = "digest.triage"
+TRIAGE_JOB_ID = "digest.triage"
+DIGEST_SENT = "digest_sent"
+SLACK_KIND, TEAMS_KIND = "blocks", "card"
+STALE_AFTER = timedelta(hours=1)
+"""A slot whose timer runs later than this (the engine was down) is skipped, not sent late."""
+SEARCH_DAYS = 31
+"""How far ahead (and back) to look for a slot in which a ticket's calendar is open."""
+MAX_LISTED = 20
+"""Tickets listed per section; the rest are counted (Block Kit allows 50 blocks a message)."""
+MAX_SUMMARY = 150
+
+# Statuses in which the ticket is with IT (the SLA clock's running set): the only ones digested.
+_RUNNING = frozenset({NEW, CLAIMED, IN_PROGRESS, REOPENED})
+# Events after which a ticket may newly ask for a digest slot.
+_SCHEDULE_ON = frozenset({"opened", "reopened", "updates_unmuted", "priority_changed"})
+
+
+# -- the neutral view ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DigestLine:
+    """One ticket in a digest: its headline, one line of detail and at most one button."""
+
+    ticket_id: int
+    number: str
+    summary: str
+    detail: str
+    action: CardAction | None = None
+
+
+@dataclass(frozen=True)
+class DigestSection:
+    heading: str | None
+    lines: tuple[DigestLine, ...]
+    more: int = 0
+    """Tickets that matched but are not listed."""
+
+
+@dataclass(frozen=True)
+class DigestView:
+    """A digest message before any platform's markup; all text is raw (renderers escape it)."""
+
+    title: str
+    intro: str | None
+    sections: tuple[DigestSection, ...]
+    footer: str | None = None
+
+    @property
+    def fallback(self) -> str:
+        count = sum(len(s.lines) + s.more for s in self.sections)
+        return f"{self.title} ({count} ticket{'' if count == 1 else 's'})"
+
+
+# -- the service --------------------------------------------------------------------------------------
+class Digests:
+    """Requester digests at their local slots and the morning triage digest, all driven by timer rows."""
+
+    def __init__(self, config: AppConfig, calendars: dict[str, BusinessCalendar]) -> None:
+        self.config = config
+        self.calendars = calendars
+        self._desk: Desk | None = None
+        self._rezoned: dict[tuple[str, str], BusinessCalendar] = {}
+
+    def install(self, desk: Desk, runner: EngineRunner | None) -> None:
+        """Follow ticket changes, run the digest timers and (given a runner) add the triage cron job."""
+        self._desk = desk
+        desk.tickets.subscribe(self._on_change)
+        desk.timers.register(REQUESTER_TIMER, self._on_requester_slot)
+        desk.timers.register(TRIAGE_TIMER, self._on_triage_digest)
+        desk.extras["digests"] = self
+        at = self.config.updates.triage_digest_time
+        if runner is not None and at is not None:
+            async def job() -> None:
+                if await self.enqueue_triage_digest():
+                    runner.kick()
+
+            runner.add_daily(TRIAGE_JOB_ID, at, self.default_calendar.tz.key, job)
+
+    @property
+    def default_calendar(self) -> BusinessCalendar:
+        return calendar_for(self.config, self.calendars, self.config.default_calendar)
+
+    # -- requester digests ---------------------------------------------------------------------------
+    async def _on_change(self, change: TicketChange) -> None:
+        ticket = change.ticket
+        if ticket.status not in _RUNNING or ticket.updates_muted or not self.config.updates.digest_times:
+            return
+        if change.event.kind not in _SCHEDULE_ON and change.previous_status != WAITING:
+            return
+        await self._schedule_next(change.session, change.requester, [ticket], after=change.now, now=change.now)
+
+    async def _schedule_next(self, session: AsyncSession, person: Person, tickets: Sequence[Ticket], *,
+                             after: datetime, now: datetime) -> datetime | None:
+        zone = self._slot_zone(person)
+        known = _zone(person.timezone) is not None
+        slot = next((at for at in self._slots(zone, after, forward=True)
+                     if any(self._counts_at(t, known, zone, at) for t in tickets)), None)
+        if slot is not None:
+            await schedule_timer(session, kind=REQUESTER_TIMER, due_at=slot, now=now,
+                                 payload={"person_id": person.id, "slot": slot.isoformat()},
+                                 dedup_key=f"digest:{person.id}:{slot.isoformat()}")
+        return slot
+
+    async def _on_requester_slot(self, run: TimerRun) -> None:
+        session, now, timer = run.session, run.now, run.timer
+        person = await session.get(Person, int(timer.payload["person_id"]))
+        if person is None:
+            return
+        slot = timer.due_at
+        tickets = list((await session.execute(select(Ticket).where(
+            Ticket.requester_id == person.id, Ticket.status.in_(_RUNNING), Ticket.updates_muted.is_(False),
+        ).order_by(Ticket.id))).scalars())
+        if now - slot <= STALE_AFTER:
+            chosen = [t for t in tickets if await self._due_digest(session, t, person, slot, now)]
+            if chosen:
+                await self._send_requester_digest(session, person, chosen, slot, now)
+        else:
+            timer.outcome = "skipped"
+            log.warning("digest slot %s for person %s ran %s late; skipped", slot.isoformat(), person.id, now - slot)
+        if tickets and self.config.updates.digest_times:
+            await self._schedule_next(session, person, tickets, after=max(now, slot), now=now)
+
+    async def _due_digest(self, session: AsyncSession, ticket: Ticket, person: Person, slot: datetime,
+                          now: datetime) -> bool:
+        zone = self._slot_zone(person)
+        known = _zone(person.timezone) is not None
+        if not (self._counts_at(ticket, known, zone, slot) and self._counts_at(ticket, known, zone, now)):
+            return False
+        previous = next((at for at in self._slots(zone, slot, forward=False)
+                         if self._counts_at(ticket, known, zone, at)), slot - timedelta(days=SEARCH_DAYS))
+        last_heard = ticket.last_requester_update_at or ticket.created_at
+        if last_heard > previous:
+            return False
+        sent = await _proactive_on_day(session, ticket.id, now, _zone(person.timezone) or
+                                       self.calendar(ticket.calendar).tz)
+        return sent < self.config.updates.max_per_ticket_per_day
+
+    async def _send_requester_digest(self, session: AsyncSession, person: Person, tickets: list[Ticket],
+                                     slot: datetime, now: datetime) -> None:
+        listed = tickets[:MAX_LISTED]
+        names = await _names(session, [t.assignee_id for t in listed])
+        zone = _zone(person.timezone)
+        label = "your time" if zone else _zone_label(self._slot_zone(person))
+        lines = []
+        for ticket in listed:
+            who = f"with {names[ticket.assignee_id]}" if ticket.assignee_id in names else (
+                "waiting for an agent to pick it up")
+            detail = [STATUS_LABELS.get(ticket.status, ticket.status).capitalize(), who]
+            target = _next_target(ticket, zone or self.calendar(ticket.calendar).tz, now, label)
+            if target:
+                detail.append(target)
+            lines.append(DigestLine(ticket.id, ticket.number, ticket.summary, " · ".join(detail),
+                                    CardAction(Action.MUTE, "Mute updates", str(ticket.id))))
+        count = len(tickets)
+        view = DigestView(
+            title=f"Your open IT ticket{'s' if count > 1 else ''}: where things stand",
+            intro=("No news since the last digest, so here is a quick update." if count == 1
+                   else f"No news on {count} of your tickets since the last digest, so here is a quick update."),
+            sections=(DigestSection(None, tuple(lines), more=count - len(listed)),),
+            footer="“Mute updates” stops these digests and automatic updates for that ticket only.",
+        )
+        target = person_target(person)
+        kind, payload = (SLACK_KIND, slack_payload(view)) if person.platform == "slack" else (
+            TEAMS_KIND, teams_payload(view))
+        key = f"digest:{person.id}:{slot.isoformat()}"
+        if not await enqueue_message(session, target=target, kind=kind, payload=payload, idempotency_key=key,
+                                     now=now, ticket_id=listed[0].id):
+            return
+        for ticket in listed:
+            session.add(TicketEvent(ticket_id=ticket.id, at=now, actor_id=None, kind=DIGEST_SENT,
+                                    payload={"slot": slot.isoformat(), "digest": key}))
+        await session.flush()
+
+    # -- triage digest -------------------------------------------------------------------------------
+    async def enqueue_triage_digest(self) -> bool:
+        """The cron job: enqueue today's ``digest.triage`` timer; True if this call added it.
+
+        Every replica runs it; the dedup key (the default calendar's local date) keeps one row.
+        """
+        desk = self._require_desk()
+        async with desk.db.transaction() as session:
+            now = desk.clock.now()
+            day = self.default_calendar.local(now).date()
+            return await schedule_timer(session, kind=TRIAGE_TIMER, due_at=now, now=now,
+                                        payload={"date": day.isoformat()}, dedup_key=f"digest-triage:{day.isoformat()}")
+
+    async def _on_triage_digest(self, run: TimerRun) -> None:
+        session, now = run.session, run.now
+        cal = self.default_calendar
+        day = date.fromisoformat(str(run.timer.payload["date"]))
+        if cal.local(now).date() != day or not cal.is_business_day(day):
+            run.timer.outcome = "skipped"
+            return
+        hours = cal.working_hours_on(day)
+        end = max(b for _, b in hours) if hours else datetime.combine(day + timedelta(days=1), time(0),
+                                                                       tzinfo=cal.tz).astimezone(UTC)
+        unclaimed_filter = and_(Ticket.assignee_id.is_(None), Ticket.status.in_((NEW, REOPENED)))
+        breaching_filter = and_(Ticket.status.in_(_RUNNING), or_(
+            and_(Ticket.first_response_at.is_(None), Ticket.first_response_due < end), Ticket.resolution_due < end))
+        unclaimed = await _tickets(session, unclaimed_filter)
+        breaching = await _tickets(session, breaching_filter)
+        breaching.sort(key=lambda t: (_earliest_due(t, end) or end, t.id))
+        unclaimed_count = await _count(session, unclaimed_filter)
+        breaching_count = await _count(session, breaching_filter)
+        if not unclaimed_count and not breaching_count:
+            return
+        names = await _names(session, [t.assignee_id for t in breaching[:MAX_LISTED]])
+        label = _zone_label(cal.tz)
+
+        def unclaimed_line(t: Ticket) -> DigestLine:
+            waiting = format_duration(now - t.created_at)
+            detail = f"{t.priority} · {STATUS_LABELS.get(t.status, t.status)} · waiting {waiting}"
+            due = _earliest_due(t, end)
+            if due is not None:
+                detail += f" · {_due_text(t, due, cal.tz, now, label)}"
+            return DigestLine(t.id, t.number, t.summary, detail,
+                              CardAction(Action.CLAIM, "Claim", str(t.id), style="primary"))
+
+        def breaching_line(t: Ticket) -> DigestLine:
+            owner = names.get(t.assignee_id) if t.assignee_id else None
+            due = _earliest_due(t, end)
+            detail = [t.priority, STATUS_LABELS.get(t.status, t.status), owner or "unclaimed"]
+            if due is not None:
+                detail.append(_due_text(t, due, cal.tz, now, label))
+            action = None if owner else CardAction(Action.CLAIM, "Claim", str(t.id), style="primary")
+            return DigestLine(t.id, t.number, t.summary, " · ".join(detail), action)
+
+        sections = []
+        if unclaimed_count:
+            shown = unclaimed[:MAX_LISTED]
+            sections.append(DigestSection(f"Unclaimed ({unclaimed_count})", tuple(map(unclaimed_line, shown)),
+                                          more=unclaimed_count - len(shown)))
+        if breaching_count:
+            sections.append(DigestSection(f"Breaching today ({breaching_count})",
+                                          tuple(map(breaching_line, breaching[:MAX_LISTED])),
+                                          more=breaching_count - min(len(breaching), MAX_LISTED)))
+        local_end = end.astimezone(cal.tz)
+        view = DigestView(
+            title=f"Morning triage — {day:%a} {day.day} {day:%b}",
+            intro=f"{unclaimed_count} unclaimed, {breaching_count} with a target before {local_end:%H:%M} ({label}).",
+            sections=tuple(sections),
+        )
+        first = (unclaimed or breaching)[0]
+        for target in triage_targets(self.config):
+            kind, payload = (SLACK_KIND, slack_payload(view)) if target.startswith("slack:") else (
+                TEAMS_KIND, teams_payload(view))
+            await enqueue_message(session, target=target, kind=kind, payload=payload, now=now, ticket_id=first.id,
+                                  idempotency_key=f"digest-triage:{day.isoformat()}:{target}",
+                                  ordering_key=f"{target}#digest")
+
+    # -- calendars and slots -------------------------------------------------------------------------
+    def calendar(self, name: str) -> BusinessCalendar:
+        return calendar_for(self.config, self.calendars, name)
+
+    def _slot_zone(self, person: Person) -> ZoneInfo:
+        return _zone(person.timezone) or self.default_calendar.tz
+
+    def _counts_at(self, ticket: Ticket, zone_known: bool, zone: ZoneInfo, at: datetime) -> bool:
+        # Whether `at` is within the ticket's hours on the requester's clock (any hour for P1).
+        if ticket.priority in UPDATES_ANY_HOUR:
+            return True
+        cal = self.calendar(ticket.calendar)
+        return _within_hours(self._on_clock(cal, zone) if zone_known else cal, at)
+
+    def _on_clock(self, cal: BusinessCalendar, zone: ZoneInfo) -> BusinessCalendar:
+        if zone.key == cal.tz.key:
+            return cal
+        key = (cal.name, zone.key)
+        if key not in self._rezoned:
+            self._rezoned[key] = dataclasses.replace(cal, tz=zone)
+        return self._rezoned[key]
+
+    def _slots(self, zone: ZoneInfo, start: datetime, *, forward: bool) -> Iterator[datetime]:
+        """Configured local times strictly after (or before) ``start``, nearest first, for SEARCH_DAYS days."""
+        times = sorted(set(self.config.updates.digest_times), reverse=not forward)
+        day = start.astimezone(zone).date()
+        step = timedelta(days=1 if forward else -1)
+        for offset in range(SEARCH_DAYS + 1):
+            for t in times:
+                at = datetime.combine(day + offset * step, t, tzinfo=zone).astimezone(UTC)
+                if (at > start) if forward else (at < start):
+                    yield at
+
+    def _require_desk(self) -> Desk:
+        if self._desk is None:
+            raise RuntimeError("Digests.install(desk, runner) has not been called")
+        return self._desk
+
+
+# -- rendering ----------------------------------------------------------------------------------------
+def slack_blocks(view: DigestView) -> list[dict[str, Any]]:
+    """Block Kit: title, intro, then one section per ticket with its button as the accessory (≤ 50 blocks)."""
+    blocks: list[dict[str, Any]] = [_slack_section(f"*{escape_mrkdwn(view.title)}*")]
+    if view.intro:
+        blocks.append(_slack_context(escape_mrkdwn(view.intro)))
+    for section in view.sections:
+        if section.heading:
+            blocks.append(_slack_section(f"*{escape_mrkdwn(section.heading)}*"))
+        for line in section.lines:
+            block = _slack_section(f"*{escape_mrkdwn(line.number)}* · {escape_mrkdwn(_clip(line.summary))}\n"
+                                   f"{escape_mrkdwn(line.detail)}", block_id=f"ticket:{line.ticket_id}:digest")
+            if line.action is not None:
+                button: dict[str, Any] = {"type": "button", "action_id": line.action.action.value,
+                                          "text": {"type": "plain_text", "text": line.action.label},
+                                          "value": line.action.value}
+                if line.action.style:
+                    button["style"] = line.action.style
+                block["accessory"] = button
+            blocks.append(block)
+        if section.more:
+            blocks.append(_slack_context(f"…and {section.more} more."))
+    if view.footer:
+        blocks.append(_slack_context(escape_mrkdwn(view.footer)))
+    return blocks
+
+
+def slack_payload(view: DigestView) -> dict[str, Any]:
+    """The outbox payload for the Slack ``blocks`` kind."""
+    return {"blocks": slack_blocks(view), "text": view.fallback}
+
+
+def teams_card(view: DigestView) -> dict[str, Any]:
+    """Adaptive Card 1.5: a container per ticket, its button an ActionSet submitting ``{action, value, ticket_id}``."""
+    body: list[dict[str, Any]] = [_teams_text(view.title, weight="Bolder", size="Medium")]
+    if view.intro:
+        body.append(_teams_text(view.intro, isSubtle=True))
+    for section in view.sections:
+        if section.heading:
+            body.append(_teams_text(section.heading, weight="Bolder", separator=True))
+        for line in section.lines:
+            items: list[dict[str, Any]] = [
+                _teams_text(f"**{line.number}** · {_clip(line.summary)}"), _teams_text(line.detail, isSubtle=True)]
+            if line.action is not None:
+                submit: dict[str, Any] = {"type": "Action.Submit", "title": line.action.label,
+                                          "data": {"action": line.action.action.value, "value": line.action.value,
+                                                   "ticket_id": line.ticket_id}}
+                if line.action.style:
+                    submit["style"] = {"primary": "positive", "danger": "destructive"}.get(line.action.style, "default")
+                items.append({"type": "ActionSet", "actions": [submit]})
+            body.append({"type": "Container", "separator": True, "items": items})
+        if section.more:
+            body.append(_teams_text(f"…and {section.more} more.", isSubtle=True))
+    if view.footer:
+        body.append(_teams_text(view.footer, isSubtle=True, size="Small"))
+    return {"type": "AdaptiveCard", "$schema": SCHEMA_URL, "version": VERSION, "body": body}
+
+
+def teams_payload(view: DigestView) -> dict[str, Any]:
+    """The outbox payload for the Teams ``card`` kind."""
+    return {"card": teams_card(view), "text": view.fallback}
+
+
+def _slack_section(text: str, block_id: str | None = None) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
+    if block_id:
+        block["block_id"] = block_id
+    return block
+
+
+def _slack_context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:3000]}]}
+
+
+def _teams_text(text: str, **style: Any) -> dict[str, Any]:
+    return {"type": "TextBlock", "text": escape_markdown(text), "wrap": True, **style}
+
+
+def _clip(text: str, limit: int = MAX_SUMMARY) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+# -- helpers ------------------------------------------------------------------------------------------
+async def _tickets(session: AsyncSession, where: Any) -> list[Ticket]:
+    return list((await session.execute(select(Ticket).where(where).order_by(Ticket.id).limit(MAX_LISTED * 5)))
+                .scalars())
+
+
+async def _count(session: AsyncSession, where: Any) -> int:
+    return int(await session.scalar(select(func.count()).select_from(Ticket).where(where)) or 0)
+
+
+async def _names(session: AsyncSession, ids: Sequence[int | None]) -> dict[int | None, str]:
+    wanted = {i for i in ids if i is not None}
+    if not wanted:
+        return {}
+    rows = await session.execute(select(Person.id, Person.display_name).where(Person.id.in_(wanted)))
+    return {person_id: name for person_id, name in rows.tuples()}
+
+
+async def _proactive_on_day(session: AsyncSession, ticket_id: int, now: datetime, zone: ZoneInfo) -> int:
+    # Digests and automatic updates the ticket's requester got on their local day of `now`.
+    day = now.astimezone(zone).date()
+    start = datetime.combine(day, time(0), tzinfo=zone)
+    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
+    return int(await session.scalar(select(func.count()).select_from(TicketEvent).where(
+        TicketEvent.ticket_id == ticket_id, TicketEvent.kind.in_((DIGEST_SENT, AUTO_UPDATE)),
+        TicketEvent.at >= start, TicketEvent.at < end)) or 0)
+
+
+def _next_target(ticket: Ticket, zone: ZoneInfo, now: datetime, label: str) -> str | None:
+    if ticket.first_response_at is None and ticket.first_response_due is not None:
+        return f"first response by {_when(ticket.first_response_due, zone, now)} ({label})"
+    if ticket.resolution_due is not None:
+        return f"resolution target {_when(ticket.resolution_due, zone, now)} ({label})"
+    return None
+
+
+def _earliest_due(ticket: Ticket, end: datetime) -> datetime | None:
+    dues = [d for d in ((ticket.first_response_due if ticket.first_response_at is None else None),
+                        ticket.resolution_due) if d is not None and d < end]
+    return min(dues, default=None)
+
+
+def _due_text(ticket: Ticket, due: datetime, zone: ZoneInfo, now: datetime, label: str) -> str:
+    what = "first response" if ticket.first_response_at is None and due == ticket.first_response_due else "resolution"
+    if due <= now:
+        return f"{what} breached {format_duration(now - due)} ago"
+    return f"{what} due {_when(due, zone, now)} ({label})"
+
+
+def _within_hours(cal: BusinessCalendar, at: datetime) -> bool:
+    # Closing time itself counts, as for the SLA clock's automatic updates.
+    if cal.is_open(at):
+        return True
+    day = cal.local(at).date()
+    return any(end == at for d in (day - timedelta(days=1), day) for _, end in cal.working_hours_on(d))
+
+
+def _zone(name: str | None) -> ZoneInfo | None:
+    if not name:
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def _zone_label(zone: ZoneInfo) -> str:
+    if zone.key in ("UTC", "Etc/UTC"):
+        return "UTC"
+    return f"{zone.key.rsplit('/', 1)[-1].replace('_', ' ')} time"
+
+
+def _when(at: datetime, zone: ZoneInfo, now: datetime) -> str:
+    # "10:15" today, "Tue 16:00" within six days, "Tue 1 Dec 16:00" further off, on zone's clock.
+    local = at.astimezone(zone)
+    days = abs((local.date() - now.astimezone(zone).date()).days)
+    if days == 0:
+        return f"{local:%H:%M}"
+    if days <= 6:
+        return f"{local:%a %H:%M}"
+    return f"{local:%a} {local.day} {local:%b %H:%M}"
