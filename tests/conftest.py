@@ -174,3 +174,5 @@ def make_ticket(desk: Any) -> Callable[..., Any]:
         return result.ticket
 
     return make
+
+from tests.slack_harness import bot, slack_extra_config  # noqa: E402,F401  (shared Slack e2e fixtures)
