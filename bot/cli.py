@@ -94,6 +94,14 @@ def cmd_teams_package(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bot.demo import run_demo
+    from bot.logs import configure_logging
+
+    configure_logging("text", "ERROR")
+    return asyncio.run(run_demo())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ithelp", description="Self-hosted chat-ops IT help desk for Slack and Teams")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -124,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     teams.add_argument("--domain", help="the bot's public host name, e.g. ithelp.example.com")
     teams.add_argument("--output", default="ithelp-teams.zip")
     teams.set_defaults(func=cmd_teams_package)
+
+    demo = sub.add_parser("demo", help="play a compressed day against local Slack/Teams/PagerDuty stand-ins")
+    demo.set_defaults(func=cmd_demo)
 
     from surveys.report import add_report_parser
 
