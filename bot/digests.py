@@ -22,7 +22,7 @@ The digest is a summary, not a progress update: it does not move ``last_requeste
 **Triage digest.** At ``updates.triage_digest_time`` in the default calendar's zone, every replica's cron
 job enqueues one ``digest.triage`` timer row (dedup key per local date, so N replicas enqueue it once).
 On a business day of the default calendar it posts one message to each triage target listing unclaimed
-tickets and tickets whose first-response or resolution target falls before today's closing time
+tickets and tickets whose first-response or resolution target falls by today's closing time
 (already breached ones included). Nothing is posted when both lists are empty.
 
 Delivery (outbox rows; rendered here because a digest spans several tickets):
@@ -184,10 +184,11 @@ class Digests:
             if chosen:
                 await self._send_requester_digest(session, person, chosen, slot, now)
         else:
-            timer.outcome = "skipped"
+            timer.done_at, timer.outcome = now, "skipped"
             log.warning("digest slot %s for person %s ran %s late; skipped", slot.isoformat(), person.id, now - slot)
         if tickets and self.config.updates.digest_times:
-            await self._schedule_next(session, person, tickets, after=max(now, slot), now=now)
+            # Late but within STALE_AFTER of a later slot (a long outage): that slot still goes out now.
+            await self._schedule_next(session, person, tickets, after=max(slot, now - STALE_AFTER), now=now)
 
     async def _due_digest(self, session: AsyncSession, ticket: Ticket, person: Person, slot: datetime,
                           now: datetime) -> bool:
@@ -258,14 +259,14 @@ class Digests:
         cal = self.default_calendar
         day = date.fromisoformat(str(run.timer.payload["date"]))
         if cal.local(now).date() != day or not cal.is_business_day(day):
-            run.timer.outcome = "skipped"
+            run.timer.done_at, run.timer.outcome = now, "skipped"
             return
         hours = cal.working_hours_on(day)
         end = max(b for _, b in hours) if hours else datetime.combine(day + timedelta(days=1), time(0),
                                                                        tzinfo=cal.tz).astimezone(UTC)
         unclaimed_filter = and_(Ticket.assignee_id.is_(None), Ticket.status.in_((NEW, REOPENED)))
         breaching_filter = and_(Ticket.status.in_(_RUNNING), or_(
-            and_(Ticket.first_response_at.is_(None), Ticket.first_response_due < end), Ticket.resolution_due < end))
+            and_(Ticket.first_response_at.is_(None), Ticket.first_response_due <= end), Ticket.resolution_due <= end))
         unclaimed = await _tickets(session, unclaimed_filter)
         breaching = await _tickets(session, breaching_filter)
         breaching.sort(key=lambda t: (_earliest_due(t, end) or end, t.id))
@@ -476,7 +477,7 @@ def _next_target(ticket: Ticket, zone: ZoneInfo, now: datetime, label: str) -> s
 
 def _earliest_due(ticket: Ticket, end: datetime) -> datetime | None:
     dues = [d for d in ((ticket.first_response_due if ticket.first_response_at is None else None),
-                        ticket.resolution_due) if d is not None and d < end]
+                        ticket.resolution_due) if d is not None and d <= end]
     return min(dues, default=None)
 
 

@@ -8,6 +8,7 @@ from bot.scheduler import EngineRunner
 
 def install_features(desk: Desk, runner: EngineRunner | None) -> None:
     """Install every feature service on ``desk``; ``runner`` (None in unit tests) takes their cron jobs."""
+    from bot.digests import Digests
     from bot.escalation import EscalationService
     from surveys.polls import SurveyService
 
@@ -19,3 +20,4 @@ def install_features(desk: Desk, runner: EngineRunner | None) -> None:
     desk.extras["cards"].escalation_state = escalation.escalation_state
     if desk.config.surveys.enabled:
         SurveyService(desk.config).install(desk)
+    Digests(desk.config, sla.calendars).install(desk, runner)

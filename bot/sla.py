@@ -504,11 +504,12 @@ async def _add_event(session: AsyncSession, ticket: Ticket, kind: str, now: date
 
 
 async def _updates_sent_on_day(session: AsyncSession, ticket_id: int, now: datetime, zone: ZoneInfo) -> int:
+    """Automatic updates and digest mentions that day: both count against ``max_per_ticket_per_day``."""
     day = now.astimezone(zone).date()
     start = datetime.combine(day, time(0), tzinfo=zone)
     end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
     count = await session.scalar(select(func.count()).select_from(TicketEvent).where(
-        TicketEvent.ticket_id == ticket_id, TicketEvent.kind == AUTO_UPDATE, TicketEvent.at >= start,
+        TicketEvent.ticket_id == ticket_id, TicketEvent.kind.in_((AUTO_UPDATE, "digest_sent")), TicketEvent.at >= start,
         TicketEvent.at < end))
     return count or 0
 
