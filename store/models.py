@@ -175,6 +175,7 @@ class OutboxMessage(Base):
     __table_args__ = (
         Index("ix_outbox_pending", "next_attempt_at", postgresql_where=text(_UNSENT), sqlite_where=text(_UNSENT)),
         Index("ix_outbox_ordering", "ordering_key", "id"),
+        Index("ix_outbox_ticket_kind", "ticket_id", "kind"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

@@ -137,6 +137,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.create_index('ix_outbox_ordering', ['ordering_key', 'id'], unique=False)
+        batch_op.create_index('ix_outbox_ticket_kind', ['ticket_id', 'kind'], unique=False)
         batch_op.create_index('ix_outbox_pending', ['next_attempt_at'], unique=False, postgresql_where=sa.text('delivered_at IS NULL AND dead_at IS NULL'), sqlite_where=sa.text('delivered_at IS NULL AND dead_at IS NULL'))
 
     op.create_table('ticket_events',
@@ -191,6 +192,7 @@ def downgrade() -> None:
     op.drop_table('ticket_events')
     with op.batch_alter_table('outbox', schema=None) as batch_op:
         batch_op.drop_index('ix_outbox_pending', postgresql_where=sa.text('delivered_at IS NULL AND dead_at IS NULL'), sqlite_where=sa.text('delivered_at IS NULL AND dead_at IS NULL'))
+        batch_op.drop_index('ix_outbox_ticket_kind')
         batch_op.drop_index('ix_outbox_ordering')
 
     op.drop_table('outbox')
