@@ -91,7 +91,7 @@ def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -
         if process.poll() is not None:
             raise RuntimeError(f"process exited: {process.stderr.read().decode() if process.stderr else ''}")
         try:
-            urllib.request.urlopen(url, timeout=1)  # noqa: S310 - loopback only
+            urllib.request.urlopen(url, timeout=1)
             return
         except urllib.error.HTTPError:
             return  # it answers: up
