@@ -11,6 +11,7 @@ def install_features(desk: Desk, runner: EngineRunner | None) -> None:
     from bot.digests import Digests
     from bot.escalation import EscalationService
     from surveys.polls import SurveyService
+    from surveys.weekly import WeeklySummary
 
     sla = desk.extras["sla"]
     escalation = EscalationService(desk.config, sla.calendars)
@@ -20,4 +21,6 @@ def install_features(desk: Desk, runner: EngineRunner | None) -> None:
     desk.extras["cards"].escalation_state = escalation.escalation_state
     if desk.config.surveys.enabled:
         SurveyService(desk.config).install(desk)
+    if desk.config.surveys.weekly_summary:
+        WeeklySummary(desk.config).install(desk, runner)
     Digests(desk.config, sla.calendars).install(desk, runner)

@@ -37,10 +37,15 @@ class EngineRunner:
                                coalesce=True, misfire_grace_time=None)
         self.scheduler.start()
 
-    def add_daily(self, job_id: str, at: time, zone: str, job: Callable[[], Awaitable[None]]) -> None:
+    def add_daily(self, job_id: str, at: time, zone: str, job: Callable[[], Awaitable[object]]) -> None:
         """Run ``job`` every day at ``at`` in ``zone`` (e.g. the morning triage digest)."""
         self.scheduler.add_job(job, CronTrigger(hour=at.hour, minute=at.minute, timezone=zone), id=job_id,
                                max_instances=1, coalesce=True, replace_existing=True)
+
+    def add_weekly(self, job_id: str, day: str, at: time, zone: str, job: Callable[[], Awaitable[object]]) -> None:
+        """Run ``job`` every week on ``day`` (``mon``…``sun``) at ``at`` in ``zone``."""
+        self.scheduler.add_job(job, CronTrigger(day_of_week=day, hour=at.hour, minute=at.minute, timezone=zone),
+                               id=job_id, max_instances=1, coalesce=True, replace_existing=True)
 
     def kick(self) -> None:
         """Tick as soon as possible (coalesced: many kicks during a tick cause one more tick)."""

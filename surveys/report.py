@@ -330,7 +330,7 @@ async def compute_report(db: Database, config: AppConfig, *, since: datetime, un
     if since.tzinfo is None or until.tzinfo is None:
         raise ValueError("since and until must be timezone-aware")
     calendars = _calendars(config)
-    async with db.transaction() as session:
+    async with db.reading() as session:
         ids = select(TicketEvent.ticket_id).where(TicketEvent.at >= since, TicketEvent.at < until).distinct()
         tickets = {t.id: t for t in (await session.execute(select(Ticket).where(Ticket.id.in_(ids)))).scalars()}
         rows = (await session.execute(select(TicketEvent).where(

@@ -137,22 +137,22 @@ class TeamsChannel:
         _, kind, key = item.target.split(":", 2)
         if kind not in ("user", "channel") or not key:
             raise PermanentDeliveryError(f"not a Teams target: {item.target!r}")
+        if item.kind == "card":
+            return await self._prerendered(item.ticket_id, item.payload, kind, key)
         if item.ticket_id is None:
             raise PermanentDeliveryError(f"Teams can't deliver {item.kind!r} without a ticket")
         if item.kind == "ticket_card":
             return await self._card(item.ticket_id, item.payload.get("audience", "triage"), kind, key)
         if item.kind == "notice":
             return await self._notice(item.ticket_id, item.payload, kind, key)
-        if item.kind == "card":
-            return await self._prerendered(item.ticket_id, item.payload, kind, key)
         raise PermanentDeliveryError(f"Teams can't deliver messages of kind {item.kind!r}")
 
-    async def _prerendered(self, ticket_id: int, payload: dict[str, Any], kind: str, key: str) -> Delivered:
+    async def _prerendered(self, ticket_id: int | None, payload: dict[str, Any], kind: str, key: str) -> Delivered:
         """A card rendered by its feature (survey, page): posted once, then updated in place when it has a role."""
         card: dict[str, Any] = payload["card"]
         role: str | None = payload.get("ref_role")
         where = await self._where(kind, key)
-        ref = await self._message_ref(ticket_id, role, key) if role else None
+        ref = await self._message_ref(ticket_id, role, key) if role and ticket_id is not None else None
         if ref is not None:
             conversation_id, activity_id = split_ref(ref.message_id)
             try:
@@ -161,7 +161,7 @@ class TeamsChannel:
             except _Gone:
                 log.warning("%s card for ticket %s was deleted in Teams; posting a new one", role, ticket_id)
         message_id = await self._post(where, where.reference.conversation.id, card)
-        refs = [(ticket_id, role, "teams", key, message_id)] if role else []
+        refs = [(ticket_id, role, "teams", key, message_id)] if role and ticket_id is not None else []
         return Delivered(message_id=message_id, refs=refs)
 
     # -- what ---------------------------------------------------------------------------------------

@@ -1,0 +1,114 @@
+"""The weekly summary for managers: last week's report card, posted to the managers channel(s).
+
+A cron job (Monday 09:00 in the default calendar's zone) enqueues one ``report.weekly`` timer row per
+ISO week — every replica runs the cron, the dedup key makes it one row — and the timer posts the
+summary through the outbox, so it is delivered (and retried) like any other message.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from bot.config import AppConfig
+from bot.desk import Desk
+from bot.engine import TimerRun
+from bot.renderers.adaptive_cards import escape_markdown
+from bot.renderers.slack_blocks import escape_mrkdwn
+from bot.scheduler import EngineRunner
+from store.queries import enqueue_message, schedule_timer
+from surveys.report import GRADE_RULE, Metrics, compute_report
+
+WEEKLY_TIMER = "report.weekly"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f}%"
+
+
+def summary_lines(total: Metrics, since: datetime, until: datetime, zone: ZoneInfo) -> tuple[str, list[str]]:
+    """(title, lines) of the weekly summary, in plain text."""
+    first = since.astimezone(zone).strftime("%a %d %b")
+    last = (until - timedelta(seconds=1)).astimezone(zone).strftime("%a %d %b")
+    numbers = total.summary()
+    title = f"IT desk, week of {first} – {last}: grade {total.grade}"
+    lines = [
+        f"CSAT {_pct(total.csat)} ({total.thumbs_up} 👍 / {total.thumbs_down} 👎), "
+        f"survey response rate {_pct(total.response_rate)}",
+        f"Tickets: {total.opened} opened, {total.resolved} resolved, reopen rate {_pct(total.reopen_rate)}",
+        f"First response: median {numbers['first_response_median_h'] or 0:.2f} h, "
+        f"p90 {numbers['first_response_p90_h'] or 0:.2f} h (business hours), "
+        f"SLA {_pct(total.first_response_attainment)}",
+        f"Resolution: median {numbers['resolution_median_h'] or 0:.2f} h, "
+        f"p90 {numbers['resolution_p90_h'] or 0:.2f} h (business hours), SLA {_pct(total.resolution_attainment)}",
+        GRADE_RULE,
+    ]
+    return title, lines
+
+
+class WeeklySummary:
+    """Posts last week's numbers to ``slack.managers_channel`` and/or ``teams.managers_conversation``."""
+
+    def __init__(self, config: AppConfig) -> None:
+        self.config = config
+        self.zone = ZoneInfo(config.calendars[config.default_calendar].timezone)
+        self._desk: Desk | None = None
+
+    def targets(self) -> list[str]:
+        targets = []
+        if self.config.slack.enabled and self.config.slack.managers_channel:
+            targets.append(f"slack:channel:{self.config.slack.managers_channel}")
+        if self.config.teams.active and self.config.teams.managers_conversation:
+            targets.append(f"teams:channel:{self.config.teams.managers_conversation}")
+        return targets
+
+    def install(self, desk: Desk, runner: EngineRunner | None) -> None:
+        self._desk = desk
+        desk.timers.register(WEEKLY_TIMER, self._post)
+        desk.extras["weekly_summary"] = self
+        if runner is not None and self.targets():
+            runner.add_weekly("report.weekly", "mon", time(9, 0), str(self.zone), self.enqueue)
+
+    async def enqueue(self) -> bool:
+        """Add this week's summary timer (once per ISO week, however many replicas ask)."""
+        assert self._desk is not None
+        now = self._desk.clock.now()
+        year, week, _ = now.astimezone(self.zone).isocalendar()
+        async with self._desk.db.transaction() as session:
+            added = await schedule_timer(session, kind=WEEKLY_TIMER, due_at=now, now=now,
+                                         dedup_key=f"report-weekly:{year}-W{week:02d}")
+        kick = self._desk.extras.get("kick")
+        if kick is not None:
+            kick()
+        return added
+
+    async def _post(self, run: TimerRun) -> None:
+        assert self._desk is not None
+        local = run.now.astimezone(self.zone)
+        monday = datetime.combine(local.date() - timedelta(days=local.weekday()), time(0), tzinfo=self.zone)
+        since, until = monday - timedelta(days=7), monday
+        report = await compute_report(self._desk.db, self.config, since=since, until=until, by=None)
+        title, lines = summary_lines(report.total, since, until, self.zone)
+        key = run.timer.dedup_key or f"weekly:{run.timer.id}"
+        for target in self.targets():
+            payload: dict[str, Any]
+            if target.startswith("slack:"):
+                text = "\n".join(f"• {escape_mrkdwn(line)}" for line in lines[:-1])
+                payload = {"text": title, "blocks": [
+                    {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
+                    {"type": "section", "text": {"type": "mrkdwn", "text": text}},
+                    {"type": "context", "elements": [{"type": "mrkdwn", "text": escape_mrkdwn(lines[-1])[:3000]}]},
+                ]}
+                kind = "blocks"
+            else:
+                payload = {"text": title, "card": {
+                    "type": "AdaptiveCard", "version": "1.5",
+                    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                    "body": [{"type": "TextBlock", "text": escape_markdown(title), "weight": "Bolder", "wrap": True},
+                             *({"type": "TextBlock", "text": escape_markdown(line), "wrap": True,
+                                "isSubtle": index == len(lines) - 1} for index, line in enumerate(lines))],
+                }}
+                kind = "card"
+            await enqueue_message(run.session, target=target, kind=kind, payload=payload, now=run.now,
+                                  idempotency_key=f"{key}:{target}")
