@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -79,5 +80,23 @@ async def bot(db: Any, clock: Any, make_config: Any, slack_extra_config: str) ->
         config = config.model_copy(update={"slack": config.slack.model_copy(update={"api_url": slack.url})})
         async with running_server(config, db, clock) as server:
             yield SlackBot(server, slack)
+        assert_valid_block_kit(slack)
+
+
+def assert_valid_block_kit(slack: FakeSlackApi) -> None:
+    """Every message and view the bot sent in the test passes slack_sdk's own model validation."""
+    from slack_sdk.models.blocks import Block
+    from slack_sdk.models.views import View
+
+    for call in slack.calls:
+        for block in call.args.get("blocks") or []:
+            parsed = Block.parse(block)
+            assert parsed is not None, f"{call.method}: unknown block {block}"
+            parsed.validate_json()
+            assert len(json.dumps(block)) < 50_000
+        assert len(call.args.get("blocks") or []) <= 50, f"{call.method}: more than 50 blocks"
+        view = call.args.get("view")
+        if isinstance(view, dict):
+            View(**view).validate_json()
 
 
