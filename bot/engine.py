@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.channels import PermanentDeliveryError, TransientDeliveryError
@@ -69,8 +70,12 @@ class TimerEngine:
     def kinds(self) -> list[str]:
         return sorted(self._handlers)
 
-    async def tick(self) -> int:
-        """Claim and run every due timer (in batches); returns how many ran."""
+    async def tick(self, after_batch: Callable[[], None] | None = None) -> int:
+        """Claim and run every due timer (in batches); returns how many ran.
+
+        ``after_batch`` is called after each batch, so the outbox can start delivering what the batch
+        enqueued (pages in a breach storm) while the next batch runs.
+        """
         total = 0
         semaphore = asyncio.Semaphore(self.concurrency)
 
@@ -87,6 +92,8 @@ class TimerEngine:
 
             await asyncio.gather(*(run(timer_id) for timer_id in ids))
             total += len(ids)
+            if after_batch is not None:
+                after_batch()
             if len(ids) < self.config.batch_size:
                 return total
 
@@ -154,7 +161,11 @@ class Delivered:
 
 
 class Channel(Protocol):
-    """Delivers outbox messages for one target prefix (``slack``, ``teams``, ``pagerduty`` …)."""
+    """Delivers outbox messages for one target prefix (``slack``, ``teams``, ``pagerduty`` …).
+
+    A channel may set ``min_interval`` (seconds between messages in one pacing lane) to override the
+    worker's default, e.g. 0 for pagers, which have no per-conversation limit.
+    """
 
     async def deliver(self, item: OutboxItem) -> Delivered: ...
 
@@ -180,6 +191,7 @@ class OutboxWorker:
         self._sleep = sleep
         self._channels: dict[str, Channel] = {}
         self._last_send: dict[str, float] = {}
+        self._held_until: dict[str, datetime] = {}
         self._stopping = False
 
     def register(self, prefix: str, channel: Channel) -> None:
@@ -220,15 +232,33 @@ class OutboxWorker:
 
     async def _deliver_lane(self, key: str, lane: list[OutboxItem]) -> None:
         # One lane per pacing key (a Slack channel, a Teams conversation): in order, spaced out.
+        channel = self._channel_for(lane[0])
+        interval = float(getattr(channel, "min_interval", self.min_interval))
         for index, item in enumerate(lane):
             if self._stopping:
                 await self._release([i.id for i in lane[index:]])
                 return
-            wait = self._last_send.get(key, -1e9) + self.min_interval - self._monotonic()
-            if wait > 0 and self.min_interval > 0:
+            held = self._held_until.get(item.target.split(":", 1)[0])
+            if held is not None and held > self.clock.now():
+                # The platform said "slow down" (429 + Retry-After) moments ago: don't hammer it.
+                await self._defer([i.id for i in lane[index:]], held)
+                return
+            wait = self._last_send.get(key, -1e9) + interval - self._monotonic()
+            if wait > 0 and interval > 0:
                 await self._sleep(wait)
             await self._deliver(item)
             self._last_send[key] = self._monotonic()
+
+    async def _defer(self, ids: list[int], until: datetime) -> None:
+        async with self.db.transaction() as session:
+            await session.execute(
+                update(OutboxMessage)
+                .where(OutboxMessage.id.in_(ids), OutboxMessage.lease_owner == self.owner,
+                       OutboxMessage.delivered_at.is_(None))
+                .values(lease_owner=None, lease_until=None, next_attempt_at=until,
+                        attempts=OutboxMessage.attempts - 1)
+                .execution_options(synchronize_session=False)
+            )
 
     async def _release(self, ids: list[int]) -> None:
         async with self.db.transaction() as session:
@@ -253,6 +283,8 @@ class OutboxWorker:
             delivered = await channel.deliver(item)
         except TransientDeliveryError as exc:
             self.metrics.outbox_errors.labels(prefix, "transient").inc()
+            if exc.retry_after is not None:
+                self._held_until[prefix] = self.clock.now() + timedelta(seconds=exc.retry_after)
             await self._fail(item, str(exc), permanent=False, retry_after=exc.retry_after)
         except PermanentDeliveryError as exc:
             self.metrics.outbox_errors.labels(prefix, "permanent").inc()
@@ -262,7 +294,25 @@ class OutboxWorker:
             self.metrics.outbox_errors.labels(prefix, "unexpected").inc()
             await self._fail(item, f"{type(exc).__name__}: {exc}", permanent=False)
         else:
-            await self._succeed(item, delivered)
+            await self._record(item, delivered)
+
+    async def _record(self, item: OutboxItem, delivered: Delivered) -> None:
+        # The message is out; losing the record now means sending it again after the lease. Keep
+        # trying through a database blip for most of the lease, which we still hold.
+        deadline = self._monotonic() + self.config.lease.total_seconds() * 0.8
+        delay = 0.25
+        while True:
+            try:
+                await self._succeed(item, delivered)
+                return
+            except (TimeoutError, SQLAlchemyError, OSError) as exc:
+                if self._monotonic() + delay > deadline:
+                    log.error("outbox %s was delivered but could not be recorded (%s); it may be sent again "
+                              "when its lease ends", item.id, exc)
+                    return
+                log.warning("outbox %s delivered; recording it failed (%s), retrying in %.1fs", item.id, exc, delay)
+                await self._sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _superseded(self, item: OutboxItem) -> bool:
         # A card refresh renders the ticket as it is now, so an older pending refresh is redundant.
@@ -323,11 +373,11 @@ class OutboxWorker:
                         row.attempts, row.next_attempt_at.isoformat(), error)
 
     def backoff(self, attempts: int, retry_after: float | None) -> timedelta:
-        """Exponential backoff with full jitter, never sooner than the target's ``Retry-After``."""
+        """Exponential backoff with full jitter; when the target said when to come back (``Retry-After``),
+        that time plus a little jitter, so queued messages don't all return in the same instant."""
+        if retry_after is not None:
+            return timedelta(seconds=retry_after + random.uniform(0, min(1.0, retry_after / 4)))
         base = self.config.outbox_backoff_base.total_seconds()
         cap = self.config.outbox_backoff_max.total_seconds()
         exponential = min(cap, base * 2 ** max(0, attempts - 1))
-        delay = exponential / 2 + random.uniform(0, exponential / 2)
-        if retry_after is not None:
-            delay = max(delay, retry_after)
-        return timedelta(seconds=delay)
+        return timedelta(seconds=exponential / 2 + random.uniform(0, exponential / 2))

@@ -597,6 +597,7 @@ class _PagerChannel:
     prefix = ""
 
     lanes = 4
+    min_interval = 0.0  # pagers have no per-conversation limit; 429s are honoured through Retry-After
 
     def pacing_key(self, item: OutboxItem) -> str:
         # A few lanes per pager so a storm of alerts goes out in parallel without draining the DB pool;

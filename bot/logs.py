@@ -30,5 +30,5 @@ def configure_logging(fmt: str = "text", level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # The SDKs are chatty at INFO; their warnings still show.
-    for noisy in ("slack_bolt", "slack_sdk", "apscheduler", "aiohttp.access", "botbuilder", "msrest"):
+    for noisy in ("slack_bolt", "slack_sdk", "apscheduler", "aiohttp.access", "botbuilder", "msrest", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import AgentsConfig
@@ -49,19 +51,16 @@ class AgentRoster:
 
 async def upsert_person(session: AsyncSession, ref: PersonRef, *, is_agent: bool, now: datetime) -> Person:
     """Find or create the person; refresh name/zone/agent flag when the platform told us something new."""
-    person = (
-        await session.execute(
-            select(Person).where(Person.platform == ref.platform, Person.platform_user_id == ref.user_id)
-        )
-    ).scalar_one_or_none()
+    query = select(Person).where(Person.platform == ref.platform, Person.platform_user_id == ref.user_id)
+    person = (await session.execute(query)).scalar_one_or_none()
     if person is None:
-        person = Person(
+        # Two replicas may meet a new person at the same moment: the insert that loses does nothing.
+        insert = pg_insert if session.bind is not None and session.bind.dialect.name == "postgresql" else sqlite_insert
+        await session.execute(insert(Person).values(
             platform=ref.platform, platform_user_id=ref.user_id, display_name=ref.display_name or ref.user_id,
             timezone=ref.timezone, email=ref.email, is_agent=is_agent, created_at=now, updated_at=now,
-        )
-        session.add(person)
-        await session.flush()
-        return person
+        ).on_conflict_do_nothing(index_elements=["platform", "platform_user_id"]))
+        person = (await session.execute(query)).scalar_one()
     changed = False
     for field, value in (("display_name", ref.display_name), ("timezone", ref.timezone), ("email", ref.email)):
         if value and getattr(person, field) != value:

@@ -29,13 +29,20 @@ class EngineRunner:
         self._tick_lock = asyncio.Lock()
         self._pending_kick = False
         self._inflight: set[asyncio.Task[None]] = set()
+        self._outbox_task: asyncio.Task[None] | None = None
+        self._outbox_again = False
         self._stopping = False
 
     def start(self) -> None:
         interval = self.desk.config.engine.tick_interval.total_seconds()
-        self.scheduler.add_job(self.tick, "interval", seconds=interval, id="engine-tick", max_instances=1,
+        self.scheduler.add_job(self._interval, "interval", seconds=interval, id="engine-tick", max_instances=1,
                                coalesce=True, misfire_grace_time=None)
         self.scheduler.start()
+
+    async def _interval(self) -> None:
+        # Ticks run as tasks we track, never inside APScheduler's job: its shutdown cancels running
+        # jobs, which would cut a delivery off between Slack's answer and our record of it.
+        self.kick()
 
     def add_daily(self, job_id: str, at: time, zone: str, job: Callable[[], Awaitable[object]]) -> None:
         """Run ``job`` every day at ``at`` in ``zone`` (e.g. the morning triage digest)."""
@@ -62,24 +69,49 @@ class EngineRunner:
         if self._stopping:
             return
         async with self._tick_lock:
+            if self._stopping:
+                return
             while True:
                 self._pending_kick = False
                 try:
-                    await self.desk.timers.tick()
-                    await self.desk.outbox.tick()
+                    self._drain_outbox()
+                    await self.desk.timers.tick(after_batch=self._drain_outbox)
+                    self._drain_outbox()
+                    while self._outbox_task is not None and not self._outbox_task.done():
+                        await asyncio.shield(self._outbox_task)
                 except Exception:  # the database may be down: log, and the next tick tries again
                     log.exception("engine tick failed")
                     return
                 if not self._pending_kick or self._stopping:
                     return
 
+    def _drain_outbox(self) -> None:
+        """Deliver the outbox now, alongside timers, so pages go out while a breach storm is still running."""
+        if self._outbox_task is not None and not self._outbox_task.done():
+            self._outbox_again = True
+            return
+        self._outbox_task = asyncio.get_running_loop().create_task(self._outbox_loop())
+
+    async def _outbox_loop(self) -> None:
+        while True:
+            self._outbox_again = False
+            try:
+                await self.desk.outbox.tick()
+            except Exception:
+                log.exception("outbox tick failed")
+                return
+            if not self._outbox_again or self._stopping:
+                return
+
     async def stop(self) -> None:
         """Stop taking work; let in-flight deliveries finish (unsent claimed rows are released)."""
         self._stopping = True
         self.desk.outbox.stop()
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=False)
+            self.scheduler.pause()
         async with self._tick_lock:
             pass
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=False)

@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
@@ -173,37 +172,30 @@ class TicketService:
         if priority not in self.config.priorities:
             raise InvalidInput(f"{priority} is not a priority here; use {', '.join(self.config.priorities)}.",
                                field="priority")
-        for attempt in range(2):
-            try:
-                async with self.db.transaction() as session:
-                    now = self.clock.now()
-                    if dedup is not None and not await mark_seen(
-                        session, source=dedup[0], key=dedup[1], expires_at=now + DEDUP_TTL
-                    ):
-                        existing = await self._ticket_for_dedup(session, dedup)
-                        if existing is None:
-                            raise TicketError("That request was already handled.")
-                        return OpenResult(existing, created=False)
-                    person = await self.person(session, requester)
-                    ticket = Ticket(
-                        requester_id=person.id, origin_platform=origin.platform,
-                        origin_conversation=origin.conversation, origin_thread=origin.thread,
-                        origin_link=origin.link, summary=summary, description=description, category=category,
-                        priority=priority, status=NEW, calendar=self._calendar_for(priority),
-                        created_at=now, updated_at=now, paused_seconds=0.0, updates_muted=False,
-                        reopen_count=0, version=1, intake_key=f"{dedup[0]}:{dedup[1]}" if dedup else None,
-                    )
-                    session.add(ticket)
-                    await session.flush()
-                    payload: dict[str, Any] = {"summary": summary, "priority": priority, "category": category,
-                                               "origin": origin.platform}
-                    await self._emit(session, ticket, "opened", person, payload, previous_status=None)
-                    return OpenResult(await self._snapshot(session, ticket), created=True)
-            except IntegrityError:
-                # Two first-time requests from one new person raced on the people row; the retry finds it.
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
+        async with self.db.transaction() as session:
+            now = self.clock.now()
+            if dedup is not None and not await mark_seen(
+                session, source=dedup[0], key=dedup[1], expires_at=now + DEDUP_TTL
+            ):
+                existing = await self._ticket_for_dedup(session, dedup)
+                if existing is None:
+                    raise TicketError("That request was already handled.")
+                return OpenResult(existing, created=False)
+            person = await self.person(session, requester)
+            ticket = Ticket(
+                requester_id=person.id, origin_platform=origin.platform,
+                origin_conversation=origin.conversation, origin_thread=origin.thread,
+                origin_link=origin.link, summary=summary, description=description, category=category,
+                priority=priority, status=NEW, calendar=self._calendar_for(priority),
+                created_at=now, updated_at=now, paused_seconds=0.0, updates_muted=False,
+                reopen_count=0, version=1, intake_key=f"{dedup[0]}:{dedup[1]}" if dedup else None,
+            )
+            session.add(ticket)
+            await session.flush()
+            payload: dict[str, Any] = {"summary": summary, "priority": priority, "category": category,
+                                       "origin": origin.platform}
+            await self._emit(session, ticket, "opened", person, payload, previous_status=None)
+            return OpenResult(await self._snapshot(session, ticket), created=True)
 
     async def _ticket_for_dedup(self, session: AsyncSession, dedup: tuple[str, str]) -> TicketSnapshot | None:
         ticket = (await session.execute(

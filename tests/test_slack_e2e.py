@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 from typing import Any
 
 from slack_sdk.models.blocks import Block
@@ -203,15 +204,25 @@ async def test_channel_ping_text_never_reaches_slack_unescaped(bot: SlackBot) ->
     assert "<https://evil.example|click>" not in everything
 
 
-async def test_slack_answering_429_then_200_delivers_the_card_once_after_retry_after(bot: SlackBot) -> None:
-    bot.slack.fail_next("chat.postMessage", status=429, retry_after=1, times=1)
+async def test_slack_answering_429_then_200_delivers_the_card_once_after_retry_after(bot: SlackBot, clock: Any) -> None:
+    bot.slack.fail_next("chat.postMessage", status=429, retry_after=5, times=1)
     await bot.command("Docking station dead")
     await bot.settle()
     [failed] = [c for c in bot.slack.calls if c.method == "chat.postMessage" and c.status == 429]
     channel = failed.args["channel"]
-    delivered = [c for c in bot.slack.calls if c.method == "chat.postMessage" and c.ok and c.args["channel"] == channel]
-    assert len(delivered) == 1  # once, not twice
-    assert delivered[0].at - failed.at >= 1.0  # and only after Retry-After
+
+    def delivered() -> list[Any]:
+        return [c for c in bot.slack.calls if c.method == "chat.postMessage" and c.ok and c.args["channel"] == channel]
+
+    assert delivered() == []
+    clock.advance(timedelta(seconds=4))  # Retry-After not over yet: nothing is sent
+    await bot.settle()
+    assert delivered() == []
+    clock.advance(timedelta(seconds=3))
+    await bot.settle()
+    assert len(delivered()) == 1  # once, and only after Retry-After
+    await bot.settle()
+    assert len(delivered()) == 1
 
 
 async def test_app_home_shows_my_tickets_and_for_agents_the_queue(bot: SlackBot) -> None:

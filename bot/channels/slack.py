@@ -10,7 +10,6 @@ import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
 from slack_sdk.web.async_client import AsyncWebClient
@@ -37,12 +36,16 @@ PERMANENT_ERRORS = {
 
 
 def make_client(token: str, base_url: str) -> AsyncWebClient:
-    """An AsyncWebClient with slack_sdk's own retry handlers (429 honouring Retry-After, 5xx, resets)."""
+    """An AsyncWebClient with slack_sdk's retry handlers for connection resets and 5xx.
+
+    429s are not retried here: sleeping out a Retry-After inside a delivery would stall its whole
+    batch. The outbox owns them — it reschedules the message after Retry-After and holds back the
+    rest of the workspace's messages until then.
+    """
     return AsyncWebClient(
         token=token, base_url=base_url, timeout=10,
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(max_retry_count=2),
-            AsyncRateLimitErrorRetryHandler(max_retry_count=1),
             AsyncServerErrorRetryHandler(max_retry_count=2),
         ],
     )

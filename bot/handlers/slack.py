@@ -8,17 +8,21 @@ go out through the outbox, which is kicked right after the change commits.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.request.async_internals import build_async_context
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import select
 
@@ -86,19 +90,30 @@ class SlackAdapter:
             request_verification_enabled=True, ignoring_self_events_enabled=True,
             raise_error_for_unhandled_request=False,
         )
+        self.verifier = SignatureVerifier(self.config.signing_secret)
+        self.app.error(self._on_error)
         self._register()
 
     # -- transport ----------------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.Response:
+        raw = await request.read()
+        # Signature and freshness first, before parsing anything an outsider sent.
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        if not timestamp.isdigit() or not self.verifier.is_valid(raw, timestamp, signature):
+            return web.json_response({"error": "invalid request signature or timestamp"}, status=401)
         try:
-            bolt_request = await to_bolt_request(request)
-        except UnicodeDecodeError:
-            return web.json_response({"error": "request body is not UTF-8"}, status=400)
+            text = raw.decode("utf-8")
+            bolt_request = AsyncBoltRequest(body=text, query=request.query_string,
+                                            headers=dict(request.headers))
+        except ValueError:  # not UTF-8, or JSON that doesn't parse
+            return web.json_response({"error": "malformed request body"}, status=400)
+        if not isinstance(bolt_request.body, dict):
+            return web.json_response({"error": "malformed request body"}, status=400)
         if bolt_request.body == {} and "application/x-www-form-urlencoded" in (request.content_type or ""):
             # Bolt mistakes any form body containing the word "payload" (e.g. "/ithelp payload service
             # down") for interactivity and drops it; re-parse slash commands ourselves.
-            raw = bolt_request.raw_body
-            bolt_request.body = dict(parse_qsl(raw, keep_blank_values=True))
+            bolt_request.body = dict(parse_qsl(text, keep_blank_values=True))
             bolt_request.context = build_async_context(AsyncBoltContext({}), bolt_request.body)
         try:
             response = await self.app.async_dispatch(bolt_request)
@@ -107,6 +122,31 @@ class SlackAdapter:
             return web.json_response({"error": "internal error"}, status=500)
         self._kick()
         return await to_aiohttp_response(response)
+
+    async def _on_error(self, error: Exception, body: dict[str, Any]) -> BoltResponse:
+        """Bolt's error handler: a clear answer instead of a 500, and the right one for Slack's retries."""
+        kind = body.get("type") if isinstance(body, dict) else None
+        if _is_db_outage(error):
+            log.warning("database unavailable while handling a Slack %s: %s", kind or "request", error)
+            if kind == "event_callback":
+                # Slack retries events; the event id dedup makes the retry safe, so nothing is lost.
+                return BoltResponse(status=503, body="")
+            if isinstance(body, dict) and body.get("command"):
+                return BoltResponse(status=200, body=json.dumps({"response_type": "ephemeral", "text": OUTAGE}),
+                                    headers={"content-type": "application/json"})
+            return BoltResponse(status=503, body="")
+        malformed = isinstance(error, KeyError | TypeError | ValueError | AttributeError | IndexError)
+        if malformed:
+            log.warning("malformed Slack %s ignored: %s: %s", kind or "request", type(error).__name__, error)
+        else:
+            log.error("error handling a Slack %s", kind or "request", exc_info=error)
+        if kind == "event_callback":
+            return BoltResponse(status=200, body="")  # retrying the same payload would fail the same way
+        if isinstance(body, dict) and body.get("command"):
+            return BoltResponse(status=200, body=json.dumps({"response_type": "ephemeral", "text": _friendly(error)}),
+                                headers={"content-type": "application/json"})
+        return BoltResponse(status=400 if malformed else 500, body=json.dumps({"error": "could not handle that"}),
+                            headers={"content-type": "application/json"})
 
     async def run_socket_mode(self) -> None:
         from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler

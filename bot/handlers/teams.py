@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
-from botbuilder.core import MessageFactory, TurnContext
+from botbuilder.core import InvokeResponse, MessageFactory, TurnContext
 from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFrameworkAuthentication
 from botbuilder.schema import Activity, ActivityTypes, Attachment
 from sqlalchemy import select
@@ -143,13 +143,36 @@ class TeamsAdapter:
                 log.exception("could not store the conversation reference of activity %s", activity.id)
         if activity.type == ActivityTypes.message:
             await self._on_message(turn)
+        elif activity.type == ActivityTypes.invoke:
+            await self._on_invoke(turn)
+
+    async def _on_invoke(self, turn: TurnContext) -> None:
+        """Action.Execute (``adaptiveCard/action``) takes the same path as Action.Submit; other invokes: 400."""
+        activity = turn.activity
+        value: dict[str, Any] = activity.value if isinstance(activity.value, dict) else {}
+        raw_action = value.get("action")
+        action: dict[str, Any] = raw_action if isinstance(raw_action, dict) else {}
+        person = self._person(activity)
+        if activity.name != "adaptiveCard/action" or person is None:
+            await turn.send_activity(Activity(type=ActivityTypes.invoke_response, value=InvokeResponse(
+                status=400, body={"statusCode": 400, "type": "application/vnd.microsoft.error",
+                                  "value": {"code": "BadRequest", "message": "ITHelp can't handle that request"}})))
+            return
+        data = dict(action.get("data") or {}) if isinstance(action.get("data"), dict) else {}
+        data.setdefault("action", action.get("verb"))
+        await self._on_submit(turn, person, data)
+        await turn.send_activity(Activity(type=ActivityTypes.invoke_response, value=InvokeResponse(
+            status=200, body={"statusCode": 200, "type": "application/vnd.microsoft.activity.message",
+                              "value": "Done"})))
 
     async def _remember(self, activity: Activity) -> None:
         """Keep a ConversationReference for the person (1:1 chats) and the channel (team installs, mentions)."""
         reference = TurnContext.get_conversation_reference(activity)
         reference.activity_id = None
         # botbuilder reads conversation.tenantID, Teams sends tenantId: take the tenant from channelData.
-        tenant = ((activity.channel_data or {}).get("tenant") or {}).get("id")
+        channel_data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
+        tenant_info = channel_data.get("tenant")
+        tenant = tenant_info.get("id") if isinstance(tenant_info, dict) else None
         if tenant:
             reference.conversation.tenant_id = tenant
         conversation_type = activity.conversation.conversation_type or "personal"
