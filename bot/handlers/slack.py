@@ -100,13 +100,18 @@ class SlackAdapter:
         # Signature and freshness first, before parsing anything an outsider sent.
         timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
         signature = request.headers.get("X-Slack-Signature", "")
-        if not timestamp.isdigit() or not self.verifier.is_valid(raw, timestamp, signature):
+        try:
+            valid = timestamp.isdigit() and self.verifier.is_valid(raw, timestamp, signature)
+        except ValueError:  # slack_sdk decodes the body to compute the signature: not UTF-8, not Slack
+            valid = False
+        if not valid:
             return web.json_response({"error": "invalid request signature or timestamp"}, status=401)
         try:
             text = raw.decode("utf-8")
             bolt_request = AsyncBoltRequest(body=text, query=request.query_string,
                                             headers=dict(request.headers))
-        except ValueError:  # not UTF-8, or JSON that doesn't parse
+        except (ValueError, TypeError, AttributeError, KeyError, IndexError):
+            # Not UTF-8, JSON that doesn't parse, or a payload whose shape Bolt can't read.
             return web.json_response({"error": "malformed request body"}, status=400)
         if not isinstance(bolt_request.body, dict):
             return web.json_response({"error": "malformed request body"}, status=400)
@@ -117,9 +122,8 @@ class SlackAdapter:
             bolt_request.context = build_async_context(AsyncBoltContext({}), bolt_request.body)
         try:
             response = await self.app.async_dispatch(bolt_request)
-        except Exception:
-            log.exception("Slack request failed")
-            return web.json_response({"error": "internal error"}, status=500)
+        except Exception as exc:  # raised by Bolt's own matchers on a payload missing fields
+            response = await self._on_error(exc, bolt_request.body)
         self._kick()
         return await to_aiohttp_response(response)
 
