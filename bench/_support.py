@@ -78,8 +78,9 @@ async def fire(url: str, make: Callable[[int], rq.SignedRequest], total: int, co
 
 
 def start_process(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(args, env={**os.environ, **env}, cwd=cwd, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+    # The log goes to a file: an unread pipe fills up and stalls the server mid-benchmark.
+    log = (cwd / f"process-{len(list(cwd.glob('process-*.log')))}.log").open("wb")
+    return subprocess.Popen(args, env={**os.environ, **env}, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
 
 
 def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -89,7 +90,7 @@ def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"process exited: {process.stderr.read().decode() if process.stderr else ''}")
+            raise RuntimeError(f"process exited with {process.returncode}; see its log in the bench work dir")
         try:
             urllib.request.urlopen(url, timeout=1)
             return
