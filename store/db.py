@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -55,6 +56,7 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.dialect == "sqlite" else None
         self.read_sessions = async_sessionmaker(self.engine.execution_options(ithelp_readonly=True),
                                                 expire_on_commit=False)
 
@@ -69,7 +71,13 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One unit of work: commits on success, rolls back on any exception."""
-        async with self.sessions() as session, session.begin():
+        if self._write_lock is None:
+            async with self.sessions() as session, session.begin():
+                yield session
+            return
+        # SQLite has one writer. Queueing writers here, in order, beats letting them poll SQLite's
+        # busy handler from their threads, which sleeps in growing steps and wrecks tail latency.
+        async with self._write_lock, self.sessions() as session, session.begin():
             yield session
 
     @asynccontextmanager
