@@ -15,8 +15,8 @@ import tempfile
 from pathlib import Path
 
 from _support import (
-    ROOT,
     POSTGRES_URL,
+    ROOT,
     Result,
     drop_schema,
     fire,
