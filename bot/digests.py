@@ -40,7 +40,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -50,6 +50,7 @@ from bot.calendars import calendar_for
 from bot.config import AppConfig
 from bot.durations import format_duration
 from bot.engine import TimerRun
+from bot.local_time import when, within_hours, zone_label, zone_or_none
 from bot.notifications import person_target, triage_targets
 from bot.renderers.adaptive_cards import SCHEMA_URL, VERSION, escape_markdown
 from bot.renderers.slack_blocks import escape_mrkdwn
@@ -161,7 +162,7 @@ class Digests:
     async def _schedule_next(self, session: AsyncSession, person: Person, tickets: Sequence[Ticket], *,
                              after: datetime, now: datetime) -> datetime | None:
         zone = self._slot_zone(person)
-        known = _zone(person.timezone) is not None
+        known = zone_or_none(person.timezone) is not None
         slot = next((at for at in self._slots(zone, after, forward=True)
                      if any(self._counts_at(t, known, zone, at) for t in tickets)), None)
         if slot is not None:
@@ -193,7 +194,7 @@ class Digests:
     async def _due_digest(self, session: AsyncSession, ticket: Ticket, person: Person, slot: datetime,
                           now: datetime) -> bool:
         zone = self._slot_zone(person)
-        known = _zone(person.timezone) is not None
+        known = zone_or_none(person.timezone) is not None
         if not (self._counts_at(ticket, known, zone, slot) and self._counts_at(ticket, known, zone, now)):
             return False
         previous = next((at for at in self._slots(zone, slot, forward=False)
@@ -201,7 +202,7 @@ class Digests:
         last_heard = ticket.last_requester_update_at or ticket.created_at
         if last_heard > previous:
             return False
-        sent = await _proactive_on_day(session, ticket.id, now, _zone(person.timezone) or
+        sent = await _proactive_on_day(session, ticket.id, now, zone_or_none(person.timezone) or
                                        self.calendar(ticket.calendar).tz)
         return sent < self.config.updates.max_per_ticket_per_day
 
@@ -209,8 +210,8 @@ class Digests:
                                      slot: datetime, now: datetime) -> None:
         listed = tickets[:MAX_LISTED]
         names = await _names(session, [t.assignee_id for t in listed])
-        zone = _zone(person.timezone)
-        label = "your time" if zone else _zone_label(self._slot_zone(person))
+        zone = zone_or_none(person.timezone)
+        label = "your time" if zone else zone_label(self._slot_zone(person))
         lines = []
         for ticket in listed:
             who = f"with {names[ticket.assignee_id]}" if ticket.assignee_id in names else (
@@ -275,7 +276,7 @@ class Digests:
         if not unclaimed_count and not breaching_count:
             return
         names = await _names(session, [t.assignee_id for t in breaching[:MAX_LISTED]])
-        label = _zone_label(cal.tz)
+        label = zone_label(cal.tz)
 
         def unclaimed_line(t: Ticket) -> DigestLine:
             waiting = format_duration(now - t.created_at)
@@ -323,14 +324,14 @@ class Digests:
         return calendar_for(self.config, self.calendars, name)
 
     def _slot_zone(self, person: Person) -> ZoneInfo:
-        return _zone(person.timezone) or self.default_calendar.tz
+        return zone_or_none(person.timezone) or self.default_calendar.tz
 
     def _counts_at(self, ticket: Ticket, zone_known: bool, zone: ZoneInfo, at: datetime) -> bool:
         # Whether `at` is within the ticket's hours on the requester's clock (any hour for P1).
         if ticket.priority in UPDATES_ANY_HOUR:
             return True
         cal = self.calendar(ticket.calendar)
-        return _within_hours(self._on_clock(cal, zone) if zone_known else cal, at)
+        return within_hours(self._on_clock(cal, zone) if zone_known else cal, at)
 
     def _on_clock(self, cal: BusinessCalendar, zone: ZoneInfo) -> BusinessCalendar:
         if zone.key == cal.tz.key:
@@ -469,9 +470,9 @@ async def _proactive_on_day(session: AsyncSession, ticket_id: int, now: datetime
 
 def _next_target(ticket: Ticket, zone: ZoneInfo, now: datetime, label: str) -> str | None:
     if ticket.first_response_at is None and ticket.first_response_due is not None:
-        return f"first response by {_when(ticket.first_response_due, zone, now)} ({label})"
+        return f"first response by {when(ticket.first_response_due, zone, now)} ({label})"
     if ticket.resolution_due is not None:
-        return f"resolution target {_when(ticket.resolution_due, zone, now)} ({label})"
+        return f"resolution target {when(ticket.resolution_due, zone, now)} ({label})"
     return None
 
 
@@ -485,38 +486,7 @@ def _due_text(ticket: Ticket, due: datetime, zone: ZoneInfo, now: datetime, labe
     what = "first response" if ticket.first_response_at is None and due == ticket.first_response_due else "resolution"
     if due <= now:
         return f"{what} breached {format_duration(now - due)} ago"
-    return f"{what} due {_when(due, zone, now)} ({label})"
+    return f"{what} due {when(due, zone, now)} ({label})"
 
 
-def _within_hours(cal: BusinessCalendar, at: datetime) -> bool:
-    # Closing time itself counts, as for the SLA clock's automatic updates.
-    if cal.is_open(at):
-        return True
-    day = cal.local(at).date()
-    return any(end == at for d in (day - timedelta(days=1), day) for _, end in cal.working_hours_on(d))
 
-
-def _zone(name: str | None) -> ZoneInfo | None:
-    if not name:
-        return None
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
-
-
-def _zone_label(zone: ZoneInfo) -> str:
-    if zone.key in ("UTC", "Etc/UTC"):
-        return "UTC"
-    return f"{zone.key.rsplit('/', 1)[-1].replace('_', ' ')} time"
-
-
-def _when(at: datetime, zone: ZoneInfo, now: datetime) -> str:
-    # "10:15" today, "Tue 16:00" within six days, "Tue 1 Dec 16:00" further off, on zone's clock.
-    local = at.astimezone(zone)
-    days = abs((local.date() - now.astimezone(zone).date()).days)
-    if days == 0:
-        return f"{local:%H:%M}"
-    if days <= 6:
-        return f"{local:%a %H:%M}"
-    return f"{local:%a} {local.day} {local:%b %H:%M}"

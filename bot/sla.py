@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -40,6 +40,7 @@ from bot.calendars import calendar_for
 from bot.config import AppConfig, SlaPolicy
 from bot.durations import format_duration
 from bot.engine import TimerRun
+from bot.local_time import when, within_hours, zone_label, zone_or_none
 from bot.notifications import CARD, NOTICE, person_target, triage_targets
 from bot.tickets import CLAIMED, CLOSED, IN_PROGRESS, NEW, REOPENED, RESOLVED, WAITING, TicketChange, TicketSnapshot
 from store.models import Person, Ticket, TicketEvent, Timer
@@ -262,7 +263,7 @@ class SlaClock:
         await self._escalate(run, ticket, UPDATE, ticket.next_update_due, "breach")
         requester = await session.get(Person, ticket.requester_id)
         assert requester is not None
-        zone = _zone(requester.timezone) or cal.tz
+        zone = zone_or_none(requester.timezone) or cal.tz
         if await _updates_sent_on_day(session, ticket.id, now, zone) < self.config.updates.max_per_ticket_per_day:
             await self._send_update(run, ticket, requester, cal, zone)
         ticket.next_update_due = cal.add(now, policy.update_every)
@@ -280,8 +281,8 @@ class SlaClock:
         comments = await session.scalar(select(func.count()).select_from(TicketEvent).where(
             TicketEvent.ticket_id == ticket.id, TicketEvent.kind == "commented", TicketEvent.at > since,
             TicketEvent.actor_id == ticket.requester_id)) or 0
-        label = "your time" if _zone(requester.timezone) else _zone_label(zone)
-        last = f"the last update ({_when(since, zone, now)}, {label})"
+        label = "your time" if zone_or_none(requester.timezone) else zone_label(zone)
+        last = f"the last update ({when(since, zone, now)}, {label})"
         lines = [f"You added {_plural(comments, 'comment')} since {last}; IT has them." if comments
                  else f"Nothing new since {last}."]
         if assignee is None:
@@ -289,9 +290,9 @@ class SlaClock:
                 Ticket.assignee_id.is_(None), Ticket.status.in_((NEW, REOPENED)), Ticket.id < ticket.id))
             lines.append(f"You are {_ordinal((ahead or 0) + 1)} in the queue.")
         if ticket.first_response_at is None and ticket.first_response_due is not None:
-            lines.append(f"Next target: first response by {_when(ticket.first_response_due, zone, now)} ({label}).")
+            lines.append(f"Next target: first response by {when(ticket.first_response_due, zone, now)} ({label}).")
         elif ticket.resolution_due is not None:
-            lines.append(f"Next target: resolution by {_when(ticket.resolution_due, zone, now)} ({label}).")
+            lines.append(f"Next target: resolution by {when(ticket.resolution_due, zone, now)} ({label}).")
         requester_dm = person_target(requester)
         await enqueue_message(session, target=requester_dm, kind=NOTICE, ticket_id=ticket.id, now=now,
                               payload={"ticket_id": ticket.id, "event_id": event.id, "thread": "requester",
@@ -315,8 +316,8 @@ class SlaClock:
         if ticket.priority in UPDATES_ANY_HOUR:
             return at
         requester = await session.get(Person, ticket.requester_id)
-        hours = self._hours_for(cal, _zone(requester.timezone) if requester else None)
-        return at if _within_hours(hours, at) else hours.next_open(at)
+        hours = self._hours_for(cal, zone_or_none(requester.timezone) if requester else None)
+        return at if within_hours(hours, at) else hours.next_open(at)
 
     def _hours_for(self, cal: BusinessCalendar, zone: ZoneInfo | None) -> BusinessCalendar:
         # The desk's weekly hours and holidays, but on the requester's wall clock.
@@ -353,13 +354,13 @@ def sla_outcomes(
 def ack_text(ticket: TicketSnapshot | Ticket, requester_tz: str | None, calendar: BusinessCalendar,
              now: datetime) -> str:
     """The intake acknowledgement with the targets on the requester's clock (the calendar's if unknown)."""
-    zone = _zone(requester_tz)
-    label = "your time" if zone else _zone_label(calendar.tz)
+    zone = zone_or_none(requester_tz)
+    label = "your time" if zone else zone_label(calendar.tz)
     clauses = []
     if ticket.first_response_due is not None:
-        clauses.append(f"first response by {_when(ticket.first_response_due, zone or calendar.tz, now)}")
+        clauses.append(f"first response by {when(ticket.first_response_due, zone or calendar.tz, now)}")
     if ticket.resolution_due is not None:
-        clauses.append(f"resolution target {_when(ticket.resolution_due, zone or calendar.tz, now)}")
+        clauses.append(f"resolution target {when(ticket.resolution_due, zone or calendar.tz, now)}")
     if not clauses:
         return f"{ticket.number} opened."
     clauses[0] += f" ({label})"
@@ -372,7 +373,7 @@ def sla_lines(ticket: Ticket, now: datetime, calendar: BusinessCalendar, tz: str
     "met in" counts business time since opening (less paused time for the resolution); the exact,
     pause-aware figures are ``sla_outcomes``.
     """
-    zone = _zone(tz) or calendar.tz
+    zone = zone_or_none(tz) or calendar.tz
     lines = []
     paused_time = timedelta(seconds=ticket.paused_seconds)
     targets = (("First response", ticket.first_response_due, ticket.first_response_at, timedelta(0)),
@@ -388,13 +389,13 @@ def sla_lines(ticket: Ticket, now: datetime, calendar: BusinessCalendar, tz: str
         elif ticket.status in (RESOLVED, CLOSED):
             continue
         elif now < due:
-            lines.append(f"{label}: {format_duration(calendar.between(now, due))} left (by {_when(due, zone, now)})")
+            lines.append(f"{label}: {format_duration(calendar.between(now, due))} left (by {when(due, zone, now)})")
         else:
             lines.append(f"{label}: breached {format_duration(now - due)} ago")
     if ticket.status in _RUNNING and ticket.updates_muted:
         lines.append("Progress updates: muted by the requester")
     elif ticket.status in _RUNNING and ticket.next_update_due is not None:
-        lines.append(f"Next update: by {_when(ticket.next_update_due, zone, now)}")
+        lines.append(f"Next update: by {when(ticket.next_update_due, zone, now)}")
     return lines
 
 
@@ -514,38 +515,8 @@ async def _updates_sent_on_day(session: AsyncSession, ticket_id: int, now: datet
     return count or 0
 
 
-def _within_hours(cal: BusinessCalendar, at: datetime) -> bool:
-    # Closing time itself counts: a target that runs out at 17:00 is answered at 17:00, not tomorrow.
-    if cal.is_open(at):
-        return True
-    day = cal.local(at).date()
-    return any(end == at for d in (day - timedelta(days=1), day) for _, end in cal.working_hours_on(d))
 
 
-def _zone(name: str | None) -> ZoneInfo | None:
-    if not name:
-        return None
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
-
-
-def _zone_label(zone: ZoneInfo) -> str:
-    if zone.key in ("UTC", "Etc/UTC"):
-        return "UTC"
-    return f"{zone.key.rsplit('/', 1)[-1].replace('_', ' ')} time"
-
-
-def _when(at: datetime, zone: ZoneInfo, now: datetime) -> str:
-    # "10:15" today, "Tue 16:00" within six days, "Tue 1 Dec 16:00" further off, on zone's clock.
-    local = at.astimezone(zone)
-    days = abs((local.date() - now.astimezone(zone).date()).days)
-    if days == 0:
-        return f"{local:%H:%M}"
-    if days <= 6:
-        return f"{local:%a %H:%M}"
-    return f"{local:%a} {local.day} {local:%b %H:%M}"
 
 
 def _ordinal(n: int) -> str:

@@ -30,6 +30,7 @@ from bot.cards import CardBuilder
 from bot.channels.slack import SlackChannel, make_client, slack_ref
 from bot.desk import Desk
 from bot.dialogs import new_ticket, resolve_note
+from bot.handlers.errors import OUTAGE, friendly, is_database_outage
 from bot.people import PersonRef
 from bot.renderers import slack_blocks
 from bot.routing import Action, Form, Shortcut
@@ -44,9 +45,9 @@ from bot.tickets import (
     TicketError,
     TicketSnapshot,
 )
-from store.db import DatabaseUnavailable
 from store.models import MessageRef, Person, Ticket
 
+PLATFORM = "Slack"
 log = logging.getLogger("ithelp.slack")
 
 HELP = (
@@ -57,22 +58,8 @@ HELP = (
     "• `/ithelp list` lists your recent tickets\n"
     "• Or just DM me, or react with :ticket: to any message to turn it into a ticket."
 )
-OUTAGE = "Sorry, the IT desk can't reach its database right now. Please try again in a minute — nothing was saved."
 
 
-def _friendly(exc: Exception) -> str:
-    if isinstance(exc, TicketError):
-        return str(exc)
-    log.exception("unexpected error handling a Slack request", exc_info=exc)
-    return OUTAGE if _is_db_outage(exc) else "Sorry, something went wrong on our side. Please try again."
-
-
-def _is_db_outage(exc: BaseException) -> bool:
-    from sqlalchemy.exc import DBAPIError, OperationalError
-    from sqlalchemy.exc import TimeoutError as PoolTimeout
-
-    return isinstance(exc, OperationalError | PoolTimeout | DatabaseUnavailable | OSError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 
 class SlackAdapter:
@@ -130,7 +117,7 @@ class SlackAdapter:
     async def _on_error(self, error: Exception, body: dict[str, Any]) -> BoltResponse:
         """Bolt's error handler: a clear answer instead of a 500, and the right one for Slack's retries."""
         kind = body.get("type") if isinstance(body, dict) else None
-        if _is_db_outage(error):
+        if is_database_outage(error):
             log.warning("database unavailable while handling a Slack %s: %s", kind or "request", error)
             if kind == "event_callback":
                 # Slack retries events; the event id dedup makes the retry safe, so nothing is lost.
@@ -147,8 +134,8 @@ class SlackAdapter:
         if kind == "event_callback":
             return BoltResponse(status=200, body="")  # retrying the same payload would fail the same way
         if isinstance(body, dict) and body.get("command"):
-            return BoltResponse(status=200, body=json.dumps({"response_type": "ephemeral", "text": _friendly(error)}),
-                                headers={"content-type": "application/json"})
+            answer = {"response_type": "ephemeral", "text": friendly(error, PLATFORM)}
+            return BoltResponse(status=200, body=json.dumps(answer), headers={"content-type": "application/json"})
         return BoltResponse(status=400 if malformed else 500, body=json.dumps({"error": "could not handle that"}),
                             headers={"content-type": "application/json"})
 
@@ -257,7 +244,7 @@ class SlackAdapter:
                 dedup=("slack-command", body.get("trigger_id") or f"{user_id}:{text}"),
             )
         except Exception as exc:
-            await ack(response_type="ephemeral", text=f"{_friendly(exc)}\n\nWhat you typed: {_quote(text)}")
+            await ack(response_type="ephemeral", text=f"{friendly(exc, PLATFORM)}\n\nWhat you typed: {_quote(text)}")
             return
         await ack(response_type="ephemeral", text=self._ack_text(result.ticket))
 
@@ -300,7 +287,7 @@ class SlackAdapter:
             return
         except Exception as exc:
             # Keep the form open with the person's text in it; nothing they typed is lost.
-            await ack(response_action="errors", errors={new_ticket.SUMMARY_BLOCK: _friendly(exc)})
+            await ack(response_action="errors", errors={new_ticket.SUMMARY_BLOCK: friendly(exc, PLATFORM)})
             return
         await ack()
 
@@ -310,7 +297,7 @@ class SlackAdapter:
             ticket_id = int(view.get("private_metadata") or "0")
             await self.desk.tickets.resolve(ticket_id, await self.person(body["user"]["id"]), note)
         except Exception as exc:
-            await ack(response_action="errors", errors={resolve_note.NOTE_BLOCK: _friendly(exc)})
+            await ack(response_action="errors", errors={resolve_note.NOTE_BLOCK: friendly(exc, PLATFORM)})
             return
         await ack()
 
@@ -346,7 +333,7 @@ class SlackAdapter:
         except AlreadyClaimed as exc:
             await self._refuse(client, body, str(exc))
         except Exception as exc:
-            await self._refuse(client, body, _friendly(exc))
+            await self._refuse(client, body, friendly(exc, PLATFORM))
 
     async def _on_claim(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
         async def claim(ticket_id: int, person: PersonRef) -> object:
@@ -421,7 +408,7 @@ class SlackAdapter:
             view = await self._service("surveys").view(ticket_id)
             await client.views_open(trigger_id=body["trigger_id"], view=survey_cards.slack_reason_modal(view))
         except Exception as exc:
-            await self._refuse(client, body, _friendly(exc))
+            await self._refuse(client, body, friendly(exc, PLATFORM))
 
     async def _on_survey_reason_submit(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         from surveys import cards as survey_cards
@@ -431,7 +418,7 @@ class SlackAdapter:
             await self._service("surveys").add_reason(ticket_id, PersonRef("slack", body["user"]["id"]), reason,
                                                       comment)
         except Exception as exc:
-            await ack(response_action="errors", errors={"reason": _friendly(exc)})
+            await ack(response_action="errors", errors={"reason": friendly(exc, PLATFORM)})
             return
         await ack()
 
@@ -459,7 +446,7 @@ class SlackAdapter:
             await client.views_open(trigger_id=body["trigger_id"],
                                     view=resolve_note.slack_modal(ticket.id, ticket.number))
         except Exception as exc:
-            await self._refuse(client, body, _friendly(exc))
+            await self._refuse(client, body, friendly(exc, PLATFORM))
 
     # -- intake from messages, reactions, shortcuts ---------------------------------------------------
     async def _on_message(self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
@@ -492,7 +479,8 @@ class SlackAdapter:
                                                                      thread=event.get("ts")),
                                          dedup=("slack-event", event_key))
         except Exception as exc:
-            await client.chat_postMessage(channel=channel, text=f"{_friendly(exc)}\n\nWhat you wrote: {_quote(text)}")
+            sorry = friendly(exc, PLATFORM)
+            await client.chat_postMessage(channel=channel, text=f"{sorry}\n\nWhat you wrote: {_quote(text)}")
 
     async def _on_mention(self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
         if event.get("thread_ts"):
@@ -510,7 +498,7 @@ class SlackAdapter:
                 await client.chat_postMessage(channel=event["channel"], thread_ts=event["ts"],
                                               text=self._ack_text(result.ticket))
         except Exception as exc:
-            await client.chat_postMessage(channel=event["channel"], thread_ts=event["ts"], text=_friendly(exc))
+            await client.chat_postMessage(channel=event["channel"], thread_ts=event["ts"], text=friendly(exc, PLATFORM))
 
     async def _ticket_for_thread(self, channel: str, thread_ts: str) -> tuple[int | None, str | None]:
         async with self.desk.db.reading() as session:
@@ -553,7 +541,7 @@ class SlackAdapter:
             )
         except Exception as exc:
             if reporter:
-                await client.chat_postEphemeral(channel=channel, user=reporter, text=_friendly(exc))
+                await client.chat_postEphemeral(channel=channel, user=reporter, text=friendly(exc, PLATFORM))
             return
         if result.created:
             try:

@@ -32,14 +32,15 @@ from bot.channels.teams import (
 from bot.config import TeamsConfig
 from bot.desk import Desk
 from bot.dialogs import new_ticket, resolve_note
+from bot.handlers.errors import friendly
 from bot.people import PersonRef
 from bot.renderers import adaptive_cards
 from bot.routing import Action, Form
 from bot.tickets import IN_PROGRESS, WAITING, InvalidInput, Origin, TicketError, TicketSnapshot
 from bot.views import Notice, TicketList, TicketListItem
-from store.db import DatabaseUnavailable
 from store.models import MessageRef, OutboxMessage
 
+PLATFORM = "Teams"
 log = logging.getLogger("ithelp.teams")
 
 HELP = (
@@ -51,25 +52,11 @@ HELP = (
     "- In a channel, mention me: `@ITHelp printer on floor 3 is jammed`\n"
     "- Reply to one of my messages about a ticket to add details to it"
 )
-OUTAGE = "Sorry, the IT desk can't reach its database right now. Please try again in a minute; nothing was saved."
 DEDUP_SOURCE = "teams-activity"
 # Teams puts the replied-to message id in a quoted-reply blockquote in 1:1 chats, where replyToId is unreliable.
 _QUOTED_REPLY = re.compile(r'itemtype="http://schema\.skype\.com/Reply"[^>]*\bitemid="([^"]+)"')
 
 
-def _friendly(exc: Exception) -> str:
-    if isinstance(exc, TicketError):
-        return str(exc)
-    log.exception("unexpected error handling a Teams activity", exc_info=exc)
-    return OUTAGE if _is_db_outage(exc) else "Sorry, something went wrong on our side. Please try again."
-
-
-def _is_db_outage(exc: BaseException) -> bool:
-    from sqlalchemy.exc import DBAPIError, OperationalError
-    from sqlalchemy.exc import TimeoutError as PoolTimeout
-
-    return isinstance(exc, OperationalError | PoolTimeout | DatabaseUnavailable | OSError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 
 class _BotSettings:
@@ -260,7 +247,7 @@ class TeamsAdapter:
                 person, text, origin=Origin("teams", conversation=activity.conversation.id, thread=activity.id),
                 dedup=self._dedup(activity))
         except Exception as exc:
-            await self._say(turn, f"{_friendly(exc)}\n\nWhat you wrote: {text}")
+            await self._say(turn, f"{friendly(exc, PLATFORM)}\n\nWhat you wrote: {text}")
             return
         if result.created:
             await self._send_card(turn, self._ack_card(result.ticket))
@@ -325,7 +312,7 @@ class TeamsAdapter:
         try:
             await self.desk.tickets.comment(ticket_id, person, text, dedup=self._dedup(turn.activity), source=source)
         except Exception as exc:
-            await self._say(turn, _friendly(exc))
+            await self._say(turn, friendly(exc, PLATFORM))
 
     # -- card submissions ---------------------------------------------------------------------------
     async def _on_submit(self, turn: TurnContext, person: PersonRef, value: dict[str, Any]) -> None:
@@ -355,7 +342,7 @@ class TeamsAdapter:
                     priority=priority, origin=Origin("teams", conversation=activity.conversation.id),
                     dedup=(DEDUP_SOURCE, f"{activity.conversation.id}|form|{form_id}"[-256:]))
             except Exception as exc:
-                error = str(exc) if isinstance(exc, InvalidInput) else _friendly(exc)
+                error = str(exc) if isinstance(exc, InvalidInput) else friendly(exc, PLATFORM)
             else:
                 await self._replace_card(turn, self._ack_card(result.ticket))
                 return
@@ -374,7 +361,7 @@ class TeamsAdapter:
             try:
                 ticket = await self.desk.tickets.resolve(ticket_id, person, note)
             except Exception as exc:
-                error = _friendly(exc)
+                error = friendly(exc, PLATFORM)
             else:
                 await self._replace_card(turn, adaptive_cards.notice_card(Notice(
                     ticket_id=ticket.id, number=ticket.number, headline="Resolved.", body=note)))
@@ -397,7 +384,7 @@ class TeamsAdapter:
             try:
                 ticket = await self.desk.tickets.get(ticket_id)
             except Exception as exc:
-                await self._say(turn, _friendly(exc))
+                await self._say(turn, friendly(exc, PLATFORM))
                 return
             await self._send_card(turn, resolve_note.teams_form(ticket.id, ticket.number))
             return
@@ -411,7 +398,7 @@ class TeamsAdapter:
         try:
             await run(ticket_id, person)
         except Exception as exc:
-            await self._say(turn, _friendly(exc))
+            await self._say(turn, friendly(exc, PLATFORM))
 
     def _actions(self, action: Action, value: dict[str, Any]) -> Callable[[int, PersonRef], Awaitable[object]] | None:
         tickets = self.desk.tickets
@@ -449,7 +436,7 @@ class TeamsAdapter:
         try:
             view = await surveys.view(ticket_id)
         except Exception as exc:
-            await self._say(turn, _friendly(exc))
+            await self._say(turn, friendly(exc, PLATFORM))
             return
         await self._send_card(turn, survey_cards.teams_reason_card(view))
 
@@ -463,7 +450,7 @@ class TeamsAdapter:
             ticket_id, reason, comment = survey_cards.read_teams_reason(value)
             await surveys.add_reason(ticket_id, person, reason, comment)
         except Exception as exc:
-            await self._say(turn, _friendly(exc))
+            await self._say(turn, friendly(exc, PLATFORM))
             return
         await self._say(turn, "Thank you — that helps us do better.")
 
