@@ -136,7 +136,7 @@ class Server:
         assert self.desk is not None
         metrics = self.desk.metrics
         try:
-            async with self.db.transaction() as session:
+            async with self.db.reading() as session:
                 now = self.clock.now()
                 metrics.timers_due.set(await session.scalar(select(func.count()).select_from(Timer).where(
                     Timer.done_at.is_(None), Timer.due_at <= now)) or 0)

@@ -380,14 +380,11 @@ class TicketService:
 
     # -- reads --------------------------------------------------------------------------------------
     async def get(self, ticket_id: int) -> TicketSnapshot:
-        async with self.db.transaction() as session:
+        async with self.db.reading() as session:
             return await self._snapshot(session, await self._load(session, ticket_id, lock=False))
 
-    async def snapshot(self, session: AsyncSession, ticket: Ticket) -> TicketSnapshot:
-        return await self._snapshot(session, ticket)
-
     async def tickets_of(self, person: PersonRef, *, open_only: bool = False, limit: int = 20) -> list[TicketSnapshot]:
-        async with self.db.transaction() as session:
+        async with self.db.reading() as session:
             owner = (await session.execute(select(Person).where(
                 Person.platform == person.platform, Person.platform_user_id == person.user_id))).scalar_one_or_none()
             if owner is None:
@@ -396,24 +393,6 @@ class TicketService:
             if open_only:
                 query = query.where(Ticket.status.in_(OPEN_STATUSES))
             rows = (await session.execute(query.order_by(Ticket.id.desc()).limit(limit))).scalars().all()
-            return [await self._snapshot(session, row) for row in rows]
-
-    async def assigned_to(self, agent: PersonRef, limit: int = 20) -> list[TicketSnapshot]:
-        async with self.db.transaction() as session:
-            owner = (await session.execute(select(Person).where(
-                Person.platform == agent.platform, Person.platform_user_id == agent.user_id))).scalar_one_or_none()
-            if owner is None:
-                return []
-            rows = (await session.execute(select(Ticket).where(
-                Ticket.assignee_id == owner.id, Ticket.status.in_(OPEN_STATUSES)).order_by(Ticket.id).limit(limit)
-            )).scalars().all()
-            return [await self._snapshot(session, row) for row in rows]
-
-    async def unclaimed(self, limit: int = 20) -> list[TicketSnapshot]:
-        async with self.db.transaction() as session:
-            rows = (await session.execute(select(Ticket).where(
-                Ticket.assignee_id.is_(None), Ticket.status.in_((NEW, REOPENED))).order_by(Ticket.id).limit(limit)
-            )).scalars().all()
             return [await self._snapshot(session, row) for row in rows]
 
     # -- internals ----------------------------------------------------------------------------------

@@ -14,9 +14,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 DEFAULT_URL = "sqlite+aiosqlite:///ithelp.db"
 
 
-class DatabaseUnavailable(RuntimeError):
-    """The database could not be reached; callers answer with a friendly "try again" instead of a 500."""
-
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # SQLite: WAL so readers don't block the writer; a busy timeout so writers queue instead of failing;

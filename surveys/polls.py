@@ -257,7 +257,7 @@ class SurveyService:
 
     async def view(self, ticket_id: int) -> SurveyView:
         """The card as it stands (for the reason form and for re-rendering)."""
-        async with self.desk.db.transaction() as session:
+        async with self.desk.db.reading() as session:
             survey = await _survey_for(session, ticket_id, lock=False)
             ticket = await session.get(Ticket, ticket_id)
             if survey is None or ticket is None:

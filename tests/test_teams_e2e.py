@@ -353,3 +353,18 @@ async def test_with_app_credentials_an_unsigned_request_is_refused(
     assert status_forged == 401
     assert await ticket_count(db) == 0
     assert fake.activities == []
+
+
+async def test_an_action_execute_claim_is_answered_in_the_invoke_and_claims_the_ticket(
+    server: Server, fake: FakeBotConnector, db: Database
+) -> None:
+    card_id = await open_from_personal_chat(server, fake)
+    invoke = ta.invoke_adaptive_card_action(Action.CLAIM.value, {"ticket_id": 1, "value": "1"},
+                                            service_url=fake.service_url, reply_to_id=card_id,
+                                            **in_card_thread(card_id, AGENT))
+    status, body = await send(server, invoke)
+    assert status == 200 and body["statusCode"] == 200
+    (update,) = await fake.wait_for(lambda c: c.ok and c.method == "PUT" and c.conversation_id == TRIAGE)
+    assert update.activity_id == card_id and "Ada Agent" in json.dumps(fake.activity(TRIAGE, card_id))
+    async with db.transaction() as session:
+        assert (await session.scalar(select(Ticket.status))) == "claimed"

@@ -166,7 +166,7 @@ class TeamsChannel:
 
     # -- what ---------------------------------------------------------------------------------------
     async def _card(self, ticket_id: int, audience: str, kind: str, key: str) -> Delivered:
-        async with self.db.transaction() as session:
+        async with self.db.reading() as session:
             view = await self.cards.ticket_card(session, ticket_id, audience, self.clock.now())
         card = adaptive_cards.ticket_card(view)
         where = await self._where(kind, key)
@@ -182,7 +182,7 @@ class TeamsChannel:
         return Delivered(message_id=message_id, refs=[(ticket_id, audience, "teams", key, message_id)])
 
     async def _notice(self, ticket_id: int, payload: dict[str, Any], kind: str, key: str) -> Delivered:
-        async with self.db.transaction() as session:
+        async with self.db.reading() as session:
             ticket = await session.get(Ticket, ticket_id)
             if ticket is None:
                 raise PermanentDeliveryError(f"ticket {ticket_id} no longer exists")
@@ -219,7 +219,7 @@ class TeamsChannel:
 
     # -- where --------------------------------------------------------------------------------------
     async def _where(self, kind: str, key: str) -> _Where:
-        async with self.db.transaction() as session:
+        async with self.db.reading() as session:
             row = (await session.execute(select(ConversationRef).where(
                 ConversationRef.platform == "teams", ConversationRef.key == key))).scalar_one_or_none()
             stored = (dict(row.reference), row.usable, row.failure) if row is not None else None
@@ -249,13 +249,13 @@ class TeamsChannel:
         )
 
     async def _message_ref(self, ticket_id: int, role: str, key: str) -> MessageRef | None:
-        async with self.db.transaction() as session:
+        async with self.db.reading() as session:
             return (await session.execute(select(MessageRef).where(
                 MessageRef.ticket_id == ticket_id, MessageRef.role == role, MessageRef.platform == "teams",
                 MessageRef.channel == key))).scalar_one_or_none()
 
     async def _person_name(self, aad_object_id: str) -> str:
-        async with self.db.transaction() as session:
+        async with self.db.reading() as session:
             name = await session.scalar(select(Person.display_name).where(
                 Person.platform == "teams", Person.platform_user_id == aad_object_id))
         return name or aad_object_id

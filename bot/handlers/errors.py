@@ -8,7 +8,6 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from bot.tickets import TicketError
-from store.db import DatabaseUnavailable
 
 log = logging.getLogger("ithelp.handlers")
 
@@ -18,7 +17,7 @@ SOMETHING_WRONG = "Sorry, something went wrong on our side. Please try again."
 
 def is_database_outage(exc: BaseException) -> bool:
     """True when the store was unreachable (as opposed to a bug or a refused request)."""
-    return isinstance(exc, OperationalError | PoolTimeout | DatabaseUnavailable | OSError) or (
+    return isinstance(exc, OperationalError | PoolTimeout | OSError) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated)
 
 

@@ -277,7 +277,7 @@ class TeamsAdapter:
         if THREAD_MARK not in conversation_id:
             return False
         channel, _, root = conversation_id.partition(THREAD_MARK)
-        async with self.desk.db.transaction() as session:
+        async with self.desk.db.reading() as session:
             ref = (await session.execute(select(MessageRef).where(
                 MessageRef.platform == "teams", MessageRef.role == "triage",
                 MessageRef.message_id == teams_ref(channel, root)))).scalars().first()
@@ -299,7 +299,7 @@ class TeamsAdapter:
                 replied = found.group(1)
         if not replied or not text:
             return False
-        async with self.desk.db.transaction() as session:
+        async with self.desk.db.reading() as session:
             ticket_id = await session.scalar(select(OutboxMessage.ticket_id).where(
                 OutboxMessage.target == f"teams:user:{person.user_id}",
                 OutboxMessage.delivered_message_id == teams_ref(activity.conversation.id, replied)).limit(1))
