@@ -247,6 +247,8 @@ class EngineConfig(Section):
     outbox_backoff_max: Duration = timedelta(minutes=10)
     min_interval_per_channel: Duration = timedelta(seconds=1)
     """Spacing between messages to one Slack channel / Teams conversation (Slack allows ~1/s)."""
+    background_yield: Duration = timedelta(milliseconds=50)
+    """How long background work waits for in-flight chat requests before going ahead anyway (0 = never)."""
 
 
 class AppConfig(Section):

@@ -10,7 +10,7 @@ from bot.calendars import build_calendars
 from bot.cards import CardBuilder
 from bot.clock import Clock
 from bot.config import AppConfig
-from bot.engine import OutboxWorker, TimerEngine
+from bot.engine import OutboxWorker, RequestsFirst, TimerEngine
 from bot.metrics import Metrics
 from bot.notifications import enqueue_for_change
 from bot.people import AgentRoster
@@ -32,6 +32,7 @@ class Desk:
     tickets: TicketService
     timers: TimerEngine
     outbox: OutboxWorker
+    requests: RequestsFirst
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -51,10 +52,11 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
 
     tickets.subscribe(count)
     timers = TimerEngine(db, clock, config.engine, metrics, owner=f"{replica}-timers" if replica else None)
+    requests = RequestsFirst(config.engine.background_yield.total_seconds())
     outbox = OutboxWorker(db, clock, config.engine, metrics, owner=f"{replica}-outbox" if replica else None,
-                          min_interval=config.engine.min_interval_per_channel.total_seconds())
+                          min_interval=config.engine.min_interval_per_channel.total_seconds(), requests=requests)
     desk = Desk(config=config, db=db, clock=clock, metrics=metrics, roster=roster, tickets=tickets,
-                timers=timers, outbox=outbox)
+                timers=timers, outbox=outbox, requests=requests)
     sla = SlaClock(config, build_calendars(config))
     sla.install(desk)
     desk.extras["sla"] = sla

@@ -12,7 +12,8 @@ import random
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -30,6 +31,47 @@ from store.models import MessageRef, OutboxMessage, Timer
 from store.queries import claim_due_timers, claim_outbox
 
 log = logging.getLogger("ithelp.engine")
+
+
+class RequestsFirst:
+    """Background work (setting up new tickets, delivering the outbox) steps aside for chat requests.
+
+    Slack and Teams give a request about 3 seconds; a burst of ``/ithelp`` during an outage must be
+    answered first. Before each unit of background work we wait until no request is in flight, but
+    never longer than ``max_wait``, so background work slows down under load and never stops.
+    """
+
+    def __init__(self, max_wait: float) -> None:
+        self.max_wait = max_wait
+        self.in_flight = 0
+        self._quiet: asyncio.Event | None = None
+
+    def _event(self) -> asyncio.Event:
+        if self._quiet is None:
+            self._quiet = asyncio.Event()
+            self._quiet.set()
+        return self._quiet
+
+    @contextmanager
+    def serving(self) -> Iterator[None]:
+        """Wrap the handling of one inbound request."""
+        self.in_flight += 1
+        self._event().clear()
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self._event().set()
+
+    async def wait_turn(self) -> None:
+        """Return once no request is in flight, or after ``max_wait`` seconds at most."""
+        if self.in_flight == 0 or self.max_wait <= 0:
+            return
+        try:
+            await asyncio.wait_for(self._event().wait(), self.max_wait)
+        except TimeoutError:
+            pass
 
 
 @dataclass
@@ -179,12 +221,13 @@ class OutboxWorker:
     def __init__(
         self, db: Database, clock: Clock, config: EngineConfig, metrics: Metrics, *, owner: str | None = None,
         min_interval: float = 1.0, monotonic: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, requests: RequestsFirst | None = None,
     ) -> None:
         self.db = db
         self.clock = clock
         self.config = config
         self.metrics = metrics
+        self.requests = requests or RequestsFirst(0)
         self.owner = owner or f"outbox-{uuid.uuid4().hex[:12]}"
         self.min_interval = min_interval
         self._monotonic = monotonic
@@ -205,6 +248,7 @@ class OutboxWorker:
         """Claim and deliver deliverable messages until none are due; returns how many were attempted."""
         total = 0
         while not self._stopping:
+            await self.requests.wait_turn()
             async with self.db.transaction() as session:
                 ids = await claim_outbox(session, owner=self.owner, now=self.clock.now(),
                                          lease=self.config.lease, limit=self.config.batch_size)
@@ -246,6 +290,7 @@ class OutboxWorker:
             wait = self._last_send.get(key, -1e9) + interval - self._monotonic()
             if wait > 0 and interval > 0:
                 await self._sleep(wait)
+            await self.requests.wait_turn()
             await self._deliver(item)
             self._last_send[key] = self._monotonic()
 

@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -100,7 +101,7 @@ class Server:
 
         adapter = SlackAdapter(desk)
         self.adapters["slack"] = adapter
-        app.router.add_post("/slack/events", adapter.handle)
+        app.router.add_post("/slack/events", _foreground(desk, adapter.handle))
         if self.config.agents.slack_usergroups and self.engine is not None:
             self._background.append(asyncio.get_running_loop().create_task(adapter.refresh_agent_groups()))
             self.engine.scheduler.add_job(adapter.refresh_agent_groups, "interval", minutes=10,
@@ -122,7 +123,7 @@ class Server:
 
         adapter = TeamsAdapter(desk)
         self.adapters["teams"] = adapter
-        app.router.add_post("/api/messages", adapter.handle)
+        app.router.add_post("/api/messages", _foreground(desk, adapter.handle))
 
     async def _healthz(self, request: web.Request) -> web.Response:
         try:
@@ -177,3 +178,13 @@ async def serve_forever(server: Server) -> None:
     finally:
         log.info("shutting down")
         await server.stop()
+
+
+def _foreground(desk: Desk, handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    # Chat requests count as in flight so background work steps aside for them (RequestsFirst).
+    async def handle(request: web.Request) -> web.StreamResponse:
+        with desk.requests.serving():
+            return await handler(request)
+
+    return handle

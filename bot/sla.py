@@ -92,6 +92,7 @@ class SlaClock:
     def install(self, desk: Desk) -> None:
         """Follow the desk's ticket changes and run its SLA timers."""
         desk.tickets.subscribe(self._on_change)
+        desk.tickets.initial_targets = self.initial_targets
         desk.timers.register(FIRST_RESPONSE_TIMER, self._on_first_response_due)
         desk.timers.register(RESOLUTION_TIMER, self._on_resolution_due)
         desk.timers.register(WARN_TIMER, self._on_warn)
@@ -100,6 +101,17 @@ class SlaClock:
     def calendar(self, name: str) -> BusinessCalendar:
         """A ticket's calendar by name (the default calendar if the name is no longer configured)."""
         return calendar_for(self.config, self.calendars, name)
+
+    def initial_targets(self, priority: str, calendar: str, opened_at: datetime,
+                        ) -> tuple[datetime | None, datetime | None, datetime | None]:
+        """A new ticket's first-response, resolution and next-update due times (what ``_on_change``
+        computes for its "opened" event), without touching the database."""
+        policy = self.config.sla_policy(priority)
+        if policy is None:
+            return None, None, None
+        cal = self.calendar(calendar)
+        update_due = cal.add(opened_at, policy.update_every) if policy.update_every is not None else None
+        return cal.add(opened_at, policy.first_response), cal.add(opened_at, policy.resolution), update_due
 
     # -- ticket changes -----------------------------------------------------------------------------
     async def _on_change(self, change: TicketChange) -> None:

@@ -19,8 +19,8 @@ from bot.clock import Clock
 from bot.config import AppConfig
 from bot.people import AgentRoster, PersonRef, upsert_person
 from store.db import Database
-from store.models import Person, Ticket, TicketEvent
-from store.queries import mark_seen
+from store.models import Person, Ticket, TicketEvent, ticket_number
+from store.queries import INSERT_TICKET, claim_pending_setup, mark_seen
 
 NEW, CLAIMED, IN_PROGRESS, WAITING, RESOLVED, CLOSED, REOPENED = (
     "new", "claimed", "in_progress", "waiting_on_requester", "resolved", "closed", "reopened",
@@ -125,6 +125,10 @@ class TicketChange:
 
 
 Subscriber = Callable[[TicketChange], Awaitable[None]]
+# (priority, calendar, opened at) -> (first response due, resolution due, next update due) of a new ticket.
+InitialTargets = Callable[[str, str, datetime], tuple[datetime | None, datetime | None, datetime | None]]
+_KNOWN_PEOPLE_LIMIT = 50_000
+_Known = tuple[bool, int, str, str | None]  # is agent, person id, display name, time zone
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,11 @@ class TicketService:
         self.config = config
         self.roster = roster
         self._subscribers: list[Subscriber] = []
+        # Set by the SLA clock: lets the fast intake path stamp (and quote) targets before setup runs.
+        self.initial_targets: InitialTargets | None = None
+        # Who we have already stored, exactly as the platform last described them: the intake path
+        # skips the people round trips for them. Rows are never deleted, so a cached id stays valid.
+        self._known_people: dict[PersonRef, _Known] = {}
 
     def subscribe(self, subscriber: Subscriber) -> None:
         """Run ``subscriber`` inside the transaction of every ticket change, in registration order."""
@@ -165,13 +174,24 @@ class TicketService:
         category: str | None = None,
         priority: str | None = None,
         dedup: tuple[str, str] | None = None,
+        defer_setup: bool = False,
     ) -> OpenResult:
-        """Open a ticket. ``dedup`` = (source, event id): a repeat of the same inbound event opens nothing."""
+        """Open a ticket. ``dedup`` = (source, event id): a repeat of the same inbound event opens nothing.
+
+        With ``defer_setup`` only the ticket row is written before returning (a few statements, so a
+        chat platform's 3-second ack is never at risk); its "opened" event, SLA timers and cards follow
+        from :meth:`finish_setup`, which the engine runs straight after and any replica resumes.
+        """
         summary, description = _clean_intake(summary, description)
         priority = priority or self.config.default_priority
         if priority not in self.config.priorities:
             raise InvalidInput(f"{priority} is not a priority here; use {', '.join(self.config.priorities)}.",
                                field="priority")
+        if defer_setup and (known_person := self._known(requester)) is not None:
+            fast = await self._open_known(requester, known_person, summary, description, category, priority, origin,
+                                          dedup)
+            if fast is not None:
+                return OpenResult(fast, created=True)
         async with self.db.transaction() as session:
             now = self.clock.now()
             if dedup is not None and not await mark_seen(
@@ -181,21 +201,114 @@ class TicketService:
                 if existing is None:
                     raise TicketError("That request was already handled.")
                 return OpenResult(existing, created=False)
-            person = await self.person(session, requester)
-            ticket = Ticket(
-                requester_id=person.id, origin_platform=origin.platform,
-                origin_conversation=origin.conversation, origin_thread=origin.thread,
-                origin_link=origin.link, summary=summary, description=description, category=category,
-                priority=priority, status=NEW, calendar=self._calendar_for(priority),
-                created_at=now, updated_at=now, paused_seconds=0.0, updates_muted=False,
-                reopen_count=0, version=1, intake_key=f"{dedup[0]}:{dedup[1]}" if dedup else None,
-            )
-            session.add(ticket)
-            await session.flush()
-            payload: dict[str, Any] = {"summary": summary, "priority": priority, "category": category,
-                                       "origin": origin.platform}
-            await self._emit(session, ticket, "opened", person, payload, previous_status=None)
-            return OpenResult(await self._snapshot(session, ticket), created=True)
+            if defer_setup:
+                snapshot, known = await self._insert_pending(session, requester, summary, description, category,
+                                                              priority, origin, dedup, now)
+            else:
+                return OpenResult(await self._insert_and_set_up(session, requester, summary, description,
+                                                                category, priority, origin, dedup, now), True)
+        self._remember(requester, known)
+        return OpenResult(snapshot, created=True)
+
+    async def _insert_and_set_up(
+        self, session: AsyncSession, requester: PersonRef, summary: str, description: str, category: str | None,
+        priority: str, origin: Origin, dedup: tuple[str, str] | None, now: datetime,
+    ) -> TicketSnapshot:
+        person = await self.person(session, requester)
+        ticket = Ticket(
+            requester_id=person.id, origin_platform=origin.platform,
+            origin_conversation=origin.conversation, origin_thread=origin.thread,
+            origin_link=origin.link, summary=summary, description=description, category=category,
+            priority=priority, status=NEW, calendar=self._calendar_for(priority),
+            created_at=now, updated_at=now, paused_seconds=0.0, updates_muted=False,
+            reopen_count=0, version=1, intake_key=f"{dedup[0]}:{dedup[1]}" if dedup else None,
+        )
+        session.add(ticket)
+        await session.flush()
+        await self._emit_opened(session, ticket)
+        return await self._snapshot(session, ticket)
+
+    async def _open_known(
+        self, requester: PersonRef, known: _Known, summary: str, description: str, category: str | None,
+        priority: str, origin: Origin, dedup: tuple[str, str] | None,
+    ) -> TicketSnapshot | None:
+        # The hot path (someone we know types /ithelp): two Core statements on one connection.
+        async with self.db.writing() as conn:
+            now = self.clock.now()
+            if dedup is not None and not await mark_seen(conn, source=dedup[0], key=dedup[1],
+                                                         expires_at=now + DEDUP_TTL):
+                return None  # a repeat: the session path finds the ticket the first one opened
+            values = self._pending_row(known, summary, description, category, priority, origin, dedup, now)
+            ticket_id = (await conn.execute(INSERT_TICKET, values)).scalar_one()
+        return self._pending_snapshot(ticket_id, values, requester, known)
+
+    async def _insert_pending(
+        self, session: AsyncSession, requester: PersonRef, summary: str, description: str, category: str | None,
+        priority: str, origin: Origin, dedup: tuple[str, str] | None, now: datetime,
+    ) -> tuple[TicketSnapshot, _Known]:
+        person = await self.person(session, requester)
+        await session.flush()
+        known = (self.roster.is_agent(requester.address), person.id, person.display_name, person.timezone)
+        values = self._pending_row(known, summary, description, category, priority, origin, dedup, now)
+        ticket_id = (await session.execute(INSERT_TICKET, values)).scalar_one()
+        return self._pending_snapshot(ticket_id, values, requester, known), known
+
+    def _pending_row(self, known: _Known, summary: str, description: str, category: str | None, priority: str,
+                     origin: Origin, dedup: tuple[str, str] | None, now: datetime) -> dict[str, Any]:
+        calendar = self._calendar_for(priority)
+        first_due, resolution_due, update_due = (
+            self.initial_targets(priority, calendar, now) if self.initial_targets else (None, None, None))
+        return {
+            "requester_id": known[1], "origin_platform": origin.platform, "origin_conversation": origin.conversation,
+            "origin_thread": origin.thread, "origin_link": origin.link, "summary": summary,
+            "description": description, "category": category, "priority": priority, "status": NEW,
+            "calendar": calendar, "created_at": now, "updated_at": now, "paused_seconds": 0.0,
+            "updates_muted": False, "reopen_count": 0, "version": 1, "setup_pending": True,
+            "intake_key": f"{dedup[0]}:{dedup[1]}" if dedup else None, "first_response_due": first_due,
+            "resolution_due": resolution_due, "next_update_due": update_due,
+        }
+
+    @staticmethod
+    def _pending_snapshot(ticket_id: int, row: dict[str, Any], requester: PersonRef, known: _Known) -> TicketSnapshot:
+        return TicketSnapshot(
+            id=ticket_id, number=ticket_number(ticket_id), summary=row["summary"], status=row["status"],
+            priority=row["priority"], category=row["category"], requester_address=requester.address,
+            requester_name=known[2], requester_timezone=known[3], assignee_address=None, assignee_name=None,
+            created_at=row["created_at"], first_response_due=row["first_response_due"],
+            resolution_due=row["resolution_due"], next_update_due=row["next_update_due"], calendar=row["calendar"],
+        )
+
+    def _known(self, ref: PersonRef) -> _Known | None:
+        known = self._known_people.get(ref)
+        return known if known is not None and known[0] == self.roster.is_agent(ref.address) else None
+
+    def _remember(self, ref: PersonRef, known: _Known) -> None:
+        # Called only after the commit: a rolled-back insert must not leave a phantom id behind.
+        if len(self._known_people) >= _KNOWN_PEOPLE_LIMIT:
+            self._known_people.clear()
+        self._known_people[ref] = known
+
+    async def finish_setup(self, limit: int = 50) -> int:
+        """Write the "opened" consequences of fast-intake tickets (this replica's or a crashed one's).
+
+        Each ticket is set up exactly once: the claim flips ``setup_pending`` in the same transaction
+        that writes the event, timers and outbox rows. Returns how many tickets were set up.
+        """
+        async with self.db.transaction() as session:
+            ids = await claim_pending_setup(session, limit=limit)
+            if ids:
+                tickets = (await session.execute(
+                    select(Ticket).where(Ticket.id.in_(ids)).order_by(Ticket.id))).scalars().all()
+                for ticket in tickets:
+                    await self._emit_opened(session, ticket)
+        return len(ids)
+
+    async def _emit_opened(self, session: AsyncSession, ticket: Ticket) -> None:
+        requester = await session.get(Person, ticket.requester_id)
+        payload: dict[str, Any] = {"summary": ticket.summary, "priority": ticket.priority, "category": ticket.category,
+                                   "origin": ticket.origin_platform}
+        # Dated when the person asked, not when setup ran: SLA clocks and reports count from there.
+        await self._emit(session, ticket, "opened", requester, payload, previous_status=None, at=ticket.created_at)
 
     async def _ticket_for_dedup(self, session: AsyncSession, dedup: tuple[str, str]) -> TicketSnapshot | None:
         ticket = (await session.execute(
@@ -213,6 +326,8 @@ class TicketService:
         self._require_agent(agent, "claim tickets")
         async with self.db.transaction() as session:
             now = self.clock.now()
+            if await session.scalar(select(Ticket.setup_pending).where(Ticket.id == ticket_id)):
+                await self._load(session, ticket_id, lock=True)  # sets it up first: "opened" precedes "claimed"
             person = await self.person(session, agent)
             # The conditional UPDATE is the arbiter: only a row still unassigned and claimable changes.
             result = await session.execute(
@@ -424,7 +539,11 @@ class TicketService:
             query = query.with_for_update()
         ticket = (await session.execute(query)).scalar_one_or_none()
         if ticket is None:
-            raise TicketNotFound(f"There is no ticket IT-{ticket_id}.")
+            raise TicketNotFound(f"There is no ticket {ticket_number(ticket_id)}.")
+        if lock and ticket.setup_pending:
+            # A change reached a fast-intake ticket before the engine set it up: do it now, under the lock.
+            ticket.setup_pending = False
+            await self._emit_opened(session, ticket)
         return ticket
 
     async def _change(
@@ -448,9 +567,9 @@ class TicketService:
 
     async def _emit(
         self, session: AsyncSession, ticket: Ticket, kind: str, actor: Person | None, payload: dict[str, Any],
-        *, previous_status: str | None,
+        *, previous_status: str | None, at: datetime | None = None,
     ) -> TicketEvent:
-        now = self.clock.now()
+        now = at or self.clock.now()
         if previous_status is not None and previous_status != ticket.status:
             payload = {**payload, "from_status": previous_status, "to_status": ticket.status}
         event = TicketEvent(ticket_id=ticket.id, at=now, actor_id=actor.id if actor else None, kind=kind,

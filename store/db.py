@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 DEFAULT_URL = "sqlite+aiosqlite:///ithelp.db"
 
@@ -76,6 +76,17 @@ class Database:
         # busy handler from their threads, which sleeps in growing steps and wrecks tail latency.
         async with self._write_lock, self.sessions() as session, session.begin():
             yield session
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[AsyncConnection]:
+        """Like :meth:`transaction` but a bare Core connection: for the few hot paths (intake) where
+        the ORM session's bookkeeping costs more than the statements themselves."""
+        if self._write_lock is None:
+            async with self.engine.begin() as conn:
+                yield conn
+            return
+        async with self._write_lock, self.engine.begin() as conn:
+            yield conn
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncSession]:

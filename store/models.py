@@ -19,6 +19,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -79,12 +80,19 @@ class Person(Base):
         return f"{self.platform}:{self.platform_user_id}"
 
 
+def ticket_number(ticket_id: int) -> str:
+    """How people see a ticket's id: ``IT-42``."""
+    return f"IT-{ticket_id}"
+
+
 class Ticket(Base):
     __tablename__ = "tickets"
     __table_args__ = (
         Index("ix_tickets_status", "status"),
         Index("ix_tickets_requester_status", "requester_id", "status"),
         Index("ix_tickets_assignee_status", "assignee_id", "status"),
+        Index("ix_tickets_setup_pending", "id", postgresql_where=text("setup_pending"),
+              sqlite_where=text("setup_pending")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -115,10 +123,13 @@ class Ticket(Base):
     updates_muted: Mapped[bool] = mapped_column(Boolean, default=False)
     reopen_count: Mapped[int] = mapped_column(Integer, default=0)
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # Opened on the fast intake path: the row is committed (so the requester's ack can name it) but its
+    # "opened" event, SLA timers and cards are still to be written by TicketService.finish_setup.
+    setup_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
     @property
     def number(self) -> str:
-        return f"IT-{self.id}"
+        return ticket_number(self.id)
 
     @property
     def is_open(self) -> bool:

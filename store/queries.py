@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from functools import cache
+from typing import Any, cast
 
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import Table, and_, exists, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
-from store.models import InboundDedup, OutboxMessage, Timer
+from store.models import InboundDedup, OutboxMessage, Ticket, Timer
 
 
 def _lease_free(lease_until: InstrumentedAttribute[datetime | None], now: datetime) -> ColumnElement[bool]:
@@ -87,6 +88,25 @@ async def claim_outbox(
     return list((await session.execute(statement)).scalars())
 
 
+async def claim_pending_setup(session: AsyncSession, *, limit: int) -> list[int]:
+    """Take up to ``limit`` fast-intake tickets still to be set up, clearing their flag; returns their ids.
+
+    Same shape as :func:`claim_due_timers`, but without a lease: the flag flips in the transaction that
+    writes the setup, so a crash rolls both back and another replica takes the ticket.
+    """
+    candidates = select(Ticket.id).where(Ticket.setup_pending.is_(True)).order_by(Ticket.id).limit(limit)
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        candidates = candidates.with_for_update(skip_locked=True)
+    statement = (
+        update(Ticket)
+        .where(Ticket.id.in_(candidates.scalar_subquery()), Ticket.setup_pending.is_(True))
+        .values(setup_pending=False)
+        .returning(Ticket.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list((await session.execute(statement)).scalars())
+
+
 def _insert_for(session: AsyncSession) -> Any:
     if session.bind is not None and session.bind.dialect.name == "postgresql":
         return pg_insert
@@ -153,12 +173,21 @@ async def cancel_timers(
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def mark_seen(session: AsyncSession, *, source: str, key: str, expires_at: datetime) -> bool:
+async def mark_seen(session: AsyncSession | AsyncConnection, *, source: str, key: str, expires_at: datetime) -> bool:
     """Record an inbound event id; False if it was already seen (a retry or duplicate)."""
-    statement = (
-        _insert_for(session)(InboundDedup)
-        .values(source=source, key=key, expires_at=expires_at)
-        .on_conflict_do_nothing(index_elements=["source", "key"])
-    )
-    result = await session.execute(statement)
+    dialect = session.bind.dialect.name if isinstance(session, AsyncSession) and session.bind else (
+        session.dialect.name if isinstance(session, AsyncConnection) else "sqlite")
+    result = await session.execute(_mark_seen_statement(dialect),
+                                   {"source": source, "key": key, "expires_at": expires_at})
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+@cache
+def _mark_seen_statement(dialect: str) -> Any:
+    # Built once with bound parameters: the statement's cache key never changes, so it compiles once.
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return insert(cast(Table, InboundDedup.__table__)).on_conflict_do_nothing(index_elements=["source", "key"])
+
+
+INSERT_TICKET = insert(cast(Table, Ticket.__table__)).returning(Ticket.id)
+"""A whole ticket row from a dict of column values (Core: the intake path's one write)."""

@@ -129,9 +129,12 @@ async def dead_outbox(db: Database) -> list[tuple[int, str, str | None]]:
 
 async def drained(db: Database, timeout: float = 60) -> float:  # noqa: ASYNC109
     async def empty() -> bool:
-        return await pending_outbox(db) == 0
+        if await pending_outbox(db):
+            return False
+        async with db.reading() as session:  # fast-intake tickets still to be set up write more outbox rows
+            return not await session.scalar(select(func.count()).select_from(Ticket).where(Ticket.setup_pending))
 
-    return await wait_until(empty, "the outbox to drain", timeout)
+    return await wait_until(empty, "new tickets to be set up and the outbox to drain", timeout)
 
 
 async def events_per_ticket(db: Database, kind: str) -> Counter[int]:

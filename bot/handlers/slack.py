@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -48,6 +49,9 @@ from bot.tickets import (
 from store.models import MessageRef, Person, Ticket
 
 PLATFORM = "Slack"
+# A renamed or relocated person shows up with their new name/zone within this long.
+PEOPLE_CACHE_SECONDS = 300.0
+PEOPLE_CACHE_SIZE = 50_000
 log = logging.getLogger("ithelp.slack")
 
 HELP = (
@@ -78,6 +82,7 @@ class SlackAdapter:
             raise_error_for_unhandled_request=False,
         )
         self.verifier = SignatureVerifier(self.config.signing_secret)
+        self._people: dict[str, tuple[float, PersonRef]] = {}
         self.app.error(self._on_error)
         self._register()
 
@@ -157,12 +162,20 @@ class SlackAdapter:
 
     # -- people -------------------------------------------------------------------------------------
     async def person(self, user_id: str, *, name: str | None = None) -> PersonRef:
-        """Who is this Slack user? Name and time zone from ``users.info``, once, then from our store."""
+        """Who is this Slack user? Name and time zone from ``users.info``, once, then from our store
+        (kept in memory for a few minutes: every ticket, click and message starts here)."""
+        cached = self._people.get(user_id)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
         async with self.desk.db.reading() as session:
             known = (await session.execute(select(Person).where(
                 Person.platform == "slack", Person.platform_user_id == user_id))).scalar_one_or_none()
             if known is not None and known.timezone:
-                return PersonRef("slack", user_id, known.display_name, known.timezone, known.email)
+                ref = PersonRef("slack", user_id, known.display_name, known.timezone, known.email)
+                if len(self._people) >= PEOPLE_CACHE_SIZE:
+                    self._people.clear()
+                self._people[user_id] = (time.monotonic() + PEOPLE_CACHE_SECONDS, ref)
+                return ref
         try:
             info = await asyncio.wait_for(self.client.users_info(user=user_id), timeout=2)
             user: dict[str, Any] = info["user"]
@@ -241,7 +254,7 @@ class SlackAdapter:
             requester = await self.person(user_id, name=body.get("user_name"))
             result = await self.desk.tickets.open(
                 requester, text, origin=Origin("slack", conversation=body.get("channel_id")),
-                dedup=("slack-command", body.get("trigger_id") or f"{user_id}:{text}"),
+                dedup=("slack-command", body.get("trigger_id") or f"{user_id}:{text}"), defer_setup=True,
             )
         except Exception as exc:
             await ack(response_type="ephemeral", text=f"{friendly(exc, PLATFORM)}\n\nWhat you typed: {_quote(text)}")
@@ -279,7 +292,7 @@ class SlackAdapter:
             await self.desk.tickets.open(
                 requester, draft.summary, description=draft.description, category=draft.category,
                 priority=priority, origin=Origin("slack", conversation=view.get("private_metadata") or None),
-                dedup=("slack-view", view["id"]),
+                dedup=("slack-view", view["id"]), defer_setup=True,
             )
         except InvalidInput as exc:
             field = new_ticket.SUMMARY_BLOCK if exc.field == "summary" else new_ticket.DESCRIPTION_BLOCK
@@ -477,7 +490,7 @@ class SlackAdapter:
             person = await self.person(user_id)
             await self.desk.tickets.open(person, text, origin=Origin("slack", conversation=channel,
                                                                      thread=event.get("ts")),
-                                         dedup=("slack-event", event_key))
+                                         dedup=("slack-event", event_key), defer_setup=True)
         except Exception as exc:
             sorry = friendly(exc, PLATFORM)
             await client.chat_postMessage(channel=channel, text=f"{sorry}\n\nWhat you wrote: {_quote(text)}")
@@ -493,7 +506,7 @@ class SlackAdapter:
             link = await self._permalink(client, event["channel"], event["ts"])
             result = await self.desk.tickets.open(
                 person, text, origin=Origin("slack", conversation=event["channel"], thread=event["ts"], link=link),
-                dedup=("slack-event", body.get("event_id") or f"{event['channel']}:{event['ts']}"))
+                dedup=("slack-event", body.get("event_id") or f"{event['channel']}:{event['ts']}"), defer_setup=True)
             if result.created:
                 await client.chat_postMessage(channel=event["channel"], thread_ts=event["ts"],
                                               text=self._ack_text(result.ticket))
@@ -537,7 +550,7 @@ class SlackAdapter:
             result = await self.desk.tickets.open(
                 person, text or "(message without text)",
                 origin=Origin("slack", conversation=channel, thread=ts, link=link),
-                dedup=("slack-message", f"{channel}:{ts}"),
+                dedup=("slack-message", f"{channel}:{ts}"), defer_setup=True,
             )
         except Exception as exc:
             if reporter:

@@ -245,7 +245,7 @@ class TeamsAdapter:
         try:
             result = await self.desk.tickets.open(
                 person, text, origin=Origin("teams", conversation=activity.conversation.id, thread=activity.id),
-                dedup=self._dedup(activity))
+                dedup=self._dedup(activity), defer_setup=True)
         except Exception as exc:
             await self._say(turn, f"{friendly(exc, PLATFORM)}\n\nWhat you wrote: {text}")
             return
@@ -340,7 +340,7 @@ class TeamsAdapter:
                 result = await self.desk.tickets.open(
                     person, draft.summary, description=draft.description, category=draft.category,
                     priority=priority, origin=Origin("teams", conversation=activity.conversation.id),
-                    dedup=(DEDUP_SOURCE, f"{activity.conversation.id}|form|{form_id}"[-256:]))
+                    dedup=(DEDUP_SOURCE, f"{activity.conversation.id}|form|{form_id}"[-256:]), defer_setup=True)
             except Exception as exc:
                 error = str(exc) if isinstance(exc, InvalidInput) else friendly(exc, PLATFORM)
             else:

@@ -1,0 +1,180 @@
+"""Fast intake: the ticket row is committed and acknowledged first; its "opened" setup follows once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, select
+
+from bot.engine import RequestsFirst
+from bot.people import PersonRef
+from bot.scheduler import EngineRunner
+from bot.tickets import Origin
+from store.models import OutboxMessage, Ticket, TicketEvent, Timer
+
+RITA = PersonRef("slack", "UREQ1", display_name="Rita Requester", timezone="Asia/Kolkata")
+ALICE = PersonRef("slack", "UAGENT1", display_name="Alice")
+SLACK = Origin("slack", conversation="C0GENERAL")
+
+
+async def intake(desk: Any, summary: str = "VPN drops every ten minutes", *, priority: str | None = None,
+                 dedup: tuple[str, str] | None = None, who: PersonRef = RITA) -> Any:
+    return await desk.tickets.open(who, summary, origin=SLACK, priority=priority, dedup=dedup, defer_setup=True)
+
+
+async def opening_of(desk: Any, ticket_id: int) -> dict[str, Any]:
+    """What a ticket's opening left behind: events, pending timers (kind, due) and outbox rows."""
+    async with desk.db.reading() as session:
+        ticket = await session.get(Ticket, ticket_id)
+        events = list((await session.execute(select(TicketEvent.kind, TicketEvent.at).where(
+            TicketEvent.ticket_id == ticket_id).order_by(TicketEvent.id))).all())
+        timers = sorted((kind, due) for kind, due in (await session.execute(select(Timer.kind, Timer.due_at).where(
+            Timer.ticket_id == ticket_id, Timer.done_at.is_(None)))).all())
+        outbox = sorted((await session.execute(select(OutboxMessage.kind, OutboxMessage.target).where(
+            OutboxMessage.ticket_id == ticket_id))).all())
+    assert ticket is not None
+    return {"ticket": ticket, "events": events, "timers": timers, "outbox": outbox}
+
+
+@contextmanager
+def counting_statements(desk: Any) -> Iterator[list[str]]:
+    seen: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append(statement.split(None, 1)[0].upper())
+
+    engine = desk.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+async def test_requester_is_acknowledged_with_number_and_sla_before_the_setup_runs(desk: Any, clock: Any) -> None:
+    result = await intake(desk, priority="P2")
+    ticket = result.ticket
+    assert result.created and ticket.number == f"IT-{ticket.id}"
+    # Monday 09:00 London + 1 business hour; quoted in Rita's own zone by the ack text.
+    assert ticket.first_response_due == clock.now() + timedelta(hours=1)
+    assert ticket.requester_timezone == "Asia/Kolkata"
+    assert "15:30" in desk.extras["ack_text"](ticket)  # 10:00 London is 15:30 in Kolkata
+    before = await opening_of(desk, ticket.id)
+    assert before["ticket"].setup_pending is True
+    assert before["events"] == [] and before["timers"] == [] and before["outbox"] == []
+
+    clock.advance(timedelta(seconds=3))  # the engine gets to it a moment later
+    assert await desk.tickets.finish_setup() == 1
+    after = await opening_of(desk, ticket.id)
+    assert after["ticket"].setup_pending is False
+    assert after["events"] == [("opened", ticket.created_at)]  # dated when Rita asked, not when set up
+    assert after["ticket"].first_response_due == ticket.first_response_due
+    assert after["ticket"].resolution_due == ticket.resolution_due
+    assert after["ticket"].next_update_due == ticket.next_update_due
+    assert await desk.tickets.finish_setup() == 0
+
+
+@pytest.mark.parametrize("priority", ["P1", "P2", "P3", "P4"])
+async def test_fast_intake_ends_exactly_where_the_one_transaction_open_does(desk: Any, priority: str) -> None:
+    slow = await desk.tickets.open(RITA, "Outlook crashes on start", origin=SLACK, priority=priority)
+    fast = await intake(desk, "Outlook crashes on start", priority=priority)
+    await desk.tickets.finish_setup()
+    slow_opening, fast_opening = await opening_of(desk, slow.ticket.id), await opening_of(desk, fast.ticket.id)
+    assert fast_opening["timers"] == slow_opening["timers"] and fast_opening["timers"]
+    assert [kind for kind, _ in fast_opening["outbox"]] == [kind for kind, _ in slow_opening["outbox"]]
+    assert fast_opening["events"] == slow_opening["events"]
+    for field in ("first_response_due", "resolution_due", "next_update_due", "calendar", "status"):
+        assert getattr(fast_opening["ticket"], field) == getattr(slow_opening["ticket"], field), field
+        if field.endswith("_due"):
+            assert getattr(fast.ticket, field) == getattr(slow.ticket, field), field
+
+
+async def test_known_requester_costs_two_statements_on_the_ack_path(desk: Any) -> None:
+    await intake(desk, dedup=("slack-command", "trigger-1"))  # first time: Rita is stored
+    with counting_statements(desk) as statements:
+        await intake(desk, "Second problem", dedup=("slack-command", "trigger-2"))
+    assert [s for s in statements if s != "BEGIN"] == ["INSERT", "INSERT"]  # dedup mark + ticket row
+
+
+async def test_a_retried_intake_returns_the_ticket_it_already_opened(desk: Any) -> None:
+    first = await intake(desk, dedup=("slack-command", "trigger-9"))
+    again = await intake(desk, dedup=("slack-command", "trigger-9"))
+    assert not again.created and again.ticket.id == first.ticket.id
+    async with desk.db.reading() as session:
+        assert await session.scalar(select(func.count()).select_from(Ticket)) == 1
+
+
+async def test_a_renamed_requester_is_stored_again_not_served_from_memory(desk: Any) -> None:
+    await intake(desk)
+    moved = PersonRef("slack", "UREQ1", display_name="Rita Requester", timezone="America/New_York")
+    ticket = (await intake(desk, "Monitor flickers", who=moved)).ticket
+    assert ticket.requester_timezone == "America/New_York"
+
+
+async def test_claim_before_setup_still_records_opened_first(desk: Any) -> None:
+    ticket = (await intake(desk)).ticket
+    claimed = await desk.tickets.claim(ticket.id, ALICE)
+    assert claimed.status == "claimed"
+    kinds = [kind for kind, _ in (await opening_of(desk, ticket.id))["events"] if not kind.startswith("sla_")]
+    assert kinds == ["opened", "claimed"]
+    assert await desk.tickets.finish_setup() == 0
+
+
+async def test_comment_before_setup_still_records_opened_first(desk: Any) -> None:
+    ticket = (await intake(desk)).ticket
+    await desk.tickets.comment(ticket.id, RITA, "It happens on Wi-Fi only")
+    kinds = [kind for kind, _ in (await opening_of(desk, ticket.id))["events"]]
+    assert kinds[:2] == ["opened", "commented"]
+    assert await desk.tickets.finish_setup() == 0
+
+
+async def test_three_replicas_set_up_each_pending_ticket_exactly_once(make_desk: Any) -> None:
+    replicas = [make_desk(replica=f"r{i}") for i in range(3)]
+    ids = [(await intake(replicas[i % 3], f"Problem {i}")).ticket.id for i in range(60)]
+
+    async def drain(desk: Any) -> int:
+        done = 0
+        while count := await desk.tickets.finish_setup(limit=7):
+            done += count
+        return done
+
+    assert sum(await asyncio.gather(*(drain(desk) for desk in replicas))) == 60
+    async with replicas[0].db.reading() as session:
+        opened = (await session.execute(select(TicketEvent.ticket_id, func.count()).where(
+            TicketEvent.kind == "opened").group_by(TicketEvent.ticket_id))).all()
+        pending = await session.scalar(select(func.count()).select_from(Ticket).where(Ticket.setup_pending))
+    assert sorted(opened) == [(ticket_id, 1) for ticket_id in ids]
+    assert pending == 0
+
+
+async def test_a_crashed_replicas_pending_tickets_are_set_up_by_the_next_engine_tick(make_desk: Any) -> None:
+    crashed, survivor = make_desk(replica="crashed"), make_desk(replica="survivor")
+    ticket = (await intake(crashed)).ticket  # acked, then the process died before its engine ran
+    await EngineRunner(survivor).tick()
+    opening = await opening_of(survivor, ticket.id)
+    assert [kind for kind, _ in opening["events"]] == ["opened"]
+    assert opening["ticket"].setup_pending is False
+    assert opening["outbox"]  # the triage and requester cards were written (and delivery attempted)
+
+
+async def test_background_work_waits_for_a_request_in_flight_then_goes() -> None:
+    requests = RequestsFirst(max_wait=30)
+    await asyncio.wait_for(requests.wait_turn(), 1)  # idle: no wait at all
+    with requests.serving():
+        waiting = asyncio.ensure_future(requests.wait_turn())
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert not waiting.done()
+    await asyncio.wait_for(waiting, 1)  # released the moment the request finished
+
+
+async def test_background_work_never_waits_longer_than_its_bound() -> None:
+    requests = RequestsFirst(max_wait=0.01)
+    with requests.serving():
+        await asyncio.wait_for(requests.wait_turn(), 2)  # the request is still in flight
+        assert requests.in_flight == 1
