@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
@@ -37,6 +37,7 @@ class Result:
     errors: int
     seconds: float
     latencies_ms: list[float]
+    extra: dict[str, str] = field(default_factory=dict)
 
     @property
     def rps(self) -> float:

@@ -19,6 +19,7 @@ from bot.clock import Clock
 from bot.config import AppConfig
 from bot.people import AgentRoster, PersonRef, upsert_person
 from store.db import Database
+from store.intake import IntakeWriter
 from store.models import Person, Ticket, TicketEvent, ticket_number
 from store.queries import INSERT_TICKET, claim_pending_setup, mark_seen
 
@@ -151,6 +152,7 @@ class TicketService:
         # Who we have already stored, exactly as the platform last described them: the intake path
         # skips the people round trips for them. Rows are never deleted, so a cached id stays valid.
         self._known_people: dict[PersonRef, _Known] = {}
+        self._intake = IntakeWriter(db)
 
     def subscribe(self, subscriber: Subscriber) -> None:
         """Run ``subscriber`` inside the transaction of every ticket change, in registration order."""
@@ -232,14 +234,13 @@ class TicketService:
         self, requester: PersonRef, known: _Known, summary: str, description: str, category: str | None,
         priority: str, origin: Origin, dedup: tuple[str, str] | None,
     ) -> TicketSnapshot | None:
-        # The hot path (someone we know types /ithelp): two Core statements on one connection.
-        async with self.db.writing() as conn:
-            now = self.clock.now()
-            if dedup is not None and not await mark_seen(conn, source=dedup[0], key=dedup[1],
-                                                         expires_at=now + DEDUP_TTL):
-                return None  # a repeat: the session path finds the ticket the first one opened
-            values = self._pending_row(known, summary, description, category, priority, origin, dedup, now)
-            ticket_id = (await conn.execute(INSERT_TICKET, values)).scalar_one()
+        # The hot path (someone we know types /ithelp): a row in the next group commit.
+        now = self.clock.now()
+        values = self._pending_row(known, summary, description, category, priority, origin, dedup, now)
+        marker = None if dedup is None else {"source": dedup[0], "key": dedup[1], "expires_at": now + DEDUP_TTL}
+        ticket_id = await self._intake.write(values, marker)
+        if ticket_id is None:
+            return None  # a repeat: the session path finds the ticket the first one opened
         return self._pending_snapshot(ticket_id, values, requester, known)
 
     async def _insert_pending(

@@ -177,13 +177,14 @@ async def mark_seen(session: AsyncSession | AsyncConnection, *, source: str, key
     """Record an inbound event id; False if it was already seen (a retry or duplicate)."""
     dialect = session.bind.dialect.name if isinstance(session, AsyncSession) and session.bind else (
         session.dialect.name if isinstance(session, AsyncConnection) else "sqlite")
-    result = await session.execute(_mark_seen_statement(dialect),
+    result = await session.execute(mark_seen_statement(dialect),
                                    {"source": source, "key": key, "expires_at": expires_at})
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 @cache
-def _mark_seen_statement(dialect: str) -> Any:
+def mark_seen_statement(dialect: str) -> Any:
+    """``INSERT … ON CONFLICT DO NOTHING`` into inbound_dedup for this dialect (parameters bound at execute)."""
     # Built once with bound parameters: the statement's cache key never changes, so it compiles once.
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     return insert(cast(Table, InboundDedup.__table__)).on_conflict_do_nothing(index_elements=["source", "key"])

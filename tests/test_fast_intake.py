@@ -43,17 +43,23 @@ async def opening_of(desk: Any, ticket_id: int) -> dict[str, Any]:
 
 @contextmanager
 def counting_statements(desk: Any) -> Iterator[list[str]]:
+    """The first word of every statement sent, plus "COMMIT" for every commit."""
     seen: list[str] = []
 
     def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         seen.append(statement.split(None, 1)[0].upper())
 
+    def commit(_conn: Any) -> None:
+        seen.append("COMMIT")
+
     engine = desk.db.engine.sync_engine
     event.listen(engine, "before_cursor_execute", record)
+    event.listen(engine, "commit", commit)
     try:
         yield seen
     finally:
         event.remove(engine, "before_cursor_execute", record)
+        event.remove(engine, "commit", commit)
 
 
 async def test_requester_is_acknowledged_with_number_and_sla_before_the_setup_runs(desk: Any, clock: Any) -> None:
@@ -98,7 +104,7 @@ async def test_known_requester_costs_two_statements_on_the_ack_path(desk: Any) -
     await intake(desk, dedup=("slack-command", "trigger-1"))  # first time: Rita is stored
     with counting_statements(desk) as statements:
         await intake(desk, "Second problem", dedup=("slack-command", "trigger-2"))
-    assert [s for s in statements if s != "BEGIN"] == ["INSERT", "INSERT"]  # dedup mark + ticket row
+    assert [s for s in statements if s != "BEGIN"] == ["INSERT", "INSERT", "COMMIT"]  # dedup mark + ticket row
 
 
 async def test_a_retried_intake_returns_the_ticket_it_already_opened(desk: Any) -> None:
@@ -178,3 +184,39 @@ async def test_background_work_never_waits_longer_than_its_bound() -> None:
     with requests.serving():
         await asyncio.wait_for(requests.wait_turn(), 2)  # the request is still in flight
         assert requests.in_flight == 1
+
+
+async def test_a_burst_of_intakes_shares_a_few_transactions_not_one_each(desk: Any) -> None:
+    await intake(desk, dedup=("slack-command", "warm"))  # Rita is known from here on
+    with counting_statements(desk) as statements:
+        results = await asyncio.gather(*(intake(desk, f"Outage report {i}", dedup=("slack-command", f"burst-{i}"))
+                                         for i in range(20)))
+    assert len({r.ticket.id for r in results}) == 20 and all(r.created for r in results)
+    # One batch for the request that started the writer, one for the 19 that queued behind it.
+    assert statements.count("COMMIT") <= 2
+    assert statements.count("INSERT") <= (4 if desk.db.is_postgres else 21)  # SQLite: one row per INSERT
+
+
+async def test_a_retry_racing_its_original_in_the_same_batch_opens_one_ticket(desk: Any) -> None:
+    await intake(desk, dedup=("slack-command", "warm"))
+    first, retry = await asyncio.gather(intake(desk, "Printer offline", dedup=("slack-command", "same")),
+                                        intake(desk, "Printer offline", dedup=("slack-command", "same")))
+    assert {first.created, retry.created} == {True, False}
+    assert first.ticket.id == retry.ticket.id
+
+
+async def test_one_bad_row_does_not_cost_its_batch_neighbours_their_tickets(desk: Any, clock: Any) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    from store.intake import IntakeWriter
+
+    good = await intake(desk, dedup=("slack-command", "warm"))
+    async with desk.db.reading() as session:
+        row = {c.name: getattr(await session.get(Ticket, good.ticket.id), c.name) for c in Ticket.__table__.columns
+               if c.name not in ("id", "intake_key")}
+    writer = IntakeWriter(desk.db)
+    broken = {**row, "requester_id": 987_654}  # no such person: the foreign key refuses it
+    outcomes = await asyncio.gather(writer.write(row, None), writer.write(broken, None), writer.write(row, None),
+                                    return_exceptions=True)
+    assert isinstance(outcomes[1], IntegrityError)
+    assert isinstance(outcomes[0], int) and isinstance(outcomes[2], int) and outcomes[0] != outcomes[2]
