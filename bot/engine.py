@@ -12,13 +12,13 @@ import random
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -191,6 +191,8 @@ class OutboxItem:
     ticket_id: int | None
     payload: dict[str, Any]
     attempts: int
+    superseded: bool = False
+    """A card refresh with a newer refresh of the same card queued behind it: skipped."""
 
 
 @dataclass
@@ -252,12 +254,15 @@ class OutboxWorker:
             async with self.db.transaction() as session:
                 ids = await claim_outbox(session, owner=self.owner, now=self.clock.now(),
                                          lease=self.config.lease, limit=self.config.batch_size)
+                rows = (await session.execute(
+                    select(OutboxMessage).where(OutboxMessage.id.in_(ids)).order_by(OutboxMessage.id)
+                )).scalars().all() if ids else []
+                newest = await self._newest_cards(session, rows)
                 items = [
-                    OutboxItem(row.id, row.target, row.kind, row.ticket_id, dict(row.payload), row.attempts)
-                    for row in (await session.execute(
-                        select(OutboxMessage).where(OutboxMessage.id.in_(ids)).order_by(OutboxMessage.id)
-                    )).scalars()
-                ] if ids else []
+                    OutboxItem(row.id, row.target, row.kind, row.ticket_id, dict(row.payload), row.attempts,
+                               superseded=newest.get((row.target, row.ticket_id), row.id) > row.id)
+                    for row in rows
+                ]
             if not items:
                 break
             lanes: dict[str, list[OutboxItem]] = defaultdict(list)
@@ -321,7 +326,7 @@ class OutboxWorker:
         if channel is None:
             await self._fail(item, f"no channel configured for target {item.target!r}", permanent=True)
             return
-        if await self._superseded(item):
+        if item.superseded:
             await self._succeed(item, Delivered(message_id="superseded"))
             return
         try:
@@ -359,19 +364,19 @@ class OutboxWorker:
                 await self._sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _superseded(self, item: OutboxItem) -> bool:
-        # A card refresh renders the ticket as it is now, so an older pending refresh is redundant.
-        if item.kind != "ticket_card":
-            return False
-        async with self.db.reading() as session:
-            newer = (await session.execute(
-                select(OutboxMessage.id).where(
-                    OutboxMessage.target == item.target, OutboxMessage.ticket_id == item.ticket_id,
-                    OutboxMessage.kind == item.kind, OutboxMessage.id > item.id,
-                    OutboxMessage.delivered_at.is_(None), OutboxMessage.dead_at.is_(None),
-                ).limit(1)
-            )).first()
-        return newer is not None
+    @staticmethod
+    async def _newest_cards(session: AsyncSession, rows: Sequence[OutboxMessage]) -> dict[tuple[str, int | None], int]:
+        # A card refresh renders the ticket as it is now, so an older pending refresh is redundant:
+        # one query per batch finds, for each claimed card, the newest pending refresh of it.
+        cards = [row for row in rows if row.kind == "ticket_card"]
+        if not cards:
+            return {}
+        newest = await session.execute(
+            select(OutboxMessage.target, OutboxMessage.ticket_id, func.max(OutboxMessage.id)).where(
+                OutboxMessage.kind == "ticket_card", OutboxMessage.ticket_id.in_({row.ticket_id for row in cards}),
+                OutboxMessage.delivered_at.is_(None), OutboxMessage.dead_at.is_(None),
+            ).group_by(OutboxMessage.target, OutboxMessage.ticket_id))
+        return {(target, ticket_id): newest_id for target, ticket_id, newest_id in newest}
 
     async def _succeed(self, item: OutboxItem, delivered: Delivered) -> None:
         prefix = item.target.split(":", 1)[0]

@@ -12,7 +12,7 @@ from typing import Any
 from bot.config import AppConfig
 from bot.tickets import STATUS_LABELS, TicketChange
 from store.models import Person
-from store.queries import enqueue_message
+from store.queries import enqueue_messages, outbox_row
 
 CARD = "ticket_card"
 NOTICE = "notice"
@@ -61,32 +61,33 @@ def _headline(change: TicketChange) -> tuple[str, str | None] | None:
 
 async def enqueue_for_change(change: TicketChange) -> None:
     """Subscriber: refresh every card showing the ticket and notify the requester / triage thread."""
-    session, ticket, event, now = change.session, change.ticket, change.event, change.now
+    ticket, event, now = change.ticket, change.event, change.now
     base: dict[str, Any] = {"ticket_id": ticket.id, "event_id": event.id}
-    for target in triage_targets(change.config):
-        await enqueue_message(session, target=target, kind=CARD, payload={**base, "audience": "triage"},
-                              idempotency_key=f"card:{event.id}:{target}", now=now, ticket_id=ticket.id)
+    rows = [outbox_row(target=target, kind=CARD, payload={**base, "audience": "triage"},
+                       idempotency_key=f"card:{event.id}:{target}", now=now, ticket_id=ticket.id)
+            for target in triage_targets(change.config)]
     requester_dm = person_target(change.requester)
-    await enqueue_message(session, target=requester_dm, kind=CARD, payload={**base, "audience": "requester"},
-                          idempotency_key=f"card:{event.id}:{requester_dm}", now=now, ticket_id=ticket.id)
+    rows.append(outbox_row(target=requester_dm, kind=CARD, payload={**base, "audience": "requester"},
+                           idempotency_key=f"card:{event.id}:{requester_dm}", now=now, ticket_id=ticket.id))
     said = _headline(change)
     source = event.payload.get("source")
     if said is not None and source != "requester_thread":
         headline, body = said
-        await enqueue_message(
-            session, target=requester_dm, kind=NOTICE, ticket_id=ticket.id,
+        rows.append(outbox_row(
+            target=requester_dm, kind=NOTICE, ticket_id=ticket.id,
             payload={**base, "thread": "requester", "headline": headline, "body": body,
                      "author": change.actor.display_name if change.actor else None},
             idempotency_key=f"notice:{event.id}:{requester_dm}", now=now,
-        )
+        ))
     if event.kind in ("commented", "reopened") and change.actor is not None and change.actor.id == ticket.requester_id:
         text = event.payload.get("text") or event.payload.get("reason") or ""
         headline = f"{change.actor.display_name} replied:" if event.kind == "commented" else (
             f"{change.actor.display_name} reopened the ticket.")
-        for target in triage_targets(change.config):
-            await enqueue_message(
-                session, target=target, kind=NOTICE, ticket_id=ticket.id,
-                payload={**base, "thread": "triage", "headline": headline, "body": text or None,
-                         "author": change.actor.display_name},
-                idempotency_key=f"notice:{event.id}:{target}", now=now,
-            )
+        rows.extend(outbox_row(
+            target=target, kind=NOTICE, ticket_id=ticket.id,
+            payload={**base, "thread": "triage", "headline": headline, "body": text or None,
+                     "author": change.actor.display_name},
+            idempotency_key=f"notice:{event.id}:{target}", now=now,
+        ) for target in triage_targets(change.config))
+    # One round trip for all of them; the ordering keys still deliver them in this order.
+    await enqueue_messages(change.session, rows)

@@ -44,7 +44,7 @@ from bot.local_time import when, within_hours, zone_label, zone_or_none
 from bot.notifications import CARD, NOTICE, person_target, triage_targets
 from bot.tickets import CLAIMED, CLOSED, IN_PROGRESS, NEW, REOPENED, RESOLVED, WAITING, TicketChange, TicketSnapshot
 from store.models import Person, Ticket, TicketEvent, Timer
-from store.queries import enqueue_message, schedule_timer
+from store.queries import enqueue_message, schedule_timers, timer_row
 
 if TYPE_CHECKING:
     from bot.desk import Desk
@@ -161,7 +161,7 @@ class SlaClock:
                 ticket.next_update_due = None
             elif _tells_requester(event) or ticket.next_update_due is None:
                 ticket.next_update_due = cal.add(now, policy.update_every)
-        await self._sync_timers(session, ticket, f"v{ticket.version}", now)
+        await self._sync_timers(session, ticket, f"v{ticket.version}", now, new_ticket=event.kind == "opened")
 
     async def _record_outcome(
         self, session: AsyncSession, ticket: Ticket, metric: str, spans: list[tuple[datetime, datetime]],
@@ -181,15 +181,18 @@ class SlaClock:
     # -- timers -------------------------------------------------------------------------------------
     async def _sync_timers(
         self, session: AsyncSession, ticket: Ticket, generation: str, now: datetime, *, running: int | None = None,
+        new_ticket: bool = False,
     ) -> None:
         # Make the ticket's pending SLA timers exactly the ones its targets call for, touching only what
         # differs. `generation` keeps a re-schedule's dedup keys apart from earlier ones; `running` is the
-        # timer whose handler is calling, which the engine marks done itself.
+        # timer whose handler is calling, which the engine marks done itself. A ticket being opened has no
+        # SLA marks and no timers yet: nothing to read.
         wanted: dict[tuple[str, datetime, str, str], dict[str, Any]] = {}
         policy = self.config.sla_policy(ticket.priority)
         if policy is not None and ticket.status in _RUNNING:
             cal = self.calendar(ticket.calendar)
-            marks = _marks(await _load_events(session, ticket.id, (SLA_WARNING, SLA_BREACHED)))
+            marks = set() if new_ticket else _marks(
+                await _load_events(session, ticket.id, (SLA_WARNING, SLA_BREACHED)))
             targets = (
                 (FIRST_RESPONSE, FIRST_RESPONSE_TIMER, None if ticket.first_response_at else ticket.first_response_due,
                  policy.first_response),
@@ -206,15 +209,17 @@ class SlaClock:
             if ticket.next_update_due is not None and not ticket.updates_muted:
                 send_at = await self._update_send_at(session, ticket, cal, max(ticket.next_update_due, now))
                 _want(wanted, UPDATE_DUE_TIMER, send_at, UPDATE, ticket.next_update_due)
-        pending = await session.execute(select(Timer.id, Timer.kind, Timer.due_at, Timer.payload).where(
-            Timer.ticket_id == ticket.id, Timer.kind.in_(TIMER_KINDS), Timer.done_at.is_(None)))
-        stale = [timer_id for timer_id, kind, due_at, payload in pending if timer_id != running
-                 and wanted.pop((kind, due_at, payload.get("metric", ""), payload.get("due", "")), None) is None]
-        if stale:
-            await _cancel_unlocked(session, stale, now)
-        for (kind, due_at, metric, _), payload in wanted.items():
-            await schedule_timer(session, kind=kind, due_at=due_at, now=now, ticket_id=ticket.id, payload=payload,
-                                 dedup_key=f"sla:{ticket.id}:{kind}:{metric}:{generation}:{int(due_at.timestamp())}")
+        if not new_ticket:
+            pending = await session.execute(select(Timer.id, Timer.kind, Timer.due_at, Timer.payload).where(
+                Timer.ticket_id == ticket.id, Timer.kind.in_(TIMER_KINDS), Timer.done_at.is_(None)))
+            stale = [timer_id for timer_id, kind, due_at, payload in pending if timer_id != running
+                     and wanted.pop((kind, due_at, payload.get("metric", ""), payload.get("due", "")), None) is None]
+            if stale:
+                await _cancel_unlocked(session, stale, now)
+        await schedule_timers(session, [
+            timer_row(kind=kind, due_at=due_at, now=now, ticket_id=ticket.id, payload=payload,
+                      dedup_key=f"sla:{ticket.id}:{kind}:{metric}:{generation}:{int(due_at.timestamp())}")
+            for (kind, due_at, metric, _), payload in wanted.items()])
 
     async def _on_first_response_due(self, run: TimerRun) -> None:
         await self._on_target_timer(run, FIRST_RESPONSE, "breach")

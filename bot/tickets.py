@@ -300,6 +300,9 @@ class TicketService:
             if ids:
                 tickets = (await session.execute(
                     select(Ticket).where(Ticket.id.in_(ids)).order_by(Ticket.id))).scalars().all()
+                # Into the session's identity map in one query, so each ticket's setup finds its requester there.
+                (await session.execute(select(Person).where(
+                    Person.id.in_({t.requester_id for t in tickets})))).scalars().all()
                 for ticket in tickets:
                     await self._emit_opened(session, ticket)
         return len(ids)

@@ -107,14 +107,21 @@ async def claim_pending_setup(session: AsyncSession, *, limit: int) -> list[int]
     return list((await session.execute(statement)).scalars())
 
 
-def _insert_for(session: AsyncSession) -> Any:
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
-        return pg_insert
-    return sqlite_insert
+def _dialect_of(session: AsyncSession | AsyncConnection) -> str:
+    if isinstance(session, AsyncConnection):
+        return session.dialect.name
+    return session.bind.dialect.name if session.bind is not None else "sqlite"
 
 
-async def enqueue_message(
-    session: AsyncSession,
+@cache
+def _insert_ignoring(dialect: str, model: type[Any], conflict: tuple[str, ...]) -> Any:
+    # Built once per table and dialect with parameters bound at execute time: it compiles once, and
+    # a list of rows goes out as one executemany.
+    insert_for = pg_insert if dialect == "postgresql" else sqlite_insert
+    return insert_for(cast(Table, model.__table__)).on_conflict_do_nothing(index_elements=list(conflict))
+
+
+def outbox_row(
     *,
     target: str,
     kind: str,
@@ -124,23 +131,28 @@ async def enqueue_message(
     ticket_id: int | None = None,
     ordering_key: str | None = None,
     deliver_at: datetime | None = None,
-) -> bool:
-    """Add a row to the outbox unless one with the same idempotency key exists; True if added."""
-    statement = (
-        _insert_for(session)(OutboxMessage)
-        .values(
-            target=target, kind=kind, payload=payload, idempotency_key=idempotency_key, ticket_id=ticket_id,
-            ordering_key=ordering_key or f"{target}#{ticket_id or 0}", created_at=now,
-            next_attempt_at=deliver_at or now, attempts=0,
-        )
-        .on_conflict_do_nothing(index_elements=["idempotency_key"])
-    )
-    result = await session.execute(statement)
+) -> dict[str, Any]:
+    """An outbox row for :func:`enqueue_messages`."""
+    return {"target": target, "kind": kind, "payload": payload, "idempotency_key": idempotency_key,
+            "ticket_id": ticket_id, "ordering_key": ordering_key or f"{target}#{ticket_id or 0}", "created_at": now,
+            "next_attempt_at": deliver_at or now, "attempts": 0}
+
+
+async def enqueue_message(session: AsyncSession, **row: Any) -> bool:
+    """Add a row to the outbox unless one with the same idempotency key exists; True if added.
+    Takes the keyword arguments of :func:`outbox_row`."""
+    statement = _insert_ignoring(_dialect_of(session), OutboxMessage, ("idempotency_key",))
+    result = await session.execute(statement, outbox_row(**row))
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def schedule_timer(
-    session: AsyncSession,
+async def enqueue_messages(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Add several :func:`outbox_row` rows in one round trip (each skipped if its key exists)."""
+    if rows:
+        await session.execute(_insert_ignoring(_dialect_of(session), OutboxMessage, ("idempotency_key",)), rows)
+
+
+def timer_row(
     *,
     kind: str,
     due_at: datetime,
@@ -148,16 +160,23 @@ async def schedule_timer(
     ticket_id: int | None = None,
     payload: dict[str, Any] | None = None,
     dedup_key: str | None = None,
-) -> bool:
-    """Add a timer row; with a ``dedup_key`` a second schedule of the same deadline is a no-op."""
-    statement = _insert_for(session)(Timer).values(
-        kind=kind, due_at=due_at, ticket_id=ticket_id, payload=payload or {}, dedup_key=dedup_key,
-        created_at=now, attempts=0,
-    )
-    if dedup_key is not None:
-        statement = statement.on_conflict_do_nothing(index_elements=["dedup_key"])
-    result = await session.execute(statement)
+) -> dict[str, Any]:
+    """A timer row for :func:`schedule_timers`."""
+    return {"kind": kind, "due_at": due_at, "ticket_id": ticket_id, "payload": payload or {}, "dedup_key": dedup_key,
+            "created_at": now, "attempts": 0}
+
+
+async def schedule_timer(session: AsyncSession, **row: Any) -> bool:
+    """Add a timer row; with a ``dedup_key`` a second schedule of the same deadline is a no-op.
+    Takes the keyword arguments of :func:`timer_row`."""
+    result = await session.execute(_insert_ignoring(_dialect_of(session), Timer, ("dedup_key",)), timer_row(**row))
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def schedule_timers(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Add several :func:`timer_row` rows in one round trip (each skipped if its dedup key exists)."""
+    if rows:
+        await session.execute(_insert_ignoring(_dialect_of(session), Timer, ("dedup_key",)), rows)
 
 
 async def cancel_timers(
@@ -175,19 +194,14 @@ async def cancel_timers(
 
 async def mark_seen(session: AsyncSession | AsyncConnection, *, source: str, key: str, expires_at: datetime) -> bool:
     """Record an inbound event id; False if it was already seen (a retry or duplicate)."""
-    dialect = session.bind.dialect.name if isinstance(session, AsyncSession) and session.bind else (
-        session.dialect.name if isinstance(session, AsyncConnection) else "sqlite")
-    result = await session.execute(mark_seen_statement(dialect),
+    result = await session.execute(mark_seen_statement(_dialect_of(session)),
                                    {"source": source, "key": key, "expires_at": expires_at})
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-@cache
 def mark_seen_statement(dialect: str) -> Any:
     """``INSERT … ON CONFLICT DO NOTHING`` into inbound_dedup for this dialect (parameters bound at execute)."""
-    # Built once with bound parameters: the statement's cache key never changes, so it compiles once.
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    return insert(cast(Table, InboundDedup.__table__)).on_conflict_do_nothing(index_elements=["source", "key"])
+    return _insert_ignoring(dialect, InboundDedup, ("source", "key"))
 
 
 INSERT_TICKET = insert(cast(Table, Ticket.__table__)).returning(Ticket.id)

@@ -223,3 +223,23 @@ def test_backoff_grows_and_never_undercuts_retry_after(clock: Any, config: Any, 
     delays = [worker.backoff(attempts, None).total_seconds() for _ in range(50)]
     assert all(cap / 2 <= d <= cap for d in delays)
     assert worker.backoff(attempts, 120).total_seconds() >= 120
+
+
+async def test_an_older_card_refresh_is_skipped_when_a_newer_one_is_queued(
+    db: Any, clock: Any, config: Any, make_ticket: Any,
+) -> None:
+    ticket = await make_ticket()
+    channel = ScriptedChannel([])
+    worker = make_worker(db, clock, config, channel)
+    async with db.transaction() as session:
+        for n, target in enumerate(["test:triage", "test:triage", "test:triage", "test:requester"]):
+            await enqueue_message(session, target=target, kind="ticket_card", payload={"n": n}, ticket_id=ticket.id,
+                                  idempotency_key=f"card-{n}", now=clock.now())
+    while await worker.tick():
+        pass
+    async with db.transaction() as session:
+        rows = {row.idempotency_key: row for row in (await session.execute(select(OutboxMessage).where(
+            OutboxMessage.target.like("test:%")))).scalars()}
+    # One render per card showing the ticket as it is now; the two stale refreshes were never sent.
+    assert sorted(channel.delivered) == sorted([rows["card-2"].id, rows["card-3"].id])
+    assert [rows[f"card-{n}"].delivered_message_id for n in (0, 1)] == ["superseded", "superseded"]
