@@ -37,14 +37,16 @@ class RequestsFirst:
     """Background work (setting up new tickets, delivering the outbox) steps aside for chat requests.
 
     Slack and Teams give a request about 3 seconds; a burst of ``/ithelp`` during an outage must be
-    answered first. Before each unit of background work we wait until no request is in flight, but
-    never longer than ``max_wait``, so background work slows down under load and never stops.
+    answered first. While requests are in flight, background units go one at a time, each after the
+    requests drain or ``max_wait`` seconds at most: background work slows right down under a burst,
+    never stops, and runs at full speed the moment the burst ends. Pages skip the queue (``urgent``).
     """
 
     def __init__(self, max_wait: float) -> None:
         self.max_wait = max_wait
         self.in_flight = 0
         self._quiet: asyncio.Event | None = None
+        self._turn: asyncio.Lock | None = None
 
     def _event(self) -> asyncio.Event:
         if self._quiet is None:
@@ -65,13 +67,18 @@ class RequestsFirst:
                 self._event().set()
 
     async def wait_turn(self) -> None:
-        """Return once no request is in flight, or after ``max_wait`` seconds at most."""
+        """Return at once when no request is in flight; otherwise queue behind other background work and
+        go when the requests drain or after ``max_wait`` seconds, whichever comes first."""
         if self.in_flight == 0 or self.max_wait <= 0:
             return
-        try:
-            await asyncio.wait_for(self._event().wait(), self.max_wait)
-        except TimeoutError:
-            pass
+        if self._turn is None:
+            self._turn = asyncio.Lock()
+        async with self._turn:
+            if self.in_flight:
+                try:
+                    await asyncio.wait_for(self._event().wait(), self.max_wait)
+                except TimeoutError:
+                    pass
 
 
 @dataclass
@@ -295,7 +302,8 @@ class OutboxWorker:
             wait = self._last_send.get(key, -1e9) + interval - self._monotonic()
             if wait > 0 and interval > 0:
                 await self._sleep(wait)
-            await self.requests.wait_turn()
+            if not (getattr(channel, "urgent", False) or item.payload.get("urgent")):
+                await self.requests.wait_turn()
             await self._deliver(item)
             self._last_send[key] = self._monotonic()
 

@@ -331,7 +331,7 @@ class EscalationService:
         await enqueue_message(
             session, target=target, kind=NOTICE, ticket_id=ticket.id, idempotency_key=key, now=now,
             payload={"ticket_id": ticket.id, "thread": None, "headline": headline, "body": body, "author": None,
-                     "escalation_id": escalation.id,
+                     "escalation_id": escalation.id, "urgent": True,
                      "actions": [
                          {"action": str(Action.ESCALATION_ACK), "label": "Acknowledge", "value": str(ticket.id),
                           "style": "primary"},
@@ -598,6 +598,7 @@ class _PagerChannel:
 
     lanes = 4
     min_interval = 0.0  # pagers have no per-conversation limit; 429s are honoured through Retry-After
+    urgent = True  # a page never waits behind a burst of chat requests (RequestsFirst)
 
     def pacing_key(self, item: OutboxItem) -> str:
         # A few lanes per pager so a storm of alerts goes out in parallel without draining the DB pool;

@@ -7,12 +7,14 @@ and timer rows the change implies — so a change and its consequences commit or
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
@@ -129,6 +131,8 @@ Subscriber = Callable[[TicketChange], Awaitable[None]]
 # (priority, calendar, opened at) -> (first response due, resolution due, next update due) of a new ticket.
 InitialTargets = Callable[[str, str, datetime], tuple[datetime | None, datetime | None, datetime | None]]
 _KNOWN_PEOPLE_LIMIT = 50_000
+_LOCK_CONFLICTS = ("40P01", "40001")  # PostgreSQL: deadlock detected, serialization failure
+log = logging.getLogger("ithelp.tickets")
 _Known = tuple[bool, int, str, str | None]  # is agent, person id, display name, time zone
 
 
@@ -295,11 +299,24 @@ class TicketService:
         Each ticket is set up exactly once: the claim flips ``setup_pending`` in the same transaction
         that writes the event, timers and outbox rows. Returns how many tickets were set up.
         """
+        try:
+            return await self._finish_setup(limit)
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) not in _LOCK_CONFLICTS:
+                raise
+            # Another replica's setup touched the same rows first; ours rolled back whole and the
+            # tickets are still pending, so the next pass (here or there) sets them up.
+            log.warning("setting up new tickets collided with another replica (%s); will retry", exc.orig)
+            return 0
+
+    async def _finish_setup(self, limit: int) -> int:
         async with self.db.transaction() as session:
             ids = await claim_pending_setup(session, limit=limit)
             if ids:
+                # By requester: rows keyed per person (digest timers) are then taken in the same order by
+                # every replica, so two setups can queue behind each other but never deadlock.
                 tickets = (await session.execute(
-                    select(Ticket).where(Ticket.id.in_(ids)).order_by(Ticket.id))).scalars().all()
+                    select(Ticket).where(Ticket.id.in_(ids)).order_by(Ticket.requester_id, Ticket.id))).scalars().all()
                 # Into the session's identity map in one query, so each ticket's setup finds its requester there.
                 (await session.execute(select(Person).where(
                     Person.id.in_({t.requester_id for t in tickets})))).scalars().all()

@@ -220,3 +220,36 @@ async def test_one_bad_row_does_not_cost_its_batch_neighbours_their_tickets(desk
                                     return_exceptions=True)
     assert isinstance(outcomes[1], IntegrityError)
     assert isinstance(outcomes[0], int) and isinstance(outcomes[2], int) and outcomes[0] != outcomes[2]
+
+
+async def test_under_a_burst_background_units_go_one_at_a_time() -> None:
+    requests = RequestsFirst(max_wait=0.25)
+    with requests.serving():
+        waiters = [asyncio.ensure_future(requests.wait_turn()) for _ in range(3)]
+        done, _ = await asyncio.wait(waiters, timeout=0.4)  # the second would go at 0.5 s
+        assert len(done) == 1  # one unit per max_wait while the burst lasts, not all of them at once
+    await asyncio.wait_for(asyncio.gather(*waiters), 1)  # the burst is over: the rest go straight away
+
+
+class _PgError(Exception):
+    def __init__(self, sqlstate: str) -> None:
+        super().__init__(f"sqlstate {sqlstate}")
+        self.sqlstate = sqlstate
+
+
+async def test_a_setup_that_collides_with_another_replica_is_left_for_the_next_pass(
+    desk: Any, mocker: Any, caplog: Any,
+) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    ticket = (await intake(desk)).ticket
+    collide = mocker.patch.object(desk.tickets, "_finish_setup",
+                                  side_effect=DBAPIError("INSERT …", {}, _PgError("40P01")))
+    assert await desk.tickets.finish_setup() == 0
+    assert "collided with another replica" in caplog.text
+    collide.side_effect = DBAPIError("INSERT …", {}, _PgError("23502"))  # anything else is a real error
+    with pytest.raises(DBAPIError):
+        await desk.tickets.finish_setup()
+    mocker.stopall()
+    assert await desk.tickets.finish_setup() == 1  # still pending, set up on the next pass
+    assert [kind for kind, _ in (await opening_of(desk, ticket.id))["events"]] == ["opened"]
