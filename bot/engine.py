@@ -146,6 +146,13 @@ class TimerEngine:
             if len(ids) < self.config.batch_size:
                 return total
 
+    async def next_due(self) -> datetime | None:
+        """When the next timer falls due, if one is pending and not yet due (index-only: cheap)."""
+        async with self.db.reading() as session:
+            due: datetime | None = await session.scalar(select(func.min(Timer.due_at)).where(
+                Timer.done_at.is_(None), Timer.due_at > self.clock.now()))
+        return due
+
     async def _run_one(self, timer_id: int) -> None:
         kind = "?"
         try:

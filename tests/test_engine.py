@@ -243,3 +243,47 @@ async def test_an_older_card_refresh_is_skipped_when_a_newer_one_is_queued(
     # One render per card showing the ticket as it is now; the two stale refreshes were never sent.
     assert sorted(channel.delivered) == sorted([rows["card-2"].id, rows["card-3"].id])
     assert [rows[f"card-{n}"].delivered_message_id for n in (0, 1)] == ["superseded", "superseded"]
+
+
+async def test_the_engine_wakes_when_the_next_timer_falls_due_not_a_whole_tick_later(
+    desk: Any, clock: Any,
+) -> None:
+    from bot.scheduler import EngineRunner
+
+    ran: list[int] = []
+
+    async def handler(run: TimerRun) -> None:
+        ran.append(run.timer.id)
+
+    desk.timers.register("test.soon", handler)
+    wakeups: list[tuple[float, Any]] = []
+    runner = EngineRunner(desk, call_later=lambda delay, callback: wakeups.append((delay, callback)) or Handle())
+    async with desk.db.transaction() as session:
+        await schedule_timer(session, kind="test.soon", due_at=clock.now() + timedelta(milliseconds=300),
+                             now=clock.now())
+    await runner.tick()
+    assert ran == [] and len(wakeups) == 1
+    delay, wake = wakeups[0]
+    assert 0.3 <= delay < 0.31  # at the due time, not at the next 1 s interval tick
+    clock.advance(timedelta(milliseconds=300))
+    wake()  # what the event loop does after `delay` seconds
+    await asyncio.gather(*runner._inflight)
+    assert len(ran) == 1
+
+
+async def test_no_early_wake_up_is_scheduled_for_a_timer_beyond_the_interval(desk: Any, clock: Any) -> None:
+    from bot.scheduler import EngineRunner
+
+    wakeups: list[float] = []
+    runner = EngineRunner(desk, call_later=lambda delay, callback: wakeups.append(delay) or Handle())
+    async with desk.db.transaction() as session:
+        await schedule_timer(session, kind="test.later", due_at=clock.now() + timedelta(minutes=5), now=clock.now())
+    await runner.tick()
+    assert wakeups == []  # the interval tick gets there first
+
+
+class Handle:
+    """Stands in for the asyncio.TimerHandle that call_later returns."""
+
+    def cancel(self) -> None:
+        pass
