@@ -243,6 +243,9 @@ class EngineConfig(Section):
     lease: Duration = timedelta(seconds=60)
     batch_size: int = Field(default=200, ge=1, le=10000)
     outbox_max_attempts: int = Field(default=8, ge=1)
+    outbox_concurrency: int = Field(default=16, ge=1, le=1000)
+    """Messages delivered at once (pages do not count): enough for Slack's limits, and it leaves
+    database connections for requests."""
     outbox_backoff_base: Duration = timedelta(seconds=1)
     outbox_backoff_max: Duration = timedelta(minutes=10)
     min_interval_per_channel: Duration = timedelta(seconds=1)

@@ -244,6 +244,7 @@ class OutboxWorker:
         self.config = config
         self.metrics = metrics
         self.requests = requests or RequestsFirst(0)
+        self._slots = asyncio.Semaphore(config.outbox_concurrency)
         self.owner = owner or f"outbox-{uuid.uuid4().hex[:12]}"
         self.min_interval = min_interval
         self._monotonic = monotonic
@@ -309,9 +310,12 @@ class OutboxWorker:
             wait = self._last_send.get(key, -1e9) + interval - self._monotonic()
             if wait > 0 and interval > 0:
                 await self._sleep(wait)
-            if not (getattr(channel, "urgent", False) or item.payload.get("urgent")):
+            if getattr(channel, "urgent", False) or item.payload.get("urgent"):
+                await self._deliver(item)
+            else:
                 await self.requests.wait_turn()
-            await self._deliver(item)
+                async with self._slots:
+                    await self._deliver(item)
             self._last_send[key] = self._monotonic()
 
     async def _defer(self, ids: list[int], until: datetime) -> None:

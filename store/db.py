@@ -40,7 +40,10 @@ class Database:
     ) -> None:
         self.url = make_url(url)
         self.schema = schema
-        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
+        # No pre-ping: it costs two round trips on every checkout. A connection that died with a
+        # database restart fails its one request (a clear "nothing was saved"), and that disconnect
+        # makes SQLAlchemy replace every older connection in the pool before it is used again.
+        kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": False}
         if self.dialect == "postgresql":
             connect_args: dict[str, Any] = {"timeout": 5, "command_timeout": 30}
             if schema:

@@ -287,3 +287,50 @@ class Handle:
 
     def cancel(self) -> None:
         pass
+
+
+class GatedChannel:
+    """Holds every delivery until released; counts how many are in flight at once."""
+
+    def __init__(self, *, urgent: bool = False) -> None:
+        self.urgent = urgent
+        self.release = asyncio.Event()
+        self.in_flight = 0
+        self.most = 0
+        self.delivered: list[str] = []
+
+    async def deliver(self, item: OutboxItem) -> Delivered:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await self.release.wait()
+        finally:
+            self.in_flight -= 1
+        self.delivered.append(item.target)
+        return Delivered(message_id=f"m{item.id}")
+
+    def pacing_key(self, item: OutboxItem) -> str:
+        return item.target
+
+
+async def test_outbox_caps_messages_in_flight_but_a_page_never_waits_for_a_slot(
+    db: Any, clock: Any, config: Any,
+) -> None:
+    chat, pager = GatedChannel(), GatedChannel(urgent=True)
+    worker = OutboxWorker(db, clock, config.engine.model_copy(update={"outbox_concurrency": 4}), Metrics(),
+                          min_interval=0)
+    worker.register("chat", chat)
+    worker.register("pager", pager)
+    for n in range(12):
+        await enqueue(db, clock, f"dm-{n}", target=f"chat:user:U{n}")
+    await enqueue(db, clock, "page", target="pager:oncall")
+    delivering = asyncio.ensure_future(worker.tick())
+    for _ in range(50):
+        await asyncio.sleep(0.01)
+        if chat.in_flight == 4 and pager.in_flight == 1:
+            break
+    assert (chat.in_flight, pager.in_flight) == (4, 1)  # four chat slots full, and the page is out anyway
+    pager.release.set()
+    chat.release.set()
+    assert await asyncio.wait_for(delivering, 5) == 13
+    assert chat.most == 4 and len(chat.delivered) == 12 and pager.delivered == ["pager:oncall"]
