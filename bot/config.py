@@ -250,6 +250,9 @@ class EngineConfig(Section):
     outbox_backoff_max: Duration = timedelta(minutes=10)
     min_interval_per_channel: Duration = timedelta(seconds=1)
     """Spacing between messages to one Slack channel / Teams conversation (Slack allows ~1/s)."""
+    keep_history: Duration = timedelta(days=30)
+    """Delivered messages and finished timers older than this are deleted (hourly); tickets and their
+    events, which the reports read, are kept for ever."""
     background_yield: Duration = timedelta(milliseconds=50)
     """How long background work waits for in-flight chat requests before going ahead anyway (0 = never)."""
 

@@ -16,9 +16,11 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from bot.desk import Desk
+from store.queries import prune
 
 log = logging.getLogger("ithelp.scheduler")
 CallLater = Callable[[float, Callable[[], None]], asyncio.TimerHandle]
+PRUNE_BATCH = 5000
 
 
 class EngineRunner:
@@ -41,12 +43,35 @@ class EngineRunner:
         interval = self.desk.config.engine.tick_interval.total_seconds()
         self.scheduler.add_job(self._interval, "interval", seconds=interval, id="engine-tick", max_instances=1,
                                coalesce=True, misfire_grace_time=None)
+        self.scheduler.add_job(self._prune_job, "interval", hours=1, id="engine-prune", max_instances=1,
+                               coalesce=True)
         self.scheduler.start()
 
     async def _interval(self) -> None:
         # Ticks run as tasks we track, never inside APScheduler's job: its shutdown cancels running
         # jobs, which would cut a delivery off between Slack's answer and our record of it.
         self.kick()
+
+    async def prune(self) -> dict[str, int]:
+        """Delete what only ever grows (``store.queries.prune``), a batch at a time; returns the counts."""
+        totals: dict[str, int] = {}
+        while True:
+            async with self.desk.db.transaction() as session:
+                counts = await prune(session, now=self.desk.clock.now(),
+                                     keep=self.desk.config.engine.keep_history, limit=PRUNE_BATCH)
+            for table, count in counts.items():
+                totals[table] = totals.get(table, 0) + count
+            if max(counts.values(), default=0) < PRUNE_BATCH or self._stopping:
+                return totals
+
+    async def _prune_job(self) -> None:
+        try:
+            pruned = await self.prune()
+        except Exception:
+            log.exception("pruning old rows failed; the next hour tries again")
+            return
+        if any(pruned.values()):
+            log.info("pruned %s", ", ".join(f"{count} {table}" for table, count in pruned.items() if count))
 
     def add_daily(self, job_id: str, at: time, zone: str, job: Callable[[], Awaitable[object]]) -> None:
         """Run ``job`` every day at ``at`` in ``zone`` (e.g. the morning triage digest)."""

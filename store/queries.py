@@ -6,14 +6,14 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, exists, insert, or_, select, update
+from sqlalchemy import Table, and_, delete, exists, insert, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
-from store.models import InboundDedup, OutboxMessage, Ticket, Timer
+from store.models import Counter, InboundDedup, OutboxMessage, Ticket, Timer
 
 
 def _lease_free(lease_until: InstrumentedAttribute[datetime | None], now: datetime) -> ColumnElement[bool]:
@@ -206,3 +206,27 @@ def mark_seen_statement(dialect: str) -> Any:
 
 INSERT_TICKET = insert(cast(Table, Ticket.__table__)).returning(Ticket.id)
 """A whole ticket row from a dict of column values (Core: the intake path's one write)."""
+
+
+async def prune(session: AsyncSession, *, now: datetime, keep: timedelta, limit: int = 5000) -> dict[str, int]:
+    """Delete rows that only ever grow: expired inbound-dedup marks and page-cap counters, and
+    delivered outbox rows and finished timers older than ``keep``. Dead-lettered messages stay for
+    inspection. At most ``limit`` rows per table per call, so no delete holds its locks for long."""
+    before = now - keep
+    doomed = {
+        "inbound_dedup": (InboundDedup, InboundDedup.expires_at < now),
+        "counters": (Counter, Counter.expires_at < now),
+        "outbox": (OutboxMessage, OutboxMessage.delivered_at < before),
+        "timers": (Timer, Timer.done_at < before),
+    }
+    counts: dict[str, int] = {}
+    for name, (model, condition) in doomed.items():
+        table = cast(Table, model.__table__)
+        keys = select(*table.primary_key.columns).where(condition).limit(limit)
+        if len(table.primary_key.columns) == 1:
+            (column,) = table.primary_key.columns
+            statement = delete(table).where(column.in_(keys.scalar_subquery()))
+        else:
+            statement = delete(table).where(tuple_(*table.primary_key.columns).in_(keys))
+        counts[name] = int((await session.execute(statement)).rowcount)  # type: ignore[attr-defined]
+    return counts

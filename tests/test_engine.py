@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from bot.channels import PermanentDeliveryError, TransientDeliveryError
 from bot.engine import Delivered, OutboxItem, OutboxWorker, TimerEngine, TimerRun
@@ -334,3 +334,47 @@ async def test_outbox_caps_messages_in_flight_but_a_page_never_waits_for_a_slot(
     chat.release.set()
     assert await asyncio.wait_for(delivering, 5) == 13
     assert chat.most == 4 and len(chat.delivered) == 12 and pager.delivered == ["pager:oncall"]
+
+
+async def test_hourly_pruning_deletes_only_what_has_served_its_purpose(
+    desk: Any, clock: Any, make_ticket: Any, monkeypatch: Any,
+) -> None:
+    from sqlalchemy import insert
+
+    from bot import scheduler
+    from bot.scheduler import EngineRunner
+    from store.models import Counter, InboundDedup
+
+    monkeypatch.setattr(scheduler, "PRUNE_BATCH", 2)  # several batches, as with a big backlog
+    ticket = await make_ticket()
+    now = clock.now()
+    old, recent = now - timedelta(days=31), now - timedelta(days=1)
+    async with desk.db.transaction() as session:
+        await session.execute(insert(InboundDedup), [
+            {"source": "slack", "key": f"old-{n}", "expires_at": now - timedelta(minutes=1)} for n in range(5)]
+            + [{"source": "slack", "key": "fresh", "expires_at": now + timedelta(days=1)}])
+        await session.execute(insert(Counter), [
+            {"key": "cap:old", "value": 3, "expires_at": now - timedelta(hours=1)},
+            {"key": "cap:now", "value": 1, "expires_at": now + timedelta(hours=1)},
+            {"key": "forever", "value": 9, "expires_at": None}])
+        for key, delivered, dead in (("sent-old", old, None), ("sent-recent", recent, None), ("dead-old", None, old),
+                                     ("pending", None, None)):
+            await enqueue_message(session, target="test:x", kind="notice", payload={}, idempotency_key=key,
+                                  now=old, ticket_id=ticket.id)
+            await session.execute(update(OutboxMessage).where(OutboxMessage.idempotency_key == key).values(
+                delivered_at=delivered, dead_at=dead))
+        for key, done in (("done-old", old), ("done-recent", recent), ("waiting", None)):
+            await schedule_timer(session, kind="test.kind", due_at=old, now=old, dedup_key=key)
+            await session.execute(update(Timer).where(Timer.dedup_key == key).values(done_at=done))
+
+    pruned = await EngineRunner(desk).prune()
+
+    assert pruned == {"inbound_dedup": 5, "counters": 1, "outbox": 1, "timers": 1}
+    async with desk.db.reading() as session:
+        assert set((await session.execute(select(InboundDedup.key))).scalars()) == {"fresh"}
+        assert set((await session.execute(select(Counter.key))).scalars()) == {"cap:now", "forever"}
+        keys = set((await session.execute(select(OutboxMessage.idempotency_key).where(
+            OutboxMessage.target == "test:x"))).scalars())
+        assert keys == {"sent-recent", "dead-old", "pending"}
+        assert set((await session.execute(select(Timer.dedup_key).where(Timer.kind == "test.kind"))).scalars()) == {
+            "done-recent", "waiting"}
