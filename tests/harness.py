@@ -16,9 +16,9 @@ from store.db import Database
 
 @asynccontextmanager
 async def running_server(config: AppConfig, db: Database, clock: ManualClock, *,
-                         replica: str | None = None) -> AsyncIterator[Server]:
+                         replica: str | None = None, socket_mode: bool = False) -> AsyncIterator[Server]:
     """Start ``ithelp serve`` in this process on 127.0.0.1:<ephemeral>; stop it afterwards."""
-    server = Server(config, clock=clock, db=db, host="127.0.0.1", port=0, replica=replica)
+    server = Server(config, clock=clock, db=db, host="127.0.0.1", port=0, replica=replica, socket_mode=socket_mode)
     await server.start()
     try:
         yield server

@@ -85,6 +85,7 @@ class SlackAdapter:
         )
         self.verifier = SignatureVerifier(self.config.signing_secret)
         self._people: dict[str, tuple[float, PersonRef]] = {}
+        self._socket_mode: Any = None
         self.app.error(self._on_error)
         self._register()
 
@@ -147,12 +148,26 @@ class SlackAdapter:
                             headers={"content-type": "application/json"})
 
     async def run_socket_mode(self) -> None:
+        """Take Slack's requests over a Socket Mode websocket instead of HTTP (no public URL needed)."""
         from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+        from slack_sdk.socket_mode.aiohttp import SocketModeClient
+        from slack_sdk.socket_mode.request import SocketModeRequest
 
-        handler = AsyncSocketModeHandler(self.app, self.config.app_token)
-        await handler.start_async()  # type: ignore[no-untyped-call]
+        adapter = self
+
+        class Handler(AsyncSocketModeHandler):
+            # What handle() does around an HTTP request: count it as in flight, kick the engine after.
+            async def handle(self, client: SocketModeClient, req: SocketModeRequest) -> None:  # type: ignore[override]
+                with adapter.desk.requests.serving():
+                    await super().handle(client, req)
+                adapter._kick()
+
+        self._socket_mode = Handler(self.app, self.config.app_token)
+        await self._socket_mode.start_async()
 
     async def close(self) -> None:
+        if self._socket_mode is not None:
+            await self._socket_mode.close_async()
         session = getattr(self.client, "session", None)
         if session is not None and not session.closed:
             await session.close()

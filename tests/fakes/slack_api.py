@@ -10,6 +10,7 @@ import asyncio
 import json
 import math
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import aiohttp
 from aiohttp import web
 
 Json = dict[str, Any]
@@ -147,7 +149,10 @@ class FakeSlackApi:
             "conversations.history": self._conversations_history,
             "conversations.replies": self._conversations_replies,
             "reactions.add": self._reactions_add,
+            "apps.connections.open": self._apps_connections_open,
         }
+        self.socket_acks: dict[str, Json] = {}
+        self._sockets: list[web.WebSocketResponse] = []
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -155,6 +160,7 @@ class FakeSlackApi:
         """Start serving on an ephemeral port."""
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle)
+        app.router.add_get("/socket-mode", self._socket_mode)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -163,6 +169,8 @@ class FakeSlackApi:
 
     async def stop(self) -> None:
         """Stop serving."""
+        for socket in list(self._sockets):
+            await socket.close()
         if self._runner is not None:
             await self._runner.cleanup()
         self._runner = None
@@ -344,7 +352,9 @@ class FakeSlackApi:
         return args
 
     def _answer(self, call: SlackCall, authorization: str) -> web.Response:
-        if not authorization.startswith("Bearer xox"):
+        # Socket Mode connections are opened with the app-level token (xapp-), everything else with xox*.
+        token_prefix = "Bearer xapp" if call.method == "apps.connections.open" else "Bearer xox"
+        if not authorization.startswith(token_prefix):
             return self._error(call, "not_authed")
         fault = self._take_fault(call.method)
         if fault is not None:
@@ -641,6 +651,45 @@ class FakeSlackApi:
             "has_more": len(thread) > limit,
             "response_metadata": {"next_cursor": ""},
         }
+
+    def _apps_connections_open(self, args: Json) -> Json:
+        return {"url": f"ws://127.0.0.1:{self._port}/socket-mode"}
+
+    # -- Socket Mode -----------------------------------------------------------------------------
+
+    async def _socket_mode(self, request: web.Request) -> web.WebSocketResponse:
+        socket = web.WebSocketResponse(autoping=True)
+        await socket.prepare(request)
+        self._sockets.append(socket)
+        await socket.send_json({"type": "hello", "num_connections": len(self._sockets),
+                                "connection_info": {"app_id": "A0FAKE"}})
+        async with self._changed:
+            self._changed.notify_all()
+        try:
+            async for message in socket:
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                ack = json.loads(message.data)
+                self.socket_acks[str(ack.get("envelope_id"))] = ack.get("payload") or {}
+                async with self._changed:
+                    self._changed.notify_all()
+        finally:
+            self._sockets.remove(socket)
+        return socket
+
+    async def send_envelope(self, kind: str, payload: Json, *, timeout: float = 10) -> Json:  # noqa: ASYNC109
+        """Deliver ``payload`` over Socket Mode (``kind``: ``slash_commands``, ``interactive``,
+        ``events_api``) once the app is connected, and return the payload of the app's ack."""
+        envelope_id = f"env-{uuid.uuid4().hex}"
+        async with asyncio.timeout(timeout):
+            async with self._changed:
+                await self._changed.wait_for(lambda: bool(self._sockets))
+            await self._sockets[0].send_json({"envelope_id": envelope_id, "type": kind, "payload": payload,
+                                              "accepts_response_payload": True, "retry_attempt": 0,
+                                              "retry_reason": ""})
+            async with self._changed:
+                await self._changed.wait_for(lambda: envelope_id in self.socket_acks)
+        return self.socket_acks[envelope_id]
 
     def _reactions_add(self, args: Json) -> Json:
         _required(args, "channel", "timestamp", "name")

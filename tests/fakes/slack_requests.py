@@ -103,10 +103,9 @@ def _full_view(view: Json, team_id: str) -> Json:
     }
 
 
-def slash_command(
+def slash_command_fields(
     text: str,
     user_id: str,
-    secret: str,
     *,
     command: str = "/ithelp",
     channel_id: str = "C0GENERAL",
@@ -115,10 +114,9 @@ def slash_command(
     trigger_id: str | None = None,
     response_url: str | None = None,
     user_name: str | None = None,
-    timestamp: int | None = None,
-) -> SignedRequest:
-    """A slash command invocation, form-encoded with the fields Slack sends."""
-    fields = {
+) -> dict[str, str]:
+    """The fields Slack sends for a slash command (over HTTP form-encoded, in Socket Mode as JSON)."""
+    return {
         "token": VERIFICATION_TOKEN,
         "team_id": team_id,
         "team_domain": TEAM_DOMAIN,
@@ -133,7 +131,13 @@ def slash_command(
         "response_url": response_url or f"https://hooks.slack.com/commands/{team_id}/{next(_serial)}/fake",
         "trigger_id": trigger_id or _trigger_id(),
     }
-    return signed(urlencode(fields).encode(), FORM, secret, timestamp)
+
+
+def slash_command(text: str, user_id: str, secret: str, *, timestamp: int | None = None, **fields: Any,
+                  ) -> SignedRequest:
+    """A slash command invocation, form-encoded and signed as Slack sends it."""
+    body = urlencode(slash_command_fields(text, user_id, **fields)).encode()
+    return signed(body, FORM, secret, timestamp)
 
 
 def event_callback(
@@ -172,10 +176,16 @@ def event_callback(
 
 
 def block_action(
+    action_id: str, value: str, user_id: str, secret: str, *, timestamp: int | None = None, **fields: Any,
+) -> SignedRequest:
+    """A ``block_actions`` interaction, signed as Slack posts it (fields as :func:`block_action_payload`)."""
+    return _interactive(block_action_payload(action_id, value, user_id, **fields), secret, timestamp)
+
+
+def block_action_payload(
     action_id: str,
     value: str,
     user_id: str,
-    secret: str,
     *,
     block_id: str = "actions",
     action_type: str = "button",
@@ -185,9 +195,8 @@ def block_action(
     view: Json | None = None,
     trigger_id: str | None = None,
     team_id: str = TEAM_ID,
-    timestamp: int | None = None,
-) -> SignedRequest:
-    """A ``block_actions`` interaction, in a view when ``view`` is given, else on a message.
+) -> Json:
+    """A ``block_actions`` payload, in a view when ``view`` is given, else on a message.
 
     For a message pass ``message_ts`` (and optionally the full ``message``). With
     ``action_type="static_select"`` the action carries ``selected_option`` instead of ``value``.
@@ -239,7 +248,7 @@ def block_action(
         payload["response_url"] = f"https://hooks.slack.com/actions/{team_id}/{next(_serial)}/fake"
     else:
         raise ValueError("block_action needs either view= or message_ts=")
-    return _interactive(payload, secret, timestamp)
+    return payload
 
 
 def view_submission(
