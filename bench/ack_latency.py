@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -66,14 +67,22 @@ async def run_ithelp(name: str, db_url: str, schema: str | None, slack: FakeSlac
         db = Database(db_url, pool_size=1, schema=schema)
         try:
             await all_set_up(db)
+            cpu_before = process_cpu(process.pid)
             result = await fire(url, make_request, total, concurrency, name)
+            result.extra["cpu"] = f"{(process_cpu(process.pid) - cpu_before) / total * 1000:.2f}"
             last_ack = time.monotonic()
-            result.extra = {"set up": f"{await all_set_up(db) - last_ack:.1f}"}
+            result.extra["set up"] = f"{await all_set_up(db) - last_ack:.1f}"
         finally:
             await db.dispose()
         return result
     finally:
         stop_process(process)
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) the process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def all_set_up(db: Database, timeout: float = 120) -> float:  # noqa: ASYNC109
@@ -96,7 +105,10 @@ async def run_bare(slack: FakeSlackApi, total: int, concurrency: int, workdir: P
         await asyncio.to_thread(wait_http, f"http://127.0.0.1:{port}/slack/events", process)
         url = f"http://127.0.0.1:{port}/slack/events"
         await fire(url, make_request, 100, concurrency, "warm-up")
-        return await fire(url, make_request, total, concurrency, "bare slack-bolt (ack only)")
+        cpu_before = process_cpu(process.pid)
+        result = await fire(url, make_request, total, concurrency, "bare slack-bolt (ack only)")
+        result.extra["cpu"] = f"{(process_cpu(process.pid) - cpu_before) / total * 1000:.2f}"
+        return result
     finally:
         stop_process(process)
 
@@ -124,16 +136,18 @@ async def main() -> None:
                 finally:
                     await drop_schema(schema)
     floor = results[0]
-    rows = [["target", "requests", "errors", "req/s", "p50 ms", "p99 ms", "req/s vs bare", "all tickets set up"]]
+    rows = [["target", "requests", "errors", "req/s", "p50 ms", "p99 ms", "req/s vs bare", "server CPU ms/req",
+             "all tickets set up"]]
     for result in results:
         rows.append([result.name, str(result.count), str(result.errors), f"{result.rps:.0f}", f"{result.p50:.1f}",
-                     f"{result.pct(0.99):.1f}", f"{result.rps / floor.rps * 100:.0f}%",
-                     f"{result.extra['set up']} s after last ack" if result.extra else "-"])
+                     f"{result.pct(0.99):.1f}", f"{result.rps / floor.rps * 100:.0f}%", result.extra["cpu"],
+                     f"{result.extra['set up']} s after last ack" if "set up" in result.extra else "-"])
     print(f"ack latency: {args.requests} signed /ithelp requests at concurrency {args.concurrency}")
     print(table(rows))
     print("targets: ithelp >= 50% of the bare floor's req/s; p99 < 150 ms on PostgreSQL")
     print("each ithelp ack follows a committed ticket row; its opening (event, SLA timers, card outbox rows) is")
     print("written just after, yielding to requests in flight: 'all tickets set up' = the last opening committed")
+    print("server CPU ms/req: the server process's CPU time while the measured requests ran, per request")
 
 
 if __name__ == "__main__":
