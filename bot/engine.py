@@ -417,6 +417,9 @@ class OutboxWorker:
                 if existing is None:
                     session.add(MessageRef(ticket_id=ticket_id, role=role, platform=platform, channel=channel,
                                            message_id=message_id, created_at=now))
+                elif existing.message_id != message_id:
+                    # A newer message took over the role (a repeat page, a card re-posted after deletion).
+                    existing.message_id = message_id
                 else:
                     existing.message_id = message_id
         self.metrics.outbox_delivered.labels(prefix).inc()

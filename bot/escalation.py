@@ -331,7 +331,7 @@ class EscalationService:
         await enqueue_message(
             session, target=target, kind=NOTICE, ticket_id=ticket.id, idempotency_key=key, now=now,
             payload={"ticket_id": ticket.id, "thread": None, "headline": headline, "body": body, "author": None,
-                     "escalation_id": escalation.id, "urgent": True,
+                     "escalation_id": escalation.id, "urgent": True, "ref_role": _page_role(escalation),
                      "actions": [
                          {"action": str(Action.ESCALATION_ACK), "label": "Acknowledge", "value": str(ticket.id),
                           "style": "primary"},
@@ -453,7 +453,7 @@ class EscalationService:
 
     async def _tell_paged(self, session: AsyncSession, ticket: Ticket, escalation: Escalation, now: datetime,
                           headline: str) -> None:
-        """Follow up on every chat page of this escalation (the page cards themselves are not edited)."""
+        """End every chat page of this escalation: the page message is edited in place (its buttons go)."""
         events = (await session.execute(select(TicketEvent).where(
             TicketEvent.ticket_id == ticket.id, TicketEvent.kind == "escalation_paged"))).scalars().all()
         targets: list[str] = []
@@ -465,7 +465,8 @@ class EscalationService:
             await enqueue_message(session, target=target, kind=NOTICE, ticket_id=ticket.id, now=now,
                                   idempotency_key=f"esc:{escalation.id}:done:{target}"[:200],
                                   payload={"ticket_id": ticket.id, "thread": None, "headline": headline,
-                                           "body": None, "author": None, "escalation_id": escalation.id})
+                                           "body": None, "author": None, "escalation_id": escalation.id,
+                                           "ref_role": _page_role(escalation), "replace": True})
 
     async def _refresh_cards(self, session: AsyncSession, ticket: Ticket, now: datetime, escalation_id: int) -> None:
         event = TicketEvent(ticket_id=ticket.id, at=now, kind="escalation_card", payload={})
@@ -680,3 +681,8 @@ class WebhookChannel(_PagerChannel):
             raise self._missing(item)
         await client.post(item.payload["event"])
         return Delivered(message_id=None)
+
+
+def _page_role(escalation: Escalation) -> str:
+    # message_refs role of this escalation's chat page to one target (fits the 32-character column).
+    return f"page:{escalation.id}"

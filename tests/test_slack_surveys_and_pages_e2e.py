@@ -138,4 +138,10 @@ async def test_a_p1_breach_pages_the_chain_in_slack_until_someone_acknowledges(b
     assert level_two == []
     card = [c for c in bot.slack.calls_to("chat.update") if c["channel"] == TRIAGE][-1]
     assert "Acknowledged by Bob" in json.dumps(card["blocks"])
+    # Bob's page itself now says so, edited in place, its buttons gone; no second DM about it.
+    [page] = [m for m in bot.slack.messages[f"D{BOB}"] if "level 1 of 2" in json.dumps(m) or "acknowledged" in
+              json.dumps(m)]
+    assert "acknowledged by Bob" in json.dumps(page["blocks"])
+    assert not [b for b in page["blocks"] if b["type"] == "actions"]
+    assert len([c for c in bot.slack.calls_to("chat.postMessage") if c["channel"] == BOB]) == 1
 

@@ -368,3 +368,45 @@ async def test_an_action_execute_claim_is_answered_in_the_invoke_and_claims_the_
     assert update.activity_id == card_id and "Ada Agent" in json.dumps(fake.activity(TRIAGE, card_id))
     async with db.transaction() as session:
         assert (await session.scalar(select(Ticket.status))) == "claimed"
+
+
+TEAMS_PAGING = """
+escalation:
+  chains:
+    desk:
+      levels:
+        - {notify: ["teams:user:aad-agent-1"], wait: 10m}
+  policies:
+    P3: {breach: desk}
+"""
+
+
+async def test_a_teams_page_is_edited_in_place_when_the_agent_acknowledges(
+    make_config: Callable[..., AppConfig], fake: FakeBotConnector, db: Database, clock: ManualClock,
+) -> None:
+    config = make_config(TEAMS_PAGING).model_copy(update={
+        "slack": SlackConfig(),
+        "teams": TeamsConfig(enabled=True, triage_conversation=TRIAGE, service_url=fake.service_url),
+    })
+    agent_chat = "a:1agent-chat"
+    async with running_server(config, db, clock) as server:
+        # Ada has talked to the bot before, so it can reach her personal chat.
+        await send(server, ta.message("help", service_url=fake.service_url, conversation_id=agent_chat, **AGENT))
+        await open_from_personal_chat(server, fake)
+        clock.advance(timedelta(hours=5))  # past P3's 4 business hours to first response
+        await settle(server)
+        [page_call] = [c for c in await fake.wait_for(posted_to(agent_chat), count=2)
+                       if Action.ESCALATION_ACK.value in json.dumps(c.body)]
+        assert isinstance(page_call.response, dict)
+        page_id = str(page_call.response["id"])
+        ack = ta.message(None, service_url=fake.service_url, reply_to_id=page_id, conversation_id=agent_chat,
+                         value={"action": Action.ESCALATION_ACK.value, "value": "1"}, **AGENT)
+        status, _ = await send(server, ack)
+        assert status in (200, 201)
+        await settle(server)
+        page = fake.activity(agent_chat, page_id)
+        assert page is not None and "acknowledged by Ada Agent" in json.dumps(page)
+        assert Action.ESCALATION_ACK.value not in json.dumps(page)  # edited in place: the buttons are gone
+        later_pages = [c for c in fake.activities if c.method == "POST" and c.conversation_id == agent_chat
+                       and "paging stopped" in json.dumps(c.body)]
+        assert later_pages == []  # no second message about it

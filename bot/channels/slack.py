@@ -142,6 +142,8 @@ class SlackChannel:
         assert item.ticket_id is not None
         channel = self._channel_of(item.target)
         thread_role = item.payload.get("thread")
+        # A page is recorded under its role; the notice that ends it (replace) edits it in place.
+        own_role: str | None = item.payload.get("ref_role")
         async with self.db.reading() as session:
             ticket = await session.get(Ticket, item.ticket_id)
             if ticket is None:
@@ -150,6 +152,8 @@ class SlackChannel:
                                                item.payload.get("author"), item.payload.get("actions") or ())
             ref = await self._ref(session, item.ticket_id, thread_role, channel) if thread_role in (
                 "requester", "triage") else None
+            replaced = await self._ref(session, item.ticket_id, own_role, channel) if (
+                own_role and item.payload.get("replace")) else None
         thread_ts = None
         conversation = channel
         if ref is not None:
@@ -164,11 +168,21 @@ class SlackChannel:
             mention = f"<!subteam^{channel}>"
             blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": mention}}, *blocks]
             text = f"{mention} {text}"
+        if replaced is not None:
+            replaced_channel, replaced_ts = replaced.message_id.split("|", 1)
+            try:
+                await self.client.chat_update(channel=replaced_channel, ts=replaced_ts, blocks=blocks, text=text)
+                return Delivered(message_id=replaced.message_id)
+            except SlackApiError as exc:
+                if exc.response.get("error") != "message_not_found":
+                    raise
         response = await self.client.chat_postMessage(
             channel=conversation, thread_ts=thread_ts, blocks=blocks, text=text, unfurl_links=False,
             unfurl_media=False,
         )
-        return Delivered(message_id=slack_ref(str(response["channel"]), str(response["ts"])))
+        message_id = slack_ref(str(response["channel"]), str(response["ts"]))
+        refs = [(item.ticket_id, own_role, "slack", channel, message_id)] if own_role else []
+        return Delivered(message_id=message_id, refs=refs)
 
     async def _blocks(self, item: OutboxItem) -> Delivered:
         """Pre-rendered messages (digests, pages, surveys): payload carries blocks/text and optional ref role."""

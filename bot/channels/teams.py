@@ -188,13 +188,34 @@ class TeamsChannel:
                 raise PermanentDeliveryError(f"ticket {ticket_id} no longer exists")
             notice = self.cards.notice(ticket, payload.get("headline", ""), payload.get("body"), payload.get("author"),
                                        payload.get("actions") or ())
+        # A page is recorded under its role; the notice that ends it (replace) edits it in place.
+        own_role: str | None = payload.get("ref_role")
         if kind == "channel":
             thread = "triage" if payload.get("thread") == "triage" else None
-            return await self._post_notice(await self._where(kind, key), notice, ticket_id, thread)
+            where = await self._where(kind, key)
+        else:
+            thread = None
+            try:
+                where = await self._where(kind, key)
+            except Unreachable as exc:
+                return await self._fallback(notice, ticket_id, key, str(exc))
+        replaced = await self._message_ref(ticket_id, own_role, key) if own_role and payload.get("replace") else None
+        if replaced is not None:
+            conversation_id, activity_id = split_ref(replaced.message_id)
+            try:
+                await self._update(where, conversation_id, activity_id, adaptive_cards.notice_card(notice))
+                return Delivered(message_id=replaced.message_id)
+            except _Gone:
+                log.warning("page for ticket %s was deleted in Teams; posting the update as new", ticket_id)
         try:
-            return await self._post_notice(await self._where(kind, key), notice, ticket_id, None)
+            delivered = await self._post_notice(where, notice, ticket_id, thread)
         except Unreachable as exc:
+            if kind == "channel":
+                raise
             return await self._fallback(notice, ticket_id, key, str(exc))
+        if own_role and delivered.message_id:
+            delivered.refs = [(ticket_id, own_role, "teams", key, delivered.message_id)]
+        return delivered
 
     async def _post_notice(self, where: _Where, notice: Notice, ticket_id: int, thread: str | None) -> Delivered:
         conversation_id = where.reference.conversation.id
