@@ -410,3 +410,28 @@ async def test_a_teams_page_is_edited_in_place_when_the_agent_acknowledges(
         later_pages = [c for c in fake.activities if c.method == "POST" and c.conversation_id == agent_chat
                        and "paging stopped" in json.dumps(c.body)]
         assert later_pages == []  # no second message about it
+
+
+async def test_someone_seen_only_in_a_channel_gets_their_updates_in_a_new_personal_chat(
+    server: Server, fake: FakeBotConnector, db: Database
+) -> None:
+    inbound = ta.message("Projector in room 4 has no signal", mention_bot=True, conversation_type="channel",
+                         service_url=fake.service_url)
+    await send(server, inbound)
+    (card,) = await fake.wait_for(posted_to(TRIAGE))
+    assert isinstance(card.response, dict)
+    await send(server, card_action(fake, Action.CLAIM, str(card.response["id"]), **AGENT))
+
+    # The bot opened a 1:1 chat with Alex (as Teams lets a bot do) instead of posting in the triage thread.
+    [created] = [c for c in await fake.wait_for(lambda c: c.ok and c.method == "POST" and c.path.endswith(
+        "/v3/conversations"))]
+    assert created.body is not None and created.body["members"][0]["id"] == "29:1user"
+    assert isinstance(created.response, dict)
+    chat = str(created.response["id"])
+    notices = await fake.wait_for(posted_to(chat), count=2)  # the requester's card, then "Ada Agent is on it."
+    assert any("Ada Agent is on it." in text_of(c) for c in notices)
+    thread = f"{TRIAGE};messageid={card.response['id']}"
+    assert not any("Couldn't reach" in text_of(c) for c in fake.activities if c.conversation_id == thread)
+    reference = await conversation_ref(db, REQUESTER_AAD)
+    assert reference is not None and (reference.kind, reference.usable) == ("person", True)
+    assert reference.reference["conversation"]["id"] == chat

@@ -23,6 +23,7 @@ from botbuilder.schema import (
     Attachment,
     ChannelAccount,
     ConversationAccount,
+    ConversationParameters,
     ConversationReference,
     ErrorResponseException,
 )
@@ -45,6 +46,7 @@ from store.models import ConversationRef, MessageRef, Person, Ticket
 log = logging.getLogger("ithelp.teams")
 
 PERSON, CHANNEL = "person", "channel"
+SEED = "seed"  # someone seen only in a channel: enough to open a 1:1 chat with them when we need one
 THREAD_MARK = ";messageid="
 # One proactive call, connector round trips included; the outbox retries what times out.
 CALL_TIMEOUT = 30.0
@@ -67,13 +69,18 @@ def channel_of(conversation_id: str) -> str:
 
 async def remember_conversation(
     session: AsyncSession, *, key: str, kind: str, reference: dict[str, Any], now: Any,
-    usable: bool = True, failure: str | None = None,
+    usable: bool = True, failure: str | None = None, replace: bool = True,
 ) -> None:
-    """Insert or refresh the ConversationReference stored under ``key`` (AAD object id or channel id)."""
+    """Insert or refresh the ConversationReference stored under ``key`` (AAD object id or channel id);
+    with ``replace=False`` an existing one is kept as it is."""
     insert = pg_insert if session.bind is not None and session.bind.dialect.name == "postgresql" else sqlite_insert
     values = {"reference": reference, "kind": kind, "usable": usable, "failure": failure, "updated_at": now}
     statement = insert(ConversationRef).values(platform="teams", key=key, **values)
-    await session.execute(statement.on_conflict_do_update(index_elements=["platform", "key"], set_=values))
+    if replace:
+        statement = statement.on_conflict_do_update(index_elements=["platform", "key"], set_=values)
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=["platform", "key"])
+    await session.execute(statement)
 
 
 def error_code(exc: ErrorResponseException) -> str:
@@ -244,6 +251,7 @@ class TeamsChannel:
             row = (await session.execute(select(ConversationRef).where(
                 ConversationRef.platform == "teams", ConversationRef.key == key))).scalar_one_or_none()
             stored = (dict(row.reference), row.usable, row.failure) if row is not None else None
+            seed = row is not None and row.kind == SEED
         if kind == "user":
             name = await self._person_name(key)
             if stored is None:
@@ -251,6 +259,8 @@ class TeamsChannel:
             reference, usable, failure = stored
             if not usable:
                 raise Unreachable(f"can't message {name} in Teams: {failure or 'their chat refused messages'}")
+            if seed:
+                return await self._open_personal_chat(key, ConversationReference().deserialize(reference), name)
             return _Where(key, PERSON, ConversationReference().deserialize(reference), name)
         if stored is None:
             # The triage conversation may be configured before the bot ever saw it: address it directly.
@@ -260,6 +270,26 @@ class TeamsChannel:
             raise Unreachable(f"can't post to Teams conversation {key}: {failure or 'it refused messages'}; "
                               "add ITHelp to it again")
         return _Where(key, CHANNEL, ConversationReference().deserialize(reference), key)
+
+    async def _open_personal_chat(self, key: str, seed: ConversationReference, name: str) -> _Where:
+        # They have only talked to us in a channel: start the 1:1 chat (Teams allows it once the app is
+        # installed for them) and keep its reference like one from a chat they started.
+        tenant = seed.conversation.tenant_id
+        parameters = ConversationParameters(is_group=False, bot=seed.bot, members=[seed.user], tenant_id=tenant,
+                                            channel_data={"tenant": {"id": tenant}})
+        try:
+            created = await self._call(_Where(key, PERSON, seed, name),
+                                       lambda client: client.conversations.create_conversation(parameters))
+        except _Gone as exc:
+            raise Unreachable(f"can't start a chat with {name} in Teams: {exc}") from exc
+        personal = ConversationReference().deserialize(seed.serialize())
+        personal.conversation = ConversationAccount(id=str(created.id), conversation_type="personal",
+                                                    tenant_id=tenant)
+        async with self.db.transaction() as session:
+            await remember_conversation(session, key=key, kind=PERSON, reference=personal.serialize(),
+                                        now=self.clock.now())
+        log.info("started a Teams chat with %s", name)
+        return _Where(key, PERSON, personal, name)
 
     def _channel_reference(self, conversation_id: str) -> ConversationReference:
         return ConversationReference(

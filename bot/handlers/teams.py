@@ -23,6 +23,7 @@ from bot.cards import CardBuilder
 from bot.channels.teams import (
     CHANNEL,
     PERSON,
+    SEED,
     THREAD_MARK,
     TeamsChannel,
     channel_of,
@@ -175,6 +176,10 @@ class TeamsAdapter:
             key = channel_of(activity.conversation.id) if conversation_type == "channel" else activity.conversation.id
             reference.conversation.id = key
             await remember_conversation(session, key=key, kind=CHANNEL, reference=reference.serialize(), now=now)
+            if user is not None and user.aad_object_id:
+                # Enough to open a 1:1 chat with them later; never replaces a chat they started themselves.
+                await remember_conversation(session, key=user.aad_object_id, kind=SEED,
+                                            reference=reference.serialize(), now=now, replace=False)
 
     def _person(self, activity: Activity) -> PersonRef | None:
         user = activity.from_property
