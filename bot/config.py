@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
 import re
@@ -373,6 +374,38 @@ def _interpolate(node: Any, path: str, env: Mapping[str, str], problems: list[tu
     return node
 
 
+def _cross_reference_problems(raw: dict[str, Any], field_errors: list[Any]) -> list[tuple[str, str]]:
+    # Pydantic checks cross-references (an unknown pager, calendar…) only once every field is valid.
+    # Check them again with the broken keys taken out (a whole entry when taking out a key leaves it
+    # incomplete), so one run of check-config lists both kinds; problems under a removed key are left
+    # out, as its removal may be what caused them.
+    pruned = copy.deepcopy(raw)
+    removed: list[str] = []
+    errors = field_errors
+    for _ in range(5):
+        for error in errors:
+            loc = [str(part) for part in error["loc"]]
+            if error["type"] == "missing":
+                loc = loc[:-1]
+            parent: Any = pruned
+            for part in loc[:-1]:
+                parent = parent.get(part) if isinstance(parent, dict) else None
+            if isinstance(parent, dict) and loc and loc[-1] in parent:
+                del parent[loc[-1]]
+                removed.append(".".join(loc))
+        try:
+            AppConfig.model_validate(pruned)
+            return []
+        except ValidationError as again:
+            errors = [e for e in again.errors() if not isinstance(e.get("ctx", {}).get("error"), ConfigError)]
+            if errors:
+                continue
+            found = [problem for error in again.errors() for problem in error["ctx"]["error"].problems]
+            return [(path, message) for path, message in found
+                    if not any(path == key or path.startswith(key + ".") for key in removed)]
+    return []
+
+
 def _describe(error: Mapping[str, Any], raw: Any) -> tuple[str, str]:
     loc = [str(part) for part in error["loc"]]
     path = ".".join(loc) or "(top level)"
@@ -426,12 +459,16 @@ def parse_config(text: str, env: Mapping[str, str] | None = None) -> AppConfig:
     try:
         config = AppConfig.model_validate(resolved)
     except ValidationError as exc:
+        field_errors = []
         for error in exc.errors():
             ctx_error = error.get("ctx", {}).get("error")
             if isinstance(ctx_error, ConfigError):
                 problems.extend(ctx_error.problems)
             else:
                 problems.append(_describe(error, resolved))
+                field_errors.append(error)
+        if field_errors:
+            problems.extend(p for p in _cross_reference_problems(resolved, field_errors) if p not in problems)
         raise ConfigError(problems) from None
     if problems:
         raise ConfigError(problems)

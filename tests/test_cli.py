@@ -113,3 +113,14 @@ async def test_metrics_count_opened_and_resolved_tickets(desk: object, make_tick
     metrics = desk.metrics  # type: ignore[attr-defined]
     assert metrics.tickets_opened.labels("slack")._value.get() == 1
     assert metrics.tickets_closed.labels("resolved")._value.get() == 1
+
+
+def test_check_config_lists_field_errors_and_cross_reference_errors_in_one_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = tmp_path / "app.yaml"
+    path.write_text(BROKEN["duration"][0] + BROKEN["chain"][0])
+    assert main(["check-config", str(path)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert BROKEN["duration"][1] in lines  # a key with a bad value…
+    assert BROKEN["chain"][1] in lines  # …and a chain naming a pager that doesn't exist, together
