@@ -246,3 +246,19 @@ async def test_members_of_the_agents_user_group_can_claim(bot: SlackBot) -> None
     await bot.click(Action.CLAIM, str(ticket.id), "UGROUPIE")
     assert await bot.events("claimed") == 1
     assert bot.slack.calls_to("chat.postEphemeral") == []
+
+
+async def test_a_triage_card_someone_deleted_is_posted_again_and_updated_from_then_on(bot: SlackBot) -> None:
+    await bot.command("Monitor flickers")
+    await bot.settle()
+    [ticket] = await bot.tickets()
+    bot.slack.messages[TRIAGE].clear()  # someone deleted the card in Slack
+    await bot.click(Action.CLAIM, str(ticket.id), ALICE, channel_id=TRIAGE)
+    await bot.settle()
+    reposted = [c for c in bot.slack.calls_to("chat.postMessage") if c["channel"] == TRIAGE]
+    assert len(reposted) == 2 and "Alice" in json.dumps(reposted[-1]["blocks"])  # a fresh card, current state
+    await bot.click(Action.START, str(ticket.id), ALICE, channel_id=TRIAGE)
+    await bot.settle()
+    [card] = bot.slack.messages[TRIAGE]
+    assert "In progress" in json.dumps(card["blocks"]) or "in progress" in json.dumps(card["blocks"])
+    assert len([c for c in bot.slack.calls_to("chat.postMessage") if c["channel"] == TRIAGE]) == 2  # edited

@@ -115,6 +115,21 @@ class SlackChannel:
             MessageRef.ticket_id == ticket_id, MessageRef.role == role, MessageRef.platform == "slack",
             MessageRef.channel == channel))).scalar_one_or_none()
 
+    async def _update_in_place(self, ref: MessageRef | None, blocks: list[Any], text: str) -> Delivered | None:
+        """Edit the message ``ref`` names; None when there is none, or Slack says it was deleted (post anew)."""
+        if ref is None:
+            return None
+        conversation, ts = ref.message_id.split("|", 1)
+        try:
+            await self.client.chat_update(channel=conversation, ts=ts, blocks=blocks, text=text)
+        except SlackApiError as exc:
+            if exc.response.get("error") != "message_not_found":
+                raise
+            log.warning("message %s (ticket %s, %s) was deleted in Slack; posting a new one", ref.message_id,
+                        ref.ticket_id, ref.role)
+            return None
+        return Delivered(message_id=ref.message_id)
+
     async def _card(self, item: OutboxItem) -> Delivered:
         assert item.ticket_id is not None
         audience = item.payload.get("audience", "triage")
@@ -124,15 +139,8 @@ class SlackChannel:
             ref = await self._ref(session, item.ticket_id, audience, channel)
         blocks = slack_blocks.ticket_card_blocks(card)
         text = slack_blocks.ticket_card_text(card)
-        if ref is not None:
-            conversation, ts = ref.message_id.split("|", 1)
-            try:
-                await self.client.chat_update(channel=conversation, ts=ts, blocks=blocks, text=text)
-                return Delivered(message_id=ref.message_id)
-            except SlackApiError as exc:
-                if exc.response.get("error") != "message_not_found":
-                    raise
-                log.warning("card for ticket %s was deleted in Slack; posting a new one", item.ticket_id)
+        if (updated := await self._update_in_place(ref, blocks, text)) is not None:
+            return updated
         response = await self.client.chat_postMessage(channel=channel, blocks=blocks, text=text,
                                                       unfurl_links=False, unfurl_media=False)
         message_id = slack_ref(str(response["channel"]), str(response["ts"]))
@@ -168,14 +176,8 @@ class SlackChannel:
             mention = f"<!subteam^{channel}>"
             blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": mention}}, *blocks]
             text = f"{mention} {text}"
-        if replaced is not None:
-            replaced_channel, replaced_ts = replaced.message_id.split("|", 1)
-            try:
-                await self.client.chat_update(channel=replaced_channel, ts=replaced_ts, blocks=blocks, text=text)
-                return Delivered(message_id=replaced.message_id)
-            except SlackApiError as exc:
-                if exc.response.get("error") != "message_not_found":
-                    raise
+        if (updated := await self._update_in_place(replaced, blocks, text)) is not None:
+            return updated
         response = await self.client.chat_postMessage(
             channel=conversation, thread_ts=thread_ts, blocks=blocks, text=text, unfurl_links=False,
             unfurl_media=False,
@@ -192,11 +194,8 @@ class SlackChannel:
         if role and item.ticket_id is not None:
             async with self.db.reading() as session:
                 ref = await self._ref(session, item.ticket_id, role, channel)
-            if ref is not None:
-                conversation, ts = ref.message_id.split("|", 1)
-                await self.client.chat_update(channel=conversation, ts=ts, blocks=payload["blocks"],
-                                              text=payload["text"])
-                return Delivered(message_id=ref.message_id)
+            if (updated := await self._update_in_place(ref, payload["blocks"], payload["text"])) is not None:
+                return updated
         response = await self.client.chat_postMessage(channel=channel, blocks=payload["blocks"], text=payload["text"],
                                                       unfurl_links=False, unfurl_media=False)
         message_id = slack_ref(str(response["channel"]), str(response["ts"]))
