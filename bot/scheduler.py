@@ -103,11 +103,13 @@ class EngineRunner:
             while True:
                 self._pending_kick = False
                 try:
-                    while await self._finish_setup_batch():
-                        self._drain_outbox()  # triage cards go out while the rest of a burst is set up
-                    self._drain_outbox()
+                    more_to_set_up = await self._finish_setup_batch()
+                    self._drain_outbox()  # triage cards go out while the rest of a burst is set up
+                    # Timers get a turn after every setup batch: a flood of new tickets never holds back a page.
                     await self.desk.timers.tick(after_batch=self._drain_outbox)
                     self._drain_outbox()
+                    if more_to_set_up and not self._stopping:
+                        continue
                     await self._wake_for_next_timer()
                     while self._outbox_task is not None and not self._outbox_task.done():
                         await asyncio.shield(self._outbox_task)
@@ -130,12 +132,13 @@ class EngineRunner:
             call_later = self._call_later or asyncio.get_running_loop().call_later
             self._wakeup = call_later(max(delay, 0.0) + 0.002, self.kick)
 
-    async def _finish_setup_batch(self) -> int:
+    async def _finish_setup_batch(self) -> bool:
+        """Set up one batch of fast-intake tickets; True when there may be more."""
         await self.desk.requests.wait_turn()
         # Small batches while requests are in flight, so each turn background work takes is short;
         # SQLite always (one writer: queued intakes get in between, ack p99 290 -> ~100 ms).
-        busy = self.desk.requests.in_flight > 0 or not self.desk.db.is_postgres
-        return await self.desk.tickets.finish_setup(limit=5 if busy else 50)
+        limit = 5 if self.desk.requests.in_flight > 0 or not self.desk.db.is_postgres else 50
+        return await self.desk.tickets.finish_setup(limit=limit) == limit
 
     def _drain_outbox(self) -> None:
         """Deliver the outbox now, alongside timers, so pages go out while a breach storm is still running."""

@@ -253,3 +253,31 @@ async def test_a_setup_that_collides_with_another_replica_is_left_for_the_next_p
     mocker.stopall()
     assert await desk.tickets.finish_setup() == 1  # still pending, set up on the next pass
     assert [kind for kind, _ in (await opening_of(desk, ticket.id))["events"]] == ["opened"]
+
+
+async def test_a_due_page_is_not_held_back_by_a_flood_of_new_tickets_being_set_up(desk: Any, clock: Any) -> None:
+    from bot.engine import TimerRun
+    from store.queries import schedule_timer
+
+    pending_when_paged: list[int] = []
+
+    async def page(run: TimerRun) -> None:
+        pending_when_paged.append(int(await run.session.scalar(
+            select(func.count()).select_from(Ticket).where(Ticket.setup_pending)) or 0))
+
+    desk.timers.register("test.page", page)
+    for n in range(30):
+        await intake(desk, f"Outage report {n}")
+    async with desk.db.transaction() as session:
+        await schedule_timer(session, kind="test.page", due_at=clock.now(), now=clock.now())
+    runner = EngineRunner(desk)
+    with desk.requests.serving():  # a burst of chat requests is in flight the whole time
+        ticking = asyncio.ensure_future(runner.tick())
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if pending_when_paged:
+                break
+    await asyncio.wait_for(ticking, 10)
+    assert pending_when_paged and pending_when_paged[0] >= 20  # paged after the first small batch, not the last
+    async with desk.db.reading() as session:
+        assert await session.scalar(select(func.count()).select_from(Ticket).where(Ticket.setup_pending)) == 0
