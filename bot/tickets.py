@@ -3,6 +3,9 @@
 Each change runs in one transaction that locks the ticket, checks the transition, writes a
 ``TicketEvent`` and lets subscribers (notifications, SLA clock, escalation, surveys) add the outbox
 and timer rows the change implies — so a change and its consequences commit or vanish together.
+The one exception is a ticket opened from chat (``defer_setup``): its row commits first so the person
+is answered at once, flagged ``setup_pending``; its opening is then written exactly once, by whichever
+replica's engine claims the flag first, or by the next change to the ticket.
 """
 
 from __future__ import annotations
