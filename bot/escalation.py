@@ -22,8 +22,6 @@ from zoneinfo import ZoneInfo
 
 import httpx
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.business_time import BusinessCalendar
@@ -38,7 +36,7 @@ from bot.routing import Action
 from bot.tickets import AlreadyClaimed, IllegalTransition, NotAllowed, TicketChange, TicketNotFound
 from store.escalation_models import ACTIVE_KEY, Escalation
 from store.models import Counter, Person, Ticket, TicketEvent, Timer
-from store.queries import enqueue_message, schedule_timer
+from store.queries import enqueue_message, schedule_timer, upsert_insert
 
 if TYPE_CHECKING:
     from bot.desk import Desk
@@ -53,12 +51,6 @@ TRIGGERS = ("warn", "breach", "first_response", "update", "resolution")
 METRIC_LABELS = {"first_response": "first response", "resolution": "resolution", "update": "update"}
 PAGER_PREFIXES = ("pagerduty", "opsgenie", "webhook")
 _AUDIT_GRACE = timedelta(seconds=30)
-
-
-def _insert_for(session: AsyncSession) -> Any:
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
-        return pg_insert
-    return sqlite_insert
 
 
 def _token() -> str:
@@ -185,7 +177,7 @@ class EscalationService:
         breached_at = self._due_of(ticket, metric) or now
         token = _token()
         statement = (
-            _insert_for(session)(Escalation)
+            upsert_insert(session)(Escalation)
             .values(ticket_id=ticket.id, trigger=trigger, metric=metric, chain_name=chain_name,
                     chain=snapshot_chain(chain, zone), status=ACTIVE, active_key=ACTIVE_KEY, level=0, loop=0,
                     pages=0, run_token=token, next_step_at=now, breached_at=min(breached_at, now),
@@ -576,7 +568,7 @@ class EscalationService:
 
 
 async def _bump(session: AsyncSession, key: str, expires_at: datetime) -> int:
-    insert = _insert_for(session)
+    insert = upsert_insert(session)
     statement = insert(Counter).values(key=key, value=1, expires_at=expires_at)
     statement = statement.on_conflict_do_update(index_elements=["key"],
                                                 set_={"value": Counter.value + 1}).returning(Counter.value)

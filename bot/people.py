@@ -6,12 +6,11 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import AgentsConfig
 from store.models import Person
+from store.queries import upsert_insert
 
 
 @dataclass(frozen=True)
@@ -55,7 +54,7 @@ async def upsert_person(session: AsyncSession, ref: PersonRef, *, is_agent: bool
     person = (await session.execute(query)).scalar_one_or_none()
     if person is None:
         # Two replicas may meet a new person at the same moment: the insert that loses does nothing.
-        insert = pg_insert if session.bind is not None and session.bind.dialect.name == "postgresql" else sqlite_insert
+        insert = upsert_insert(session)
         await session.execute(insert(Person).values(
             platform=ref.platform, platform_user_id=ref.user_id, display_name=ref.display_name or ref.user_id,
             timezone=ref.timezone, email=ref.email, is_agent=is_agent, created_at=now, updated_at=now,

@@ -113,12 +113,21 @@ def _dialect_of(session: AsyncSession | AsyncConnection) -> str:
     return session.bind.dialect.name if session.bind is not None else "sqlite"
 
 
+def upsert_insert(session: AsyncSession | AsyncConnection) -> Any:
+    """The session's dialect's ``insert`` (PostgreSQL's or SQLite's): the one with ``on_conflict_*``."""
+    return _dialect_insert(_dialect_of(session))
+
+
+def _dialect_insert(dialect: str) -> Any:
+    return pg_insert if dialect == "postgresql" else sqlite_insert
+
+
 @cache
 def _insert_ignoring(dialect: str, model: type[Any], conflict: tuple[str, ...]) -> Any:
     # Built once per table and dialect with parameters bound at execute time: it compiles once, and
     # a list of rows goes out as one executemany.
-    insert_for = pg_insert if dialect == "postgresql" else sqlite_insert
-    return insert_for(cast(Table, model.__table__)).on_conflict_do_nothing(index_elements=list(conflict))
+    return _dialect_insert(dialect)(cast(Table, model.__table__)).on_conflict_do_nothing(
+        index_elements=list(conflict))
 
 
 def outbox_row(

@@ -29,8 +29,6 @@ from botbuilder.schema import (
 )
 from msrest.exceptions import ClientRequestError
 from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.cards import CardBuilder
@@ -42,6 +40,7 @@ from bot.renderers import adaptive_cards
 from bot.views import Fact, Notice
 from store.db import Database
 from store.models import ConversationRef, MessageRef, Person, Ticket
+from store.queries import upsert_insert
 
 log = logging.getLogger("ithelp.teams")
 
@@ -73,7 +72,7 @@ async def remember_conversation(
 ) -> None:
     """Insert or refresh the ConversationReference stored under ``key`` (AAD object id or channel id);
     with ``replace=False`` an existing one is kept as it is."""
-    insert = pg_insert if session.bind is not None and session.bind.dialect.name == "postgresql" else sqlite_insert
+    insert = upsert_insert(session)
     values = {"reference": reference, "kind": kind, "usable": usable, "failure": failure, "updated_at": now}
     statement = insert(ConversationRef).values(platform="teams", key=key, **values)
     if replace:
