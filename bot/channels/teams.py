@@ -159,13 +159,8 @@ class TeamsChannel:
         role: str | None = payload.get("ref_role")
         where = await self._where(kind, key)
         ref = await self._message_ref(ticket_id, role, key) if role and ticket_id is not None else None
-        if ref is not None:
-            conversation_id, activity_id = split_ref(ref.message_id)
-            try:
-                await self._update(where, conversation_id, activity_id, card)
-                return Delivered(message_id=ref.message_id)
-            except _Gone:
-                log.warning("%s card for ticket %s was deleted in Teams; posting a new one", role, ticket_id)
+        if (updated := await self._update_in_place(where, ref, card)) is not None:
+            return updated
         message_id = await self._post(where, where.reference.conversation.id, card)
         refs = [(ticket_id, role, "teams", key, message_id)] if role and ticket_id is not None else []
         return Delivered(message_id=message_id, refs=refs)
@@ -177,13 +172,8 @@ class TeamsChannel:
         card = adaptive_cards.ticket_card(view)
         where = await self._where(kind, key)
         ref = await self._message_ref(ticket_id, audience, key)
-        if ref is not None:
-            conversation_id, activity_id = split_ref(ref.message_id)
-            try:
-                await self._update(where, conversation_id, activity_id, card)
-                return Delivered(message_id=ref.message_id)
-            except _Gone:
-                log.warning("card for ticket %s was deleted in Teams; posting a new one", ticket_id)
+        if (updated := await self._update_in_place(where, ref, card)) is not None:
+            return updated
         message_id = await self._post(where, where.reference.conversation.id, card)
         return Delivered(message_id=message_id, refs=[(ticket_id, audience, "teams", key, message_id)])
 
@@ -206,13 +196,8 @@ class TeamsChannel:
             except Unreachable as exc:
                 return await self._fallback(notice, ticket_id, key, str(exc))
         replaced = await self._message_ref(ticket_id, own_role, key) if own_role and payload.get("replace") else None
-        if replaced is not None:
-            conversation_id, activity_id = split_ref(replaced.message_id)
-            try:
-                await self._update(where, conversation_id, activity_id, adaptive_cards.notice_card(notice))
-                return Delivered(message_id=replaced.message_id)
-            except _Gone:
-                log.warning("page for ticket %s was deleted in Teams; posting the update as new", ticket_id)
+        if (updated := await self._update_in_place(where, replaced, adaptive_cards.notice_card(notice))) is not None:
+            return updated
         try:
             delivered = await self._post_notice(where, notice, ticket_id, thread)
         except Unreachable as exc:
@@ -316,6 +301,19 @@ class TeamsChannel:
         response = await self._call(where, lambda client: client.conversations.send_to_conversation(
             conversation_id, activity))
         return teams_ref(conversation_id, str(response.id))
+
+    async def _update_in_place(self, where: _Where, ref: MessageRef | None, card: dict[str, Any]) -> Delivered | None:
+        """Edit the message ``ref`` names; None when there is none, or Teams says it was deleted (post anew)."""
+        if ref is None:
+            return None
+        conversation_id, activity_id = split_ref(ref.message_id)
+        try:
+            await self._update(where, conversation_id, activity_id, card)
+        except _Gone:
+            log.warning("message %s (ticket %s, %s) was deleted in Teams; posting a new one", ref.message_id,
+                        ref.ticket_id, ref.role)
+            return None
+        return Delivered(message_id=ref.message_id)
 
     async def _update(self, where: _Where, conversation_id: str, activity_id: str, card: dict[str, Any]) -> None:
         activity = self._activity(where, conversation_id, card)
