@@ -26,7 +26,7 @@ from bot.people import AgentRoster, PersonRef, upsert_person
 from store.db import Database
 from store.intake import IntakeWriter
 from store.models import Person, Ticket, TicketEvent, ticket_number
-from store.queries import INSERT_TICKET, claim_pending_setup, mark_seen
+from store.queries import claim_pending_setup, mark_seen
 
 NEW, CLAIMED, IN_PROGRESS, WAITING, RESOLVED, CLOSED, REOPENED = (
     "new", "claimed", "in_progress", "waiting_on_requester", "resolved", "closed", "reopened",
@@ -196,28 +196,28 @@ class TicketService:
         if priority not in self.config.priorities:
             raise InvalidInput(f"{priority} is not a priority here; use {', '.join(self.config.priorities)}.",
                                field="priority")
-        if defer_setup and (known_person := self._known(requester)) is not None:
-            fast = await self._open_known(requester, known_person, summary, description, category, priority, origin,
-                                          dedup)
-            if fast is not None:
-                return OpenResult(fast, created=True)
+        if defer_setup:
+            known = self._known(requester) or await self._store_person(requester)
+            snapshot = await self._open_pending(requester, known, summary, description, category, priority, origin,
+                                                dedup)
+            if snapshot is not None:
+                return OpenResult(snapshot, created=True)
+            async with self.db.reading() as session:  # a repeat: the ticket the first one opened
+                return await self._repeat(session, dedup)
         async with self.db.transaction() as session:
             now = self.clock.now()
             if dedup is not None and not await mark_seen(
                 session, source=dedup[0], key=dedup[1], expires_at=now + DEDUP_TTL
             ):
-                existing = await self._ticket_for_dedup(session, dedup)
-                if existing is None:
-                    raise TicketError("That request was already handled.")
-                return OpenResult(existing, created=False)
-            if defer_setup:
-                snapshot, known = await self._insert_pending(session, requester, summary, description, category,
-                                                              priority, origin, dedup, now)
-            else:
-                return OpenResult(await self._insert_and_set_up(session, requester, summary, description,
-                                                                category, priority, origin, dedup, now), True)
-        self._remember(requester, known)
-        return OpenResult(snapshot, created=True)
+                return await self._repeat(session, dedup)
+            return OpenResult(await self._insert_and_set_up(session, requester, summary, description, category,
+                                                            priority, origin, dedup, now), True)
+
+    async def _repeat(self, session: AsyncSession, dedup: tuple[str, str] | None) -> OpenResult:
+        existing = await self._ticket_for_dedup(session, dedup) if dedup is not None else None
+        if existing is None:
+            raise TicketError("That request was already handled.")
+        return OpenResult(existing, created=False)
 
     async def _insert_and_set_up(
         self, session: AsyncSession, requester: PersonRef, summary: str, description: str, category: str | None,
@@ -237,29 +237,27 @@ class TicketService:
         await self._emit_opened(session, ticket)
         return await self._snapshot(session, ticket)
 
-    async def _open_known(
+    async def _open_pending(
         self, requester: PersonRef, known: _Known, summary: str, description: str, category: str | None,
         priority: str, origin: Origin, dedup: tuple[str, str] | None,
     ) -> TicketSnapshot | None:
-        # The hot path (someone we know types /ithelp): a row in the next group commit.
+        # The hot path: one row in the next group commit. None when ``dedup`` says it's a repeat.
         now = self.clock.now()
         values = self._pending_row(known, summary, description, category, priority, origin, dedup, now)
         marker = None if dedup is None else {"source": dedup[0], "key": dedup[1], "expires_at": now + DEDUP_TTL}
         ticket_id = await self._intake.write(values, marker)
         if ticket_id is None:
-            return None  # a repeat: the session path finds the ticket the first one opened
+            return None
         return self._pending_snapshot(ticket_id, values, requester, known)
 
-    async def _insert_pending(
-        self, session: AsyncSession, requester: PersonRef, summary: str, description: str, category: str | None,
-        priority: str, origin: Origin, dedup: tuple[str, str] | None, now: datetime,
-    ) -> tuple[TicketSnapshot, _Known]:
-        person = await self.person(session, requester)
-        await session.flush()
-        known = (self.roster.is_agent(requester.address), person.id, person.display_name, person.timezone)
-        values = self._pending_row(known, summary, description, category, priority, origin, dedup, now)
-        ticket_id = (await session.execute(INSERT_TICKET, values)).scalar_one()
-        return self._pending_snapshot(ticket_id, values, requester, known), known
+    async def _store_person(self, requester: PersonRef) -> _Known:
+        # Someone new (or described differently): store them first, in a transaction of their own.
+        async with self.db.transaction() as session:
+            person = await self.person(session, requester)
+            await session.flush()
+            known = (person.is_agent, person.id, person.display_name, person.timezone)
+        self._remember(requester, known)
+        return known
 
     def _pending_row(self, known: _Known, summary: str, description: str, category: str | None, priority: str,
                      origin: Origin, dedup: tuple[str, str] | None, now: datetime) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, exists, insert, or_, select, tuple_, update
+from sqlalchemy import Table, and_, delete, exists, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -212,9 +212,6 @@ def mark_seen_statement(dialect: str) -> Any:
     """``INSERT … ON CONFLICT DO NOTHING`` into inbound_dedup for this dialect (parameters bound at execute)."""
     return _insert_ignoring(dialect, InboundDedup, ("source", "key"))
 
-
-INSERT_TICKET = insert(cast(Table, Ticket.__table__)).returning(Ticket.id)
-"""A whole ticket row from a dict of column values (Core: the intake path's one write)."""
 
 
 async def prune(session: AsyncSession, *, now: datetime, keep: timedelta, limit: int = 5000) -> dict[str, int]:
