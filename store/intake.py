@@ -58,26 +58,26 @@ class IntakeWriter:
                 results = await self._write(batch)
             except IntegrityError as exc:
                 if len(batch) == 1:
-                    raise_into(batch[0], exc)
+                    _raise_into(batch[0], exc)
                     continue
                 # One bad row must not cost its neighbours their tickets: write them one by one.
                 for request in batch:
                     try:
-                        settle(request, (await self._write([request]))[0])
+                        _settle(request, (await self._write([request]))[0])
                     except Exception as exc:
-                        raise_into(request, exc)
+                        _raise_into(request, exc)
                 continue
             except BaseException as exc:  # database down, or shutting down: everyone waiting hears about it
                 for request in batch:
-                    raise_into(request, exc)
+                    _raise_into(request, exc)
                 if not isinstance(exc, Exception):
                     for request in self._queue:
-                        raise_into(request, exc)
+                        _raise_into(request, exc)
                     self._queue = []
                     raise
                 continue
             for request, result in zip(batch, results, strict=True):
-                settle(request, result)
+                _settle(request, result)
 
     async def _write(self, batch: list[_Request]) -> list[int | None]:
         async with self.db.writing() as conn:
@@ -99,12 +99,12 @@ class IntakeWriter:
         return [by_request.get(id(request)) for request in batch]
 
 
-def settle(request: _Request, result: int | None) -> None:
+def _settle(request: _Request, result: int | None) -> None:
     if not request.done.done():
         request.done.set_result(result)
 
 
-def raise_into(request: _Request, exc: BaseException) -> None:
+def _raise_into(request: _Request, exc: BaseException) -> None:
     if request.done.done():
         return
     if isinstance(exc, asyncio.CancelledError):
