@@ -57,6 +57,7 @@ class Database:
             event.listen(self.engine.sync_engine, "begin", _sqlite_begin)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock: asyncio.Lock | None = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._autocommit_engine = self.engine.execution_options(isolation_level="AUTOCOMMIT")
         self.read_sessions = async_sessionmaker(self.engine.execution_options(ithelp_readonly=True),
                                                 expire_on_commit=False)
 
@@ -90,6 +91,14 @@ class Database:
             return
         async with self._write_lock, self.engine.begin() as conn:
             yield conn
+
+    async def autocommit_connection(self) -> AsyncConnection:
+        """A connection of its own on which each statement commits by itself; the caller closes it.
+        For PostgreSQL's intake, whose batch is one statement: no BEGIN/COMMIT round trips, and the
+        writer keeps it for as long as a burst lasts. Not for SQLite, whose writers must queue."""
+        if self._write_lock is not None:
+            raise RuntimeError("autocommit statements would bypass SQLite's writer queue")
+        return await self._autocommit_engine.connect().start()
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncSession]:
