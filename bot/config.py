@@ -254,8 +254,9 @@ class EngineConfig(Section):
     keep_history: Duration = timedelta(days=30)
     """Delivered messages and finished timers older than this are deleted (hourly); tickets and their
     events, which the reports read, are kept for ever."""
-    background_yield: Duration = timedelta(milliseconds=50)
-    """How long background work waits for in-flight chat requests before going ahead anyway (0 = never)."""
+    background_share: float = Field(default=0.1, gt=0, le=1)
+    """During a burst of chat requests, the most of the time background work (setting up new tickets,
+    the outbox) takes; pages are exempt. 1 = background work never steps aside."""
 
 
 class AppConfig(Section):

@@ -52,7 +52,7 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
 
     tickets.subscribe(count)
     timers = TimerEngine(db, clock, config.engine, metrics, owner=f"{replica}-timers" if replica else None)
-    requests = RequestsFirst(config.engine.background_yield.total_seconds())
+    requests = RequestsFirst(config.engine.background_share)
     outbox = OutboxWorker(db, clock, config.engine, metrics, owner=f"{replica}-outbox" if replica else None,
                           min_interval=config.engine.min_interval_per_channel.total_seconds(), requests=requests)
     desk = Desk(config=config, db=db, clock=clock, metrics=metrics, roster=roster, tickets=tickets,

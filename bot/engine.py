@@ -12,8 +12,8 @@ import random
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -37,48 +37,70 @@ class RequestsFirst:
     """Background work (setting up new tickets, delivering the outbox) steps aside for chat requests.
 
     Slack and Teams give a request about 3 seconds; a burst of ``/ithelp`` during an outage must be
-    answered first. While requests are in flight, background units go one at a time, each after the
-    requests drain or ``max_wait`` seconds at most: background work slows right down under a burst,
-    never stops, and runs at full speed the moment the burst ends. Pages skip the queue (``urgent``).
+    answered first. A burst lasts while requests are in flight or one ended less than ``settle``
+    seconds ago. During it background units go one at a time, each after the burst ends or after a
+    pause that keeps background work to ``share`` of the time (a unit that took d seconds is followed
+    by d * (1 - share) / share, at most ``max_pause``): it slows right down, never stops, and runs at
+    full speed the moment the burst ends. Pages skip this entirely (``urgent``).
     """
 
-    def __init__(self, max_wait: float) -> None:
-        self.max_wait = max_wait
+    def __init__(
+        self, share: float = 0.1, *, settle: float = 0.05, max_pause: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if not 0 < share <= 1:
+            raise ValueError("share must be more than 0 and at most 1")
+        self.share = share
+        self.settle = settle
+        self.max_pause = max_pause
         self.in_flight = 0
-        self._quiet: asyncio.Event | None = None
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._last_request_end = -1e9
+        self._next_turn_at = -1e9
         self._turn: asyncio.Lock | None = None
-
-    def _event(self) -> asyncio.Event:
-        if self._quiet is None:
-            self._quiet = asyncio.Event()
-            self._quiet.set()
-        return self._quiet
 
     @contextmanager
     def serving(self) -> Iterator[None]:
         """Wrap the handling of one inbound request."""
         self.in_flight += 1
-        self._event().clear()
         try:
             yield
         finally:
             self.in_flight -= 1
-            if self.in_flight == 0:
-                self._event().set()
+            self._last_request_end = self._monotonic()
 
-    async def wait_turn(self) -> None:
-        """Return at once when no request is in flight; otherwise queue behind other background work and
-        go when the requests drain or after ``max_wait`` seconds, whichever comes first."""
-        if self.in_flight == 0 or self.max_wait <= 0:
+    def busy(self) -> bool:
+        """True while a burst of requests is going on."""
+        return self.in_flight > 0 or self._monotonic() - self._last_request_end < self.settle
+
+    @asynccontextmanager
+    async def turn(self) -> AsyncIterator[None]:
+        """Run one unit of background work: at once when no burst is going on; otherwise one unit at
+        a time, when the burst ends or background work's share of the time allows, whichever is first."""
+        if self.share >= 1 or not self.busy():
+            async with self._paced():
+                yield
             return
         if self._turn is None:
             self._turn = asyncio.Lock()
         async with self._turn:
-            if self.in_flight:
-                try:
-                    await asyncio.wait_for(self._event().wait(), self.max_wait)
-                except TimeoutError:
-                    pass
+            while self.busy() and (wait := self._next_turn_at - self._monotonic()) > 0:
+                # Polled: a burst's end is "no request for `settle` seconds", which no single event marks.
+                await self._sleep(min(wait, max(self.settle / 2, 0.005)))
+            async with self._paced():
+                yield
+
+    @asynccontextmanager
+    async def _paced(self) -> AsyncIterator[None]:
+        # Every unit, in a burst or not, sets when the next one may go if a burst is on by then.
+        started = self._monotonic()
+        try:
+            yield
+        finally:
+            now = self._monotonic()
+            pause = min((now - started) * (1 - self.share) / self.share, self.max_pause)
+            self._next_turn_at = max(self._next_turn_at, now + pause)
 
 
 @dataclass
@@ -243,7 +265,7 @@ class OutboxWorker:
         self.clock = clock
         self.config = config
         self.metrics = metrics
-        self.requests = requests or RequestsFirst(0)
+        self.requests = requests or RequestsFirst(share=1)
         self._slots = asyncio.Semaphore(config.outbox_concurrency)
         self.owner = owner or f"outbox-{uuid.uuid4().hex[:12]}"
         self.min_interval = min_interval
@@ -265,7 +287,8 @@ class OutboxWorker:
         """Claim and deliver deliverable messages until none are due; returns how many were attempted."""
         total = 0
         while not self._stopping:
-            await self.requests.wait_turn()
+            # The claim never waits for a turn, so a page in the batch goes straight out; the other
+            # deliveries each wait for theirs (RequestsFirst).
             async with self.db.transaction() as session:
                 ids = await claim_outbox(session, owner=self.owner, now=self.clock.now(),
                                          lease=self.config.lease, limit=self.config.batch_size)
@@ -313,8 +336,7 @@ class OutboxWorker:
             if getattr(channel, "urgent", False) or item.payload.get("urgent"):
                 await self._deliver(item)
             else:
-                await self.requests.wait_turn()
-                async with self._slots:
+                async with self.requests.turn(), self._slots:
                     await self._deliver(item)
             self._last_send[key] = self._monotonic()
 

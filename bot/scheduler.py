@@ -134,11 +134,11 @@ class EngineRunner:
 
     async def _finish_setup_batch(self) -> bool:
         """Set up one batch of fast-intake tickets; True when there may be more."""
-        await self.desk.requests.wait_turn()
-        # Small batches while requests are in flight, so each turn background work takes is short;
-        # SQLite always (one writer: queued intakes get in between, ack p99 290 -> ~100 ms).
-        limit = 5 if self.desk.requests.in_flight > 0 or not self.desk.db.is_postgres else 50
-        return await self.desk.tickets.finish_setup(limit=limit) == limit
+        async with self.desk.requests.turn():
+            # Small batches during a burst, so each turn background work takes is short; SQLite
+            # always (one writer: queued intakes get in between, ack p99 290 -> ~100 ms).
+            limit = 5 if self.desk.requests.busy() or not self.desk.db.is_postgres else 50
+            return await self.desk.tickets.finish_setup(limit=limit) == limit
 
     def _drain_outbox(self) -> None:
         """Deliver the outbox now, alongside timers, so pages go out while a breach storm is still running."""
