@@ -1,6 +1,7 @@
 """The floor: a bare slack-bolt AsyncApp on aiohttp whose /ithelp listener only acks.
 
-argv: port, signing secret, Slack API base URL (the bench's fake Slack, for Bolt's one auth.test).
+argv: port, signing secret, Slack API base URL (the bench's fake Slack, for Bolt's one auth.test),
+event loop ("asyncio" or "uvloop": the floor runs on the same loop as ithelp serve).
 """
 
 from __future__ import annotations
@@ -20,4 +21,10 @@ async def ithelp(ack):  # type: ignore[no-untyped-def]
 
 
 if __name__ == "__main__":
+    if sys.argv[4:] == ["uvloop"]:
+        import asyncio
+
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # Bolt's app.start() makes its own loop
     app.start(port=int(sys.argv[1]), path="/slack/events", host="127.0.0.1")

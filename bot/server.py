@@ -91,7 +91,8 @@ class Server:
         self._site_port = sockets[0].getsockname()[1] if sockets else self.port
         if self.run_engine:
             self.engine.start()
-        log.info("ithelp listening on %s (database: %s)", self.url, self.db.dialect)
+        log.info("ithelp listening on %s (database: %s, event loop: %s)", self.url, self.db.dialect,
+                 type(asyncio.get_running_loop()).__module__.split(".")[0])
 
     async def _mount_slack(self, app: web.Application, desk: Desk, off: list[str]) -> None:
         slack = self.config.slack
