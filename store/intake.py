@@ -5,8 +5,8 @@ durable row before it is acknowledged, but not its own transaction: while one ba
 next requests queue up and go in the following batch, two multi-row statements and one commit for
 all of them (one WAL flush instead of dozens on PostgreSQL).
 
-On PostgreSQL a batch is one statement in all: the dedup marks and the ticket rows go in as arrays
-(``unnest``) through data-modifying CTEs, so its text is the same whatever the batch size (prepared
+On PostgreSQL a batch is one statement in all: the dedup marks and the ticket rows go in as JSON
+(``json_to_recordset``) through data-modifying CTEs, so its text is the same whatever the batch size (prepared
 once) and it commits on its own, with no BEGIN/COMMIT round trips. SQLite, which has neither arrays
 nor DML in CTEs, takes a short transaction with multi-row inserts.
 """
@@ -14,8 +14,10 @@ nor DML in CTEs, takes a short transaction with multi-row inserts.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, insert
@@ -39,35 +41,19 @@ class _Request:
     done: asyncio.Future[int | None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
-class IntakeWriter:
-    """Writes new ticket rows (with their inbound-dedup marks) in shared transactions."""
+class _HeldConnection:
+    """A writer's PostgreSQL connection, kept while batches keep coming and given back after."""
 
-    def __init__(self, db: Database, *, max_batch: int = 100) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
-        self.max_batch = max_batch
-        self._queue: list[_Request] = []
-        self._statements: dict[tuple[str, ...], _PostgresBatchInsert] = {}
-        # PostgreSQL: one connection kept while batches keep coming, given back when the queue is empty.
         self._connection: AsyncConnection | None = None
-        self._writer: asyncio.Task[None] | None = None
 
-    async def write(self, ticket: dict[str, Any], dedup: dict[str, Any] | None) -> int | None:
-        """Insert one ticket row; returns its id, or None when ``dedup`` (source, key, expires_at) was
-        already seen, i.e. this request is a repeat and wrote nothing. Raises what the database raised."""
-        request = _Request(ticket, dedup)
-        self._queue.append(request)
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write_queued())
-        # Shielded: a caller that goes away must not cancel the batch its neighbours are waiting on.
-        return await asyncio.shield(request.done)
+    async def get(self) -> AsyncConnection:
+        if self._connection is None:
+            self._connection = await self.db.autocommit_connection()
+        return self._connection
 
-    async def _write_queued(self) -> None:
-        try:
-            await self._write_batches()
-        finally:
-            await self._release_connection()
-
-    async def _release_connection(self) -> None:
+    async def release(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
             try:
@@ -75,42 +61,83 @@ class IntakeWriter:
             except Exception as exc:  # already broken (the database went away): nothing left to give back
                 log.debug("closing the intake connection failed: %s", exc)
 
-    async def _write_batches(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
-            try:
-                results = await self._write(batch)
-            except IntegrityError as exc:
-                if len(batch) == 1:
-                    _raise_into(batch[0], exc)
-                    continue
-                # One bad row must not cost its neighbours their tickets: write them one by one.
-                for request in batch:
-                    try:
-                        _settle(request, (await self._write([request]))[0])
-                    except Exception as exc:
-                        _raise_into(request, exc)
-                continue
-            except BaseException as exc:  # database down, or shutting down: everyone waiting hears about it
-                for request in batch:
-                    _raise_into(request, exc)
-                if not isinstance(exc, Exception):
-                    for request in self._queue:
-                        _raise_into(request, exc)
-                    self._queue = []
-                    raise
-                continue
-            for request, result in zip(batch, results, strict=True):
-                _settle(request, result)
 
-    async def _write(self, batch: list[_Request]) -> list[int | None]:
+class IntakeWriter:
+    """Writes new ticket rows (with their inbound-dedup marks) in shared transactions."""
+
+    def __init__(self, db: Database, *, max_batch: int = 100, max_writers: int | None = None) -> None:
+        self.db = db
+        self.max_batch = max_batch
+        # PostgreSQL: while one batch waits for its commit, the next can already be on its way (the
+        # server would otherwise sit idle with every request parked on one WAL flush). SQLite has one writer.
+        self.max_writers = max_writers or (2 if db.is_postgres else 1)
+        self._queue: list[_Request] = []
+        self._statements: dict[tuple[str, ...], _PostgresBatchInsert] = {}
+        self._writers: set[asyncio.Task[None]] = set()
+        self._between_batches = 0
+
+    async def write(self, ticket: dict[str, Any], dedup: dict[str, Any] | None) -> int | None:
+        """Insert one ticket row; returns its id, or None when ``dedup`` (source, key, expires_at) was
+        already seen, i.e. this request is a repeat and wrote nothing. Raises what the database raised."""
+        request = _Request(ticket, dedup)
+        self._queue.append(request)
+        if not self._between_batches and len(self._writers) < self.max_writers:
+            # Every writer is busy with a batch: another takes this request (and whoever joins it).
+            self._between_batches += 1
+            writer = asyncio.get_running_loop().create_task(self._write_queued())
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)
+        # Shielded: a caller that goes away must not cancel the batch its neighbours are waiting on.
+        return await asyncio.shield(request.done)
+
+    async def _write_queued(self) -> None:
+        connection = _HeldConnection(self.db)
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
+                self._between_batches -= 1
+                try:
+                    await self._write_and_settle(batch, connection)
+                finally:
+                    self._between_batches += 1
+        finally:
+            self._between_batches -= 1
+            await connection.release()
+
+    async def _write_and_settle(self, batch: list[_Request], connection: _HeldConnection) -> None:
+        try:
+            results = await self._write(batch, connection)
+        except IntegrityError as exc:
+            if len(batch) == 1:
+                _raise_into(batch[0], exc)
+                return
+            # One bad row must not cost its neighbours their tickets: write them one by one.
+            for request in batch:
+                try:
+                    _settle(request, (await self._write([request], connection))[0])
+                except Exception as exc:
+                    _raise_into(request, exc)
+            return
+        except BaseException as exc:  # database down, or shutting down: everyone waiting hears about it
+            for request in batch:
+                _raise_into(request, exc)
+            if not isinstance(exc, Exception):
+                for request in self._queue:
+                    _raise_into(request, exc)
+                self._queue = []
+                raise
+            return
+        for request, result in zip(batch, results, strict=True):
+            _settle(request, result)
+
+    async def _write(self, batch: list[_Request], connection: _HeldConnection) -> list[int | None]:
         # A retry racing its original in the same batch: only the first with a key may write.
         first_with_key: dict[tuple[str, str], _Request] = {}
         for request in batch:
             if request.dedup is not None:
                 first_with_key.setdefault((request.dedup["source"], request.dedup["key"]), request)
         if self.db.is_postgres:
-            return await self._write_postgres(batch, first_with_key)
+            return await self._write_postgres(batch, first_with_key, connection)
         async with self.db.writing() as conn:
             fresh: set[tuple[str, str]] = set()
             if first_with_key:
@@ -125,23 +152,22 @@ class IntakeWriter:
         by_request = dict(zip(map(id, writing), ids, strict=True))
         return [by_request.get(id(request)) for request in batch]
 
-    async def _write_postgres(self, batch: list[_Request],
-                              first_with_key: dict[tuple[str, str], _Request]) -> list[int | None]:
+    async def _write_postgres(self, batch: list[_Request], first_with_key: dict[tuple[str, str], _Request],
+                              connection: _HeldConnection) -> list[int | None]:
         candidates = [r for r in batch if r.dedup is None
                       or first_with_key[(r.dedup["source"], r.dedup["key"])] is r]
         columns = tuple(candidates[0].ticket)
         if any(tuple(r.ticket) != columns for r in candidates):
             raise ValueError("every ticket row in an intake batch must have the same columns")
-        if self._connection is None:
-            self._connection = await self.db.autocommit_connection()
+        conn = await connection.get()
         statement = self._statements.get(columns)
         if statement is None:
-            statement = self._statements[columns] = _PostgresBatchInsert(columns, self._connection.dialect)
+            statement = self._statements[columns] = _PostgresBatchInsert(columns, conn.dialect)
         try:
-            result = await self._connection.exec_driver_sql(statement.sql, statement.parameters(candidates))
+            result = await conn.exec_driver_sql(statement.sql, statement.parameters(candidates))
         except DBAPIError as exc:
             if exc.connection_invalidated:
-                await self._release_connection()  # the next batch starts on a fresh one
+                await connection.release()  # the next batch starts on a fresh one
             raise
         ids = dict(cast("list[tuple[int, int]]", result.all()))  # (ordinal, ticket id)
         by_request = {id(request): ids.get(ordinal) for ordinal, request in enumerate(candidates, start=1)}
@@ -149,8 +175,10 @@ class IntakeWriter:
 
 
 class _PostgresBatchInsert:
-    """``INSERT … SELECT FROM unnest(arrays)`` for one set of ticket columns, with its dedup marks.
+    """``INSERT … SELECT FROM json_to_recordset(…)`` for one set of ticket columns, with its dedup marks.
 
+    The batch travels as two JSON texts: encoding one string costs the driver far less than one
+    array per column, and the statement text stays the same whatever the batch size (prepared once).
     Rows whose mark was already there (a repeat) are filtered out before they take an id; the result
     is (ordinal, id) for every ticket written, ordinals counting the batch's rows from 1.
     """
@@ -158,24 +186,26 @@ class _PostgresBatchInsert:
     def __init__(self, columns: tuple[str, ...], dialect: Dialect) -> None:
         table_columns = [_TICKETS.c[name] for name in columns]
         self.columns = columns
-        self._bind = [column.type.bind_processor(dialect) for column in table_columns]
+        self._bind = [(name, column.type.bind_processor(dialect)) for name, column in zip(columns, table_columns,
+                                                                                            strict=True)]
         dedup = cast(Table, InboundDedup.__table__)
         self._bind_expiry = dedup.c.expires_at.type.bind_processor(dialect)
-        mark_types = [dedup.c[name].type.compile(dialect) for name in ("source", "key", "expires_at")]
-        types = [column.type.compile(dialect) for column in table_columns]
-        # $1-$3: marks (source, key, expires_at); $4-$5: each row's mark (NULL = no dedup); then one array per column.
-        arrays = ", ".join(f"${i + 6}::{kind}[]" for i, kind in enumerate(types))
+        source_type, key_type, expiry_type = (dedup.c[name].type.compile(dialect)
+                                              for name in ("source", "key", "expires_at"))
         names = ", ".join(f'"{name}"' for name in columns)
+        typed = ", ".join(f'"{name}" {column.type.compile(dialect)}' for name, column in zip(columns, table_columns,
+                                                                                             strict=True))
         self.sql = f"""
 WITH marked AS (
     INSERT INTO inbound_dedup (source, key, expires_at)
-    SELECT * FROM unnest($1::{mark_types[0]}[], $2::{mark_types[1]}[], $3::{mark_types[2]}[])
+    SELECT source, key, expires_at
+    FROM json_to_recordset($1::json) AS m(source {source_type}, key {key_type}, expires_at {expiry_type})
     ON CONFLICT DO NOTHING
     RETURNING source, key
 ), fresh AS (
     SELECT nextval(pg_get_serial_sequence('tickets', 'id')) AS id, r.*
-    FROM unnest($4::{mark_types[0]}[], $5::{mark_types[1]}[], {arrays})
-        WITH ORDINALITY AS r(mark_source, mark_key, {names}, ordinal)
+    FROM json_to_recordset($2::json)
+        AS r(ordinal bigint, mark_source {source_type}, mark_key {key_type}, {typed})
     WHERE r.mark_source IS NULL
        OR EXISTS (SELECT 1 FROM marked m WHERE m.source = r.mark_source AND m.key = r.mark_key)
 ), written AS (
@@ -183,18 +213,24 @@ WITH marked AS (
 )
 SELECT ordinal, id FROM fresh"""
 
-    def parameters(self, batch: list[_Request]) -> tuple[Any, ...]:
-        marks = [r.dedup for r in batch if r.dedup is not None]
-        expires = [m["expires_at"] for m in marks]
-        if self._bind_expiry is not None:
-            expires = [self._bind_expiry(t) for t in expires]
-        values: list[Any] = [[m["source"] for m in marks], [m["key"] for m in marks], expires,
-                             [r.dedup["source"] if r.dedup else None for r in batch],
-                             [r.dedup["key"] if r.dedup else None for r in batch]]
-        for name, bind in zip(self.columns, self._bind, strict=True):
-            column = [r.ticket[name] for r in batch]
-            values.append([bind(v) for v in column] if bind is not None else column)
-        return tuple(values)
+    def parameters(self, batch: list[_Request]) -> tuple[str, str]:
+        marks = [{**r.dedup, "expires_at": self._bind_expiry(r.dedup["expires_at"]) if self._bind_expiry
+                  else r.dedup["expires_at"]} for r in batch if r.dedup is not None]
+        rows = []
+        for ordinal, request in enumerate(batch, start=1):
+            row = {name: bind(request.ticket[name]) if bind else request.ticket[name] for name, bind in self._bind}
+            row["ordinal"] = ordinal
+            if request.dedup is not None:
+                row["mark_source"], row["mark_key"] = request.dedup["source"], request.dedup["key"]
+            rows.append(row)
+        return json.dumps(marks, default=_json_value), json.dumps(rows, default=_json_value)
+
+
+def _json_value(value: object) -> str:
+    # What json can't write itself: timestamps (already naive UTC from the column's bind processor).
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} can't go into an intake batch")
 
 
 def _settle(request: _Request, result: int | None) -> None:
