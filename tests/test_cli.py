@@ -83,6 +83,17 @@ def test_serve_starts_on_a_fresh_sqlite_file_and_stops_cleanly_on_sigterm(tmp_pa
     # One line says which platforms are off and why.
     assert "platforms off: Slack (slack.bot_token and slack.signing_secret not set)" in output
     assert '"level": "info"' in output
+    assert "event loop: uvloop" in output  # installed with ithelp: serve picks it by default
+
+
+def test_serve_runs_on_uvloop_unless_asked_for_asyncios_own_loop() -> None:
+    import uvloop
+
+    from bot.cli import event_loop_factory
+
+    assert event_loop_factory("auto") is uvloop.new_event_loop
+    assert event_loop_factory("uvloop") is uvloop.new_event_loop
+    assert event_loop_factory("asyncio") is None
 
 
 def _free_port() -> int:
