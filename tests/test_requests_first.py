@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from itertools import pairwise
 
 import pytest
 
@@ -66,7 +67,7 @@ async def test_during_a_long_burst_background_work_keeps_to_its_share_of_the_tim
             async with requests.turn():
                 starts.append(time.now)
                 time.now += 0.02  # each unit takes 20 ms...
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in pairwise(starts)]
     assert gaps == pytest.approx([0.2, 0.2, 0.2], abs=0.011)  # ...so it runs once per 200 ms: 10 %
 
 
