@@ -2,13 +2,13 @@
 
 During an outage dozens of people type ``/ithelp`` in the same second. Each still needs its own
 durable row before it is acknowledged, but not its own transaction: while one batch commits, the
-next requests queue up and go in the following batch, two multi-row statements and one commit for
-all of them (one WAL flush instead of dozens on PostgreSQL).
+next requests queue up and go in the following batch (one WAL flush for all of them instead of one each).
 
-On PostgreSQL a batch is one statement in all: the dedup marks and the ticket rows go in as JSON
-(``json_to_recordset``) through data-modifying CTEs, so its text is the same whatever the batch size (prepared
-once) and it commits on its own, with no BEGIN/COMMIT round trips. SQLite, which has neither arrays
-nor DML in CTEs, takes a short transaction with multi-row inserts.
+On PostgreSQL a batch is one statement: the dedup marks and the ticket rows go in as JSON
+(``json_to_recordset``) through data-modifying CTEs, so its text is the same whatever the batch size
+(prepared once) and it commits by itself, with no BEGIN/COMMIT round trips; two batches may be in
+flight at once. SQLite, which has no DML in CTEs and one writer, takes a short transaction with
+multi-row inserts, one batch at a time.
 """
 
 from __future__ import annotations
