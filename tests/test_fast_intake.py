@@ -193,6 +193,33 @@ async def test_a_retry_racing_its_original_in_the_same_batch_opens_one_ticket(de
     assert first.ticket.id == retry.ticket.id
 
 
+async def test_retries_racing_their_originals_in_two_batches_in_flight_open_each_ticket_once(
+        desk: Any, clock: Any) -> None:
+    from store.intake import IntakeWriter
+
+    good = await intake(desk, dedup=("slack-command", "warm"))
+    async with desk.db.reading() as session:
+        row = {c.name: getattr(await session.get(Ticket, good.ticket.id), c.name) for c in Ticket.__table__.columns
+               if c.name not in ("id", "intake_key")}
+    writer = IntakeWriter(desk.db, max_batch=5)
+
+    def mark(n: int) -> dict[str, Any]:
+        return {"source": "slack-command", "key": f"race-{n}", "expires_at": clock.now() + timedelta(days=1)}
+
+    originals = [asyncio.ensure_future(writer.write(row, mark(n))) for n in range(5)]
+    for _ in range(3):
+        await asyncio.sleep(0)  # the first writer takes its batch of five and sends it
+    retries = [asyncio.ensure_future(writer.write(row, mark(n))) for n in range(5)]
+    await asyncio.sleep(0)  # the retries queue up; the first writer is still waiting on its batch
+    writers_at_once = len(writer._writers)
+    outcomes = await asyncio.gather(*originals, *retries)
+    assert writers_at_once == writer.max_writers  # on PostgreSQL the retries went in a second batch in flight
+    for n in range(5):  # each pair: one ticket written, the other told it is a repeat
+        assert sorted([outcomes[n] is None, outcomes[5 + n] is None]) == [False, True]
+    async with desk.db.reading() as session:
+        assert await session.scalar(select(func.count()).select_from(Ticket)) == 1 + 5
+
+
 async def test_one_bad_row_does_not_cost_its_batch_neighbours_their_tickets(desk: Any, clock: Any) -> None:
     from sqlalchemy.exc import IntegrityError
 
