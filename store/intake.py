@@ -136,26 +136,30 @@ class IntakeWriter:
         for request in batch:
             if request.dedup is not None:
                 first_with_key.setdefault((request.dedup["source"], request.dedup["key"]), request)
+        candidates = [r for r in batch if r.dedup is None
+                      or first_with_key[(r.dedup["source"], r.dedup["key"])] is r]
         if self.db.is_postgres:
-            return await self._write_postgres(batch, first_with_key, connection)
+            ids = await self._write_postgres(candidates, connection)
+        else:
+            ids = await self._write_sqlite(candidates)
+        return [ids.get(id(request)) for request in batch]
+
+    async def _write_sqlite(self, candidates: list[_Request]) -> dict[int, int]:
+        # id(request) -> ticket id, for the candidates that wrote a ticket (not repeats).
         async with self.db.writing() as conn:
             fresh: set[tuple[str, str]] = set()
-            if first_with_key:
+            marks = [r.dedup for r in candidates if r.dedup is not None]
+            if marks:
                 statement = mark_seen_statement(conn.dialect.name).returning(InboundDedup.source, InboundDedup.key)
-                rows = await conn.execute(statement, [r.dedup for r in first_with_key.values() if r.dedup])
-                fresh = {(source, key) for source, key in rows}
-            writing = [r for r in batch if r.dedup is None or (
-                (key := (r.dedup["source"], r.dedup["key"])) in fresh and first_with_key[key] is r)]
+                fresh = {(source, key) for source, key in await conn.execute(statement, marks)}
+            writing = [r for r in candidates if r.dedup is None or (r.dedup["source"], r.dedup["key"]) in fresh]
             ids: list[int] = []
             if writing:
                 ids = list((await conn.execute(_INSERT_TICKETS, [r.ticket for r in writing])).scalars())
-        by_request = dict(zip(map(id, writing), ids, strict=True))
-        return [by_request.get(id(request)) for request in batch]
+        return dict(zip(map(id, writing), ids, strict=True))
 
-    async def _write_postgres(self, batch: list[_Request], first_with_key: dict[tuple[str, str], _Request],
-                              connection: _HeldConnection) -> list[int | None]:
-        candidates = [r for r in batch if r.dedup is None
-                      or first_with_key[(r.dedup["source"], r.dedup["key"])] is r]
+    async def _write_postgres(self, candidates: list[_Request], connection: _HeldConnection) -> dict[int, int]:
+        # id(request) -> ticket id, for the candidates that wrote a ticket (not repeats).
         columns = tuple(candidates[0].ticket)
         if any(tuple(r.ticket) != columns for r in candidates):
             raise ValueError("every ticket row in an intake batch must have the same columns")
@@ -169,10 +173,9 @@ class IntakeWriter:
             if exc.connection_invalidated:
                 await connection.release()  # the next batch starts on a fresh one
             raise
-        ids = dict(cast("list[tuple[int, int]]", result.all()))  # (ordinal, ticket id)
-        by_request = {id(request): ids.get(ordinal) for ordinal, request in enumerate(candidates, start=1)}
-        return [by_request.get(id(request)) for request in batch]
-
+        by_ordinal = dict(cast("list[tuple[int, int]]", result.all()))  # (ordinal, ticket id)
+        return {id(request): by_ordinal[ordinal] for ordinal, request in enumerate(candidates, start=1)
+                if ordinal in by_ordinal}
 
 class _PostgresBatchInsert:
     """``INSERT … SELECT FROM json_to_recordset(…)`` for one set of ticket columns, with its dedup marks.
@@ -185,7 +188,6 @@ class _PostgresBatchInsert:
 
     def __init__(self, columns: tuple[str, ...], dialect: Dialect) -> None:
         table_columns = [_TICKETS.c[name] for name in columns]
-        self.columns = columns
         self._bind = [(name, column.type.bind_processor(dialect)) for name, column in zip(columns, table_columns,
                                                                                             strict=True)]
         dedup = cast(Table, InboundDedup.__table__)
