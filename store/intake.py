@@ -101,7 +101,12 @@ class IntakeWriter:
                 finally:
                     self._between_batches += 1
         finally:
+            # Off the books before the first await: a request that comes while this writer gives its
+            # connection back must start a writer of its own, not wait for one that is leaving.
             self._between_batches -= 1
+            current = asyncio.current_task()
+            if current is not None:
+                self._writers.discard(current)
             await connection.release()
 
     async def _write_and_settle(self, batch: list[_Request], connection: _HeldConnection) -> None:

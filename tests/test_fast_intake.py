@@ -220,6 +220,33 @@ async def test_retries_racing_their_originals_in_two_batches_in_flight_open_each
         assert await session.scalar(select(func.count()).select_from(Ticket)) == 1 + 5
 
 
+async def test_a_request_that_comes_while_the_writer_gives_its_connection_back_is_still_written(
+        desk: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from store import intake as intake_module
+
+    good = await intake(desk, dedup=("slack-command", "warm"))
+    async with desk.db.reading() as session:
+        row = {c.name: getattr(await session.get(Ticket, good.ticket.id), c.name) for c in Ticket.__table__.columns
+               if c.name not in ("id", "intake_key")}
+    leaving = asyncio.Event()
+    go_on = asyncio.Event()
+    give_back = intake_module._HeldConnection.release
+
+    async def slow_release(self: Any) -> None:  # the window: a PostgreSQL connection's close() awaits
+        leaving.set()
+        await go_on.wait()
+        await give_back(self)
+
+    monkeypatch.setattr(intake_module._HeldConnection, "release", slow_release)
+    writer = intake_module.IntakeWriter(desk.db, max_writers=1)
+    first = await writer.write(row, None)
+    await asyncio.wait_for(leaving.wait(), 5)  # the only writer is on its way out
+    second = asyncio.ensure_future(writer.write(row, None))
+    await asyncio.sleep(0)
+    go_on.set()
+    assert isinstance(await asyncio.wait_for(second, 5), int) and first is not None
+
+
 async def test_one_bad_row_does_not_cost_its_batch_neighbours_their_tickets(desk: Any, clock: Any) -> None:
     from sqlalchemy.exc import IntegrityError
 
