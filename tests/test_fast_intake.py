@@ -8,6 +8,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
 import pytest
 from sqlalchemy import event, func, select
 
@@ -42,23 +43,40 @@ async def opening_of(desk: Any, ticket_id: int) -> dict[str, Any]:
 
 @contextmanager
 def counting_statements(desk: Any) -> Iterator[list[str]]:
-    """The first word of every statement sent, plus "COMMIT" for every commit."""
+    """The first word of every statement sent, plus "COMMIT" for every commit: what SQLAlchemy sends,
+    and on PostgreSQL what goes straight down an asyncpg connection (the intake batch does)."""
     seen: list[str] = []
+    drivers: list[Any] = []
+
+    def first_word(statement: str) -> None:
+        seen.append(statement.split(None, 1)[0].upper())
 
     def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        seen.append(statement.split(None, 1)[0].upper())
+        first_word(statement)
 
     def commit(_conn: Any) -> None:
         seen.append("COMMIT")
 
+    def logged(query: Any) -> None:
+        first_word(query.query)
+
+    def checkout(dbapi_connection: Any, *_: Any) -> None:
+        driver = getattr(dbapi_connection, "_connection", None)
+        if hasattr(driver, "add_query_logger"):  # asyncpg
+            driver.add_query_logger(logged)
+            drivers.append(driver)
+
     engine = desk.db.engine.sync_engine
-    event.listen(engine, "before_cursor_execute", record)
-    event.listen(engine, "commit", commit)
+    listeners = [("before_cursor_execute", record), ("commit", commit), ("checkout", checkout)]
+    for name, listener in listeners:
+        event.listen(engine, name, listener)
     try:
         yield seen
     finally:
-        event.remove(engine, "before_cursor_execute", record)
-        event.remove(engine, "commit", commit)
+        for name, listener in listeners:
+            event.remove(engine, name, listener)
+        for driver in drivers:
+            driver.remove_query_logger(logged)
 
 
 async def test_requester_is_acknowledged_with_number_and_sla_before_the_setup_runs(desk: Any, clock: Any) -> None:
@@ -262,6 +280,35 @@ async def test_one_bad_row_does_not_cost_its_batch_neighbours_their_tickets(desk
                                     return_exceptions=True)
     assert isinstance(outcomes[1], IntegrityError)
     assert isinstance(outcomes[0], int) and isinstance(outcomes[2], int) and outcomes[0] != outcomes[2]
+
+
+async def test_a_connection_the_database_dropped_fails_its_batch_as_an_outage_and_the_next_batch_reconnects(
+        desk: Any) -> None:
+    if not desk.db.is_postgres:
+        pytest.skip("SQLite has no server to drop a connection")
+    from bot.handlers.errors import is_database_outage
+    from store.intake import IntakeWriter
+
+    good = await intake(desk, dedup=("slack-command", "warm"))
+    async with desk.db.reading() as session:
+        row = {c.name: getattr(await session.get(Ticket, good.ticket.id), c.name) for c in Ticket.__table__.columns
+               if c.name not in ("id", "intake_key")}
+    admin = await asyncpg.connect(str(desk.db.url.set(drivername="postgresql").render_as_string(False)))
+    try:
+        await desk.db.engine.dispose()  # from here on, the pool's sessions are the ones started after this
+        started = await admin.fetchval("SELECT clock_timestamp()")
+        writer = IntakeWriter(desk.db, max_writers=1)
+        assert isinstance(await writer.write(row, None), int)  # its connection is back in the pool, idle
+        # As a database restart would: the idle sessions die under the pool.
+        killed = await admin.fetchval("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                                      "backend_start >= $1 AND pid <> pg_backend_pid() AND state = 'idle'", started)
+        assert killed >= 1
+    finally:
+        await admin.close()
+    with pytest.raises(Exception) as lost:
+        await writer.write(row, None)
+    assert is_database_outage(lost.value), repr(lost.value)  # "the database is unavailable", not "a bug"
+    assert isinstance(await writer.write(row, None), int)  # a fresh connection, no restart needed
 
 
 class _PgError(Exception):
