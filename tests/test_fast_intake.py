@@ -265,6 +265,26 @@ async def test_a_request_that_comes_while_the_writer_gives_its_connection_back_i
     assert isinstance(await asyncio.wait_for(second, 5), int) and first is not None
 
 
+async def test_a_requester_who_hangs_up_mid_batch_does_not_cost_the_others_their_tickets(desk: Any) -> None:
+    from store.intake import IntakeWriter
+
+    good = await intake(desk, dedup=("slack-command", "warm"))
+    async with desk.db.reading() as session:
+        row = {c.name: getattr(await session.get(Ticket, good.ticket.id), c.name) for c in Ticket.__table__.columns
+               if c.name not in ("id", "intake_key")}
+    writer = IntakeWriter(desk.db)
+    callers = [asyncio.ensure_future(writer.write(row, None)) for _ in range(3)]
+    for _ in range(3):
+        await asyncio.sleep(0)  # all three queued and their batch on its way
+    assert writer._writers
+    callers[1].cancel()  # e.g. Slack closed the connection on one of them
+    outcomes = await asyncio.gather(*callers, return_exceptions=True)
+    assert isinstance(outcomes[1], asyncio.CancelledError)
+    assert isinstance(outcomes[0], int) and isinstance(outcomes[2], int)
+    async with desk.db.reading() as session:  # the hung-up one was written too: its batch went in whole
+        assert await session.scalar(select(func.count()).select_from(Ticket)) == 1 + 3
+
+
 async def test_one_bad_row_does_not_cost_its_batch_neighbours_their_tickets(desk: Any, clock: Any) -> None:
     from sqlalchemy.exc import IntegrityError
 
