@@ -192,19 +192,20 @@ async def main() -> None:
 
 
 def report(targets: list[Target], args: argparse.Namespace) -> str:
-    floors = [max(t.rounds[i].rps for t in targets[:2]) for i in range(args.rounds)]
-    rows = [["target", "requests", "errors", "req/s (median, range)", "p50 ms", "p99 ms", "vs bare, each round",
-             "server CPU ms/req", "all tickets set up"]]
+    # The floor is the bare app on the event loop ithelp serve runs on (uvloop): the same loop, the same
+    # aiohttp, only the work differs. The stricter "faster of the two bare rows" is shown beside it.
+    same_loop = [r.rps for r in targets[1].rounds]
+    faster = [max(t.rounds[i].rps for t in targets[:2]) for i in range(args.rounds)]
+    rows = [["target", "requests", "errors", "req/s (median, range)", "p50 ms", "p99 ms",
+             "vs bare uvloop, each round", "vs faster bare", "server CPU ms/req", "all tickets set up"]]
     for target in targets:
         rps = [r.rps for r in target.rounds]
         latencies = [ms for r in target.rounds for ms in r.latencies_ms]
         pooled = Result(target.name, len(latencies), 0, 1.0, latencies)
-        ratios = [r.rps / floor * 100 for r, floor in zip(target.rounds, floors, strict=False)]
         rows.append([
             target.name, f"{len(target.rounds)} x {args.requests}", str(sum(r.errors for r in target.rounds)),
             f"{statistics.median(rps):.0f} ({min(rps):.0f}-{max(rps):.0f})", f"{pooled.p50:.1f}",
-            f"{pooled.pct(0.99):.1f}", " / ".join(f"{ratio:.0f}%" for ratio in ratios)
-            + f" (median {statistics.median(ratios):.0f}%)",
+            f"{pooled.pct(0.99):.1f}", ratios(target, same_loop, each=True), ratios(target, faster, each=False),
             f"{statistics.median(target.cpu_ms):.2f}",
             f"{max(target.set_up_s):.1f} s after last ack (worst)" if target.set_up_s else "-",
         ])
@@ -212,12 +213,18 @@ def report(targets: list[Target], args: argparse.Namespace) -> str:
         f"ack latency: {args.rounds} rounds of {args.requests} signed /ithelp requests at concurrency "
         f"{args.concurrency}, the targets taking turns",
         table(rows),
-        "targets: ithelp >= 50% of the bare floor's req/s (the faster bare row of the same round); "
-        "p99 < 150 ms on PostgreSQL",
+        "targets: ithelp >= 50% of the bare floor's req/s (the bare app on uvloop, as ithelp serve runs, in the "
+        "same round); p99 < 150 ms on PostgreSQL",
         "each ithelp ack follows a committed ticket row; its opening (event, SLA timers, card outbox rows) is",
         "written just after, stepping aside during the burst: 'all tickets set up' = the last opening committed",
         "server CPU ms/req: the server process's CPU time while a round's requests ran, per request (median)",
     ])
+
+
+def ratios(target: Target, floors: list[float], *, each: bool) -> str:
+    values = [r.rps / floor * 100 for r, floor in zip(target.rounds, floors, strict=False)]
+    listed = " / ".join(f"{value:.0f}%" for value in values) + " " if each else ""
+    return f"{listed}(median {statistics.median(values):.0f}%)"
 
 
 if __name__ == "__main__":
