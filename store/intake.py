@@ -7,8 +7,8 @@ next requests queue up and go in the following batch (one WAL flush for all of t
 On PostgreSQL a batch is one statement: the dedup marks and the ticket rows go in as JSON
 (``json_to_recordset``) through data-modifying CTEs, so its text is the same whatever the batch size
 (prepared once) and it commits by itself, with no BEGIN/COMMIT round trips. SQLite, which has no
-DML in CTEs and one writer, takes a short transaction with multi-row inserts. One batch is in flight
-at a time (``max_writers`` allows more).
+DML in CTEs and one writer, takes a short transaction with multi-row inserts. On both, one batch is
+in flight at a time.
 """
 
 from __future__ import annotations
@@ -103,30 +103,24 @@ def _as_sqlalchemy_error(sql: str, exc: Exception, *, connection_lost: bool) -> 
 class IntakeWriter:
     """Writes new ticket rows (with their inbound-dedup marks) in shared transactions."""
 
-    def __init__(self, db: Database, *, max_batch: int = 100, max_writers: int | None = None) -> None:
+    def __init__(self, db: Database, *, max_batch: int = 100) -> None:
         self.db = db
         self.max_batch = max_batch
-        # One writer by default, on PostgreSQL too: what queues while a batch is out joins the next one,
-        # and each round trip saved is CPU the requests get back. A second batch in flight split the
-        # batches (4 tickets instead of 6.4 at 16 concurrent) and measured 38 % of the bare Bolt floor
-        # against 47 % with one (bench/ack_latency.py, alternating runs). More writers remain possible.
-        self.max_writers = max_writers or 1
         self._queue: list[_Request] = []
         self._statements: dict[tuple[str, ...], _PostgresBatchInsert] = {}
-        self._writers: set[asyncio.Task[None]] = set()
-        self._between_batches = 0
+        # One batch in flight at a time, on PostgreSQL too: what queues while it is out joins the next
+        # one, and each round trip saved is CPU the requests get back. Two in flight split the batches
+        # (4 tickets instead of 6.4 at 16 concurrent) and measured 38 % of the bare Bolt floor against
+        # 47 % with one (bench/ack_latency.py, alternating runs).
+        self._writer: asyncio.Task[None] | None = None
 
     async def write(self, ticket: dict[str, Any], dedup: dict[str, Any] | None) -> int | None:
         """Insert one ticket row; returns its id, or None when ``dedup`` (source, key, expires_at) was
         already seen, i.e. this request is a repeat and wrote nothing. Raises what the database raised."""
         request = _Request(ticket, dedup)
         self._queue.append(request)
-        if not self._between_batches and len(self._writers) < self.max_writers:
-            # Every writer is busy with a batch: another takes this request (and whoever joins it).
-            self._between_batches += 1
-            writer = asyncio.get_running_loop().create_task(self._write_queued())
-            self._writers.add(writer)
-            writer.add_done_callback(self._writers.discard)
+        if self._writer is None or self._writer.done():  # done: cancelled before it ever ran (shutdown)
+            self._writer = asyncio.get_running_loop().create_task(self._write_queued())
         # A caller that goes away cancels only its own future: the batch is the writer's task, and
         # its neighbours still get their tickets (no shield needed, and none paid for on every request).
         return await request.done
@@ -136,18 +130,11 @@ class IntakeWriter:
         try:
             while self._queue:
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
-                self._between_batches -= 1
-                try:
-                    await self._write_and_settle(batch, connection)
-                finally:
-                    self._between_batches += 1
+                await self._write_and_settle(batch, connection)
         finally:
-            # Off the books before the first await: a request that comes while this writer gives its
-            # connection back must start a writer of its own, not wait for one that is leaving.
-            self._between_batches -= 1
-            current = asyncio.current_task()
-            if current is not None:
-                self._writers.discard(current)
+            # Gone before the first await: a request that comes while this writer gives its connection
+            # back must start a writer of its own, not wait for one that is leaving.
+            self._writer = None
             await connection.release()
 
     async def _write_and_settle(self, batch: list[_Request], connection: _HeldConnection) -> None:

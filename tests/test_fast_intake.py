@@ -211,7 +211,7 @@ async def test_a_retry_racing_its_original_in_the_same_batch_opens_one_ticket(de
     assert first.ticket.id == retry.ticket.id
 
 
-async def test_retries_racing_their_originals_in_two_batches_in_flight_open_each_ticket_once(
+async def test_retries_racing_their_originals_into_the_next_batch_open_each_ticket_once(
         desk: Any, clock: Any) -> None:
     from store.intake import IntakeWriter
 
@@ -219,21 +219,21 @@ async def test_retries_racing_their_originals_in_two_batches_in_flight_open_each
     async with desk.db.reading() as session:
         row = {c.name: getattr(await session.get(Ticket, good.ticket.id), c.name) for c in Ticket.__table__.columns
                if c.name not in ("id", "intake_key")}
-    writer = IntakeWriter(desk.db, max_batch=5, max_writers=2)
+    writer = IntakeWriter(desk.db, max_batch=5)
 
     def mark(n: int) -> dict[str, Any]:
         return {"source": "slack-command", "key": f"race-{n}", "expires_at": clock.now() + timedelta(days=1)}
 
     originals = [asyncio.ensure_future(writer.write(row, mark(n))) for n in range(5)]
     for _ in range(3):
-        await asyncio.sleep(0)  # the first writer takes its batch of five and sends it
+        await asyncio.sleep(0)  # the writer takes its batch of five and sends it
     retries = [asyncio.ensure_future(writer.write(row, mark(n))) for n in range(5)]
-    await asyncio.sleep(0)  # the retries queue up; the first writer is still waiting on its batch
-    writers_at_once = len(writer._writers)
+    await asyncio.sleep(0)  # the retries queue up while the originals' batch is out
+    queued_behind = len(writer._queue)
     outcomes = await asyncio.gather(*originals, *retries)
-    assert writers_at_once == 2  # the retries went in a second batch in flight
-    for n in range(5):  # each pair: one ticket written, the other told it is a repeat
-        assert sorted([outcomes[n] is None, outcomes[5 + n] is None]) == [False, True]
+    assert queued_behind == 5  # so the retries went in the next batch, after their originals committed
+    assert all(isinstance(ticket_id, int) for ticket_id in outcomes[:5])
+    assert outcomes[5:] == [None] * 5  # each retry told it is a repeat, writing nothing
     async with desk.db.reading() as session:
         assert await session.scalar(select(func.count()).select_from(Ticket)) == 1 + 5
 
@@ -256,7 +256,7 @@ async def test_a_request_that_comes_while_the_writer_gives_its_connection_back_i
         await give_back(self)
 
     monkeypatch.setattr(intake_module._HeldConnection, "release", slow_release)
-    writer = intake_module.IntakeWriter(desk.db, max_writers=1)
+    writer = intake_module.IntakeWriter(desk.db)
     first = await writer.write(row, None)
     await asyncio.wait_for(leaving.wait(), 5)  # the only writer is on its way out
     second = asyncio.ensure_future(writer.write(row, None))
@@ -276,7 +276,7 @@ async def test_a_requester_who_hangs_up_mid_batch_does_not_cost_the_others_their
     callers = [asyncio.ensure_future(writer.write(row, None)) for _ in range(3)]
     for _ in range(3):
         await asyncio.sleep(0)  # all three queued and their batch on its way
-    assert writer._writers
+    assert writer._writer is not None
     callers[1].cancel()  # e.g. Slack closed the connection on one of them
     outcomes = await asyncio.gather(*callers, return_exceptions=True)
     assert isinstance(outcomes[1], asyncio.CancelledError)
@@ -317,7 +317,7 @@ async def test_a_connection_the_database_dropped_fails_its_batch_as_an_outage_an
     try:
         await desk.db.engine.dispose()  # from here on, the pool's sessions are the ones started after this
         started = await admin.fetchval("SELECT clock_timestamp()")
-        writer = IntakeWriter(desk.db, max_writers=1)
+        writer = IntakeWriter(desk.db)
         assert isinstance(await writer.write(row, None), int)  # its connection is back in the pool, idle
         # As a database restart would: the idle sessions die under the pool.
         killed = await admin.fetchval("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
