@@ -27,6 +27,14 @@ async def intake(desk: Any, summary: str = "VPN drops every ten minutes", *, pri
     return await desk.tickets.open(who, summary, origin=SLACK, priority=priority, dedup=dedup, defer_setup=True)
 
 
+async def a_ticket_row(desk: Any) -> dict[str, Any]:
+    """The columns of a real intake row (a ticket Rita opened), to hand an IntakeWriter again."""
+    opened = await intake(desk, dedup=("slack-command", "warm"))
+    async with desk.db.reading() as session:
+        ticket = await session.get(Ticket, opened.ticket.id)
+        return {c.name: getattr(ticket, c.name) for c in Ticket.__table__.columns if c.name not in ("id", "intake_key")}
+
+
 async def opening_of(desk: Any, ticket_id: int) -> dict[str, Any]:
     """What a ticket's opening left behind: events, pending timers (kind, due) and outbox rows."""
     async with desk.db.reading() as session:
@@ -215,10 +223,7 @@ async def test_retries_racing_their_originals_into_the_next_batch_open_each_tick
         desk: Any, clock: Any) -> None:
     from store.intake import IntakeWriter
 
-    good = await intake(desk, dedup=("slack-command", "warm"))
-    async with desk.db.reading() as session:
-        row = {c.name: getattr(await session.get(Ticket, good.ticket.id), c.name) for c in Ticket.__table__.columns
-               if c.name not in ("id", "intake_key")}
+    row = await a_ticket_row(desk)
     writer = IntakeWriter(desk.db, max_batch=5)
 
     def mark(n: int) -> dict[str, Any]:
@@ -242,18 +247,15 @@ async def test_a_request_that_comes_while_the_writer_gives_its_connection_back_i
         desk: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from store import intake as intake_module
 
-    good = await intake(desk, dedup=("slack-command", "warm"))
-    async with desk.db.reading() as session:
-        row = {c.name: getattr(await session.get(Ticket, good.ticket.id), c.name) for c in Ticket.__table__.columns
-               if c.name not in ("id", "intake_key")}
+    row = await a_ticket_row(desk)
     leaving = asyncio.Event()
     go_on = asyncio.Event()
     give_back = intake_module._HeldConnection.release
 
-    async def slow_release(self: Any) -> None:  # the window: a PostgreSQL connection's close() awaits
+    async def slow_release(self: Any, **how: Any) -> None:  # the window: a PostgreSQL connection's close() awaits
         leaving.set()
         await go_on.wait()
-        await give_back(self)
+        await give_back(self, **how)
 
     monkeypatch.setattr(intake_module._HeldConnection, "release", slow_release)
     writer = intake_module.IntakeWriter(desk.db)
@@ -268,10 +270,7 @@ async def test_a_request_that_comes_while_the_writer_gives_its_connection_back_i
 async def test_a_requester_who_hangs_up_mid_batch_does_not_cost_the_others_their_tickets(desk: Any) -> None:
     from store.intake import IntakeWriter
 
-    good = await intake(desk, dedup=("slack-command", "warm"))
-    async with desk.db.reading() as session:
-        row = {c.name: getattr(await session.get(Ticket, good.ticket.id), c.name) for c in Ticket.__table__.columns
-               if c.name not in ("id", "intake_key")}
+    row = await a_ticket_row(desk)
     writer = IntakeWriter(desk.db)
     callers = [asyncio.ensure_future(writer.write(row, None)) for _ in range(3)]
     for _ in range(3):
@@ -290,10 +289,7 @@ async def test_one_bad_row_does_not_cost_its_batch_neighbours_their_tickets(desk
 
     from store.intake import IntakeWriter
 
-    good = await intake(desk, dedup=("slack-command", "warm"))
-    async with desk.db.reading() as session:
-        row = {c.name: getattr(await session.get(Ticket, good.ticket.id), c.name) for c in Ticket.__table__.columns
-               if c.name not in ("id", "intake_key")}
+    row = await a_ticket_row(desk)
     writer = IntakeWriter(desk.db)
     broken = {**row, "requester_id": 987_654}  # no such person: the foreign key refuses it
     outcomes = await asyncio.gather(writer.write(row, None), writer.write(broken, None), writer.write(row, None),
@@ -309,10 +305,7 @@ async def test_a_connection_the_database_dropped_fails_its_batch_as_an_outage_an
     from bot.handlers.errors import is_database_outage
     from store.intake import IntakeWriter
 
-    good = await intake(desk, dedup=("slack-command", "warm"))
-    async with desk.db.reading() as session:
-        row = {c.name: getattr(await session.get(Ticket, good.ticket.id), c.name) for c in Ticket.__table__.columns
-               if c.name not in ("id", "intake_key")}
+    row = await a_ticket_row(desk)
     admin = await asyncpg.connect(str(desk.db.url.set(drivername="postgresql").render_as_string(False)))
     try:
         await desk.db.engine.dispose()  # from here on, the pool's sessions are the ones started after this
