@@ -13,8 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import aiohttp
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -54,28 +53,98 @@ class Result:
         return statistics.median(self.latencies_ms) if self.latencies_ms else float("nan")
 
 
+class _KeepAliveConnection(asyncio.Protocol):
+    """One HTTP/1.1 keep-alive connection of the load generator: writes a prepared request, reads the
+    status of the answer (Content-Length framed, as aiohttp answers) and is ready for the next."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._answer: asyncio.Future[int] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        head_end = self._buffer.find(b"\r\n\r\n")
+        if head_end < 0:
+            return
+        head = bytes(self._buffer[:head_end]).lower()
+        length_at = head.find(b"\r\ncontent-length:")
+        if length_at < 0:
+            self._fail(RuntimeError(f"an answer without Content-Length: {head[:200]!r}"))
+            return
+        line_end = head.find(b"\r\n", length_at + 2)
+        length = int(head[length_at + 17: line_end if line_end > 0 else None])
+        if len(self._buffer) < head_end + 4 + length:
+            return
+        del self._buffer[: head_end + 4 + length]
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_result(int(head[9:12]))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(exc or ConnectionError("the server closed the connection"))
+
+    def _fail(self, exc: Exception) -> None:
+        if self._answer is not None and not self._answer.done():
+            self._answer.set_exception(exc)
+
+    async def send(self, request: bytes) -> int:
+        assert self.transport is not None
+        self._answer = asyncio.get_running_loop().create_future()
+        self.transport.write(request)
+        return await self._answer
+
+
+def _http_request(url: str, request: rq.SignedRequest) -> bytes:
+    parts = urlsplit(url)
+    headers = {"Host": parts.netloc, "Content-Length": str(len(request.body)), **request.headers}
+    head = f"POST {parts.path} HTTP/1.1\r\n" + "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return (head + "\r\n").encode() + request.body
+
+
 async def fire(url: str, make: Callable[[int], rq.SignedRequest], total: int, concurrency: int, name: str) -> Result:
+    """``total`` requests over ``concurrency`` keep-alive connections, each sending its next request as
+    soon as the last is answered.
+
+    The load generator shares the machine with the servers under test, so it stays light: every
+    request is built and signed before the clock starts, and the connections write those bytes and
+    read only the status line and length of each answer. (aiohttp's client cost ~0.4 ms of CPU per
+    request here, as much as the bare Bolt app it was measuring; this costs ~0.15.)
+    """
+    requests = [_http_request(url, make(index)) for index in range(total)]
+    parts = urlsplit(url)
+    loop = asyncio.get_running_loop()
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    connections = [(await loop.create_connection(_KeepAliveConnection, host, port))[1] for _ in range(concurrency)]
     latencies: list[float] = []
     errors = 0
-    counter = iter(range(total))
+    pending = iter(requests)
 
-    async def worker(session: aiohttp.ClientSession) -> None:
+    async def worker(connection: _KeepAliveConnection) -> None:
         nonlocal errors
-        for index in counter:
-            request = make(index)
+        for request in pending:
             started = time.perf_counter()
-            async with session.post(url, data=request.body, headers=request.headers) as response:
-                await response.read()
-                if response.status != 200:
-                    errors += 1
+            if await connection.send(request) != 200:
+                errors += 1
             latencies.append((time.perf_counter() - started) * 1000)
 
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    try:
         started = time.perf_counter()
-        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        await asyncio.gather(*(worker(connection) for connection in connections))
         seconds = time.perf_counter() - started
+    finally:
+        for connection in connections:
+            if connection.transport is not None:
+                connection.transport.close()
     return Result(name, total, errors, seconds, latencies)
+
+
+def client_cpu() -> float:
+    """CPU seconds this (load-generating) process has used so far."""
+    times = os.times()
+    return times.user + times.system
 
 
 def start_process(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
