@@ -111,7 +111,7 @@ async def fire(url: str, make: Callable[[int], rq.SignedRequest], total: int, co
     The load generator shares the machine with the servers under test, so it stays light: every
     request is built and signed before the clock starts, and the connections write those bytes and
     read only the status line and length of each answer. (aiohttp's client cost ~0.4 ms of CPU per
-    request here, as much as the bare Bolt app it was measuring; this costs ~0.15.)
+    request here, as much as the bare Bolt app it was measuring; this costs ~0.2.)
     """
     requests = [_http_request(url, make(index)) for index in range(total)]
     parts = urlsplit(url)
