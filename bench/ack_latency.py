@@ -3,11 +3,13 @@
 Each request to ithelp really opens a ticket (row + event + outbox rows) and the outbox posts the
 triage card to a fake Slack while the load runs. The bare Bolt app only acks: it is the floor.
 
-    python bench/ack_latency.py [--requests 1000] [--concurrency 16] [--rounds 3]
+    python bench/ack_latency.py [--requests 1000] [--concurrency 16] [--rounds 2]
 
 This is a shared 2-core machine: the load generator, the server and PostgreSQL compete for it, and
 one burst's figures swing by a third. So every target stays up and the rounds take turns, and each
-ithelp round is compared with the bare floor of the same round.
+ithelp round is compared with the bare floor of the same round. The load generator is kept light
+(requests signed before the clock starts, raw keep-alive connections; its CPU per request is
+printed) so that it takes as little as it can from the servers it measures.
 """
 
 from __future__ import annotations
