@@ -117,7 +117,7 @@ async def fire(url: str, make: Callable[[int], rq.SignedRequest], total: int, co
     parts = urlsplit(url)
     loop = asyncio.get_running_loop()
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    connections = [(await loop.create_connection(_KeepAliveConnection, host, port))[1] for _ in range(concurrency)]
+    connections: list[_KeepAliveConnection] = []
     latencies: list[float] = []
     errors = 0
     pending = iter(requests)
@@ -131,6 +131,8 @@ async def fire(url: str, make: Callable[[int], rq.SignedRequest], total: int, co
             latencies.append((time.perf_counter() - started) * 1000)
 
     try:
+        for _ in range(concurrency):
+            connections.append((await loop.create_connection(_KeepAliveConnection, host, port))[1])
         started = time.perf_counter()
         await asyncio.gather(*(worker(connection) for connection in connections))
         seconds = time.perf_counter() - started

@@ -224,7 +224,8 @@ def report(targets: list[Target], args: argparse.Namespace) -> str:
         "each ithelp ack follows a committed ticket row; its opening (event, SLA timers, card outbox rows) is",
         "written just after, stepping aside during the burst: 'all tickets set up' = the last opening committed",
         "server CPU ms/req: the server process's CPU time while a round's requests ran, per request (median);",
-        "load gen. CPU ms/req: the same for this process, which sends the (pre-signed) requests",
+        "load gen. CPU ms/req: the same for this process, which sends the (pre-signed) requests and is also the",
+        "fake Slack that ithelp's outbox posts triage cards to",
     ])
 
 
