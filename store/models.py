@@ -185,7 +185,9 @@ class OutboxMessage(Base):
     __tablename__ = "outbox"
     __table_args__ = (
         Index("ix_outbox_pending", "next_attempt_at", postgresql_where=text(_UNSENT), sqlite_where=text(_UNSENT)),
-        Index("ix_outbox_ordering", "ordering_key", "id"),
+        # Unsent rows only, like ix_outbox_pending: the claim's "first in line" probe (store.queries).
+        Index("ix_outbox_unsent_ordering", "ordering_key", "id", postgresql_where=text(_UNSENT),
+              sqlite_where=text(_UNSENT)),
         Index("ix_outbox_ticket_kind", "ticket_id", "kind"),
     )
 

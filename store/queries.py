@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, delete, exists, or_, select, tuple_, update
+from sqlalchemy import Table, and_, delete, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -55,15 +55,26 @@ async def claim_outbox(
     "First in line" keeps a ticket's thread in order on each target (the thread root must exist
     before replies to it), while different tickets and targets deliver in parallel.
     """
+    statement = claim_outbox_statement(_dialect_of(session), owner=owner, now=now, lease=lease, limit=limit)
+    return list((await session.execute(statement)).scalars())
+
+
+def claim_outbox_statement(dialect: str, *, owner: str, now: datetime, lease: timedelta, limit: int) -> Any:
+    """The UPDATE … RETURNING id that :func:`claim_outbox` runs."""
     earlier = aliased(OutboxMessage)
-    blocked = exists().where(
+    # "Is an earlier unsent row in line first?" is asked row by row, each time one probe of the
+    # (ordering_key, id) index of unsent rows. OFFSET 0 keeps PostgreSQL from turning it into an
+    # anti-join: a burst of rows (a breach storm's pages, a fan-out) is claimed before autovacuum
+    # has analyzed them, and on those stale statistics the join became a nested loop comparing every
+    # unsent row with every other (2,000 rows: 4 million comparisons, 1.5 s per claim).
+    blocked = select(earlier.id).where(
         and_(
             earlier.ordering_key == OutboxMessage.ordering_key,
             earlier.id < OutboxMessage.id,
             earlier.delivered_at.is_(None),
             earlier.dead_at.is_(None),
         )
-    )
+    ).offset(0).exists()
     candidates = (
         select(OutboxMessage.id)
         .where(
@@ -76,16 +87,15 @@ async def claim_outbox(
         .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
         .limit(limit)
     )
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
+    if dialect == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True, of=OutboxMessage)
-    statement = (
+    return (
         update(OutboxMessage)
         .where(OutboxMessage.id.in_(candidates.scalar_subquery()))
         .values(lease_owner=owner, lease_until=now + lease, attempts=OutboxMessage.attempts + 1)
         .returning(OutboxMessage.id)
         .execution_options(synchronize_session=False)
     )
-    return list((await session.execute(statement)).scalars())
 
 
 async def claim_pending_setup(session: AsyncSession, *, limit: int) -> list[int]:
