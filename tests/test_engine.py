@@ -416,3 +416,10 @@ async def test_a_burst_of_fresh_outbox_rows_is_claimed_with_an_index_probe_per_r
             select(OutboxMessage.id).order_by(OutboxMessage.id).limit(200))).scalars())
     assert sorted(claimed) == first
 
+
+async def test_the_bots_postgresql_sessions_never_jit_compile_their_short_queries(db: Any) -> None:
+    # A claim over a large backlog crosses jit_above_cost and then spent ~25 ms compiling a 50 ms query.
+    if not db.is_postgres:
+        pytest.skip("JIT is PostgreSQL's")
+    async with db.reading() as session:
+        assert await session.scalar(text("SHOW jit")) == "off"
