@@ -8,14 +8,21 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects import postgresql
 
 from bot.channels import PermanentDeliveryError, TransientDeliveryError
 from bot.engine import Delivered, OutboxItem, OutboxWorker, TimerEngine, TimerRun
 from bot.metrics import Metrics
 from store.models import OutboxMessage, Timer
-from store.queries import claim_outbox, claim_outbox_statement, enqueue_message, schedule_timer
+from store.queries import (
+    claim_outbox,
+    claim_outbox_statement,
+    enqueue_message,
+    enqueue_messages,
+    schedule_timer,
+)
+from store.queries import outbox_row as outbox_values
 
 
 async def seed_timers(db: Any, clock: Any, count: int, kind: str = "test.kind") -> None:
@@ -391,10 +398,9 @@ async def test_a_burst_of_fresh_outbox_rows_is_claimed_with_an_index_probe_per_r
     burst = 2000
     async with db.transaction() as session:
         await session.execute(text("ALTER TABLE outbox SET (autovacuum_enabled = off)"))  # stay unanalyzed
-        await session.execute(insert(OutboxMessage), [
-            {"target": f"slack:dm:U{n:05d}", "ordering_key": f"slack:dm:U{n:05d}#{n}", "kind": "notice",
-             "ticket_id": None, "payload": {}, "idempotency_key": f"burst:{n}", "created_at": clock.now(),
-             "attempts": 0, "next_attempt_at": clock.now()}
+        await enqueue_messages(session, [
+            outbox_values(target=f"slack:dm:U{n:05d}", kind="notice", payload={}, idempotency_key=f"burst:{n}",
+                          now=clock.now())
             for n in range(burst)])
     statement = claim_outbox_statement("postgresql", owner="w", now=clock.now(), lease=config.engine.lease,
                                        limit=200)
