@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
 import httpx
-from sqlalchemy import select
+from sqlalchemy import String, cast, exists, literal, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.business_time import BusinessCalendar
@@ -36,7 +36,7 @@ from bot.routing import Action
 from bot.tickets import AlreadyClaimed, IllegalTransition, NotAllowed, TicketChange, TicketNotFound
 from store.escalation_models import ACTIVE_KEY, Escalation
 from store.models import Counter, Person, Ticket, TicketEvent, Timer
-from store.queries import enqueue_message, schedule_timer, upsert_insert
+from store.queries import enqueue_message, insert_if_absent, schedule_timer, upsert_insert
 
 if TYPE_CHECKING:
     from bot.desk import Desk
@@ -114,6 +114,7 @@ class EscalationService:
         self._http = http
         self._owns_http = http is None
         self._desk: Desk | None = None
+        self._audit_slot_seen = -1
 
     # -- wiring -------------------------------------------------------------------------------------
     @property
@@ -175,23 +176,16 @@ class EscalationService:
         zone = self._zone_for(chain)
         metric = metric or (trigger if trigger in METRIC_LABELS else None)
         breached_at = self._due_of(ticket, metric) or now
-        token = _token()
-        statement = (
-            upsert_insert(session)(Escalation)
-            .values(ticket_id=ticket.id, trigger=trigger, metric=metric, chain_name=chain_name,
-                    chain=snapshot_chain(chain, zone), status=ACTIVE, active_key=ACTIVE_KEY, level=0, loop=0,
-                    pages=0, run_token=token, next_step_at=now, breached_at=min(breached_at, now),
-                    paged_pagers={"targets": []}, started_at=now)
-            .on_conflict_do_nothing(index_elements=["ticket_id", "trigger", "active_key"])
-            .returning(Escalation.id)
-        )
-        escalation_id = (await session.execute(statement)).scalar_one_or_none()
-        if escalation_id is None:
+        escalation = await insert_if_absent(session, Escalation, {
+            "ticket_id": ticket.id, "trigger": trigger, "metric": metric, "chain_name": chain_name,
+            "chain": snapshot_chain(chain, zone), "status": ACTIVE, "active_key": ACTIVE_KEY, "level": 0, "loop": 0,
+            "pages": 0, "run_token": _token(), "next_step_at": now, "breached_at": min(breached_at, now),
+            "paged_pagers": {"targets": []}, "started_at": now,
+        }, ("ticket_id", "trigger", "active_key"))
+        if escalation is None:
             return False
-        escalation = (await session.execute(
-            select(Escalation).where(Escalation.id == escalation_id).with_for_update())).scalar_one()
         session.add(TicketEvent(ticket_id=ticket.id, at=now, kind="escalation_started",
-                                payload={"escalation_id": escalation_id, "trigger": trigger, "chain": chain_name,
+                                payload={"escalation_id": escalation.id, "trigger": trigger, "chain": chain_name,
                                          "metric": metric}))
         await self._step(session, escalation, ticket, now)
         await self._ensure_audit(session, now)
@@ -532,8 +526,13 @@ class EscalationService:
     async def _ensure_audit(self, session: AsyncSession, now: datetime) -> None:
         every = self.config.escalation.audit_every
         slot = int(now.timestamp() // every.total_seconds()) + 1
+        if slot == self._audit_slot_seen:
+            return
         due = datetime.fromtimestamp(slot * every.total_seconds(), UTC)
-        await schedule_timer(session, kind=AUDIT_TIMER, due_at=due, now=now, dedup_key=f"esc-audit:{slot}")
+        if not await schedule_timer(session, kind=AUDIT_TIMER, due_at=due, now=now, dedup_key=f"esc-audit:{slot}"):
+            # Already there and committed (an insert in flight would have made ours wait for it): the
+            # rest of a breach storm's escalations in this slot need not ask again.
+            self._audit_slot_seen = slot
 
     async def _on_audit(self, run: TimerRun) -> None:
         remaining, _stuck = await self._audit(run.session, run.now)
@@ -545,26 +544,24 @@ class EscalationService:
         async with self.desk.db.transaction() as session:
             return (await self._audit(session, now or self.desk.clock.now()))[1]
 
-    async def _audit(self, session: AsyncSession, now: datetime) -> tuple[int, int]:
-        """Check every active escalation has a pending step timer; returns (still active, re-queued)."""
-        query = select(Escalation).where(Escalation.status == ACTIVE).order_by(Escalation.id)
+    async def _audit(self, session: AsyncSession, now: datetime) -> tuple[bool, int]:
+        """Check every active escalation has a pending step timer; returns (any still active, re-queued)."""
+        # One anti-join, not a lookup per escalation: a breach storm leaves thousands active at once.
+        step_key = literal("esc:") + cast(Escalation.id, String) + literal(":") + Escalation.run_token
+        query = select(Escalation).where(Escalation.status == ACTIVE, ~exists().where(
+            Timer.dedup_key == step_key, Timer.done_at.is_(None))).order_by(Escalation.id)
         if session.bind is not None and session.bind.dialect.name == "postgresql":
-            query = query.with_for_update(skip_locked=True)
-        active = (await session.execute(query)).scalars().all()
-        stuck = 0
-        for escalation in active:
-            pending = (await session.execute(select(Timer.id).where(
-                Timer.dedup_key == f"esc:{escalation.id}:{escalation.run_token}", Timer.done_at.is_(None))
-            )).first()
-            if pending is not None:
-                continue
+            # A step in progress holds its escalation: skip it, its own transaction schedules the next step.
+            query = query.with_for_update(skip_locked=True, of=Escalation)
+        stuck = (await session.execute(query)).scalars().all()
+        for escalation in stuck:
             log.warning("escalation %s of ticket %s had no pending step; re-queued", escalation.id,
                         escalation.ticket_id)
             self.desk.metrics.escalations_stuck.inc()
-            stuck += 1
             due = escalation.next_step_at if escalation.next_step_at and escalation.next_step_at > now else now
             await self._schedule(session, escalation, due, now)
-        return len(active), stuck
+        active = await session.scalar(select(exists().where(Escalation.status == ACTIVE)))
+        return bool(active), len(stuck)
 
 
 async def _bump(session: AsyncSession, key: str, expires_at: datetime) -> int:

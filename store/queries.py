@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Table, and_, delete, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -13,7 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute, aliased
 from sqlalchemy.sql.elements import ColumnElement
 
-from store.models import Counter, InboundDedup, OutboxMessage, Ticket, Timer
+from store.models import Base, Counter, InboundDedup, OutboxMessage, Ticket, Timer
+
+Model = TypeVar("Model", bound=Base)
 
 
 def _lease_free(lease_until: InstrumentedAttribute[datetime | None], now: datetime) -> ColumnElement[bool]:
@@ -138,6 +140,22 @@ def _insert_ignoring(dialect: str, model: type[Any], conflict: tuple[str, ...]) 
     # a list of rows goes out as one executemany.
     return _dialect_insert(dialect)(cast(Table, model.__table__)).on_conflict_do_nothing(
         index_elements=list(conflict))
+
+
+@cache
+def _insert_new_returning(dialect: str, model: type[Any], conflict: tuple[str, ...]) -> Any:
+    return _dialect_insert(dialect)(model).on_conflict_do_nothing(index_elements=list(conflict)).returning(model)
+
+
+async def insert_if_absent(session: AsyncSession, model: type[Model], row: dict[str, Any],
+                           conflict: tuple[str, ...]) -> Model | None:
+    """Insert ``row`` unless one with the same ``conflict`` key exists; the new row as an ORM object, else None.
+
+    One statement, no read-back: the row is ours alone until the transaction commits (a concurrent
+    insert of the same key waits on the unique index), so it needs no ``FOR UPDATE``.
+    """
+    statement = _insert_new_returning(_dialect_of(session), model, conflict)
+    return cast("Model | None", (await session.scalars(statement, [row])).one_or_none())
 
 
 def outbox_row(
