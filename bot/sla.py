@@ -32,7 +32,7 @@ from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.business_time import BusinessCalendar
@@ -231,8 +231,12 @@ class SlaClock:
         await self._on_target_timer(run, str(run.timer.payload.get("metric")), "warn")
 
     async def _on_target_timer(self, run: TimerRun, metric: str, level: Level) -> None:
-        ticket = await _locked_ticket(run)
-        if ticket is None or ticket.status not in _RUNNING:
+        locked = await _locked_ticket(run)
+        if locked is None:
+            return
+        # `_requester` is held for the session's identity map, where an escalation page looks it up.
+        ticket, _requester = locked
+        if ticket.status not in _RUNNING:
             return
         if metric == FIRST_RESPONSE and ticket.first_response_at is not None:
             return
@@ -249,8 +253,11 @@ class SlaClock:
             await enqueue_message(run.session, target=target, kind=CARD, ticket_id=ticket.id, now=run.now,
                                   payload={"ticket_id": ticket.id, "event_id": event.id, "audience": "triage"},
                                   idempotency_key=f"card:{event.id}:{target}")
-        for hook in self.on_breach:
-            await hook(run, ticket, metric, level)
+        # The hooks' own rows (an escalation's events) wait for the commit's single flush instead of
+        # going out one statement at a time ahead of every query they make.
+        with run.session.no_autoflush:
+            for hook in self.on_breach:
+                await hook(run, ticket, metric, level)
 
     async def _mark(
         self, session: AsyncSession, ticket: Ticket, kind: str, metric: str, due: datetime | None, now: datetime,
@@ -266,9 +273,11 @@ class SlaClock:
     # -- progress updates ---------------------------------------------------------------------------
     async def _on_update_due(self, run: TimerRun) -> None:
         session, now = run.session, run.now
-        ticket = await _locked_ticket(run)
-        if (ticket is None or ticket.status not in _RUNNING or ticket.updates_muted
-                or not _is_current(run.timer, ticket.next_update_due)):
+        locked = await _locked_ticket(run)
+        if locked is None:
+            return
+        ticket, requester = locked
+        if ticket.status not in _RUNNING or ticket.updates_muted or not _is_current(run.timer, ticket.next_update_due):
             return
         policy = self.config.sla_policy(ticket.priority)
         if policy is None or policy.update_every is None:
@@ -278,8 +287,6 @@ class SlaClock:
             await self._sync_timers(session, ticket, f"t{run.timer.id}", now, running=run.timer.id)
             return
         await self._escalate(run, ticket, UPDATE, ticket.next_update_due, "breach")
-        requester = await session.get(Person, ticket.requester_id)
-        assert requester is not None
         zone = zone_or_none(requester.timezone) or cal.tz
         if await _updates_sent_on_day(session, ticket.id, now, zone) < self.config.updates.max_per_ticket_per_day:
             await self._send_update(run, ticket, requester, cal, zone)
@@ -489,18 +496,32 @@ def _is_current(timer: Timer, due: datetime | None) -> bool:
     return due is not None and stamped is not None and datetime.fromisoformat(stamped) == due
 
 
-async def _locked_ticket(run: TimerRun) -> Ticket | None:
+# Built once: a statement built per call spends more CPU on construction and cache keys than the
+# database spends running it, and a breach storm runs these thousands of times a minute.
+# The requester comes along with the ticket (pages and updates name them), in the same round trip.
+_TICKET_LOCKED_WITH_REQUESTER = (
+    select(Ticket, Person).join(Person, Person.id == Ticket.requester_id)
+    .where(Ticket.id == bindparam("ticket_id")).with_for_update(of=Ticket)
+)
+_EVENTS = select(TicketEvent).where(TicketEvent.ticket_id == bindparam("ticket_id")).order_by(TicketEvent.id)
+_EVENTS_OF_KINDS = _EVENTS.where(TicketEvent.kind.in_(bindparam("kinds", expanding=True)))
+
+
+async def _locked_ticket(run: TimerRun) -> tuple[Ticket, Person] | None:
+    # The caller keeps the Person referenced: the session's identity map holds objects weakly, and a
+    # `session.get(Person, …)` later in the transaction only skips its query while the object lives.
     if run.timer.ticket_id is None:
         return None
-    query = select(Ticket).where(Ticket.id == run.timer.ticket_id).with_for_update()
-    return (await run.session.execute(query)).scalar_one_or_none()
+    row = (await run.session.execute(_TICKET_LOCKED_WITH_REQUESTER, {"ticket_id": run.timer.ticket_id})).first()
+    return (row[0], row[1]) if row is not None else None
 
 
 async def _load_events(session: AsyncSession, ticket_id: int, kinds: Sequence[str] = ()) -> list[TicketEvent]:
-    query = select(TicketEvent).where(TicketEvent.ticket_id == ticket_id)
     if kinds:
-        query = query.where(TicketEvent.kind.in_(kinds))
-    return list((await session.execute(query.order_by(TicketEvent.id))).scalars())
+        result = await session.execute(_EVENTS_OF_KINDS, {"ticket_id": ticket_id, "kinds": list(kinds)})
+    else:
+        result = await session.execute(_EVENTS, {"ticket_id": ticket_id})
+    return list(result.scalars())
 
 
 async def _cancel_unlocked(session: AsyncSession, timer_ids: list[int], now: datetime) -> None:
