@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,6 +31,7 @@ from store.models import MessageRef, OutboxMessage, Timer
 from store.queries import claim_due_timers, claim_outbox
 
 log = logging.getLogger("ithelp.engine")
+T = TypeVar("T")
 
 
 class RequestsFirst:
@@ -113,6 +114,7 @@ class TimerRun:
 
 
 TimerHandler = Callable[[TimerRun], Awaitable[None]]
+_TIMER_LOCKED = select(Timer).where(Timer.id == bindparam("timer_id")).with_for_update()
 
 
 class TimerEngine:
@@ -179,8 +181,7 @@ class TimerEngine:
         kind = "?"
         try:
             async with self.db.transaction() as session:
-                query = select(Timer).where(Timer.id == timer_id).with_for_update()
-                timer = (await session.execute(query)).scalar_one()
+                timer = (await session.execute(_TIMER_LOCKED, {"timer_id": timer_id})).scalar_one()
                 # Another replica reclaimed it after our lease ran out and already ran it: do nothing.
                 if timer.done_at is not None or timer.lease_owner != self.owner:
                     return
@@ -252,6 +253,39 @@ class Channel(Protocol):
     def pacing_key(self, item: OutboxItem) -> str: ...
 
 
+class GroupCommit(Generic[T]):
+    """Writes items in batches: each ``add`` waits for the batch that carries it, and the next batch
+    takes everything that arrived while the previous one was being written. One writer at a time,
+    so concurrent callers share a transaction instead of each paying for their own."""
+
+    def __init__(self, write: Callable[[list[T]], Awaitable[None]]) -> None:
+        self._write = write
+        self._waiting: list[tuple[T, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def record(self, item: T) -> None:
+        """Add ``item`` to the next batch and return once it is written (or raise what writing it raised)."""
+        done = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_all())
+        await done
+
+    async def _write_all(self) -> None:
+        while self._waiting:
+            batch, self._waiting = self._waiting, []
+            try:
+                await self._write([item for item, _ in batch])
+            except Exception as exc:  # each caller decides about retrying its own item
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+
+
 class OutboxWorker:
     """Delivers the outbox: retries with exponential backoff and jitter, honours ``Retry-After``,
     paces each target, dead-letters after ``outbox_max_attempts`` keeping the error."""
@@ -275,6 +309,7 @@ class OutboxWorker:
         self._last_send: dict[str, float] = {}
         self._held_until: dict[str, datetime] = {}
         self._stopping = False
+        self._recorder: GroupCommit[tuple[OutboxItem, Delivered]] = GroupCommit(self._succeed_all)
 
     def register(self, prefix: str, channel: Channel) -> None:
         self._channels[prefix] = channel
@@ -420,19 +455,32 @@ class OutboxWorker:
         return {(target, ticket_id): newest_id for target, ticket_id, newest_id in newest}
 
     async def _succeed(self, item: OutboxItem, delivered: Delivered) -> None:
-        prefix = item.target.split(":", 1)[0]
+        await self._recorder.record((item, delivered))
+
+    async def _succeed_all(self, done: Sequence[tuple[OutboxItem, Delivered]]) -> None:
+        # One transaction for every delivery that finished while the previous one committed (group
+        # commit): in a page storm or a fan-out that is most of the outbox's database work.
         async with self.db.transaction() as session:
             now = self.clock.now()
-            result = await session.execute(
+            message_ids = {item.id: delivered.message_id for item, delivered in done}
+            recorded = set((await session.execute(
                 update(OutboxMessage)
-                .where(OutboxMessage.id == item.id, OutboxMessage.delivered_at.is_(None))
-                .values(delivered_at=now, delivered_message_id=delivered.message_id, lease_owner=None,
-                        lease_until=None, last_error=None)
+                .where(OutboxMessage.id.in_(message_ids), OutboxMessage.delivered_at.is_(None))
+                .values(delivered_at=now, delivered_message_id=case(message_ids, value=OutboxMessage.id),
+                        lease_owner=None, lease_until=None, last_error=None)
+                .returning(OutboxMessage.id)
                 .execution_options(synchronize_session=False)
-            )
-            if not result.rowcount:  # type: ignore[attr-defined]
-                return
-            for ticket_id, role, platform, channel, message_id in delivered.refs:
+            )).scalars())
+            for item, delivered in done:
+                if item.id in recorded:
+                    await self._save_refs(session, delivered, now)
+        for item, _ in done:
+            if item.id in recorded:
+                self.metrics.outbox_delivered.labels(item.target.split(":", 1)[0]).inc()
+
+    @staticmethod
+    async def _save_refs(session: AsyncSession, delivered: Delivered, now: datetime) -> None:
+        for ticket_id, role, platform, channel, message_id in delivered.refs:
                 existing = (await session.execute(select(MessageRef).where(
                     MessageRef.ticket_id == ticket_id, MessageRef.role == role, MessageRef.platform == platform,
                     MessageRef.channel == channel))).scalar_one_or_none()
@@ -444,7 +492,6 @@ class OutboxWorker:
                     existing.message_id = message_id
                 else:
                     existing.message_id = message_id
-        self.metrics.outbox_delivered.labels(prefix).inc()
 
     async def _fail(self, item: OutboxItem, error: str, *, permanent: bool, retry_after: float | None = None) -> None:
         prefix = item.target.split(":", 1)[0]
