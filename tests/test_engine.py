@@ -8,11 +8,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import event, func, select, text, update
 from sqlalchemy.dialects import postgresql
 
 from bot.channels import PermanentDeliveryError, TransientDeliveryError
-from bot.engine import Delivered, OutboxItem, OutboxWorker, TimerEngine, TimerRun
+from bot.engine import Delivered, GroupCommit, OutboxItem, OutboxWorker, TimerEngine, TimerRun
 from bot.metrics import Metrics
 from store.models import OutboxMessage, Timer
 from store.queries import (
@@ -429,3 +429,58 @@ async def test_the_bots_postgresql_sessions_never_jit_compile_their_short_querie
         pytest.skip("JIT is PostgreSQL's")
     async with db.reading() as session:
         assert await session.scalar(text("SHOW jit")) == "off"
+
+
+class SlowChannel(ScriptedChannel):
+    """Delivers after a pause, so deliveries on different targets finish while others are being recorded."""
+
+    async def deliver(self, item: OutboxItem) -> Delivered:
+        await asyncio.sleep(0.01)
+        return await super().deliver(item)
+
+
+async def test_deliveries_that_finish_together_are_recorded_in_one_transaction_each_with_its_own_message_id(
+    db: Any, clock: Any, config: Any
+) -> None:
+    channel = SlowChannel([])
+    worker = make_worker(db, clock, config, channel)
+    for n in range(12):
+        await enqueue(db, clock, f"k{n}", target=f"test:lane{n}")
+    records: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("UPDATE outbox SET") and "delivered_at" in statement:
+            records.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        assert await worker.tick() == 12
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", count)
+
+    assert len(channel.delivered) == 12
+    assert 1 <= len(records) <= 3  # twelve deliveries finishing together: one write each would be 12
+    async with db.transaction() as session:
+        rows = (await session.execute(select(OutboxMessage.id, OutboxMessage.delivered_message_id,
+                                             OutboxMessage.lease_owner, OutboxMessage.delivered_at))).all()
+    assert {(row_id, message_id) for row_id, message_id, _, _ in rows} == {(i, f"m{i}") for i in channel.delivered}
+    assert all(owner is None and at is not None for _, _, owner, at in rows)
+    assert worker.metrics.outbox_delivered.labels("test")._value.get() == 12
+
+
+async def test_a_failed_group_write_reaches_every_caller_in_it_and_the_next_group_still_writes() -> None:
+    written: list[list[int]] = []
+    fail_next = [True]
+
+    async def write(items: list[int]) -> None:
+        await asyncio.sleep(0)
+        if fail_next[0]:
+            fail_next[0] = False
+            raise OSError("database restarting")
+        written.append(items)
+
+    group: GroupCommit[int] = GroupCommit(write)
+    first = await asyncio.gather(*(group.record(n) for n in range(3)), return_exceptions=True)
+    assert [type(outcome) for outcome in first] == [OSError, OSError, OSError]
+    assert await asyncio.gather(*(group.record(n) for n in range(3, 7))) == [None] * 4
+    assert written == [[3, 4, 5, 6]]

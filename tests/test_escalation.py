@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from bot.config import AppConfig
 from bot.desk import Desk, build_desk
@@ -518,3 +518,59 @@ async def test_three_engines_over_five_hundred_breaching_tickets_page_each_level
     async with db.transaction() as session:
         statuses = Tally((await session.execute(select(Escalation.status))).scalars())
     assert statuses == Tally({"finished": count})
+
+
+class StatementLog:
+    """Every SQL statement the bot's engine sends while it is listening."""
+
+    def __init__(self, db: Any) -> None:
+        self.engine = db.engine.sync_engine
+        self.statements: list[str] = []
+
+    def _log(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        self.statements.append(" ".join(statement.split()))
+
+    def __enter__(self) -> StatementLog:
+        event.listen(self.engine, "before_cursor_execute", self._log)
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._log)
+
+    def starting(self, prefix: str) -> list[str]:
+        return [s for s in self.statements if s.startswith(prefix)]
+
+
+async def test_a_breach_timer_pages_without_reading_back_what_it_already_holds(
+    bed_for: Callable[..., Bed], db: Any, clock: Any, pagers: Pagers
+) -> None:
+    # A breach storm runs this path thousands of times a minute: every statement in it counts.
+    bed = bed_for()
+    bed.desk.extras["sla"].on_breach.append(bed.service.on_breach)
+    ticket = await open_ticket(bed)
+    async with db.transaction() as session:
+        due = (await session.get(Ticket, ticket.id)).first_response_due  # type: ignore[union-attr]
+    await bed.pump()
+    clock.set(due + timedelta(seconds=1))
+    with StatementLog(db) as log:
+        await bed.desk.timers.tick()
+
+    assert log.starting("SELECT people") == []  # the requester came with the ticket's lock
+    assert log.starting("SELECT escalations") == []  # the new escalation came back from its INSERT
+    # The breach event is written first (the triage card is keyed on its id); the escalation's
+    # "started" and "paged" events go out together at commit (SQLAlchemy writes them one by one on SQLite).
+    assert len(log.starting("INSERT INTO ticket_events")) == (2 if db.is_postgres else 3)
+    await bed.pump()
+    assert bed.chat.pages("slack:user:UONCALL1") and pagers.pagerduty.actions_for(ticket.number) == ["trigger"]
+
+
+async def test_the_auditor_checks_every_active_escalation_in_one_query(
+    bed_for: Callable[..., Bed], db: Any
+) -> None:
+    bed = bed_for()
+    for n in range(12):
+        ticket = await open_ticket(bed, f"Laptop {n} will not boot")
+        await breach(bed, ticket.id)
+    with StatementLog(db) as log:
+        assert await bed.service.audit() == 0
+    assert len(log.starting("SELECT")) <= 2  # one per escalation would be 12 more
