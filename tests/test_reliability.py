@@ -914,6 +914,18 @@ async def test_fuzz_signed_slack_interactions_are_handled_without_a_500(
     assert_clean(await fuzz_bot.slack_post(signed.body, signed.headers), payload)
 
 
+async def test_a_message_shortcut_without_its_message_is_refused_every_time_not_a_500(fuzz_bot: FuzzBot) -> None:
+    # Found by the fuzz test above: the second such payload hit "already filed", whose reply went to
+    # an empty channel id; Slack refused it and the request ended in a 500.
+    payload = {"type": "message_action", "user": {"id": "UAGENT1", "name": "a"}, "team": {"id": "T0001"},
+               "api_app_id": "A0001", "token": "legacy", "trigger_id": "1.2.3",
+               "callback_id": "ithelp.create_ticket_from_message", "message": {}, "channel": {}}
+    signed = rq.signed(urlencode({"payload": json.dumps(payload)}).encode(), rq.FORM, SECRET)
+    for _ in range(2):
+        reply = await fuzz_bot.slack_post(signed.body, signed.headers)
+        assert reply.status == 400, reply
+
+
 ACTIVITY_PATHS = ("type", "id", "text", "value", "from", "from.id", "from.aadObjectId", "from.name", "conversation",
                   "conversation.id", "conversation.conversationType", "channelData", "channelData.tenant",
                   "entities", "replyToId", "localTimezone", "serviceUrl", "recipient", "name", "timestamp",

@@ -555,6 +555,9 @@ class SlackAdapter:
         await ack()
         message = body.get("message") or {}
         channel = (body.get("channel") or {}).get("id", "")
+        if not channel or not message.get("ts"):
+            # Slack always sends both; without them there is no message to file and nowhere to say so.
+            raise ValueError("a message shortcut without its message or channel")
         author = message.get("user") or body["user"]["id"]
         await self._ticket_from_message(client, channel, message.get("ts", ""), author, message.get("text") or "",
                                         reporter=body["user"]["id"])
@@ -571,7 +574,11 @@ class SlackAdapter:
             )
         except Exception as exc:
             if reporter:
-                await client.chat_postEphemeral(channel=channel, user=reporter, text=friendly(exc, PLATFORM))
+                try:
+                    await client.chat_postEphemeral(channel=channel, user=reporter, text=friendly(exc, PLATFORM))
+                except SlackApiError as told:
+                    log.error("could not file message %s in %s (%s), nor tell %s why: %s", ts, channel, exc,
+                              reporter, told)
             return
         if result.created:
             try:
