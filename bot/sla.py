@@ -245,22 +245,26 @@ class SlaClock:
             await self._escalate(run, ticket, metric, due, level)
 
     async def _escalate(self, run: TimerRun, ticket: Ticket, metric: str, due: datetime | None, level: Level) -> None:
-        event = await self._mark(run.session, ticket, SLA_WARNING if level == "warn" else SLA_BREACHED, metric, due,
-                                 run.now)
-        if event is None:
-            return
-        for target in triage_targets(self.config):
+        # The breach event and the hooks' rows (an escalation's events) go out in one flush, not one
+        # statement at a time ahead of every query the hooks make: a breach storm runs this thousands of times.
+        with run.session.no_autoflush:
+            event = await self._mark(run.session, ticket, SLA_WARNING if level == "warn" else SLA_BREACHED, metric,
+                                     due, run.now, flush=False)
+            if event is None:
+                return
+            for hook in self.on_breach:
+                await hook(run, ticket, metric, level)
+        targets = triage_targets(self.config)
+        if targets:
+            await run.session.flush()  # the triage card is keyed on the event's id
+        for target in targets:
             await enqueue_message(run.session, target=target, kind=CARD, ticket_id=ticket.id, now=run.now,
                                   payload={"ticket_id": ticket.id, "event_id": event.id, "audience": "triage"},
                                   idempotency_key=f"card:{event.id}:{target}")
-        # The hooks' own rows (an escalation's events) wait for the commit's single flush instead of
-        # going out one statement at a time ahead of every query they make.
-        with run.session.no_autoflush:
-            for hook in self.on_breach:
-                await hook(run, ticket, metric, level)
 
     async def _mark(
         self, session: AsyncSession, ticket: Ticket, kind: str, metric: str, due: datetime | None, now: datetime,
+        *, flush: bool = True,
     ) -> TicketEvent | None:
         # None when a warning/breach already stands for this target: timers may run twice, history may not.
         due_text = due.isoformat() if due is not None else None
@@ -268,7 +272,7 @@ class SlaClock:
         own = (kind, metric, (due_text or "") if metric == UPDATE else "")
         if own in marks or (kind == SLA_WARNING and (SLA_BREACHED, metric, "") in marks):
             return None
-        return await _add_event(session, ticket, kind, now, {"metric": metric, "due": due_text})
+        return await _add_event(session, ticket, kind, now, {"metric": metric, "due": due_text}, flush=flush)
 
     # -- progress updates ---------------------------------------------------------------------------
     async def _on_update_due(self, run: TimerRun) -> None:
@@ -535,10 +539,12 @@ async def _cancel_unlocked(session: AsyncSession, timer_ids: list[int], now: dat
 
 
 async def _add_event(session: AsyncSession, ticket: Ticket, kind: str, now: datetime,
-                     payload: dict[str, Any]) -> TicketEvent:
+                     payload: dict[str, Any], *, flush: bool = True) -> TicketEvent:
+    # flush=False: the caller needs no id yet, and the row can share a later flush with others.
     event = TicketEvent(ticket_id=ticket.id, at=now, actor_id=None, kind=kind, payload=payload)
     session.add(event)
-    await session.flush()
+    if flush:
+        await session.flush()
     return event
 
 
