@@ -254,7 +254,7 @@ class Channel(Protocol):
 
 
 class GroupCommit(Generic[T]):
-    """Writes items in batches: each ``add`` waits for the batch that carries it, and the next batch
+    """Writes items in batches: each ``record`` waits for the batch that carries it, and the next batch
     takes everything that arrived while the previous one was being written. One writer at a time,
     so concurrent callers share a transaction instead of each paying for their own."""
 
@@ -276,10 +276,19 @@ class GroupCommit(Generic[T]):
             batch, self._waiting = self._waiting, []
             try:
                 await self._write([item for item, _ in batch])
-            except Exception as exc:  # each caller decides about retrying its own item
+            except BaseException as exc:  # each caller decides about retrying its own item
                 for _, done in batch:
-                    if not done.done():
+                    if done.done():
+                        continue
+                    if isinstance(exc, Exception):
                         done.set_exception(exc)
+                    else:  # the writer itself was cancelled (shutdown): nobody may wait for it forever
+                        done.cancel()
+                if not isinstance(exc, Exception):
+                    for _, done in self._waiting:
+                        done.cancel()
+                    self._waiting = []
+                    raise
             else:
                 for _, done in batch:
                     if not done.done():
@@ -481,17 +490,15 @@ class OutboxWorker:
     @staticmethod
     async def _save_refs(session: AsyncSession, delivered: Delivered, now: datetime) -> None:
         for ticket_id, role, platform, channel, message_id in delivered.refs:
-                existing = (await session.execute(select(MessageRef).where(
-                    MessageRef.ticket_id == ticket_id, MessageRef.role == role, MessageRef.platform == platform,
-                    MessageRef.channel == channel))).scalar_one_or_none()
-                if existing is None:
-                    session.add(MessageRef(ticket_id=ticket_id, role=role, platform=platform, channel=channel,
-                                           message_id=message_id, created_at=now))
-                elif existing.message_id != message_id:
-                    # A newer message took over the role (a repeat page, a card re-posted after deletion).
-                    existing.message_id = message_id
-                else:
-                    existing.message_id = message_id
+            existing = (await session.execute(select(MessageRef).where(
+                MessageRef.ticket_id == ticket_id, MessageRef.role == role, MessageRef.platform == platform,
+                MessageRef.channel == channel))).scalar_one_or_none()
+            if existing is None:
+                session.add(MessageRef(ticket_id=ticket_id, role=role, platform=platform, channel=channel,
+                                       message_id=message_id, created_at=now))
+            else:
+                # A newer message may have taken over the role (a repeat page, a card re-posted after deletion).
+                existing.message_id = message_id
 
     async def _fail(self, item: OutboxItem, error: str, *, permanent: bool, retry_after: float | None = None) -> None:
         prefix = item.target.split(":", 1)[0]

@@ -484,3 +484,23 @@ async def test_a_failed_group_write_reaches_every_caller_in_it_and_the_next_grou
     assert [type(outcome) for outcome in first] == [OSError, OSError, OSError]
     assert await asyncio.gather(*(group.record(n) for n in range(3, 7))) == [None] * 4
     assert written == [[3, 4, 5, 6]]
+
+
+async def test_callers_of_a_group_write_are_not_left_waiting_when_shutdown_cancels_the_writer() -> None:
+    started = asyncio.Event()
+
+    async def write(items: list[int]) -> None:
+        started.set()
+        await asyncio.Event().wait()  # a write that never finishes on its own
+
+    group: GroupCommit[int] = GroupCommit(write)
+    callers = asyncio.gather(*(group.record(n) for n in range(2)), return_exceptions=True)
+    await started.wait()
+    late = asyncio.ensure_future(group.record(2))  # queued behind the write in flight
+    await asyncio.sleep(0)
+    assert group._writer is not None
+    group._writer.cancel()  # what the event loop's shutdown does to every task still running
+    outcomes = await asyncio.wait_for(callers, timeout=5)
+    assert [type(outcome) for outcome in outcomes] == [asyncio.CancelledError, asyncio.CancelledError]
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(late, timeout=5)
