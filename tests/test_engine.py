@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects import postgresql
 
 from bot.channels import PermanentDeliveryError, TransientDeliveryError
@@ -23,6 +23,7 @@ from store.queries import (
     schedule_timer,
 )
 from store.queries import outbox_row as outbox_values
+from tests.statement_log import StatementLog
 
 
 async def seed_timers(db: Any, clock: Any, count: int, kind: str = "test.kind") -> None:
@@ -446,17 +447,9 @@ async def test_deliveries_that_finish_together_are_recorded_in_one_transaction_e
     worker = make_worker(db, clock, config, channel)
     for n in range(12):
         await enqueue(db, clock, f"k{n}", target=f"test:lane{n}")
-    records: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.startswith("UPDATE outbox SET") and "delivered_at" in statement:
-            records.append(statement)
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", count)
-    try:
+    with StatementLog(db) as log:
         assert await worker.tick() == 12
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", count)
+    records = [s for s in log.starting("UPDATE outbox SET") if "delivered_at" in s]
 
     assert len(channel.delivered) == 12
     assert 1 <= len(records) <= 3  # twelve deliveries finishing together: one write each would be 12

@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select, update
+from sqlalchemy import func, select, update
 
 from bot.config import AppConfig
 from bot.desk import Desk, build_desk
@@ -26,6 +26,7 @@ from store.escalation_models import Escalation
 from store.models import OutboxMessage, Person, Ticket, Timer
 from store.queries import schedule_timer
 from tests.fakes.pagers import FakeOpsgenie, FakePagerDuty, FakeWebhookReceiver
+from tests.statement_log import StatementLog
 
 AGENT = PersonRef("slack", "UAGENT1", display_name="Alice")
 REQUESTER = PersonRef("slack", "UREQ1", display_name="Person UREQ1")
@@ -518,27 +519,6 @@ async def test_three_engines_over_five_hundred_breaching_tickets_page_each_level
     async with db.transaction() as session:
         statuses = Tally((await session.execute(select(Escalation.status))).scalars())
     assert statuses == Tally({"finished": count})
-
-
-class StatementLog:
-    """Every SQL statement the bot's engine sends while it is listening."""
-
-    def __init__(self, db: Any) -> None:
-        self.engine = db.engine.sync_engine
-        self.statements: list[str] = []
-
-    def _log(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        self.statements.append(" ".join(statement.split()))
-
-    def __enter__(self) -> StatementLog:
-        event.listen(self.engine, "before_cursor_execute", self._log)
-        return self
-
-    def __exit__(self, *_: Any) -> None:
-        event.remove(self.engine, "before_cursor_execute", self._log)
-
-    def starting(self, prefix: str) -> list[str]:
-        return [s for s in self.statements if s.startswith(prefix)]
 
 
 async def test_a_breach_timer_pages_without_reading_back_what_it_already_holds(
