@@ -529,8 +529,11 @@ class EscalationService:
         if slot == self._audit_slot_seen:
             return
         due = datetime.fromtimestamp(slot * every.total_seconds(), UTC)
-        if not await schedule_timer(session, kind=AUDIT_TIMER, due_at=due, now=now, dedup_key=f"esc-audit:{slot}"):
-            # Already there and committed (an insert in flight would have made ours wait for it): the
+        if await schedule_timer(session, kind=AUDIT_TIMER, due_at=due, now=now, dedup_key=f"esc-audit:{slot}"):
+            session.info["audit_slot_inserted"] = slot
+        elif session.info.get("audit_slot_inserted") != slot:
+            # Already there and committed (an insert in flight elsewhere would have made ours wait for
+            # it; our own, in a transaction shared by a group of breaches, may still roll back): the
             # rest of a breach storm's escalations in this slot need not ask again.
             self._audit_slot_seen = slot
 

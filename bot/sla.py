@@ -93,9 +93,11 @@ class SlaClock:
         """Follow the desk's ticket changes and run its SLA timers."""
         desk.tickets.subscribe(self._on_change)
         desk.tickets.initial_targets = self.initial_targets
-        desk.timers.register(FIRST_RESPONSE_TIMER, self._on_first_response_due)
-        desk.timers.register(RESOLUTION_TIMER, self._on_resolution_due)
-        desk.timers.register(WARN_TIMER, self._on_warn)
+        # A breach or warning touches only its own ticket's rows (and shared counters written by
+        # upsert), so a storm of them can share transactions.
+        desk.timers.register(FIRST_RESPONSE_TIMER, self._on_first_response_due, shares_transaction=True)
+        desk.timers.register(RESOLUTION_TIMER, self._on_resolution_due, shares_transaction=True)
+        desk.timers.register(WARN_TIMER, self._on_warn, shares_transaction=True)
         desk.timers.register(UPDATE_DUE_TIMER, self._on_update_due)
 
     def calendar(self, name: str) -> BusinessCalendar:

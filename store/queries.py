@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 from sqlalchemy import Table, and_, delete, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -22,10 +22,18 @@ def _lease_free(lease_until: InstrumentedAttribute[datetime | None], now: dateti
     return or_(lease_until.is_(None), lease_until < now)
 
 
+class ClaimedTimer(NamedTuple):
+    """A timer leased by :func:`claim_due_timers`: enough to decide how to run it before loading it."""
+
+    id: int
+    kind: str
+    ticket_id: int | None
+
+
 async def claim_due_timers(
     session: AsyncSession, *, owner: str, now: datetime, lease: timedelta, limit: int
-) -> list[int]:
-    """Lease up to ``limit`` due timers to ``owner`` in one statement and return their ids.
+) -> list[ClaimedTimer]:
+    """Lease up to ``limit`` due timers to ``owner`` in one statement and return them, soonest due first.
 
     PostgreSQL: the inner SELECT takes ``FOR UPDATE SKIP LOCKED`` so concurrent replicas split the
     work instead of queueing on each other. SQLite: a single ``UPDATE … RETURNING`` under
@@ -43,10 +51,12 @@ async def claim_due_timers(
         update(Timer)
         .where(Timer.id.in_(candidates.scalar_subquery()))
         .values(lease_owner=owner, lease_until=now + lease, attempts=Timer.attempts + 1)
-        .returning(Timer.id)
+        .returning(Timer.id, Timer.kind, Timer.ticket_id, Timer.due_at)
         .execution_options(synchronize_session=False)
     )
-    return list((await session.execute(statement)).scalars())
+    # RETURNING comes back in no promised order.
+    rows = sorted((await session.execute(statement)).all(), key=lambda row: (row.due_at, row.id))
+    return [ClaimedTimer(row.id, row.kind, row.ticket_id) for row in rows]
 
 
 async def claim_outbox(

@@ -107,6 +107,89 @@ async def test_a_failing_handler_is_retried_then_marked_failed(db: Any, clock: A
     assert timer.outcome == "failed" and "pager down" in (timer.last_error or "")
 
 
+SHARED = "test.shared"
+
+
+async def seed_ticket_timers(db: Any, clock: Any, ticket_ids: list[int]) -> None:
+    """One due timer of the shareable test kind per entry (a ticket listed twice gets two)."""
+    async with db.transaction() as session:
+        for n, ticket_id in enumerate(ticket_ids):
+            await schedule_timer(session, kind=SHARED, due_at=clock.now() - timedelta(seconds=1), now=clock.now(),
+                                 ticket_id=ticket_id, payload={"n": n})
+
+
+def storm_engine(db: Any, clock: Any, config: Any, ran: list[tuple[int, Any]], *, fail_for: int | None = None
+                 ) -> TimerEngine:
+    """An engine whose shareable handler records (ticket, session) and leaves one row per run, which
+    only a committed transaction keeps; it raises for ticket ``fail_for``."""
+    engine = TimerEngine(db, clock, config.engine, Metrics(), owner="storm")
+
+    async def handler(run: TimerRun) -> None:
+        assert run.timer.ticket_id is not None
+        ran.append((run.timer.ticket_id, run.session))
+        if run.timer.ticket_id == fail_for:
+            raise RuntimeError("pager down")
+        await schedule_timer(run.session, kind="test.effect", due_at=run.now + timedelta(days=7), now=run.now,
+                             ticket_id=run.timer.ticket_id, payload={"of": run.timer.id})
+
+    engine.register(SHARED, handler, shares_transaction=True)
+    return engine
+
+
+async def kinds_per_ticket(db: Any, kind: str, *, pending: bool) -> Tally[int]:
+    async with db.reading() as session:
+        query = select(Timer.ticket_id).where(Timer.kind == kind)
+        query = query.where(Timer.done_at.is_(None) if pending else Timer.done_at.is_not(None))
+        return Tally((await session.execute(query)).scalars())
+
+
+async def test_a_storm_of_shareable_timers_commits_a_group_at_a_time_not_a_timer_at_a_time(
+    db: Any, clock: Any, config: Any, make_ticket: Any
+) -> None:
+    tickets = [(await make_ticket(f"Laptop {n} will not charge")).id for n in range(30)]
+    await seed_ticket_timers(db, clock, tickets)
+    ran: list[tuple[int, Any]] = []
+    engine = storm_engine(db, clock, config, ran)
+    with StatementLog(db) as log:
+        assert await engine.tick() == 30
+    assert sorted(ticket for ticket, _ in ran) == sorted(tickets)
+    assert log.commits <= 3  # the claim and two groups of up to 25; a transaction per timer would be 31
+    assert await kinds_per_ticket(db, SHARED, pending=False) == Tally(tickets)
+    assert await kinds_per_ticket(db, "test.effect", pending=True) == Tally(tickets)
+
+
+async def test_two_timers_of_one_ticket_never_share_a_transaction(
+    db: Any, clock: Any, config: Any, make_ticket: Any
+) -> None:
+    busy, other = (await make_ticket("VPN drops")).id, (await make_ticket("Printer jam")).id
+    await seed_ticket_timers(db, clock, [busy, other, busy, busy, other])
+    ran: list[tuple[int, Any]] = []
+    await storm_engine(db, clock, config, ran).tick()
+    sessions_of = {ticket: [session for t, session in ran if t == ticket] for ticket in (busy, other)}
+    assert len(sessions_of[busy]) == len(set(sessions_of[busy])) == 3
+    assert len(sessions_of[other]) == len(set(sessions_of[other])) == 2
+    assert await kinds_per_ticket(db, "test.effect", pending=True) == Tally({busy: 3, other: 2})
+
+
+async def test_one_failing_timer_in_a_group_leaves_the_others_done_once_and_is_retried_alone(
+    db: Any, clock: Any, config: Any, make_ticket: Any
+) -> None:
+    tickets = [(await make_ticket(f"Monitor {n} flickers")).id for n in range(10)]
+    doomed = tickets[6]
+    await seed_ticket_timers(db, clock, tickets)
+    ran: list[tuple[int, Any]] = []
+    await storm_engine(db, clock, config, ran, fail_for=doomed).tick()
+
+    fine = [t for t in tickets if t != doomed]
+    # The group's work rolled back with it; each timer then ran on its own, so every effect is there once.
+    assert await kinds_per_ticket(db, "test.effect", pending=True) == Tally(fine)
+    assert await kinds_per_ticket(db, SHARED, pending=False) == Tally(fine)
+    async with db.reading() as session:
+        failed = (await session.execute(select(Timer).where(Timer.ticket_id == doomed, Timer.kind == SHARED))
+                  ).scalar_one()
+    assert failed.done_at is None and "pager down" in (failed.last_error or "")  # retried after its backoff
+
+
 class ScriptedChannel:
     """A delivery channel that fails as scripted, then succeeds; records what it delivered."""
 

@@ -546,6 +546,35 @@ async def test_a_breach_timer_pages_without_reading_back_what_it_already_holds(
     assert bed.chat.pages("slack:user:UONCALL1") and pagers.pagerduty.actions_for(ticket.number) == ["trigger"]
 
 
+async def test_breaches_rerun_one_by_one_after_a_failed_group_still_leave_the_audit_scheduled(
+    bed_for: Callable[..., Bed], db: Any, clock: Any
+) -> None:
+    # Three breaches fall due together and share a transaction; the third one's hook fails, so the
+    # group rolls back (taking the audit timer its first escalation scheduled) and each reruns alone.
+    bed = bed_for()
+    sla = bed.desk.extras["sla"]
+    sla.on_breach.append(bed.service.on_breach)
+    tickets = [await open_ticket(bed, f"Dock {n} is dead") for n in range(3)]
+    doomed = tickets[-1].id
+
+    async def chat_api_down(_run: Any, ticket: Ticket, _metric: str, _level: str) -> None:
+        if ticket.id == doomed:
+            raise RuntimeError("chat API down")
+
+    sla.on_breach.append(chat_api_down)
+    async with db.transaction() as session:
+        due = (await session.get(Ticket, tickets[0].id)).first_response_due  # type: ignore[union-attr]
+    clock.set(due + timedelta(seconds=1))
+    await bed.desk.timers.tick()
+
+    async with db.reading() as session:
+        escalated = set((await session.execute(select(Escalation.ticket_id))).scalars())
+        audits = await session.scalar(select(func.count()).select_from(Timer).where(
+            Timer.kind == "escalation.audit", Timer.done_at.is_(None)))
+    assert escalated == {tickets[0].id, tickets[1].id}
+    assert audits == 1  # the safety net for stuck escalations survived the rollback
+
+
 async def test_the_auditor_checks_every_active_escalation_in_one_query(
     bed_for: Callable[..., Bed], db: Any
 ) -> None:
