@@ -71,8 +71,9 @@ class ImportLookups(importlib.abc.MetaPathFinder):
 async def test_sending_a_page_never_searches_for_a_module_again(
     http: httpx.AsyncClient, pagerduty: FakePagerDuty, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # httpcore imports sniffio inside every lock it sets up, and without sniffio installed that failed
-    # import searches sys.path each time: ~1 ms of CPU per page in a breach storm (encode/httpcore#1103).
+    # A failed import searches sys.path every time it is retried: httpx's own transport (httpcore)
+    # did that for sniffio inside every lock it set up, ~1 ms of CPU per page in a breach storm
+    # (encode/httpcore#1103). Whatever transport pages go through must not.
     client = pd_client(http, pagerduty)
     await client.trigger("ithelp-ticket-1", "warm-up", severity="error")
     lookups = ImportLookups()
