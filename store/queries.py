@@ -6,7 +6,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, NamedTuple, TypeVar, cast
 
-from sqlalchemy import Table, and_, delete, or_, select, tuple_, update
+from sqlalchemy import Table, and_, delete, literal_column, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -116,17 +116,27 @@ async def claim_pending_setup(session: AsyncSession, *, limit: int) -> list[int]
     Same shape as :func:`claim_due_timers`, but without a lease: the flag flips in the transaction that
     writes the setup, so a crash rolls both back and another replica takes the ticket.
     """
-    candidates = select(Ticket.id).where(Ticket.setup_pending.is_(True)).order_by(Ticket.id).limit(limit)
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
+    return list((await session.execute(claim_pending_setup_statement(_dialect_of(session), limit=limit))).scalars())
+
+
+# Written exactly as the partial index's WHERE: neither PostgreSQL nor SQLite sees that
+# "setup_pending IS true" (or "= 1") is the same, and each engine tick then scanned every ticket
+# (50 ms at 100,000 tickets) to find none pending.
+_SETUP_PENDING: ColumnElement[Any] = literal_column("setup_pending")
+
+
+def claim_pending_setup_statement(dialect: str, *, limit: int) -> Any:
+    """The UPDATE … RETURNING id that :func:`claim_pending_setup` runs."""
+    candidates = select(Ticket.id).where(_SETUP_PENDING).order_by(Ticket.id).limit(limit)
+    if dialect == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True)
-    statement = (
+    return (
         update(Ticket)
-        .where(Ticket.id.in_(candidates.scalar_subquery()), Ticket.setup_pending.is_(True))
+        .where(Ticket.id.in_(candidates.scalar_subquery()), _SETUP_PENDING)
         .values(setup_pending=False)
         .returning(Ticket.id)
         .execution_options(synchronize_session=False)
     )
-    return list((await session.execute(statement)).scalars())
 
 
 def _dialect_of(session: AsyncSession | AsyncConnection) -> str:

@@ -374,3 +374,36 @@ async def test_a_due_page_is_not_held_back_by_a_flood_of_new_tickets_being_set_u
     assert pending_when_paged and pending_when_paged[0] >= 20  # paged after the first small batch, not the last
     async with desk.db.reading() as session:
         assert await session.scalar(select(func.count()).select_from(Ticket).where(Ticket.setup_pending)) == 0
+
+
+async def test_looking_for_tickets_to_set_up_probes_the_index_instead_of_reading_every_ticket(desk: Any) -> None:
+    # Every engine tick asks. With "setup_pending IS true" neither engine matched the partial index
+    # ("WHERE setup_pending"): PostgreSQL read all 100,000 tickets of the breach bench, 50 ms a tick.
+    from sqlalchemy import insert, text
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from store.queries import claim_pending_setup_statement
+
+    row = {**await a_ticket_row(desk), "setup_pending": False}
+    settled = 3000
+    async with desk.db.transaction() as session:
+        await session.execute(insert(Ticket), [row] * settled)
+    dialect = postgresql.dialect() if desk.db.is_postgres else sqlite.dialect()
+    sql = str(claim_pending_setup_statement(dialect.name, limit=50).compile(
+        dialect=dialect, compile_kwargs={"literal_binds": True}))
+    async with desk.db.transaction() as session:
+        if desk.db.is_postgres:
+            await session.execute(text("ANALYZE tickets"))
+            plan = (await session.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}"))).scalar_one()
+
+            def rows_read_and_dropped(node: dict[str, Any]) -> float:
+                dropped = float(node.get("Rows Removed by Filter", 0)) * node.get("Actual Loops", 1)
+                return dropped + sum(rows_read_and_dropped(child) for child in node.get("Plans", []))
+
+            assert rows_read_and_dropped(plan[0]["Plan"]) < 100  # a scan drops all 3,000 settled tickets
+        else:
+            steps = [detail for *_, detail in (await session.execute(text(f"EXPLAIN QUERY PLAN {sql}"))).all()]
+            assert any("ix_tickets_setup_pending" in step for step in steps), steps
+            assert "SCAN tickets" not in steps, steps
+        await session.rollback()
+    assert await desk.tickets.finish_setup(limit=50) == 1  # the one ticket a_ticket_row opened is still found
