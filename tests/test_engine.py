@@ -403,6 +403,43 @@ class GatedChannel:
         return item.target
 
 
+async def test_a_timer_falling_due_while_pages_are_still_going_out_runs_without_waiting_for_them(
+    desk: Any, clock: Any,
+) -> None:
+    from bot.scheduler import EngineRunner
+
+    ran: list[int] = []
+
+    async def handler(run: TimerRun) -> None:
+        ran.append(run.timer.id)
+
+    desk.timers.register("test.soon", handler)
+    pager = GatedChannel(urgent=True)
+    desk.outbox.register("pager", pager)
+    wakeups: list[Any] = []
+    runner = EngineRunner(desk, call_later=lambda _delay, callback: wakeups.append(callback) or Handle())
+    await enqueue(desk.db, clock, "first breach page", target="pager:oncall")
+    async with desk.db.transaction() as session:
+        await schedule_timer(session, kind="test.soon", due_at=clock.now() + timedelta(milliseconds=300),
+                             now=clock.now())
+    ticking = asyncio.ensure_future(runner.tick())
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if pager.in_flight == 1 and wakeups:
+            break
+    assert pager.in_flight == 1 and ran == [] and len(wakeups) == 1
+    clock.advance(timedelta(milliseconds=300))
+    wakeups[0]()  # the next breach falls due while the first page is still on its way
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if ran:
+            break
+    assert len(ran) == 1 and pager.in_flight == 1 and not ticking.done()
+    pager.release.set()
+    await asyncio.wait_for(ticking, 5)  # and the tick still ends only once the page is delivered
+    assert pager.delivered == ["pager:oncall"]
+
+
 async def test_outbox_caps_messages_in_flight_but_a_page_never_waits_for_a_slot(
     db: Any, clock: Any, config: Any,
 ) -> None:
