@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,25 @@ async def idle_tick_ms(db: Database, config_yaml: str, rounds: int = 15) -> tupl
     return statistics.median(ticks), statistics.median(counts)
 
 
+def timer_lateness(metrics_url: str) -> dict[str, str]:
+    """p50/p99 of how late the server's timers ran (due -> handler start), read from the upper bounds of
+    its ``ithelp_timer_lateness_seconds`` histogram: the part of breach-to-page spent before paging."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith("ithelp_timer_lateness_seconds_bucket"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets.append((float(bound), float(line.rsplit(" ", 1)[1])))
+    total = buckets[-1][1] if buckets else 0.0
+
+    def upper(q: float) -> str:
+        bound = next((b for b, count in buckets if total and count >= q * total), None)
+        return "n/a" if bound is None else f"<= {bound:g}"
+
+    return {"p50": upper(0.5), "p99": upper(0.99)}
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -215,6 +235,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
             while time.time() < deadline and len(pagerduty.arrivals) < args.breaching:  # noqa: ASYNC110
                 await asyncio.sleep(0.25)
             ended = time.time()
+            lateness = await asyncio.to_thread(timer_lateness, f"http://127.0.0.1:{port}/metrics")
     finally:
         if process is not None:
             stop_process(process)
@@ -245,6 +266,8 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
           f"open P1 tickets; tick 1s, batch {args.batch_size}, min_interval_per_channel {args.min_interval}; "
           f"seeding {seed_s:.0f} s")
     print(table(rows))
+    print(f"of which timer lateness (due -> handler ran, server histogram): p50 {lateness['p50']} s, "
+          f"p99 {lateness['p99']} s")
     if missing:
         print(f"({missing} pages had not arrived {args.grace:.0f} s after the window closed: p99/max are lower bounds)")
     print()
