@@ -12,7 +12,7 @@ import random
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -111,9 +111,12 @@ class TimerRun:
     session: AsyncSession
     timer: Timer
     now: datetime
+    prepared: Any = None
+    """What the kind's ``prepare`` read for this timer, when it ran in a group (else None)."""
 
 
 TimerHandler = Callable[[TimerRun], Awaitable[None]]
+TimerPrepare = Callable[[AsyncSession, Sequence[Timer]], Awaitable[Mapping[int, Any]]]
 _TIMER_LOCKED = select(Timer).where(Timer.id == bindparam("timer_id")).with_for_update()
 _TIMERS_LOCKED = (select(Timer).where(Timer.id.in_(bindparam("timer_ids", expanding=True))).order_by(Timer.id)
                   .with_for_update())
@@ -138,8 +141,10 @@ class TimerEngine:
         self.concurrency = concurrency or (8 if db.is_postgres else 1)
         self._handlers: dict[str, TimerHandler] = {}
         self._shareable: set[str] = set()
+        self._prepare: dict[str, TimerPrepare] = {}
 
-    def register(self, kind: str, handler: TimerHandler, *, shares_transaction: bool = False) -> None:
+    def register(self, kind: str, handler: TimerHandler, *, shares_transaction: bool = False,
+                 prepare: TimerPrepare | None = None) -> None:
         """Run due timers of ``kind`` with ``handler``.
 
         ``shares_transaction``: due timers of such kinds run up to ``GROUP_SIZE`` to a transaction (a
@@ -147,12 +152,18 @@ class TimerEngine:
         and without autoflush between them, so their writes go out in one flush. Only for handlers
         that read nothing another ticket's handler writes. If any timer in a group fails, the group
         rolls back and each of its timers runs again in a transaction of its own.
+
+        ``prepare`` (with ``shares_transaction``) reads for a whole group at once what each handler
+        would read for itself (its ticket, locked); it returns a value per timer id, handed to the
+        handler as ``TimerRun.prepared``. Kinds registered with the same ``prepare`` share one call.
         """
         if kind in self._handlers:
             raise ValueError(f"a handler for timer kind {kind!r} is already registered")
         self._handlers[kind] = handler
         if shares_transaction:
             self._shareable.add(kind)
+            if prepare is not None:
+                self._prepare[kind] = prepare
 
     @property
     def kinds(self) -> list[str]:
@@ -220,13 +231,15 @@ class TimerEngine:
         try:
             async with self.db.transaction() as session:
                 # Locked in id order, so two replicas' groups cannot wait on each other in a circle.
-                timers = (await session.execute(_TIMERS_LOCKED, {"timer_ids": timer_ids})).scalars().all()
+                timers = [timer for timer in (await session.execute(_TIMERS_LOCKED, {"timer_ids": timer_ids})).scalars()
+                          # else another replica took it over after our lease ran out
+                          if timer.done_at is None and timer.lease_owner == self.owner]
                 with session.no_autoflush:
+                    prepared = await self._prepared(session, timers)
                     for timer in timers:
-                        if timer.done_at is not None or timer.lease_owner != self.owner:
-                            continue  # another replica took it over after our lease ran out
                         now = self.clock.now()
-                        await self._handlers[timer.kind](TimerRun(session=session, timer=timer, now=now))
+                        await self._handlers[timer.kind](
+                            TimerRun(session=session, timer=timer, now=now, prepared=prepared.get(timer.id)))
                         if timer.done_at is None:
                             timer.done_at, timer.outcome = now, "done"
                         ran.append(timer)
@@ -239,6 +252,16 @@ class TimerEngine:
             return
         for timer in ran:
             self._count_run(timer)
+
+    async def _prepared(self, session: AsyncSession, timers: Sequence[Timer]) -> dict[int, Any]:
+        by_prepare: dict[TimerPrepare, list[Timer]] = {}
+        for timer in timers:
+            if (prepare := self._prepare.get(timer.kind)) is not None:
+                by_prepare.setdefault(prepare, []).append(timer)
+        prepared: dict[int, Any] = {}
+        for prepare, of_kind in by_prepare.items():
+            prepared.update(await prepare(session, of_kind))
+        return prepared
 
     def _count_run(self, timer: Timer) -> None:
         assert timer.done_at is not None

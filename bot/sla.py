@@ -95,9 +95,9 @@ class SlaClock:
         desk.tickets.initial_targets = self.initial_targets
         # A breach or warning touches only its own ticket's rows (and shared counters written by
         # upsert), so a storm of them can share transactions.
-        desk.timers.register(FIRST_RESPONSE_TIMER, self._on_first_response_due, shares_transaction=True)
-        desk.timers.register(RESOLUTION_TIMER, self._on_resolution_due, shares_transaction=True)
-        desk.timers.register(WARN_TIMER, self._on_warn, shares_transaction=True)
+        for kind, handler in ((FIRST_RESPONSE_TIMER, self._on_first_response_due),
+                              (RESOLUTION_TIMER, self._on_resolution_due), (WARN_TIMER, self._on_warn)):
+            desk.timers.register(kind, handler, shares_transaction=True, prepare=_lock_tickets_of)
         desk.timers.register(UPDATE_DUE_TIMER, self._on_update_due)
 
     def calendar(self, name: str) -> BusinessCalendar:
@@ -233,25 +233,26 @@ class SlaClock:
         await self._on_target_timer(run, str(run.timer.payload.get("metric")), "warn")
 
     async def _on_target_timer(self, run: TimerRun, metric: str, level: Level) -> None:
-        locked = await _locked_ticket(run)
+        # `locked` holds the requester for the session's identity map, where an escalation page looks it up.
+        locked = run.prepared if isinstance(run.prepared, _Locked) else await _locked_ticket(run)
         if locked is None:
             return
-        # `_requester` is held for the session's identity map, where an escalation page looks it up.
-        ticket, _requester = locked
+        ticket = locked.ticket
         if ticket.status not in _RUNNING:
             return
         if metric == FIRST_RESPONSE and ticket.first_response_at is not None:
             return
         due = ticket.first_response_due if metric == FIRST_RESPONSE else ticket.resolution_due
         if _is_current(run.timer, due):
-            await self._escalate(run, ticket, metric, due, level)
+            await self._escalate(run, ticket, metric, due, level, marks=locked.marks)
 
-    async def _escalate(self, run: TimerRun, ticket: Ticket, metric: str, due: datetime | None, level: Level) -> None:
+    async def _escalate(self, run: TimerRun, ticket: Ticket, metric: str, due: datetime | None, level: Level,
+                        *, marks: set[Mark] | None = None) -> None:
         # The breach event and the hooks' rows (an escalation's events) go out in one flush, not one
         # statement at a time ahead of every query the hooks make: a breach storm runs this thousands of times.
         with run.session.no_autoflush:
             event = await self._mark(run.session, ticket, SLA_WARNING if level == "warn" else SLA_BREACHED, metric,
-                                     due, run.now, flush=False)
+                                     due, run.now, flush=False, marks=marks)
             if event is None:
                 return
             for hook in self.on_breach:
@@ -266,11 +267,13 @@ class SlaClock:
 
     async def _mark(
         self, session: AsyncSession, ticket: Ticket, kind: str, metric: str, due: datetime | None, now: datetime,
-        *, flush: bool = True,
+        *, flush: bool = True, marks: set[Mark] | None = None,
     ) -> TicketEvent | None:
         # None when a warning/breach already stands for this target: timers may run twice, history may not.
+        # `marks`: the ticket's warnings and breaches, when the caller read them under the ticket's lock.
         due_text = due.isoformat() if due is not None else None
-        marks = _marks(await _load_events(session, ticket.id, (SLA_WARNING, SLA_BREACHED)))
+        if marks is None:
+            marks = _marks(await _load_events(session, ticket.id, (SLA_WARNING, SLA_BREACHED)))
         own = (kind, metric, (due_text or "") if metric == UPDATE else "")
         if own in marks or (kind == SLA_WARNING and (SLA_BREACHED, metric, "") in marks):
             return None
@@ -282,7 +285,7 @@ class SlaClock:
         locked = await _locked_ticket(run)
         if locked is None:
             return
-        ticket, requester = locked
+        ticket, requester = locked.ticket, locked.requester
         if ticket.status not in _RUNNING or ticket.updates_muted or not _is_current(run.timer, ticket.next_update_due):
             return
         policy = self.config.sla_policy(ticket.priority)
@@ -490,7 +493,10 @@ def _want(wanted: dict[tuple[str, datetime, str, str], dict[str, Any]], kind: st
     wanted[(kind, at, metric, due.isoformat())] = {"metric": metric, "due": due.isoformat()}
 
 
-def _marks(events: Iterable[TicketEvent]) -> set[tuple[str, str, str]]:
+Mark = tuple[str, str, str]
+
+
+def _marks(events: Iterable[TicketEvent]) -> set[Mark]:
     # A first-response/resolution target is warned/breached once per ticket; each update due once.
     return {(e.kind, e.payload.get("metric", ""),
              (e.payload.get("due") or "") if e.payload.get("metric") == UPDATE else "") for e in events}
@@ -513,13 +519,44 @@ _EVENTS = select(TicketEvent).where(TicketEvent.ticket_id == bindparam("ticket_i
 _EVENTS_OF_KINDS = _EVENTS.where(TicketEvent.kind.in_(bindparam("kinds", expanding=True)))
 
 
-async def _locked_ticket(run: TimerRun) -> tuple[Ticket, Person] | None:
-    # The caller keeps the Person referenced: the session's identity map holds objects weakly, and a
-    # `session.get(Person, …)` later in the transaction only skips its query while the object lives.
+_TICKETS_LOCKED_WITH_REQUESTERS = (
+    select(Ticket, Person).join(Person, Person.id == Ticket.requester_id)
+    .where(Ticket.id.in_(bindparam("ticket_ids", expanding=True))).order_by(Ticket.id).with_for_update(of=Ticket)
+)
+_MARKS_OF_TICKETS = select(TicketEvent).where(TicketEvent.ticket_id.in_(bindparam("ticket_ids", expanding=True)),
+                                              TicketEvent.kind.in_((SLA_WARNING, SLA_BREACHED)))
+
+
+@dataclass(frozen=True)
+class _Locked:
+    """A timer's ticket, locked, with its requester and (when read with it) its SLA marks.
+
+    The caller keeps it referenced: the session's identity map holds objects weakly, and a
+    `session.get(Person, …)` later in the transaction only skips its query while the object lives."""
+
+    ticket: Ticket
+    requester: Person
+    marks: set[Mark] | None = None
+
+
+async def _locked_ticket(run: TimerRun) -> _Locked | None:
     if run.timer.ticket_id is None:
         return None
     row = (await run.session.execute(_TICKET_LOCKED_WITH_REQUESTER, {"ticket_id": run.timer.ticket_id})).first()
-    return (row[0], row[1]) if row is not None else None
+    return _Locked(row[0], row[1]) if row is not None else None
+
+
+async def _lock_tickets_of(session: AsyncSession, timers: Sequence[Timer]) -> dict[int, _Locked]:
+    # A group of breach timers (one per ticket): every ticket locked in one statement, in id order,
+    # then their marks in one more, instead of two statements per breach.
+    ticket_ids = sorted({timer.ticket_id for timer in timers if timer.ticket_id is not None})
+    locked = {ticket.id: (ticket, person) for ticket, person in
+              (await session.execute(_TICKETS_LOCKED_WITH_REQUESTERS, {"ticket_ids": ticket_ids})).tuples()}
+    events: dict[int, list[TicketEvent]] = {}
+    for event in (await session.execute(_MARKS_OF_TICKETS, {"ticket_ids": ticket_ids})).scalars():
+        events.setdefault(event.ticket_id, []).append(event)
+    return {timer.id: _Locked(*locked[timer.ticket_id], marks=_marks(events.get(timer.ticket_id, ())))
+            for timer in timers if timer.ticket_id in locked}
 
 
 async def _load_events(session: AsyncSession, ticket_id: int, kinds: Sequence[str] = ()) -> list[TicketEvent]:

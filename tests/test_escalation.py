@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 
 from bot.config import AppConfig
 from bot.desk import Desk, build_desk
@@ -23,7 +23,7 @@ from bot.escalation import STEP_TIMER, EscalationService
 from bot.people import PersonRef
 from bot.tickets import NotAllowed, TicketSnapshot
 from store.escalation_models import Escalation
-from store.models import OutboxMessage, Person, Ticket, Timer
+from store.models import OutboxMessage, Person, Ticket, TicketEvent, Timer
 from store.queries import schedule_timer
 from tests.fakes.pagers import FakeOpsgenie, FakePagerDuty, FakeWebhookReceiver
 from tests.statement_log import StatementLog
@@ -573,6 +573,58 @@ async def test_breaches_rerun_one_by_one_after_a_failed_group_still_leave_the_au
             Timer.kind == "escalation.audit", Timer.done_at.is_(None)))
     assert escalated == {tickets[0].id, tickets[1].id}
     assert audits == 1  # the safety net for stuck escalations survived the rollback
+
+
+async def test_a_group_of_breaches_locks_its_tickets_and_reads_their_marks_in_one_statement_each(
+    bed_for: Callable[..., Bed], db: Any, clock: Any, pagers: Pagers
+) -> None:
+    bed = bed_for()
+    bed.desk.extras["sla"].on_breach.append(bed.service.on_breach)
+    tickets = [await open_ticket(bed, f"Laptop {n} will not boot") for n in range(10)]
+    async with db.transaction() as session:
+        due = (await session.get(Ticket, tickets[0].id)).first_response_due  # type: ignore[union-attr]
+    clock.set(due + timedelta(seconds=1))
+    with StatementLog(db) as log:
+        await bed.desk.timers.tick()
+
+    assert len(log.starting("SELECT tickets")) == 1  # one per breach would be 10
+    assert len(log.starting("SELECT ticket_events")) == 1
+    await bed.pump()
+    assert sorted(pagers.pagerduty.actions_for(t.number) for t in tickets) == [["trigger"]] * 10
+
+
+async def test_a_breach_already_on_record_is_not_recorded_again_when_its_timer_runs_in_a_group(
+    bed_for: Callable[..., Bed], db: Any, clock: Any, pagers: Pagers
+) -> None:
+    bed = bed_for()
+    bed.desk.extras["sla"].on_breach.append(bed.service.on_breach)
+    paged, fresh = await open_ticket(bed, "Dock is dead"), await open_ticket(bed, "Screen flickers")
+    async with db.transaction() as session:
+        due = (await session.get(Ticket, paged.id)).first_response_due  # type: ignore[union-attr]
+    clock.set(due + timedelta(seconds=1))
+    await bed.desk.timers.tick()  # both breach and page
+    late = due + timedelta(minutes=1)
+    async with db.transaction() as session:
+        for ticket in (paged, fresh):  # a timer run twice (a replica's lease ran out), and a new one
+            original = (await session.execute(select(Timer).where(
+                Timer.ticket_id == ticket.id, Timer.kind == "sla.first_response"))).scalar_one()
+            await schedule_timer(session, kind=original.kind, due_at=original.due_at, now=clock.now(),
+                                 ticket_id=ticket.id, payload=original.payload, dedup_key=f"again:{ticket.id}")
+    async with db.transaction() as session:  # `fresh` is due again: its first response is still open
+        await session.execute(update(Ticket).where(Ticket.id == fresh.id).values(first_response_due=due))
+        await session.execute(text("DELETE FROM ticket_events WHERE ticket_id = :t AND kind = 'sla_breached'"),
+                              {"t": fresh.id})
+        await session.execute(update(Escalation).where(Escalation.ticket_id == fresh.id).values(
+            status="finished", active_key=str(fresh.id)))
+    clock.set(late)
+    with StatementLog(db) as log:
+        await bed.desk.timers.tick()
+
+    assert len(log.starting("SELECT tickets")) == 1  # the two ran as a group
+    async with db.reading() as session:
+        breaches = Tally((await session.execute(select(TicketEvent.ticket_id).where(
+            TicketEvent.kind == "sla_breached"))).scalars())
+    assert breaches == Tally({paged.id: 1, fresh.id: 1})
 
 
 async def test_the_auditor_checks_every_active_escalation_in_one_query(
