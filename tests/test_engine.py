@@ -335,9 +335,9 @@ async def test_an_older_card_refresh_is_skipped_when_a_newer_one_is_queued(
     assert [rows[f"card-{n}"].delivered_message_id for n in (0, 1)] == ["superseded", "superseded"]
 
 
-async def test_the_engine_wakes_when_the_next_timer_falls_due_not_a_whole_tick_later(
-    desk: Any, clock: Any,
-) -> None:
+async def runner_with_a_timer_due_soon(desk: Any, clock: Any) -> tuple[Any, list[int], list[tuple[float, Any]]]:
+    """An EngineRunner whose wake-ups are recorded as (delay, callback) instead of scheduled, and a
+    timer due in 300 ms whose handler records its id in the returned list when it runs."""
     from bot.scheduler import EngineRunner
 
     ran: list[int] = []
@@ -351,6 +351,13 @@ async def test_the_engine_wakes_when_the_next_timer_falls_due_not_a_whole_tick_l
     async with desk.db.transaction() as session:
         await schedule_timer(session, kind="test.soon", due_at=clock.now() + timedelta(milliseconds=300),
                              now=clock.now())
+    return runner, ran, wakeups
+
+
+async def test_the_engine_wakes_when_the_next_timer_falls_due_not_a_whole_tick_later(
+    desk: Any, clock: Any,
+) -> None:
+    runner, ran, wakeups = await runner_with_a_timer_due_soon(desk, clock)
     await runner.tick()
     assert ran == [] and len(wakeups) == 1
     delay, wake = wakeups[0]
@@ -406,22 +413,10 @@ class GatedChannel:
 async def test_a_timer_falling_due_while_pages_are_still_going_out_runs_without_waiting_for_them(
     desk: Any, clock: Any,
 ) -> None:
-    from bot.scheduler import EngineRunner
-
-    ran: list[int] = []
-
-    async def handler(run: TimerRun) -> None:
-        ran.append(run.timer.id)
-
-    desk.timers.register("test.soon", handler)
     pager = GatedChannel(urgent=True)
     desk.outbox.register("pager", pager)
-    wakeups: list[Any] = []
-    runner = EngineRunner(desk, call_later=lambda _delay, callback: wakeups.append(callback) or Handle())
     await enqueue(desk.db, clock, "first breach page", target="pager:oncall")
-    async with desk.db.transaction() as session:
-        await schedule_timer(session, kind="test.soon", due_at=clock.now() + timedelta(milliseconds=300),
-                             now=clock.now())
+    runner, ran, wakeups = await runner_with_a_timer_due_soon(desk, clock)
     ticking = asyncio.ensure_future(runner.tick())
     for _ in range(100):
         await asyncio.sleep(0.01)
@@ -429,7 +424,7 @@ async def test_a_timer_falling_due_while_pages_are_still_going_out_runs_without_
             break
     assert pager.in_flight == 1 and ran == [] and len(wakeups) == 1
     clock.advance(timedelta(milliseconds=300))
-    wakeups[0]()  # the next breach falls due while the first page is still on its way
+    wakeups[0][1]()  # the next breach falls due while the first page is still on its way
     for _ in range(100):
         await asyncio.sleep(0.01)
         if ran:
