@@ -201,7 +201,7 @@ class TimerEngine:
 
     def _groups(self, claimed: list[ClaimedTimer]) -> list[list[int]]:
         # Soonest due first. Each group holds at most one timer per ticket: a handler then never needs
-        # another's unflushed writes to its own ticket, and a ticket's timers keep their order.
+        # another's unflushed writes to its own ticket.
         groups: list[list[int]] = []
         filling: list[tuple[list[int], set[int]]] = []  # shareable groups with room left
         for timer in claimed:

@@ -511,18 +511,12 @@ def _is_current(timer: Timer, due: datetime | None) -> bool:
 # Built once: a statement built per call spends more CPU on construction and cache keys than the
 # database spends running it, and a breach storm runs these thousands of times a minute.
 # The requester comes along with the ticket (pages and updates name them), in the same round trip.
-_TICKET_LOCKED_WITH_REQUESTER = (
-    select(Ticket, Person).join(Person, Person.id == Ticket.requester_id)
-    .where(Ticket.id == bindparam("ticket_id")).with_for_update(of=Ticket)
-)
+_WITH_REQUESTER = select(Ticket, Person).join(Person, Person.id == Ticket.requester_id).with_for_update(of=Ticket)
+_TICKET_LOCKED_WITH_REQUESTER = _WITH_REQUESTER.where(Ticket.id == bindparam("ticket_id"))
+_TICKETS_LOCKED_WITH_REQUESTERS = (
+    _WITH_REQUESTER.where(Ticket.id.in_(bindparam("ticket_ids", expanding=True))).order_by(Ticket.id))
 _EVENTS = select(TicketEvent).where(TicketEvent.ticket_id == bindparam("ticket_id")).order_by(TicketEvent.id)
 _EVENTS_OF_KINDS = _EVENTS.where(TicketEvent.kind.in_(bindparam("kinds", expanding=True)))
-
-
-_TICKETS_LOCKED_WITH_REQUESTERS = (
-    select(Ticket, Person).join(Person, Person.id == Ticket.requester_id)
-    .where(Ticket.id.in_(bindparam("ticket_ids", expanding=True))).order_by(Ticket.id).with_for_update(of=Ticket)
-)
 _MARKS_OF_TICKETS = select(TicketEvent).where(TicketEvent.ticket_id.in_(bindparam("ticket_ids", expanding=True)),
                                               TicketEvent.kind.in_((SLA_WARNING, SLA_BREACHED)))
 
