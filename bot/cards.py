@@ -1,4 +1,4 @@
-"""Builds the neutral view models (``bot.views``) from the store, for both platforms alike."""
+"""Builds the neutral view models (``bot.views``) of tickets from the store, for both platforms alike."""
 
 from __future__ import annotations
 
@@ -9,30 +9,47 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import AppConfig
-from bot.durations import format_duration
 from bot.routing import Action
-from bot.tickets import CLAIMED, IN_PROGRESS, NEW, OPEN_STATUSES, REOPENED, STATUS_LABELS, WAITING
-from bot.views import CardAction, Choice, Fact, Notice, TicketCard, TicketList, TicketListItem
+from bot.text import to_plain, to_spans
+from bot.tickets import (
+    CLAIMED,
+    IN_PROGRESS,
+    NEW,
+    OPEN_STATUSES,
+    REOPENED,
+    REQUESTER_STATUS_LABELS,
+    STATUS_LABELS,
+    WAITING,
+)
+from bot.views import CardAction, Choice, Fact, Text, TicketCard, TicketList, TicketListItem
 from store.models import Person, Ticket
 
-SlaLines = Callable[[Ticket, datetime, str | None], Sequence[str]]
-"""(ticket, now, viewer time zone) -> lines such as "First response: 45m left (by 10:15)"."""
+SlaLines = Callable[[Ticket, datetime, str, str], Sequence[Text]]
+"""(ticket, now, reader's zone, audience) -> lines such as "First response due by <moment>"."""
 
 TRIAGE, REQUESTER = "triage", "requester"
 
 
-def _no_sla(ticket: Ticket, now: datetime, tz: str | None) -> Sequence[str]:
+def _no_sla(ticket: Ticket, now: datetime, zone: str, audience: str) -> Sequence[Text]:
     return ()
 
 
-class CardBuilder:
-    """Turns tickets into cards, notices and lists; the SLA clock plugs in its lines via ``sla_lines``."""
+def status_label(status: str, audience: str) -> str:
+    """A status in the words of whoever reads it ("waiting on you" only to the requester)."""
+    labels = REQUESTER_STATUS_LABELS if audience == REQUESTER else STATUS_LABELS
+    return labels.get(status, status)
 
-    def __init__(self, config: AppConfig, sla_lines: SlaLines = _no_sla) -> None:
+
+class CardBuilder:
+    """Turns tickets into cards and lists; the SLA clock plugs in its lines via ``sla_lines``."""
+
+    def __init__(self, config: AppConfig, sla_lines: SlaLines = _no_sla, *,
+                 escalation_state: Callable[[AsyncSession, int], Awaitable[Text | None]] | None = None) -> None:
         self.config = config
         self.sla_lines = sla_lines
-        # Set by the escalation service: (session, ticket id) -> "Escalated: level 2 of 3 …" or None.
-        self.escalation_state: Callable[[AsyncSession, int], Awaitable[str | None]] | None = None
+        # (session, ticket id) -> "Escalated: level 2 of 3 …" or None, when escalation is on.
+        self.escalation_state = escalation_state
+        self.desk_zone = config.calendars[config.default_calendar].timezone
 
     def priority_label(self, priority: str) -> str:
         entry = self.config.priorities.get(priority)
@@ -45,24 +62,25 @@ class CardBuilder:
         requester = await session.get(Person, ticket.requester_id)
         assignee = await session.get(Person, ticket.assignee_id) if ticket.assignee_id else None
         assert requester is not None
+        label = status_label(ticket.status, audience)
         facts = [
             Fact("Requester", requester.display_name),
             Fact("Priority", self.priority_label(ticket.priority)),
-            Fact("Status", STATUS_LABELS.get(ticket.status, ticket.status)),
+            Fact("Status", label),
             Fact("Assignee", assignee.display_name if assignee else "Unclaimed"),
-            Fact("Age", format_duration(now - ticket.created_at)),
         ]
         if ticket.category:
             facts.append(Fact("Category", ticket.category))
-        viewer_tz = requester.timezone if audience == REQUESTER else None
+        zone = (requester.timezone or self.desk_zone) if audience == REQUESTER else self.desk_zone
         return TicketCard(
-            ticket_id=ticket.id, number=ticket.number, summary=ticket.summary, description=ticket.description,
-            audience=audience, status=ticket.status, status_label=STATUS_LABELS.get(ticket.status, ticket.status),
+            ticket_id=ticket.id, number=ticket.number, summary=to_plain(ticket.summary),
+            description=to_plain(ticket.description), audience=audience, status=ticket.status, status_label=label,
             priority=ticket.priority, priority_label=self.priority_label(ticket.priority), facts=tuple(facts),
-            sla=tuple(self.sla_lines(ticket, now, viewer_tz)),
+            sla=tuple(self.sla_lines(ticket, now, zone, audience)),
             escalation=(await self.escalation_state(session, ticket.id)
                         if audience == TRIAGE and self.escalation_state else None),
             link=ticket.origin_link, actions=self._actions(ticket, audience), updated_at=ticket.updated_at,
+            opened_at=ticket.created_at, zone=zone,
         )
 
     def _actions(self, ticket: Ticket, audience: str) -> tuple[CardAction, ...]:
@@ -90,23 +108,16 @@ class CardBuilder:
         ))
         return tuple(actions)
 
-    @staticmethod
-    def notice(ticket: Ticket, headline: str, body: str | None = None, author: str | None = None,
-               actions: Sequence[dict[str, str]] = ()) -> Notice:
-        """A notice; ``actions`` are outbox-payload buttons ``{action, label, value, style?}`` (e.g. on pages)."""
-        buttons = tuple(CardAction(Action(a["action"]), a["label"], a["value"], a.get("style")) for a in actions)
-        return Notice(ticket_id=ticket.id, number=ticket.number, headline=headline, body=body, author=author,
-                      actions=buttons)
-
     async def requester_list(self, session: AsyncSession, person: Person, now: datetime, *,
                              include_agent_sections: bool) -> TicketList:
         """App Home "My tickets": open and recently closed; for agents also assigned and unclaimed."""
         mine = (await session.execute(select(Ticket).where(Ticket.requester_id == person.id)
                                       .order_by(Ticket.id.desc()).limit(30))).scalars().all()
         names = await self._names(session, mine)
-        open_items = tuple(self._item(t, now, person.timezone, names) for t in mine if t.status in OPEN_STATUSES)
+        zone = person.timezone or self.desk_zone
+        open_items = tuple(self._item(t, now, zone, names, REQUESTER) for t in mine if t.status in OPEN_STATUSES)
         closed_items = tuple(
-            self._item(t, now, person.timezone, names) for t in mine if t.status not in OPEN_STATUSES)[:10]
+            self._item(t, now, zone, names, REQUESTER) for t in mine if t.status not in OPEN_STATUSES)[:10]
         sections: list[tuple[str, tuple[TicketListItem, ...]]] = [
             ("Your open tickets", open_items), ("Recently closed", closed_items)]
         if include_agent_sections:
@@ -117,8 +128,8 @@ class CardBuilder:
                 Ticket.assignee_id.is_(None), Ticket.status.in_((NEW, REOPENED))).order_by(Ticket.id).limit(30)
             )).scalars().all()
             names = await self._names(session, [*assigned, *unclaimed])
-            sections.append(("Assigned to me", tuple(self._item(t, now, person.timezone, names) for t in assigned)))
-            sections.append(("Unclaimed", tuple(self._item(t, now, person.timezone, names) for t in unclaimed)))
+            sections.append(("Assigned to me", tuple(self._item(t, now, zone, names, TRIAGE) for t in assigned)))
+            sections.append(("Unclaimed", tuple(self._item(t, now, zone, names, TRIAGE) for t in unclaimed)))
         return TicketList(title="My tickets", sections=tuple(sections), empty_text="No tickets.")
 
     @staticmethod
@@ -129,11 +140,17 @@ class CardBuilder:
         rows = await session.execute(select(Person.id, Person.display_name).where(Person.id.in_(ids)))
         return {row[0]: row[1] for row in rows}
 
-    def _item(self, ticket: Ticket, now: datetime, tz: str | None, names: dict[int, str]) -> TicketListItem:
-        lines = self.sla_lines(ticket, now, tz) if ticket.status in OPEN_STATUSES else ()
+    def _item(self, ticket: Ticket, now: datetime, zone: str, names: dict[int, str],
+              audience: str) -> TicketListItem:
+        lines = self.sla_lines(ticket, now, zone, audience) if ticket.status in OPEN_STATUSES else ()
         return TicketListItem(
-            number=ticket.number, summary=ticket.summary,
-            status_label=STATUS_LABELS.get(ticket.status, ticket.status),
+            number=ticket.number, summary=to_plain(ticket.summary),
+            status_label=status_label(ticket.status, audience),
             assignee=names.get(ticket.assignee_id) if ticket.assignee_id else None,
             next_update=lines[0] if lines else None, link=ticket.origin_link,
         )
+
+
+def user_text(neutral: str) -> Text:
+    """Stored neutral text as view-model text (links kept)."""
+    return to_spans(neutral)

@@ -8,6 +8,7 @@ a manual clock moved from 09:00 to 17:30, so SLA breaches and escalations happen
 from __future__ import annotations
 
 import json
+import re
 import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -114,8 +115,16 @@ def _london() -> Any:
     return ZoneInfo("Europe/London")
 
 
+_SLACK_DATE = re.compile(r"<!date\^\d+\^[^|>]*\|([^>]*)>")
+_TEAMS_DATE = re.compile(r"\{\{DATE\(([^,)]+)(?:, \w+)?\)\}\}(?: \{\{TIME\([^)]*\)\}\})?")
+
+
 def _first_line(text: str) -> str:
-    line = " ".join(str(text).split())
+    """One line as a reader sees it: dates as each client would show them on London's clock."""
+    text = _SLACK_DATE.sub(r"\1", str(text))
+    text = _TEAMS_DATE.sub(lambda m: datetime.fromisoformat(m.group(1)).astimezone(_london()).strftime("%a %H:%M"),
+                           text)
+    line = " ".join(text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").split())
     return line if len(line) <= 110 else line[:109] + "…"
 
 

@@ -14,8 +14,9 @@ from bot.engine import OutboxWorker, RequestsFirst, TimerEngine
 from bot.metrics import Metrics
 from bot.notifications import enqueue_for_change
 from bot.people import AgentRoster
-from bot.sla import SlaClock, ack_text, sla_lines
+from bot.sla import SlaClock, acknowledgement, sla_lines
 from bot.tickets import TicketChange, TicketService, TicketSnapshot
+from bot.views import Text
 from store.db import Database
 from store.models import Ticket
 
@@ -61,12 +62,12 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
     sla.install(desk)
     desk.extras["sla"] = sla
 
-    def card_lines(ticket: Ticket, now: datetime, tz: str | None) -> list[str]:
-        return sla_lines(ticket, now, sla.calendar(ticket.calendar), tz)
+    def card_lines(ticket: Ticket, now: datetime, zone: str, audience: str) -> list[Text]:
+        return sla_lines(ticket, now, sla.calendar(ticket.calendar), zone, audience)
 
-    def acknowledgement(ticket: TicketSnapshot) -> str:
-        return ack_text(ticket, ticket.requester_timezone, sla.calendar(ticket.calendar), clock.now())
+    def ack_text(ticket: TicketSnapshot) -> Text:
+        return acknowledgement(ticket, ticket.requester_timezone, sla.calendar(ticket.calendar))
 
     desk.extras["cards"] = CardBuilder(config, card_lines)
-    desk.extras["ack_text"] = acknowledgement
+    desk.extras["ack_text"] = ack_text
     return desk

@@ -25,11 +25,8 @@ On a business day of the default calendar it posts one message to each triage ta
 tickets and tickets whose first-response or resolution target falls by today's closing time
 (already breached ones included). Nothing is posted when both lists are empty.
 
-Delivery (outbox rows; rendered here because a digest spans several tickets):
-
-* Slack: kind ``blocks``, payload ``{blocks, text}`` — a top-level message, no message ref.
-* Teams: kind ``card``, payload ``{card, text}`` (Adaptive Card 1.5). Teams needs a ticket id on every
-  outbox row, so the row carries the first listed ticket's id.
+Delivery: outbox kind ``digest`` with the neutral view (``bot.views.Digest``), a top-level message; the row
+carries the first listed ticket's id.
 """
 
 from __future__ import annotations
@@ -37,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -48,16 +44,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.business_time import BusinessCalendar
 from bot.calendars import calendar_for
 from bot.config import AppConfig
-from bot.durations import format_duration
 from bot.engine import TimerRun
-from bot.local_time import when, within_hours, zone_label, zone_or_none
+from bot.local_time import within_hours, zone_or_none
+from bot.messages import DIGEST, digest_payload
 from bot.notifications import person_target, triage_targets
-from bot.renderers.adaptive_cards import SCHEMA_URL, VERSION, escape_markdown
-from bot.renderers.slack_blocks import escape_mrkdwn
 from bot.routing import Action
 from bot.sla import AUTO_UPDATE, UPDATES_ANY_HOUR
-from bot.tickets import CLAIMED, IN_PROGRESS, NEW, REOPENED, STATUS_LABELS, WAITING, TicketChange
-from bot.views import CardAction
+from bot.text import to_plain
+from bot.tickets import (
+    CLAIMED,
+    IN_PROGRESS,
+    NEW,
+    REOPENED,
+    REQUESTER_STATUS_LABELS,
+    STATUS_LABELS,
+    WAITING,
+    TicketChange,
+)
+from bot.views import CardAction, Digest, DigestLine, DigestSection, Moment, Span
 from store.models import Person, Ticket, TicketEvent
 from store.queries import enqueue_message, schedule_timer
 
@@ -71,54 +75,17 @@ REQUESTER_TIMER = "digest.requester"
 TRIAGE_TIMER = "digest.triage"
 TRIAGE_JOB_ID = "digest.triage"
 DIGEST_SENT = "digest_sent"
-SLACK_KIND, TEAMS_KIND = "blocks", "card"
 STALE_AFTER = timedelta(hours=1)
 """A slot whose timer runs later than this (the engine was down) is skipped, not sent late."""
 SEARCH_DAYS = 31
 """How far ahead (and back) to look for a slot in which a ticket's calendar is open."""
 MAX_LISTED = 20
 """Tickets listed per section; the rest are counted (Block Kit allows 50 blocks a message)."""
-MAX_SUMMARY = 150
 
 # Statuses in which the ticket is with IT (the SLA clock's running set): the only ones digested.
 _RUNNING = frozenset({NEW, CLAIMED, IN_PROGRESS, REOPENED})
 # Events after which a ticket may newly ask for a digest slot.
 _SCHEDULE_ON = frozenset({"opened", "reopened", "updates_unmuted", "priority_changed"})
-
-
-# -- the neutral view ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class DigestLine:
-    """One ticket in a digest: its headline, one line of detail and at most one button."""
-
-    ticket_id: int
-    number: str
-    summary: str
-    detail: str
-    action: CardAction | None = None
-
-
-@dataclass(frozen=True)
-class DigestSection:
-    heading: str | None
-    lines: tuple[DigestLine, ...]
-    more: int = 0
-    """Tickets that matched but are not listed."""
-
-
-@dataclass(frozen=True)
-class DigestView:
-    """A digest message before any platform's markup; all text is raw (renderers escape it)."""
-
-    title: str
-    intro: str | None
-    sections: tuple[DigestSection, ...]
-    footer: str | None = None
-
-    @property
-    def fallback(self) -> str:
-        count = sum(len(s.lines) + s.more for s in self.sections)
-        return f"{self.title} ({count} ticket{'' if count == 1 else 's'})"
 
 
 # -- the service --------------------------------------------------------------------------------------
@@ -211,31 +178,27 @@ class Digests:
         listed = tickets[:MAX_LISTED]
         names = await _names(session, [t.assignee_id for t in listed])
         zone = zone_or_none(person.timezone)
-        label = "your time" if zone else zone_label(self._slot_zone(person))
         lines = []
         for ticket in listed:
             who = f"with {names[ticket.assignee_id]}" if ticket.assignee_id in names else (
                 "waiting for an agent to pick it up")
-            detail = [STATUS_LABELS.get(ticket.status, ticket.status).capitalize(), who]
-            target = _next_target(ticket, zone or self.calendar(ticket.calendar).tz, now, label)
+            detail: list[Span] = [f"{REQUESTER_STATUS_LABELS.get(ticket.status, ticket.status).capitalize()} · {who}"]
+            target = _next_target(ticket, (zone or self.calendar(ticket.calendar).tz).key)
             if target:
-                detail.append(target)
-            lines.append(DigestLine(ticket.id, ticket.number, ticket.summary, " · ".join(detail),
+                detail.extend((" · ", *target))
+            lines.append(DigestLine(ticket.id, ticket.number, to_plain(ticket.summary), tuple(detail),
                                     CardAction(Action.MUTE, "Mute updates", str(ticket.id))))
         count = len(tickets)
-        view = DigestView(
+        view = Digest(
             title=f"Your open IT ticket{'s' if count > 1 else ''}: where things stand",
             intro=("No news since the last digest, so here is a quick update." if count == 1
                    else f"No news on {count} of your tickets since the last digest, so here is a quick update."),
             sections=(DigestSection(None, tuple(lines), more=count - len(listed)),),
             footer="“Mute updates” stops these digests and automatic updates for that ticket only.",
         )
-        target = person_target(person)
-        kind, payload = (SLACK_KIND, slack_payload(view)) if person.platform == "slack" else (
-            TEAMS_KIND, teams_payload(view))
         key = f"digest:{person.id}:{slot.isoformat()}"
-        if not await enqueue_message(session, target=target, kind=kind, payload=payload, idempotency_key=key,
-                                     now=now, ticket_id=listed[0].id):
+        if not await enqueue_message(session, target=person_target(person), kind=DIGEST, payload=digest_payload(view),
+                                     idempotency_key=key, now=now, ticket_id=listed[0].id):
             return
         for ticket in listed:
             session.add(TicketEvent(ticket_id=ticket.id, at=now, actor_id=None, kind=DIGEST_SENT,
@@ -276,25 +239,25 @@ class Digests:
         if not unclaimed_count and not breaching_count:
             return
         names = await _names(session, [t.assignee_id for t in breaching[:MAX_LISTED]])
-        label = zone_label(cal.tz)
+        zone = cal.tz.key
 
         def unclaimed_line(t: Ticket) -> DigestLine:
-            waiting = format_duration(now - t.created_at)
-            detail = f"{t.priority} · {STATUS_LABELS.get(t.status, t.status)} · waiting {waiting}"
+            detail: list[Span] = [f"{t.priority} · {STATUS_LABELS.get(t.status, t.status)} · waiting since ",
+                                  Moment(t.created_at, zone)]
             due = _earliest_due(t, end)
             if due is not None:
-                detail += f" · {_due_text(t, due, cal.tz, now, label)}"
-            return DigestLine(t.id, t.number, t.summary, detail,
+                detail.extend((" · ", *_due_text(t, due, zone, now)))
+            return DigestLine(t.id, t.number, to_plain(t.summary), tuple(detail),
                               CardAction(Action.CLAIM, "Claim", str(t.id), style="primary"))
 
         def breaching_line(t: Ticket) -> DigestLine:
             owner = names.get(t.assignee_id) if t.assignee_id else None
             due = _earliest_due(t, end)
-            detail = [t.priority, STATUS_LABELS.get(t.status, t.status), owner or "unclaimed"]
+            detail: list[Span] = [" · ".join((t.priority, STATUS_LABELS.get(t.status, t.status), owner or "unclaimed"))]
             if due is not None:
-                detail.append(_due_text(t, due, cal.tz, now, label))
+                detail.extend((" · ", *_due_text(t, due, zone, now)))
             action = None if owner else CardAction(Action.CLAIM, "Claim", str(t.id), style="primary")
-            return DigestLine(t.id, t.number, t.summary, " · ".join(detail), action)
+            return DigestLine(t.id, t.number, to_plain(t.summary), tuple(detail), action)
 
         sections = []
         if unclaimed_count:
@@ -305,17 +268,15 @@ class Digests:
             sections.append(DigestSection(f"Breaching today ({breaching_count})",
                                           tuple(map(breaching_line, breaching[:MAX_LISTED])),
                                           more=breaching_count - min(len(breaching), MAX_LISTED)))
-        local_end = end.astimezone(cal.tz)
-        view = DigestView(
+        view = Digest(
             title=f"Morning triage — {day:%a} {day.day} {day:%b}",
-            intro=f"{unclaimed_count} unclaimed, {breaching_count} with a target before {local_end:%H:%M} ({label}).",
+            intro=(f"{unclaimed_count} unclaimed, {breaching_count} with a target before ", Moment(end, zone), "."),
             sections=tuple(sections),
         )
         first = (unclaimed or breaching)[0]
         for target in triage_targets(self.config):
-            kind, payload = (SLACK_KIND, slack_payload(view)) if target.startswith("slack:") else (
-                TEAMS_KIND, teams_payload(view))
-            await enqueue_message(session, target=target, kind=kind, payload=payload, now=now, ticket_id=first.id,
+            await enqueue_message(session, target=target, kind=DIGEST, payload=digest_payload(view), now=now,
+                                  ticket_id=first.id,
                                   idempotency_key=f"digest-triage:{day.isoformat()}:{target}",
                                   ordering_key=f"{target}#digest")
 
@@ -358,88 +319,6 @@ class Digests:
         return self._desk
 
 
-# -- rendering ----------------------------------------------------------------------------------------
-def slack_blocks(view: DigestView) -> list[dict[str, Any]]:
-    """Block Kit: title, intro, then one section per ticket with its button as the accessory (≤ 50 blocks)."""
-    blocks: list[dict[str, Any]] = [_slack_section(f"*{escape_mrkdwn(view.title)}*")]
-    if view.intro:
-        blocks.append(_slack_context(escape_mrkdwn(view.intro)))
-    for section in view.sections:
-        if section.heading:
-            blocks.append(_slack_section(f"*{escape_mrkdwn(section.heading)}*"))
-        for line in section.lines:
-            block = _slack_section(f"*{escape_mrkdwn(line.number)}* · {escape_mrkdwn(_clip(line.summary))}\n"
-                                   f"{escape_mrkdwn(line.detail)}", block_id=f"ticket:{line.ticket_id}:digest")
-            if line.action is not None:
-                button: dict[str, Any] = {"type": "button", "action_id": line.action.action.value,
-                                          "text": {"type": "plain_text", "text": line.action.label},
-                                          "value": line.action.value}
-                if line.action.style:
-                    button["style"] = line.action.style
-                block["accessory"] = button
-            blocks.append(block)
-        if section.more:
-            blocks.append(_slack_context(f"…and {section.more} more."))
-    if view.footer:
-        blocks.append(_slack_context(escape_mrkdwn(view.footer)))
-    return blocks
-
-
-def slack_payload(view: DigestView) -> dict[str, Any]:
-    """The outbox payload for the Slack ``blocks`` kind."""
-    return {"blocks": slack_blocks(view), "text": view.fallback}
-
-
-def teams_card(view: DigestView) -> dict[str, Any]:
-    """Adaptive Card 1.5: a container per ticket, its button an ActionSet submitting ``{action, value, ticket_id}``."""
-    body: list[dict[str, Any]] = [_teams_text(view.title, weight="Bolder", size="Medium")]
-    if view.intro:
-        body.append(_teams_text(view.intro, isSubtle=True))
-    for section in view.sections:
-        if section.heading:
-            body.append(_teams_text(section.heading, weight="Bolder", separator=True))
-        for line in section.lines:
-            items: list[dict[str, Any]] = [
-                _teams_text(f"**{line.number}** · {_clip(line.summary)}"), _teams_text(line.detail, isSubtle=True)]
-            if line.action is not None:
-                submit: dict[str, Any] = {"type": "Action.Submit", "title": line.action.label,
-                                          "data": {"action": line.action.action.value, "value": line.action.value,
-                                                   "ticket_id": line.ticket_id}}
-                if line.action.style:
-                    submit["style"] = {"primary": "positive", "danger": "destructive"}.get(line.action.style, "default")
-                items.append({"type": "ActionSet", "actions": [submit]})
-            body.append({"type": "Container", "separator": True, "items": items})
-        if section.more:
-            body.append(_teams_text(f"…and {section.more} more.", isSubtle=True))
-    if view.footer:
-        body.append(_teams_text(view.footer, isSubtle=True, size="Small"))
-    return {"type": "AdaptiveCard", "$schema": SCHEMA_URL, "version": VERSION, "body": body}
-
-
-def teams_payload(view: DigestView) -> dict[str, Any]:
-    """The outbox payload for the Teams ``card`` kind."""
-    return {"card": teams_card(view), "text": view.fallback}
-
-
-def _slack_section(text: str, block_id: str | None = None) -> dict[str, Any]:
-    block: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
-    if block_id:
-        block["block_id"] = block_id
-    return block
-
-
-def _slack_context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:3000]}]}
-
-
-def _teams_text(text: str, **style: Any) -> dict[str, Any]:
-    return {"type": "TextBlock", "text": escape_markdown(text), "wrap": True, **style}
-
-
-def _clip(text: str, limit: int = MAX_SUMMARY) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
 # -- helpers ------------------------------------------------------------------------------------------
 async def _tickets(session: AsyncSession, where: Any) -> list[Ticket]:
     return list((await session.execute(select(Ticket).where(where).order_by(Ticket.id).limit(MAX_LISTED * 5)))
@@ -468,11 +347,11 @@ async def _proactive_on_day(session: AsyncSession, ticket_id: int, now: datetime
         TicketEvent.at >= start, TicketEvent.at < end)) or 0)
 
 
-def _next_target(ticket: Ticket, zone: ZoneInfo, now: datetime, label: str) -> str | None:
+def _next_target(ticket: Ticket, zone: str) -> tuple[Span, ...] | None:
     if ticket.first_response_at is None and ticket.first_response_due is not None:
-        return f"first response by {when(ticket.first_response_due, zone, now)} ({label})"
+        return ("first response by ", Moment(ticket.first_response_due, zone))
     if ticket.resolution_due is not None:
-        return f"resolution target {when(ticket.resolution_due, zone, now)} ({label})"
+        return ("resolution by ", Moment(ticket.resolution_due, zone))
     return None
 
 
@@ -482,11 +361,11 @@ def _earliest_due(ticket: Ticket, end: datetime) -> datetime | None:
     return min(dues, default=None)
 
 
-def _due_text(ticket: Ticket, due: datetime, zone: ZoneInfo, now: datetime, label: str) -> str:
+def _due_text(ticket: Ticket, due: datetime, zone: str, now: datetime) -> tuple[Span, ...]:
     what = "first response" if ticket.first_response_at is None and due == ticket.first_response_due else "resolution"
     if due <= now:
-        return f"{what} breached {format_duration(now - due)} ago"
-    return f"{what} due {when(due, zone, now)} ({label})"
+        return (f"{what} breached — was due ", Moment(due, zone))
+    return (f"{what} due ", Moment(due, zone))
 
 
 

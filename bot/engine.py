@@ -430,9 +430,12 @@ class OutboxWorker:
                     select(OutboxMessage).where(OutboxMessage.id.in_(ids)).order_by(OutboxMessage.id)
                 )).scalars().all() if ids else []
                 newest = await self._newest_cards(session, rows)
+                # Only a card refresh may give way to a newer refresh of the same card; every other message
+                # is owed to someone and goes out.
                 items = [
                     OutboxItem(row.id, row.target, row.kind, row.ticket_id, dict(row.payload), row.attempts,
-                               superseded=newest.get((row.target, row.ticket_id), row.id) > row.id)
+                               superseded=row.kind == "ticket_card"
+                               and newest.get((row.target, row.ticket_id), row.id) > row.id)
                     for row in rows
                 ]
             if not items:

@@ -28,14 +28,16 @@ from bot.business_time import BusinessCalendar
 from bot.channels import PermanentDeliveryError
 from bot.channels.pagers import OpsgenieClient, PagerDutyClient, WebhookClient, make_http_client
 from bot.config import AppConfig, EscalationChain
-from bot.durations import format_duration
 from bot.engine import Delivered, OutboxItem, TimerRun
-from bot.notifications import CARD, NOTICE, person_target, triage_targets
+from bot.messages import NOTICE, PAGE, notice_payload
+from bot.notifications import CARD, person_target, triage_targets
 from bot.people import PersonRef, upsert_person
 from bot.routing import Action
+from bot.text import plain, to_plain, to_spans
 from bot.tickets import AlreadyClaimed, IllegalTransition, NotAllowed, TicketChange, TicketNotFound
+from bot.views import CardAction, Moment, Notice, Span, Text
 from store.escalation_models import ACTIVE_KEY, Escalation
-from store.models import Counter, Person, Ticket, TicketEvent, Timer
+from store.models import Counter, Person, Ticket, TicketEvent, Timer, ticket_number
 from store.queries import enqueue_message, insert_if_absent, schedule_timer, upsert_insert
 
 if TYPE_CHECKING:
@@ -263,18 +265,20 @@ class EscalationService:
         level, total = escalation.level, len(chain.levels)
         requester = await session.get(Person, ticket.requester_id)
         what = METRIC_LABELS.get(escalation.metric or "", "")
-        late = format_duration(now - escalation.breached_at) if now > escalation.breached_at else "just now"
         verb = "is close to breaching" if escalation.trigger == "warn" else "breached"
         target_text = f"its {what} target" if what else "its SLA"
-        ago = "" if late == "just now" else f" {late} ago"
-        headline = f"🚨 {ticket.number} {verb} {target_text}{ago} — level {level + 1} of {total}"
-        if chain.repeat:
-            headline += f" (round {escalation.loop + 1} of {chain.repeat + 1})"
-        body = "\n".join(filter(None, [
-            f"*{ticket.summary}*",
-            f"Requester: {requester.display_name if requester else 'unknown'} · Priority: {ticket.priority}",
-            f"SLA {verb} {late if late == 'just now' else late + ' ago'}.",
-        ]))
+        step = f"level {level + 1} of {total}" + (
+            f" (round {escalation.loop + 1} of {chain.repeat + 1})" if chain.repeat else "")
+        zone = chain.zone.key
+        when_text: tuple[Span, ...] = (
+            ("Target due ", Moment(self._due_of(ticket, escalation.metric) or escalation.breached_at, zone), ".")
+            if escalation.trigger == "warn" else ("Target passed ", Moment(escalation.breached_at, zone), "."))
+        headline = f"🚨 {ticket.number} {verb} {target_text} — {step}"
+        who = requester.display_name if requester else "unknown"
+        body: tuple[Span, ...] = (
+            *to_spans(ticket.summary), "\n", f"Requester: {who} · Priority: {ticket.priority}", "\n", *when_text)
+        # Pagers get one line of plain text, the ticket number first (they have no thread to carry it).
+        pager_summary = f"{ticket.number} {verb} {target_text} — {step}: {to_plain(ticket.summary)}"[:1000]
         base_key = f"esc:{escalation.id}:{escalation.loop}:{level}"
         paged: list[str] = []
         for target in await self._expand(session, ticket, chain.levels[level][0]):
@@ -282,7 +286,7 @@ class EscalationService:
             key = f"{base_key}:{target}"
             if prefix in PAGER_PREFIXES:
                 await self._pager_message(session, ticket, target, "trigger", key, now,
-                                          summary=headline, body=body, level=level + 1, levels=total)
+                                          summary=pager_summary, body=plain(body), level=level + 1, levels=total)
                 pagers = list(escalation.paged_pagers.get("targets", []))
                 if target not in pagers:
                     escalation.paged_pagers = {"targets": [*pagers, target]}
@@ -311,18 +315,15 @@ class EscalationService:
         return out
 
     async def _chat_page(self, session: AsyncSession, ticket: Ticket, escalation: Escalation, target: str, key: str,
-                         now: datetime, headline: str, body: str) -> bool:
+                         now: datetime, headline: str, body: Text) -> bool:
         if _is_person(target) and not await self._under_cap(session, target, ticket, now):
             return False
+        view = Notice(ticket.id, ticket.number, headline, body, actions=(
+            CardAction(Action.ESCALATION_ACK, "Acknowledge", str(ticket.id), style="primary"),
+            CardAction(Action.ESCALATION_CLAIM, "Claim", str(ticket.id))), numbered=False)
         await enqueue_message(
-            session, target=target, kind=NOTICE, ticket_id=ticket.id, idempotency_key=key, now=now,
-            payload={"ticket_id": ticket.id, "thread": None, "headline": headline, "body": body, "author": None,
-                     "escalation_id": escalation.id, "urgent": True, "ref_role": _page_role(escalation),
-                     "actions": [
-                         {"action": str(Action.ESCALATION_ACK), "label": "Acknowledge", "value": str(ticket.id),
-                          "style": "primary"},
-                         {"action": str(Action.ESCALATION_CLAIM), "label": "Claim", "value": str(ticket.id)},
-                     ]},
+            session, target=target, kind=PAGE, ticket_id=ticket.id, idempotency_key=key, now=now,
+            payload=notice_payload(view, ref_role=_page_role(escalation), urgent=True, escalation_id=escalation.id),
         )
         return True
 
@@ -352,14 +353,14 @@ class EscalationService:
         if not held:
             return
         cap = self.config.escalation.max_chat_pages_per_hour
-        listed = ", ".join(f"IT-{n}" for n in numbers[:20]) + (" …" if len(numbers) > 20 else "")
+        listed = ", ".join(ticket_number(n) for n in numbers[:20]) + (" …" if len(numbers) > 20 else "")
+        view = Notice(numbers[0], ticket_number(numbers[0]),
+                      f"🚨 {held} more page{'s' if held != 1 else ''} held back in the last hour "
+                      f"(you get at most {cap} an hour)", f"Still escalating: {listed}. Check the triage channel.",
+                      numbered=False)
         await enqueue_message(
             run.session, target=target, kind=NOTICE, ticket_id=numbers[0], now=run.now,
-            idempotency_key=f"esc-summary:{target}:{hour:%Y%m%d%H}"[:200],
-            payload={"ticket_id": numbers[0], "thread": None, "author": None,
-                     "headline": f"🚨 {held} more page{'s' if held != 1 else ''} held back in the last hour "
-                                 f"(you get at most {cap} an hour)",
-                     "body": f"Still escalating: {listed}. Check the triage channel."},
+            idempotency_key=f"esc-summary:{target}:{hour:%Y%m%d%H}"[:200], payload=notice_payload(view),
         )
 
     async def _pager_message(self, session: AsyncSession, ticket: Ticket, target: str, action: str, key: str,
@@ -448,11 +449,11 @@ class EscalationService:
                 targets += [t for t in event.payload.get("targets", [])
                             if t.split(":", 1)[0] not in PAGER_PREFIXES and t not in targets]
         for target in targets:
-            await enqueue_message(session, target=target, kind=NOTICE, ticket_id=ticket.id, now=now,
+            await enqueue_message(session, target=target, kind=PAGE, ticket_id=ticket.id, now=now,
                                   idempotency_key=f"esc:{escalation.id}:done:{target}"[:200],
-                                  payload={"ticket_id": ticket.id, "thread": None, "headline": headline,
-                                           "body": None, "author": None, "escalation_id": escalation.id,
-                                           "ref_role": _page_role(escalation), "replace": True})
+                                  payload=notice_payload(Notice(ticket.id, ticket.number, headline, numbered=False),
+                                                         ref_role=_page_role(escalation), replace=True,
+                                                         escalation_id=escalation.id))
 
     async def _refresh_cards(self, session: AsyncSession, ticket: Ticket, now: datetime, escalation_id: int) -> None:
         event = TicketEvent(ticket_id=ticket.id, at=now, kind="escalation_card", payload={})
@@ -485,7 +486,7 @@ class EscalationService:
                                               f"esc:{escalation.id}:resolve:{target}", now)
 
     # -- reading ------------------------------------------------------------------------------------
-    async def escalation_state(self, session: AsyncSession, ticket_id: int) -> str | None:
+    async def escalation_state(self, session: AsyncSession, ticket_id: int) -> Text | None:
         """A line for the triage card: "Escalated: level 2 of 3, paging Bob" / "Acknowledged by Alice 10:05"."""
         latest = (await session.execute(select(Escalation).where(Escalation.ticket_id == ticket_id)
                                         .order_by(Escalation.id.desc()).limit(1))).scalar_one_or_none()
@@ -494,7 +495,8 @@ class EscalationService:
         chain = Snapshot.load(latest.chain)
         if latest.status == ACTIVE:
             if latest.pages == 0:
-                return f"Escalation waiting for its paging window ({self._local(latest, latest.next_step_at)})"
+                opens = latest.next_step_at or latest.started_at
+                return ("Escalation waiting for its paging window (opens ", self._moment(latest, opens), ")")
             paged_level = (latest.level - 1) % len(chain.levels)
             ticket = await session.get(Ticket, ticket_id)
             names = [await self._name(session, t) for t in
@@ -502,7 +504,7 @@ class EscalationService:
             who = f", paging {', '.join(names)}" if names else ""
             return f"Escalated: level {paged_level + 1} of {len(chain.levels)}{who}"
         if latest.status == ACKNOWLEDGED and latest.acknowledged_at is not None:
-            return f"Acknowledged by {latest.acknowledged_by} {self._local(latest, latest.acknowledged_at)}"
+            return (f"Acknowledged by {latest.acknowledged_by} ", self._moment(latest, latest.acknowledged_at))
         return None
 
     async def _name(self, session: AsyncSession, target: str) -> str:
@@ -515,6 +517,10 @@ class EscalationService:
         if platform in PAGER_PREFIXES:
             return f"{ {'pagerduty': 'PagerDuty', 'opsgenie': 'Opsgenie', 'webhook': 'webhook'}[platform]} ({rest})"
         return f"#{ident}" if sub == "channel" else f"@{ident}"
+
+    @staticmethod
+    def _moment(escalation: Escalation, at: datetime) -> Moment:
+        return Moment(at, escalation.chain.get("zone") or "UTC")
 
     @staticmethod
     def _local(escalation: Escalation, at: datetime | None) -> str:

@@ -1,8 +1,8 @@
 """Turns ticket events into outbox rows: card refreshes and threaded notices to the people involved.
 
 Runs inside the transaction of the change (a ``TicketService`` subscriber), so a change and the
-messages it owes commit together. What the messages say is decided here, in platform-neutral terms;
-delivery renders them per platform.
+messages it owes commit together. What the messages say is decided here, as neutral view models
+(``bot.views``); delivery renders them per platform.
 """
 
 from __future__ import annotations
@@ -10,12 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from bot.config import AppConfig
-from bot.tickets import STATUS_LABELS, TicketChange
+from bot.messages import NOTICE, TICKET_CARD, notice_payload
+from bot.text import to_spans
+from bot.tickets import REQUESTER_STATUS_LABELS, TicketChange
+from bot.views import Notice, Text
 from store.models import Person
 from store.queries import enqueue_messages, outbox_row
 
-CARD = "ticket_card"
-NOTICE = "notice"
+CARD = TICKET_CARD
 
 
 def triage_targets(config: AppConfig) -> list[str]:
@@ -33,7 +35,11 @@ def person_target(person: Person) -> str:
     return f"{person.platform}:user:{person.platform_user_id}"
 
 
-def _headline(change: TicketChange) -> tuple[str, str | None] | None:
+def _user_text(value: Any) -> Text | None:
+    return to_spans(value) if isinstance(value, str) and value else None
+
+
+def _headline(change: TicketChange) -> tuple[Text, Text | None] | None:
     """What the requester is told about this event: (headline, body), or None for nothing."""
     event, payload = change.event, change.event.payload
     actor = change.actor.display_name if change.actor else "The IT desk"
@@ -42,16 +48,17 @@ def _headline(change: TicketChange) -> tuple[str, str | None] | None:
         return f"{actor} is on it.", None
     if event.kind == "status_changed":
         if ticket.status == "waiting_on_requester":
-            return f"{actor} is waiting on you: please reply in this thread.", payload.get("note")
-        return f"{actor} changed the status to {STATUS_LABELS.get(ticket.status, ticket.status)}.", payload.get("note")
+            return f"{actor} is waiting on you: please reply here.", _user_text(payload.get("note"))
+        label = REQUESTER_STATUS_LABELS.get(ticket.status, ticket.status)
+        return f"{actor} changed the status to {label}.", _user_text(payload.get("note"))
     if event.kind == "priority_changed":
         return f"Priority changed from {payload['from']} to {payload['to']}.", None
     if event.kind == "commented" and payload.get("role") == "agent":
-        return f"{actor} replied:", payload.get("text")
+        return f"{actor} replied:", _user_text(payload.get("text"))
     if event.kind == "resolved":
-        return f"{actor} resolved your ticket.", payload.get("note")
+        return f"{actor} resolved your ticket.", _user_text(payload.get("note"))
     if event.kind == "reopened":
-        return "Your ticket was reopened.", payload.get("reason") or None
+        return "Your ticket was reopened.", _user_text(payload.get("reason"))
     if event.kind == "closed":
         return "Your ticket is closed.", None
     if event.kind == "unassigned":
@@ -73,20 +80,22 @@ async def enqueue_for_change(change: TicketChange) -> None:
     source = event.payload.get("source")
     if said is not None and source != "requester_thread":
         headline, body = said
+        view = Notice(ticket_id=ticket.id, number=ticket.number, headline=headline, body=body,
+                      author=change.actor.display_name if change.actor else None)
         rows.append(outbox_row(
             target=requester_dm, kind=NOTICE, ticket_id=ticket.id,
-            payload={**base, "thread": "requester", "headline": headline, "body": body,
-                     "author": change.actor.display_name if change.actor else None},
+            payload=notice_payload(view, thread="requester", event_id=event.id),
             idempotency_key=f"notice:{event.id}:{requester_dm}", now=now,
         ))
     if event.kind in ("commented", "reopened") and change.actor is not None and change.actor.id == ticket.requester_id:
         text = event.payload.get("text") or event.payload.get("reason") or ""
-        headline = f"{change.actor.display_name} replied:" if event.kind == "commented" else (
-            f"{change.actor.display_name} reopened the ticket.")
+        name = change.actor.display_name
+        view = Notice(ticket_id=ticket.id, number=ticket.number,
+                      headline=f"{name} replied:" if event.kind == "commented" else f"{name} reopened the ticket.",
+                      body=_user_text(text), author=name)
         rows.extend(outbox_row(
             target=target, kind=NOTICE, ticket_id=ticket.id,
-            payload={**base, "thread": "triage", "headline": headline, "body": text or None,
-                     "author": change.actor.display_name},
+            payload=notice_payload(view, thread="triage", event_id=event.id),
             idempotency_key=f"notice:{event.id}:{target}", now=now,
         ) for target in triage_targets(change.config))
     # One round trip for all of them; the ordering keys still deliver them in this order.

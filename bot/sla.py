@@ -40,9 +40,11 @@ from bot.calendars import calendar_for
 from bot.config import AppConfig, SlaPolicy
 from bot.durations import format_duration
 from bot.engine import TimerRun
-from bot.local_time import when, within_hours, zone_label, zone_or_none
-from bot.notifications import CARD, NOTICE, person_target, triage_targets
+from bot.local_time import within_hours, zone_or_none
+from bot.messages import NOTICE, notice_payload
+from bot.notifications import CARD, person_target, triage_targets
 from bot.tickets import CLAIMED, CLOSED, IN_PROGRESS, NEW, REOPENED, RESOLVED, WAITING, TicketChange, TicketSnapshot
+from bot.views import Moment, Notice, Span, Text
 from store.models import Person, Ticket, TicketEvent, Timer
 from store.queries import enqueue_message, schedule_timers, timer_row
 
@@ -244,9 +246,9 @@ class SlaClock:
             return
         due = ticket.first_response_due if metric == FIRST_RESPONSE else ticket.resolution_due
         if _is_current(run.timer, due):
-            await self._escalate(run, ticket, metric, due, level, marks=locked.marks)
+            await self.record_breach(run, ticket, metric, due, level, marks=locked.marks)
 
-    async def _escalate(self, run: TimerRun, ticket: Ticket, metric: str, due: datetime | None, level: Level,
+    async def record_breach(self, run: TimerRun, ticket: Ticket, metric: str, due: datetime | None, level: Level,
                         *, marks: set[Mark] | None = None) -> None:
         # The breach event and the hooks' rows (an escalation's events) go out in one flush, not one
         # statement at a time ahead of every query the hooks make: a breach storm runs this thousands of times.
@@ -295,7 +297,7 @@ class SlaClock:
         if await self._update_send_at(session, ticket, cal, now) > now:
             await self._sync_timers(session, ticket, f"t{run.timer.id}", now, running=run.timer.id)
             return
-        await self._escalate(run, ticket, UPDATE, ticket.next_update_due, "breach")
+        await self.record_breach(run, ticket, UPDATE, ticket.next_update_due, "breach")
         zone = zone_or_none(requester.timezone) or cal.tz
         if await _updates_sent_on_day(session, ticket.id, now, zone) < self.config.updates.max_per_ticket_per_day:
             await self._send_update(run, ticket, requester, cal, zone)
@@ -311,36 +313,38 @@ class SlaClock:
         event = await _add_event(session, ticket, AUTO_UPDATE, now, {"since": since.isoformat()})
         headline = (f"Update on {ticket.number}: still in progress with {assignee.display_name}." if assignee
                     else f"Update on {ticket.number}: still waiting for an agent to pick it up.")
+        label = "your time" if zone_or_none(requester.timezone) else None
         comments = await session.scalar(select(func.count()).select_from(TicketEvent).where(
             TicketEvent.ticket_id == ticket.id, TicketEvent.kind == "commented", TicketEvent.at > since,
             TicketEvent.actor_id == ticket.requester_id)) or 0
-        label = "your time" if zone_or_none(requester.timezone) else zone_label(zone)
-        last = f"the last update ({when(since, zone, now)}, {label})"
-        lines = [f"You added {_plural(comments, 'comment')} since {last}; IT has them." if comments
-                 else f"Nothing new since {last}."]
+        last: tuple[Span, ...] = ("the last update (", Moment(since, zone.key, label=label), ")")
+        lines: list[tuple[Span, ...]] = [
+            (f"You added {_plural(comments, 'comment')} since ", *last, "; IT has them.") if comments
+            else ("Nothing new since ", *last, ".")]
         if assignee is None:
             ahead = await session.scalar(select(func.count()).select_from(Ticket).where(
                 Ticket.assignee_id.is_(None), Ticket.status.in_((NEW, REOPENED)), Ticket.id < ticket.id))
-            lines.append(f"You are {_ordinal((ahead or 0) + 1)} in the queue.")
+            lines.append((f"You are {_ordinal((ahead or 0) + 1)} in the queue.",))
         if ticket.first_response_at is None and ticket.first_response_due is not None:
-            lines.append(f"Next target: first response by {when(ticket.first_response_due, zone, now)} ({label}).")
+            lines.append(("Next target: first response by ", Moment(ticket.first_response_due, zone.key, label=label),
+                          "."))
         elif ticket.resolution_due is not None:
-            lines.append(f"Next target: resolution by {when(ticket.resolution_due, zone, now)} ({label}).")
+            lines.append(("Next target: resolution by ", Moment(ticket.resolution_due, zone.key, label=label), "."))
+        body = tuple(span for index, line in enumerate(lines) for span in ((*(("\n",) if index else ()), *line)))
         requester_dm = person_target(requester)
         await enqueue_message(session, target=requester_dm, kind=NOTICE, ticket_id=ticket.id, now=now,
-                              payload={"ticket_id": ticket.id, "event_id": event.id, "thread": "requester",
-                                       "headline": headline, "body": "\n".join(lines), "author": None},
+                              payload=notice_payload(Notice(ticket.id, ticket.number, headline, body, numbered=False),
+                                                     thread="requester", event_id=event.id),
                               idempotency_key=f"notice:{event.id}:{requester_dm}")
         ticket.last_requester_update_at = now
         if assignee is not None and self.config.updates.nudge_assignee:
             assignee_dm = person_target(assignee)
-            await enqueue_message(
-                session, target=assignee_dm, kind=NOTICE, ticket_id=ticket.id, now=now,
-                payload={"ticket_id": ticket.id, "event_id": event.id, "thread": "assignee",
-                         "headline": f"{ticket.number} is due a progress update to {requester.display_name}.",
-                         "body": "The bot sent an automatic update meanwhile; a word from you is better.",
-                         "author": None},
-                idempotency_key=f"nudge:{event.id}:{assignee_dm}")
+            nudge = Notice(ticket.id, ticket.number, f"{ticket.number} is due a progress update to "
+                           f"{requester.display_name}.", "The bot sent an automatic update meanwhile; a word from "
+                           "you is better.", numbered=False)
+            await enqueue_message(session, target=assignee_dm, kind=NOTICE, ticket_id=ticket.id, now=now,
+                                  payload=notice_payload(nudge, thread="assignee", event_id=event.id),
+                                  idempotency_key=f"nudge:{event.id}:{assignee_dm}")
 
     async def _update_send_at(
         self, session: AsyncSession, ticket: Ticket, cal: BusinessCalendar, at: datetime,
@@ -384,33 +388,41 @@ def sla_outcomes(
     }
 
 
-def ack_text(ticket: TicketSnapshot | Ticket, requester_tz: str | None, calendar: BusinessCalendar,
-             now: datetime) -> str:
-    """The intake acknowledgement with the targets on the requester's clock (the calendar's if unknown)."""
-    zone = zone_or_none(requester_tz)
-    label = "your time" if zone else zone_label(calendar.tz)
-    clauses = []
+def acknowledgement(ticket: TicketSnapshot | Ticket, requester_tz: str | None,
+                    calendar: BusinessCalendar) -> Text:
+    """The intake acknowledgement, "IT-3 opened — first response by …", with each target a moment every reader
+    sees on their own clock; the written-out fallback is on the requester's clock ("your time"), or the calendar's
+    when their zone is unknown."""
+    known = zone_or_none(requester_tz)
+    zone, label = (known.key, "your time") if known else (calendar.tz.key, None)
+    clauses: list[tuple[Span, ...]] = []
     if ticket.first_response_due is not None:
-        clauses.append(f"first response by {when(ticket.first_response_due, zone or calendar.tz, now)}")
+        clauses.append(("first response by ", Moment(ticket.first_response_due, zone, label=label)))
     if ticket.resolution_due is not None:
-        clauses.append(f"resolution target {when(ticket.resolution_due, zone or calendar.tz, now)}")
+        clauses.append(("resolution target ", Moment(ticket.resolution_due, zone, label=label)))
     if not clauses:
         return f"{ticket.number} opened."
-    clauses[0] += f" ({label})"
-    return f"{ticket.number} opened — {', '.join(clauses)}."
+    joined: list[Span] = [f"{ticket.number} opened — "]
+    for index, clause in enumerate(clauses):
+        joined.extend(((", ",) if index else ()) + clause)
+    joined.append(".")
+    return tuple(joined)
 
 
-def sla_lines(ticket: Ticket, now: datetime, calendar: BusinessCalendar, tz: str | None) -> list[str]:
-    """One line per target for a ticket card, with times on ``tz``'s clock (the calendar's if None).
+def sla_lines(ticket: Ticket, now: datetime, calendar: BusinessCalendar, zone: str | None = None,
+              audience: str = "triage") -> list[Text]:
+    """One line per target for a ticket card: absolute times ("due by <moment>") that each reader sees on their
+    own clock and that never go stale; durations only for what is over ("met in 1h 20m").
 
     "met in" counts business time since opening (less paused time for the resolution); the exact,
     pause-aware figures are ``sla_outcomes``.
     """
-    zone = zone_or_none(tz) or calendar.tz
-    lines = []
+    zone = zone or calendar.tz.key
+    lines: list[Text] = []
     paused_time = timedelta(seconds=ticket.paused_seconds)
     targets = (("First response", ticket.first_response_due, ticket.first_response_at, timedelta(0)),
                ("Resolution", ticket.resolution_due, ticket.resolved_at, paused_time))
+    waiting = "waiting on you" if audience == "requester" else "waiting on the requester"
     for label, due, done_at, paused in targets:
         if due is None:
             continue
@@ -418,17 +430,17 @@ def sla_lines(ticket: Ticket, now: datetime, calendar: BusinessCalendar, tz: str
             took = format_duration(max(calendar.between(ticket.created_at, done_at) - paused, timedelta(0)))
             lines.append(f"{label}: met in {took}" if done_at <= due else f"{label}: breached (took {took})")
         elif ticket.status == WAITING:
-            lines.append(f"{label}: paused — waiting on requester")
+            lines.append(f"{label}: paused — {waiting}")
         elif ticket.status in (RESOLVED, CLOSED):
             continue
         elif now < due:
-            lines.append(f"{label}: {format_duration(calendar.between(now, due))} left (by {when(due, zone, now)})")
+            lines.append((f"{label} due by ", Moment(due, zone)))
         else:
-            lines.append(f"{label}: breached {format_duration(now - due)} ago")
+            lines.append((f"{label}: breached — was due ", Moment(due, zone)))
     if ticket.status in _RUNNING and ticket.updates_muted:
         lines.append("Progress updates: muted by the requester")
     elif ticket.status in _RUNNING and ticket.next_update_due is not None:
-        lines.append(f"Next update: by {when(ticket.next_update_due, zone, now)}")
+        lines.append(("Next update by ", Moment(ticket.next_update_due, zone)))
     return lines
 
 

@@ -22,20 +22,25 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
 from bot.config import AppConfig
+from bot.messages import NOTICE, TEXT, notice_payload, text_payload
 from bot.people import AgentRoster, PersonRef, upsert_person
+from bot.views import Message, Notice
 from store.db import Database
 from store.intake import IntakeWriter
 from store.models import Person, Ticket, TicketEvent, ticket_number
-from store.queries import claim_pending_setup, mark_seen
+from store.queries import claim_pending_setup, enqueue_message, mark_seen
 
 NEW, CLAIMED, IN_PROGRESS, WAITING, RESOLVED, CLOSED, REOPENED = (
     "new", "claimed", "in_progress", "waiting_on_requester", "resolved", "closed", "reopened",
 )
 OPEN_STATUSES = (NEW, CLAIMED, IN_PROGRESS, WAITING, REOPENED)
 STATUS_LABELS = {
-    NEW: "new", CLAIMED: "claimed", IN_PROGRESS: "in progress", WAITING: "waiting on you",
+    NEW: "new", CLAIMED: "claimed", IN_PROGRESS: "in progress", WAITING: "waiting on the requester",
     RESOLVED: "resolved", CLOSED: "closed", REOPENED: "reopened",
 }
+"""How agents (and the audit trail) read a status."""
+REQUESTER_STATUS_LABELS = {**STATUS_LABELS, WAITING: "waiting on you"}
+"""How the requester reads their own ticket's status."""
 TRANSITIONS: dict[str, frozenset[str]] = {
     NEW: frozenset({CLAIMED, IN_PROGRESS, WAITING, RESOLVED}),
     CLAIMED: frozenset({IN_PROGRESS, WAITING, RESOLVED, NEW}),
@@ -112,6 +117,10 @@ class TicketSnapshot:
     @property
     def status_label(self) -> str:
         return STATUS_LABELS.get(self.status, self.status)
+
+    @property
+    def requester_status_label(self) -> str:
+        return REQUESTER_STATUS_LABELS.get(self.status, self.status)
 
 
 @dataclass
@@ -514,6 +523,19 @@ class TicketService:
             return "updates_muted" if muted else "updates_unmuted", {}
 
         return await self._change(ticket_id, person, change)
+
+    # -- messages outside a change -------------------------------------------------------------------
+    async def tell(self, person: PersonRef, view: Notice | Message, *, key: str) -> bool:
+        """Owe ``person`` a direct message outside any ticket change (e.g. an answer the platform refused in the
+        turn): the outbox delivers it with retries. ``key`` makes a repeat a no-op; True if newly owed."""
+        target = f"{person.platform}:user:{person.user_id}"
+        if isinstance(view, Notice):
+            kind, payload, ticket_id = NOTICE, notice_payload(view), view.ticket_id
+        else:
+            kind, payload, ticket_id = TEXT, text_payload(view), None
+        async with self.db.transaction() as session:
+            return await enqueue_message(session, target=target, kind=kind, payload=payload, ticket_id=ticket_id,
+                                         idempotency_key=key[:200], now=self.clock.now())
 
     # -- reads --------------------------------------------------------------------------------------
     async def get(self, ticket_id: int) -> TicketSnapshot:

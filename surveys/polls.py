@@ -6,15 +6,9 @@ ticket's one ``Survey`` row and a ``survey.send`` timer after ``surveys.delay``.
 ``answer``/``add_reason``/``reopen_from_survey``; each change bumps ``Survey.revision`` and queues a card
 update that lands in place of the first card.
 
-Delivery (outbox rows, target = the requester's DM):
-
-* Slack: kind ``blocks`` with payload ``{blocks, text, ref_role: "survey"}`` — the Slack channel posts the
-  first one, stores a message ref with role ``survey`` and updates that message for later ones.
-* Teams: kind ``card`` with payload ``{card, text, ref_role}`` (``card`` is an Adaptive Card 1.5). The Teams
-  channel must: send it as an Adaptive Card attachment to the person's proactive conversation; with a
-  ``ref_role``, look up a message ref (ticket, role, "teams", conversation): when one exists call
-  ``update_activity`` on that activity id, otherwise post and return the activity id as a ref; without a
-  ``ref_role`` simply post.
+Delivery: outbox kind ``survey`` to the requester's DM with the neutral card (``surveys.cards``) and
+``ref_role: "survey"``: the channel posts the first one, remembers it under that role, and edits it in place for
+every later revision.
 
 Every answer writes a ``TicketEvent`` (``survey_sent``, ``survey_answered`` {answer, previous},
 ``survey_reason`` {reason, comment}, ``survey_expired``), which is what ``surveys.report`` counts.
@@ -23,28 +17,31 @@ Every answer writes a ``TicketEvent`` (``survey_sent``, ``survey_answered`` {ans
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import desc, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.config import AppConfig
+from bot.dialogs.survey_reason import MAX_COMMENT, REASON_LABELS
 from bot.engine import TimerRun
-from bot.notifications import NOTICE, person_target, triage_targets
+from bot.messages import NOTICE, SURVEY, notice_payload, survey_payload
+from bot.notifications import person_target, triage_targets
 from bot.people import PersonRef
+from bot.text import escape_typed, to_spans
 from bot.tickets import CLOSED, RESOLVED, InvalidInput, NotAllowed, TicketChange, TicketError, TicketNotFound
+from bot.views import Notice
 from store.models import Person, Ticket, TicketEvent
 from store.queries import cancel_timers, enqueue_message, schedule_timer
 from store.survey_models import ANSWERED, EXPIRED, PENDING, SENT, Survey
 from surveys import cards
-from surveys.cards import ANSWERS, DOWN, EMOJI, MAX_COMMENT, REASON_LABELS, SurveyView
+from surveys.cards import ANSWERS, DOWN, EMOJI, SurveyState
 
 if TYPE_CHECKING:
     from bot.desk import Desk
 
 SEND, REMIND, EXPIRE = "survey.send", "survey.remind", "survey.expire"
 REF_ROLE = "survey"
-SLACK_KIND, TEAMS_KIND = "blocks", "card"
 
 
 class SurveyError(TicketError):
@@ -161,14 +158,10 @@ class SurveyService:
         survey.reminded_at = now
         requester = await session.get(Person, survey.requester_id)
         assert requester is not None
-        text = (f"A quick reminder: how did we do on {ticket.number}? The 👍 / 👎 buttons are on the message "
-                "above; one click is all it takes.")
-        target = person_target(requester)
-        if requester.platform == "slack":
-            kind, payload = SLACK_KIND, cards.slack_text_message(text)
-        else:
-            kind, payload = TEAMS_KIND, cards.teams_text_message(text)
-        await enqueue_message(session, target=target, kind=kind, payload=payload, ticket_id=ticket.id, now=now,
+        reminder = Notice(ticket.id, ticket.number, "A quick reminder: how did we do?",
+                          "The 👍 / 👎 buttons are on the message above; one click is all it takes.")
+        await enqueue_message(session, target=person_target(requester), kind=NOTICE,
+                              payload=notice_payload(reminder), ticket_id=ticket.id, now=now,
                               idempotency_key=f"survey-remind:{survey.id}:{survey.revision}")
 
     async def _on_expire(self, run: TimerRun) -> None:
@@ -187,7 +180,7 @@ class SurveyService:
         await self._enqueue_card(session, survey, ticket, now)  # the buttons go; the card says it expired
 
     # -- clicks -------------------------------------------------------------------------------------
-    async def answer(self, ticket_id: int, person: PersonRef, answer: str) -> SurveyView:
+    async def answer(self, ticket_id: int, person: PersonRef, answer: str) -> SurveyState:
         """Record (or change) the requester's 👍 (``"up"``) or 👎 (``"down"``); a repeat changes nothing."""
         if answer not in ANSWERS:
             raise InvalidInput(f"{answer!r} is not an answer; use up or down.", field="answer")
@@ -206,14 +199,14 @@ class SurveyService:
             await self._enqueue_card(session, survey, ticket, now)
             if answer == DOWN:
                 await self._notify_down(session, ticket, actor, event, now,
-                                        f"{actor.display_name} rated {ticket.number} {EMOJI[DOWN]}.", None)
+                                        f"{actor.display_name} rated it {EMOJI[DOWN]}.", None)
             return await self._view(session, survey, ticket, now)
 
-    async def add_reason(self, ticket_id: int, person: PersonRef, reason: str, comment: str = "") -> SurveyView:
+    async def add_reason(self, ticket_id: int, person: PersonRef, reason: str, comment: str = "") -> SurveyState:
         """Store what went wrong with a 👎 (a reason from ``cards.REASONS`` and an optional comment)."""
         if reason not in REASON_LABELS:
             raise InvalidInput("Please choose what went wrong from the list.", field="reason")
-        comment = (comment or "").replace("\x00", "").strip()
+        comment = escape_typed((comment or "").replace("\x00", "").strip())
         if len(comment) > MAX_COMMENT:
             raise InvalidInput(f"The comment is {len(comment):,} characters; the limit is {MAX_COMMENT:,}.",
                                field="comment")
@@ -232,11 +225,11 @@ class SurveyService:
             await session.flush()
             await self._enqueue_card(session, survey, ticket, now)
             await self._notify_down(session, ticket, actor, event, now,
-                                    f"{actor.display_name} said what went wrong with {ticket.number}: "
+                                    f"{actor.display_name} said what went wrong: "
                                     f"{REASON_LABELS[reason]}.", comment or None)
             return await self._view(session, survey, ticket, now)
 
-    async def reopen_from_survey(self, ticket_id: int, person: PersonRef) -> SurveyView:
+    async def reopen_from_survey(self, ticket_id: int, person: PersonRef) -> SurveyState:
         """The 👎 card's "Reopen ticket": reopens through ``TicketService.reopen`` (which tells triage)."""
         async with self.desk.db.transaction() as session:
             now = self.desk.clock.now()
@@ -255,7 +248,7 @@ class SurveyService:
             await self._enqueue_card(session, survey, ticket, now)
             return await self._view(session, survey, ticket, now)
 
-    async def view(self, ticket_id: int) -> SurveyView:
+    async def view(self, ticket_id: int) -> SurveyState:
         """The card as it stands (for the reason form and for re-rendering)."""
         async with self.desk.db.reading() as session:
             survey = await _survey_for(session, ticket_id, lock=False)
@@ -284,24 +277,23 @@ class SurveyService:
                                 "Thanks all the same!")
         return survey, ticket, actor
 
-    async def _view(self, session: AsyncSession, survey: Survey, ticket: Ticket, now: datetime) -> SurveyView:
+    async def _view(self, session: AsyncSession, survey: Survey, ticket: Ticket, now: datetime) -> SurveyState:
         expired = survey.status == EXPIRED or (survey.expires_at is not None and now >= survey.expires_at)
         state = cards.EXPIRED if expired else (cards.ANSWERED if survey.answer else cards.OPEN)
-        return SurveyView(ticket_id=ticket.id, number=ticket.number, summary=ticket.summary, state=state,
-                          answer=survey.answer, expires_at=survey.expires_at, reason=survey.reason,
-                          comment=survey.comment, reopened=survey.reopened_at is not None,
-                          ticket_open=ticket.is_open)
+        requester = await session.get(Person, survey.requester_id)
+        zone = (requester.timezone if requester else None) or self.config.calendars[
+            self.config.default_calendar].timezone
+        return SurveyState(ticket_id=ticket.id, number=ticket.number, summary=ticket.summary, state=state,
+                           answer=survey.answer, expires_at=survey.expires_at, reason=survey.reason,
+                           comment=survey.comment, reopened=survey.reopened_at is not None,
+                           ticket_open=ticket.is_open, zone=zone)
 
     async def _enqueue_card(self, session: AsyncSession, survey: Survey, ticket: Ticket, now: datetime) -> None:
         requester = await session.get(Person, survey.requester_id)
         assert requester is not None
-        view = await self._view(session, survey, ticket, now)
-        target = person_target(requester)
-        if requester.platform == "slack":
-            kind, payload = SLACK_KIND, cards.slack_message(view, ref_role=REF_ROLE)
-        else:
-            kind, payload = TEAMS_KIND, cards.teams_message(view, ref_role=REF_ROLE)
-        await enqueue_message(session, target=target, kind=kind, payload=payload, ticket_id=ticket.id, now=now,
+        state = await self._view(session, survey, ticket, now)
+        await enqueue_message(session, target=person_target(requester), kind=SURVEY,
+                              payload=survey_payload(state.view(), ref_role=REF_ROLE), ticket_id=ticket.id, now=now,
                               idempotency_key=f"survey:{survey.id}:{survey.revision}")
 
     async def _notify_down(
@@ -319,8 +311,8 @@ class SurveyService:
                 targets = [lead]
         if not targets:
             targets = triage_targets(self.config)
-        payload: dict[str, Any] = {"ticket_id": ticket.id, "event_id": event.id, "thread": "triage",
-                                   "headline": headline, "body": body, "author": actor.display_name}
+        view = Notice(ticket.id, ticket.number, headline, to_spans(body) if body else None, actor.display_name)
+        payload = notice_payload(view, thread="triage", event_id=event.id)
         for target in targets:
             await enqueue_message(session, target=target, kind=NOTICE, payload=payload, ticket_id=ticket.id, now=now,
                                   idempotency_key=f"survey-notice:{event.id}:{target}")

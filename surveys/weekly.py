@@ -8,15 +8,14 @@ summary through the outbox, so it is delivered (and retried) like any other mess
 from __future__ import annotations
 
 from datetime import datetime, time, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.config import AppConfig
 from bot.desk import Desk
 from bot.engine import TimerRun
-from bot.renderers.adaptive_cards import escape_markdown
-from bot.renderers.slack_blocks import escape_mrkdwn
+from bot.messages import SUMMARY, summary_payload
 from bot.scheduler import EngineRunner
+from bot.views import Summary
 from store.queries import enqueue_message, schedule_timer
 from surveys.report import GRADE_RULE, Metrics, compute_report
 
@@ -91,24 +90,7 @@ class WeeklySummary:
         report = await compute_report(self._desk.db, self.config, since=since, until=until, by=None)
         title, lines = summary_lines(report.total, since, until, self.zone)
         key = run.timer.dedup_key or f"weekly:{run.timer.id}"
+        view = Summary(title=title, lines=tuple(lines[:-1]), footnote=lines[-1])
         for target in self.targets():
-            payload: dict[str, Any]
-            if target.startswith("slack:"):
-                text = "\n".join(f"• {escape_mrkdwn(line)}" for line in lines[:-1])
-                payload = {"text": title, "blocks": [
-                    {"type": "header", "text": {"type": "plain_text", "text": title[:150]}},
-                    {"type": "section", "text": {"type": "mrkdwn", "text": text}},
-                    {"type": "context", "elements": [{"type": "mrkdwn", "text": escape_mrkdwn(lines[-1])[:3000]}]},
-                ]}
-                kind = "blocks"
-            else:
-                payload = {"text": title, "card": {
-                    "type": "AdaptiveCard", "version": "1.5",
-                    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-                    "body": [{"type": "TextBlock", "text": escape_markdown(title), "weight": "Bolder", "wrap": True},
-                             *({"type": "TextBlock", "text": escape_markdown(line), "wrap": True,
-                                "isSubtle": index == len(lines) - 1} for index, line in enumerate(lines))],
-                }}
-                kind = "card"
-            await enqueue_message(run.session, target=target, kind=kind, payload=payload, now=run.now,
-                                  idempotency_key=f"{key}:{target}")
+            await enqueue_message(run.session, target=target, kind=SUMMARY, payload=summary_payload(view),
+                                  now=run.now, idempotency_key=f"{key}:{target}")

@@ -6,6 +6,7 @@ Time only moves when the test moves it (``clock.set``), then the timer rows due 
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,7 @@ from bot.routing import Action
 from bot.scheduler import EngineRunner
 from bot.tickets import Origin, TicketSnapshot
 from store.models import OutboxMessage, TicketEvent, Timer
+from tests.outbox_views import slack, teams
 
 ALICE = PersonRef("slack", "UAGENT1", display_name="Alice")
 ONLY_15 = "updates:\n  digest_times: ['15:00']\n"
@@ -51,7 +53,7 @@ async def run_at(desk: Desk, clock: ManualClock, when: datetime) -> None:
     await desk.timers.tick()
 
 
-async def digests_sent(desk: Desk, kinds: tuple[str, ...] = ("blocks", "card")) -> list[OutboxMessage]:
+async def digests_sent(desk: Desk, kinds: tuple[str, ...] = ("digest",)) -> list[OutboxMessage]:
     async with desk.db.transaction() as session:
         return list((await session.execute(select(OutboxMessage).where(
             OutboxMessage.kind.in_(kinds), OutboxMessage.idempotency_key.like("digest%"))
@@ -73,13 +75,15 @@ async def pending_slots(desk: Desk, kind: str = REQUESTER_TIMER) -> list[tuple[i
 
 def listed(message: OutboxMessage) -> list[int]:
     """The ticket ids a Slack digest lists (its per-ticket sections)."""
-    return [int(block["block_id"].split(":")[1]) for block in message.payload["blocks"]
+    return [int(block["block_id"].split(":")[1]) for block in slack(message)[0]
             if block.get("block_id", "").endswith(":digest")]
 
 
 def slack_text(message: OutboxMessage) -> str:
-    return "\n".join(block["text"]["text"] if "text" in block else block["elements"][0]["text"]
-                     for block in message.payload["blocks"])
+    """What Slack shows: the blocks' mrkdwn with each date token's written-out fallback."""
+    text = "\n".join(block["text"]["text"] if "text" in block else block["elements"][0]["text"]
+                     for block in slack(message)[0])
+    return re.sub(r"<!date\^\d+\^[^|]*\|([^>]*)>", r"\1", text)
 
 
 # -- requester digests ------------------------------------------------------------------------------
@@ -103,7 +107,7 @@ async def test_digest_at_15_requester_local_in_kolkata_and_los_angeles(
     assert await digests_sent(desk) == []
     await run_at(desk, clock, utc(24, 9, 30))                  # Tuesday 15:00 in Kolkata
     [first] = await digests_sent(desk)
-    assert (first.target, first.kind, first.created_at) == ("slack:user:UKOL", "blocks", utc(24, 9, 30))
+    assert (first.target, first.kind, first.created_at) == ("slack:user:UKOL", "digest", utc(24, 9, 30))
     assert listed(first) == [kolkata.id]
     await run_at(desk, clock, utc(24, 23))                     # Tuesday 15:00 in Los Angeles
     second = (await digests_sent(desk))[1]
@@ -206,23 +210,23 @@ async def test_the_digest_lists_status_assignee_and_next_target_with_a_mute_butt
     await run_at(desk, clock, utc(24, 15))                     # Tuesday 15:00 in London
     card, blocks = await digests_sent(desk)
 
-    assert (card.target, card.kind, card.ticket_id) == ("teams:user:aad-req-1", "card", teams_ticket.id)
-    body = card.payload["card"]["body"]
+    assert (card.target, card.kind, card.ticket_id) == ("teams:user:aad-req-1", "digest", teams_ticket.id)
+    body = teams(card)["body"]
     [action_set] = [item for c in body if c["type"] == "Container" for item in c["items"]
                     if item["type"] == "ActionSet"]
     assert action_set["actions"][0]["data"] == {"action": Action.MUTE.value, "value": str(teams_ticket.id),
                                                 "ticket_id": teams_ticket.id}
 
-    assert (blocks.target, blocks.kind, blocks.ticket_id) == ("slack:user:UREQ1", "blocks", claimed.id)
+    assert (blocks.target, blocks.kind, blocks.ticket_id) == ("slack:user:UREQ1", "digest", claimed.id)
     text = slack_text(blocks)
     assert (f"*{claimed.number}* · Printer &lt;jammed&gt; &amp; smoking\n"
-            "Claimed · with Alice · resolution target") in text
+            "Claimed · with Alice · resolution by") in text
     assert f"*{waiting.number}* · New mouse\nNew · waiting for an agent to pick it up · first response by" in text
-    assert "(your time)" in text
-    buttons = [b["accessory"] for b in blocks.payload["blocks"] if "accessory" in b]
+    assert "(London time)" in text
+    buttons = [b["accessory"] for b in slack(blocks)[0] if "accessory" in b]
     assert [(b["action_id"], b["value"]) for b in buttons] == [(Action.MUTE.value, str(claimed.id)),
                                                                 (Action.MUTE.value, str(waiting.id))]
-    assert blocks.payload["text"] == "Your open IT tickets: where things stand (2 tickets)"
+    assert slack(blocks)[1] == "Your open IT tickets: where things stand (2 tickets)"
 
 
 async def test_at_most_n_digests_per_ticket_per_day(
@@ -285,16 +289,16 @@ async def test_morning_triage_digest_lists_unclaimed_and_breaching_today(desk: D
     assert not await digests.enqueue_triage_digest()          # again (another replica, a retry): no second row
     await desk.timers.tick()
     [message] = await digests_sent(desk)
-    assert (message.target, message.kind) == ("slack:channel:C0TRIAGE", "blocks")
+    assert (message.target, message.kind) == ("slack:channel:C0TRIAGE", "digest")
     text = slack_text(message)
     assert "*Morning triage — Tue 24 Nov*" in text
-    assert "1 unclaimed, 2 with a target before 17:00 (London time)." in text
+    assert "1 unclaimed, 2 with a target before Tue 24 Nov 17:00 (London time)." in text
     unclaimed_part, breaching_part = text.split("*Breaching today (2)*")
     assert unclaimed.number in unclaimed_part and due_today.number not in unclaimed_part
     assert unclaimed.number in breaching_part and due_today.number in breaching_part
     assert later.number not in text
-    assert "resolution due 17:00 (London time)" in breaching_part and "Alice" in breaching_part
-    claims = [b["accessory"]["value"] for b in message.payload["blocks"]
+    assert "resolution due Tue 24 Nov 17:00 (London time)" in breaching_part and "Alice" in breaching_part
+    claims = [b["accessory"]["value"] for b in slack(message)[0]
               if b.get("accessory", {}).get("action_id") == Action.CLAIM.value]
     assert claims == [str(unclaimed.id), str(unclaimed.id)]    # the claimed one gets no Claim button
 

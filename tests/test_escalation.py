@@ -16,16 +16,19 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text, update
 
+from bot import messages
 from bot.config import AppConfig
 from bot.desk import Desk, build_desk
 from bot.engine import Delivered, OutboxItem
 from bot.escalation import STEP_TIMER, EscalationService
 from bot.people import PersonRef
+from bot.text import plain
 from bot.tickets import NotAllowed, TicketSnapshot
 from store.escalation_models import Escalation
 from store.models import OutboxMessage, Person, Ticket, TicketEvent, Timer
 from store.queries import schedule_timer
 from tests.fakes.pagers import FakeOpsgenie, FakePagerDuty, FakeWebhookReceiver
+from tests.outbox_views import body, headline, slack
 from tests.statement_log import StatementLog
 
 AGENT = PersonRef("slack", "UAGENT1", display_name="Alice")
@@ -47,7 +50,7 @@ class RecordingChannel:
         return item.target
 
     def pages(self, target: str | None = None) -> list[OutboxItem]:
-        return [i for i in self.items if i.kind == "notice" and i.payload.get("actions")
+        return [i for i in self.items if i.kind == "page" and messages.read_notice(i.payload).view.actions
                 and (target is None or i.target == target)]
 
 
@@ -158,10 +161,13 @@ async def test_a_breach_pages_level_one_and_then_level_two_when_nobody_acknowled
 
     [page] = bed.chat.pages()
     assert page.target == "slack:user:UONCALL1"
-    assert page.payload["headline"].startswith(f"🚨 {ticket.number} breached its first response target")
-    assert page.payload["headline"].endswith("level 1 of 3")
-    assert "Person UREQ1" in page.payload["body"] and ticket.summary in page.payload["body"]
-    assert [a["action"] for a in page.payload["actions"]] == ["escalation.acknowledge", "escalation.claim"]
+    assert headline(page).startswith(f"🚨 {ticket.number} breached its first response target")
+    assert headline(page).endswith("level 1 of 3")
+    assert "Person UREQ1" in (body(page) or "") and ticket.summary in (body(page) or "")
+    assert [a.action.value for a in messages.read_notice(page.payload).view.actions] == [
+        "escalation.acknowledge", "escalation.claim"]
+    assert slack(page)[1].startswith(f"🚨 {ticket.number} breached")  # the number once, for its reader
+    assert slack(page)[1].count(ticket.number) == 1
     assert pagers.pagerduty.actions_for(ticket.number) == ["trigger"]
 
     clock.advance(timedelta(minutes=9))
@@ -170,7 +176,7 @@ async def test_a_breach_pages_level_one_and_then_level_two_when_nobody_acknowled
     clock.advance(timedelta(minutes=1))
     await bed.pump()
     [second] = bed.chat.pages("slack:user:UONCALL2")
-    assert second.payload["headline"].endswith("level 2 of 3")
+    assert headline(second).endswith("level 2 of 3")
     assert [c.action for c in pagers.opsgenie.calls] == ["create"]
     assert pagers.opsgenie.calls[0].alias == ticket.number
     [hook] = pagers.webhook.received  # the fake checked the HMAC signature
@@ -200,13 +206,14 @@ async def test_acknowledging_at_level_two_stops_the_chain_and_acknowledges_pager
     assert bed.chat.pages("slack:user:ULEAD") == []
     assert pagers.pagerduty.actions_for(ticket.number) == ["trigger", "acknowledge"]
     assert [c.action for c in pagers.opsgenie.calls] == ["create", "acknowledge"]
-    follow_ups = [i for i in bed.chat.items if i.kind == "notice" and "acknowledged by Alice" in i.payload["headline"]]
+    follow_ups = [i for i in bed.chat.items if i.kind == "page" and "acknowledged by Alice" in headline(i)]
     assert sorted(i.target for i in follow_ups) == ["slack:user:UONCALL1", "slack:user:UONCALL2"]
     escalation = await escalation_of(bed, ticket.id)
     assert (escalation.status, escalation.acknowledged_by) == ("acknowledged", "Alice")
     assert escalation.acknowledged_at == clock.now() - timedelta(hours=2)
     async with bed.desk.db.transaction() as session:
-        assert await bed.service.escalation_state(session, ticket.id) == "Acknowledged by Alice 09:10"
+        state = await bed.service.escalation_state(session, ticket.id)
+    assert state is not None and plain(state) == "Acknowledged by Alice Mon 23 Nov 09:10 (London time)"
     # A double click changes nothing and says who got there first.
     again = await bed.service.acknowledge(ticket.id, PersonRef("slack", "UAGENT2", display_name="Bob"))
     assert again == f"{ticket.number} was already acknowledged by Alice at 09:10."
@@ -268,7 +275,7 @@ async def test_a_repeating_chain_loops_exactly_the_configured_number_of_times(
     for _ in range(12):
         await bed.pump()
         clock.advance(timedelta(minutes=5))
-    headlines = [p.payload["headline"].split(" — ")[1] for p in bed.chat.pages()]
+    headlines = [headline(p).split(" — ")[1] for p in bed.chat.pages()]
     assert headlines == [f"level {level} of 2 (round {loop} of 3)" for loop in (1, 2, 3) for level in (1, 2)]
     escalation = await escalation_of(bed, ticket.id)
     assert (escalation.status, escalation.finish_reason) == ("finished", "exhausted")
@@ -298,7 +305,7 @@ async def test_the_paging_window_delays_a_level_but_never_skips_it(bed_for: Call
     clock.set(datetime(2026, 11, 24, 9, 0, tzinfo=UTC))
     await bed.pump()
     [late] = bed.chat.pages("slack:user:UONCALL2")
-    assert late.payload["headline"].endswith("level 2 of 2")
+    assert headline(late).endswith("level 2 of 2")
 
     # A breach at night waits for the morning before paging level 1.
     night = await open_ticket(bed, "Laptop will not boot")
@@ -403,7 +410,7 @@ async def test_editing_the_config_mid_escalation_does_not_change_the_running_cha
     clock.advance(timedelta(minutes=10))
     await restarted.pump()
     assert [p.target for p in restarted.chat.pages()] == ["slack:user:UONCALL2", "slack:user:ULEAD"]
-    assert [p.payload["headline"][-12:] for p in restarted.chat.pages()] == ["level 2 of 3", "level 3 of 3"]
+    assert [headline(p)[-12:] for p in restarted.chat.pages()] == ["level 2 of 3", "level 3 of 3"]
 
 
 async def test_only_one_escalation_runs_per_ticket_and_trigger(bed_for: Callable[..., Bed], clock: Any) -> None:
@@ -458,10 +465,10 @@ async def test_chat_pages_over_the_hourly_cap_are_held_back_and_summarised(
     assert len(bed.chat.pages("slack:channel:C0PAGES")) == 4  # channels are not capped
     clock.set(datetime(2026, 11, 23, 11, 0, tzinfo=UTC))
     await bed.pump()
-    [summary] = [i for i in bed.chat.items if i.kind == "notice" and "held back" in i.payload["headline"]]
+    [summary] = [i for i in bed.chat.items if i.kind == "notice" and "held back" in headline(i)]
     assert summary.target == "slack:user:UONCALL1"
-    assert summary.payload["headline"].startswith("🚨 2 more pages held back")
-    assert f"{tickets[2].number}, {tickets[3].number}" in summary.payload["body"]
+    assert headline(summary).startswith("🚨 2 more pages held back")
+    assert f"{tickets[2].number}, {tickets[3].number}" in (body(summary) or "")
 
 
 async def test_three_engines_over_five_hundred_breaching_tickets_page_each_level_exactly_once(

@@ -171,7 +171,7 @@ def test_a_triage_card_is_valid_block_kit_and_every_block_names_its_ticket() -> 
     assert_valid_blocks(blocks)
     assert all(slack.ticket_id_from_block_id(block["block_id"]) == 42 for block in blocks)
     assert "*<https://helpdesk.example.com/tickets/42?tab=activity&amp;x=1|IT-42>*" in blocks[0]["text"]["text"]
-    assert slack.ticket_card_text(make_card()) == "IT-42 · Printer on floor 3 is jammed"
+    assert slack.ticket_card_text(make_card()) == "IT-42 · Printer on floor 3 is jammed (New, P3 — Normal)"
 
 
 def test_buttons_and_menus_route_with_routing_ids_and_carry_the_card_values() -> None:
@@ -224,7 +224,7 @@ def test_a_channel_ping_typed_anywhere_never_reaches_slack_raw() -> None:
 
     rendered = list(strings(outputs))
     assert not [text for text in rendered if "<!channel>" in text]
-    assert "IT-42 · &lt;!channel&gt; printer down" in rendered
+    assert "IT-42 · &lt;!channel&gt; printer down — &lt;!channel&gt; printer down" in rendered  # a notice's fallback
 
 
 def test_a_50k_description_is_cut_to_block_kit_limits_and_says_so() -> None:
@@ -275,7 +275,9 @@ def test_a_notice_is_valid_block_kit() -> None:
     blocks = slack.notice_blocks(notice)
 
     assert_valid_blocks(blocks)
-    assert slack.notice_text(notice) == "IT-42 · Ada commented"
+    # The fallback (what notifications show) carries the content, cut to a banner's length.
+    assert slack.notice_text(notice).startswith("IT-42 · Ada commented — xxxx")
+    assert len(slack.notice_text(notice)) == slack.MAX_FALLBACK
     assert "truncated" in blocks[1]["text"]["text"]
 
 

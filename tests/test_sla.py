@@ -21,13 +21,16 @@ from bot.sla import (
     UPDATE_DUE_TIMER,
     WARN_TIMER,
     SlaClock,
-    ack_text,
+    acknowledgement,
     sla_lines,
     sla_outcomes,
 )
+from bot.text import plain
 from bot.tickets import Origin, TicketSnapshot
+from bot.views import Moment
 from store.models import OutboxMessage, Ticket, TicketEvent, Timer
 from store.queries import schedule_timer
+from tests.outbox_views import body, headline
 
 ALICE = PersonRef("slack", "UAGENT1", display_name="Alice")
 MONDAY_9 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
@@ -160,7 +163,7 @@ async def test_claim_meets_the_first_response_and_its_timer_never_fires(sla_desk
     assert metrics(await events(sla_desk, ticket.id, "sla_breached", "sla_warning")) == []
     row = await load(sla_desk, ticket.id)
     calendar = sla_desk.extras["sla"].calendar(row.calendar)
-    assert sla_lines(row, clock.now(), calendar, "Europe/London")[0] == "First response: met in 20m"
+    assert plain(sla_lines(row, clock.now(), calendar, "Europe/London")[0]) == "First response: met in 20m"
 
 
 async def test_waiting_on_the_requester_is_left_out_of_the_resolution_clock(sla_desk: Any, clock: ManualClock) -> None:
@@ -172,7 +175,8 @@ async def test_waiting_on_the_requester_is_left_out_of_the_resolution_clock(sla_
     row = await load(sla_desk, ticket.id)
     assert row.paused_since == utc(23, 10)
     calendar = sla_desk.extras["sla"].calendar(row.calendar)
-    assert "Resolution: paused — waiting on requester" in sla_lines(row, clock.now(), calendar, None)
+    assert "Resolution: paused — waiting on the requester" in sla_lines(row, clock.now(), calendar, None)
+    assert "Resolution: paused — waiting on you" in sla_lines(row, clock.now(), calendar, None, "requester")
 
     await run_at(sla_desk, clock, utc(23, 17, 30))  # past the original target, but the ball is with the requester
     assert await events(sla_desk, ticket.id, "sla_breached") == []
@@ -267,12 +271,12 @@ async def test_an_overdue_update_sends_one_update_to_the_requester_and_one_nudge
     await sla_desk.tickets.claim(ticket.id, ALICE)  # "Alice is on it" counts as an update: next due 11:10
     await run_at(sla_desk, clock, utc(23, 11, 10))
     await sla_desk.timers.tick()
-    updates = [n for n in await notices(sla_desk, "requester") if n.payload["headline"].startswith("Update on")]
-    assert [n.payload["headline"] for n in updates] == [f"Update on {ticket.number}: still in progress with Alice."]
-    assert "Next target: resolution by 17:00 (your time)." in updates[0].payload["body"]
+    updates = [n for n in await notices(sla_desk, "requester") if headline(n).startswith("Update on")]
+    assert [headline(n) for n in updates] == [f"Update on {ticket.number}: still in progress with Alice."]
+    assert "Next target: resolution by Mon 23 Nov 17:00 (your time)." in (body(updates[0]) or "")
     assert updates[0].target == "slack:user:UREQ1"
     nudges = await notices(sla_desk, "assignee")
-    assert [(n.target, n.payload["headline"]) for n in nudges] == [
+    assert [(n.target, headline(n)) for n in nudges] == [
         ("slack:user:UAGENT1", f"{ticket.number} is due a progress update to Person UREQ1.")]
     assert len(await events(sla_desk, ticket.id, "auto_update")) == 1
     assert metrics(await events(sla_desk, ticket.id, "sla_breached")) == ["update"]
@@ -286,8 +290,8 @@ async def test_muting_stops_updates_for_that_ticket_only(sla_desk: Any, clock: M
     await run_at(sla_desk, clock, utc(23, 11))
     assert await notices(sla_desk, "requester", muted.id) == []
     [update] = await notices(sla_desk, "requester", other.id)
-    assert update.payload["headline"] == f"Update on {other.number}: still waiting for an agent to pick it up."
-    assert "You are 2nd in the queue." in update.payload["body"]
+    assert headline(update) == f"Update on {other.number}: still waiting for an agent to pick it up."
+    assert "You are 2nd in the queue." in (body(update) or "")
 
 
 async def test_no_update_outside_the_requesters_hours_for_p3_but_p1_at_night_still_updates(
@@ -320,28 +324,30 @@ async def test_at_most_n_automatic_updates_a_day(make_sla_desk: Callable[..., An
 
 # -- wording ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("tz", "expected"), [
-    ("Asia/Kolkata", "first response by 18:30 (your time), resolution target Thu 3 Dec 22:30."),
-    ("America/Los_Angeles", "first response by 05:00 (your time), resolution target Thu 3 Dec 09:00."),
-    (None, "first response by 13:00 (London time), resolution target Thu 3 Dec 17:00."),
+    ("Asia/Kolkata",
+     "first response by Mon 23 Nov 18:30 (your time), resolution target Thu 3 Dec 22:30 (your time)."),
+    ("America/Los_Angeles",
+     "first response by Mon 23 Nov 05:00 (your time), resolution target Thu 3 Dec 09:00 (your time)."),
+    (None, "first response by Mon 23 Nov 13:00 (London time), resolution target Thu 3 Dec 17:00 (London time)."),
 ])
 async def test_the_acknowledgement_speaks_the_requesters_clock(sla_desk: Any, tz: str | None, expected: str) -> None:
     ticket = await open_ticket(sla_desk, "P3", tz=tz)
     calendar = sla_desk.extras["sla"].calendar(ticket.calendar)
-    assert ack_text(ticket, tz, calendar, MONDAY_9) == f"{ticket.number} opened — {expected}"
+    said = acknowledgement(ticket, tz, calendar)
+    assert plain(said) == f"{ticket.number} opened — {expected}"
+    # Each time is a moment the platforms show on the reader's own clock, never a frozen string.
+    assert [span.at for span in said if isinstance(span, Moment)] == [ticket.first_response_due, ticket.resolution_due]
 
 
-async def test_targets_later_this_week_carry_their_weekday(sla_desk: Any, clock: ManualClock) -> None:
-    clock.set(utc(27, 16, 30))
-    ticket = await open_ticket(sla_desk, "P4")
-    calendar = sla_desk.extras["sla"].calendar(ticket.calendar)
-    assert ack_text(ticket, "Europe/London", calendar, clock.now()) == (
-        f"{ticket.number} opened — first response by Wed 16:30 (your time), resolution target Fri 18 Dec 16:30.")
-
-
-async def test_card_lines_count_down_and_then_say_how_late(sla_desk: Any, clock: ManualClock) -> None:
+async def test_card_lines_give_absolute_times_that_never_go_stale_and_then_say_it_breached(
+        sla_desk: Any, clock: ManualClock) -> None:
     ticket = await open_ticket(sla_desk, "P2", tz="Asia/Kolkata")
     calendar = sla_desk.extras["sla"].calendar(ticket.calendar)
     row = await load(sla_desk, ticket.id)
-    assert sla_lines(row, utc(23, 9, 15), calendar, "Asia/Kolkata") == [
-        "First response: 45m left (by 15:30)", "Resolution: 7h 45m left (by 22:30)", "Next update: by 16:30"]
-    assert sla_lines(row, utc(23, 10, 20), calendar, None)[0] == "First response: breached 20m ago"
+    early = sla_lines(row, utc(23, 9, 15), calendar, "Asia/Kolkata")
+    assert early == sla_lines(row, utc(23, 9, 55), calendar, "Asia/Kolkata")  # no countdown to freeze
+    assert [plain(line) for line in early] == [
+        "First response due by Mon 23 Nov 15:30 (Kolkata time)", "Resolution due by Mon 23 Nov 22:30 (Kolkata time)",
+        "Next update by Mon 23 Nov 16:30 (Kolkata time)"]
+    assert plain(sla_lines(row, utc(23, 10, 20), calendar, None)[0]) == (
+        "First response: breached — was due Mon 23 Nov 10:00 (London time)")

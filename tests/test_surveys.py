@@ -10,13 +10,15 @@ import pytest
 from sqlalchemy import select
 
 from bot.config import AppConfig
+from bot.dialogs import survey_reason
 from bot.people import PersonRef
 from bot.routing import Action, Form
 from store.models import OutboxMessage, TicketEvent
 from store.survey_models import Survey
-from surveys import cards
 from surveys.polls import NotYourSurvey, SurveyExpired, SurveyService
 from tests.conftest import REQUESTER
+from tests.outbox_views import body, headline, slack
+from tests.outbox_views import teams as teams_card
 
 AGENT = PersonRef("slack", "UAGENT1", display_name="Agent One")
 ME = PersonRef("slack", REQUESTER, display_name=f"Person {REQUESTER}")
@@ -38,7 +40,7 @@ def surveyed_desk(make_desk: Callable[..., Any], make_config: Callable[..., AppC
 async def survey_cards(desk: Any, ticket_id: int) -> list[OutboxMessage]:
     async with desk.db.transaction() as session:
         rows = (await session.execute(select(OutboxMessage).where(
-            OutboxMessage.ticket_id == ticket_id, OutboxMessage.kind == "blocks",
+            OutboxMessage.ticket_id == ticket_id, OutboxMessage.kind == "survey",
             OutboxMessage.target == f"slack:user:{REQUESTER}").order_by(OutboxMessage.id))).scalars().all()
         return [row for row in rows if row.payload.get("ref_role") == "survey"]
 
@@ -61,12 +63,12 @@ async def the_survey(desk: Any, ticket_id: int) -> Survey:
 
 
 def action_ids(row: OutboxMessage) -> list[str]:
-    return [element["action_id"] for block in row.payload["blocks"] if block["type"] == "actions"
+    return [element["action_id"] for block in slack(row)[0] if block["type"] == "actions"
             for element in block["elements"]]
 
 
 def card_text(row: OutboxMessage) -> str:
-    return " ".join(block["text"]["text"] for block in row.payload["blocks"] if block["type"] == "section")
+    return " ".join(block["text"]["text"] for block in slack(row)[0] if block["type"] == "section")
 
 
 async def resolved_ticket(desk: Any, make_ticket: Callable[..., Any], clock: Any) -> Any:
@@ -91,7 +93,7 @@ async def test_resolving_a_ticket_sends_the_requester_exactly_one_poll_after_the
     assert len(sent) == 1
     assert f"How did we do on IT-{ticket.id} — VPN drops every hour?" in card_text(sent[0])
     assert action_ids(sent[0]) == [Action.SURVEY_UP, Action.SURVEY_DOWN]
-    assert sent[0].payload["text"].startswith(f"How did we do on IT-{ticket.id}")
+    assert slack(sent[0])[1].startswith(f"How did we do on IT-{ticket.id}")
     assert len(await events(desk, ticket.id, "survey_sent")) == 1
     survey = await the_survey(desk, ticket.id)
     assert survey.status == "sent" and survey.expires_at == clock.now() + timedelta(days=7)
@@ -135,7 +137,7 @@ async def test_the_requester_can_change_their_mind_to_thumbs_down_and_triage_hea
     assert "You rated 👎" in card_text(last)
     assert action_ids(last) == [Action.SURVEY_REASON, Action.SURVEY_REOPEN, Action.SURVEY_UP]
     notices = [row for row in await outbox(desk, ticket.id, "notice") if row.target == "slack:channel:C0TRIAGE"
-               and "👎" in row.payload["headline"]]
+               and "👎" in headline(row)]
     assert len(notices) == 1
 
 
@@ -218,12 +220,12 @@ async def test_a_thumbs_down_reason_and_comment_round_trip(surveyed_desk: Any, m
     ticket = await resolved_ticket(desk, make_ticket, clock)
     await desk.timers.tick()
     view = await service.answer(ticket.id, ME, "down")
-    modal = cards.slack_reason_modal(view)
+    modal = survey_reason.slack_modal(view.ticket_id, view.number)
     assert modal["callback_id"] == Form.SURVEY_REASON and modal["private_metadata"] == str(ticket.id)
     submission = {"private_metadata": modal["private_metadata"], "state": {"values": {
         "reason": {"reason": {"selected_option": {"value": "not_fixed"}}},
         "comment": {"comment": {"value": "It <still> drops at 3pm"}}}}}
-    ticket_id, reason, comment = cards.read_slack_reason(submission)
+    ticket_id, reason, comment = survey_reason.read_slack(submission)
     updated = await service.add_reason(ticket_id, ME, reason, comment)
     assert (updated.reason, updated.comment) == ("not_fixed", "It <still> drops at 3pm")
     survey = await the_survey(desk, ticket.id)
@@ -232,11 +234,11 @@ async def test_a_thumbs_down_reason_and_comment_round_trip(surveyed_desk: Any, m
     assert "The problem isn't fixed" in card_text(last) and "&lt;still&gt;" in card_text(last)
     assert Action.SURVEY_REASON not in action_ids(last)
     notice = [row for row in await outbox(desk, ticket.id, "notice") if row.target == "slack:channel:C0TRIAGE"][-1]
-    assert notice.payload["body"] == "It <still> drops at 3pm"
-    assert "The problem isn't fixed" in notice.payload["headline"]
-    teams = cards.teams_reason_card(updated)
+    assert body(notice) == "It <still> drops at 3pm"
+    assert "The problem isn't fixed" in headline(notice)
+    teams = survey_reason.teams_card(updated.ticket_id, updated.number)
     assert teams["version"] == "1.5" and teams["actions"][0]["data"]["form"] == Form.SURVEY_REASON
-    assert cards.read_teams_reason({"ticket_id": ticket.id, "reason": "too_slow", "comment": "x"}) == (
+    assert survey_reason.read_teams({"ticket_id": ticket.id, "reason": "too_slow", "comment": "x"}) == (
         ticket.id, "too_slow", "x")
 
 
@@ -252,7 +254,7 @@ async def test_the_reopen_button_reopens_the_ticket_and_tells_triage(
     assert (await desk.tickets.get(ticket.id)).status == "reopened"
     reopened = await events(desk, ticket.id, "reopened")
     assert len(reopened) == 1 and "satisfaction survey" in reopened[0].payload["reason"]
-    assert any(row.target == "slack:channel:C0TRIAGE" and "reopened" in row.payload["headline"]
+    assert any(row.target == "slack:channel:C0TRIAGE" and "reopened" in headline(row)
                for row in await outbox(desk, ticket.id, "notice"))
     last = (await survey_cards(desk, ticket.id))[-1]
     assert "You reopened" in card_text(last) and Action.SURVEY_REOPEN not in action_ids(last)
@@ -270,8 +272,8 @@ async def test_one_reminder_is_sent_to_a_requester_who_has_not_answered(
     await desk.timers.tick()
     clock.advance(timedelta(days=1))
     await desk.timers.tick()
-    reminders = [row for row in await outbox(desk, ticket.id, "blocks") if "ref_role" not in row.payload]
-    assert len(reminders) == 1 and "reminder" in reminders[0].payload["text"]
+    reminders = [row for row in await outbox(desk, ticket.id, "notice") if "reminder" in headline(row)]
+    assert len(reminders) == 1 and reminders[0].target == f"slack:user:{REQUESTER}"
 
 
 async def test_the_fatigue_cap_skips_a_second_survey_for_the_same_person(
@@ -298,8 +300,8 @@ async def test_a_teams_requester_gets_an_adaptive_card(surveyed_desk: Any, clock
     opened = await desk.tickets.open(requester, "Laptop won't boot", origin=Origin("teams"))
     await desk.tickets.resolve(opened.ticket.id, PersonRef("teams", "aad-agent-1", display_name="Agent T"), "Fixed")
     await desk.timers.tick()
-    rows = await outbox(desk, opened.ticket.id, "card")
+    rows = await outbox(desk, opened.ticket.id, "survey")
     assert len(rows) == 1 and rows[0].target == "teams:user:aad-requester"
-    card = rows[0].payload["card"]
+    card = teams_card(rows[0])
     assert rows[0].payload["ref_role"] == "survey" and card["version"] == "1.5"
     assert [a["data"]["action"] for a in card["actions"]] == [Action.SURVEY_UP, Action.SURVEY_DOWN]

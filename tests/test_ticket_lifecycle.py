@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from bot.people import PersonRef
 from bot.tickets import AlreadyClaimed, IllegalTransition, InvalidInput, NotAllowed, Origin
 from store.models import OutboxMessage, TicketEvent
+from tests.outbox_views import headline
 
 ALICE = PersonRef("slack", "UAGENT1", display_name="Alice")
 BOB = PersonRef("slack", "UAGENT2", display_name="Bob")
@@ -122,8 +123,8 @@ async def test_every_change_writes_outbox_rows_in_the_same_transaction(desk: Any
     # opened: triage card + requester card; claimed: the same two + "Alice is on it".
     assert kinds.count(("slack:channel:C0TRIAGE", "ticket_card")) == 2
     assert kinds.count(("slack:user:UREQ1", "ticket_card")) == 2
-    notices = [row.payload for row in rows if row.kind == "notice"]
-    assert [n["headline"] for n in notices] == ["Alice is on it."]
+    notices = [row for row in rows if row.kind == "notice"]
+    assert [headline(n) for n in notices] == ["Alice is on it."]
 
 
 async def test_a_failing_subscriber_rolls_back_the_change(desk: Any, make_ticket: Any) -> None:

@@ -16,14 +16,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import messages
 from bot.cards import CardBuilder
 from bot.channels import PermanentDeliveryError, TransientDeliveryError
 from bot.clock import Clock
 from bot.engine import Delivered, OutboxItem
 from bot.renderers import slack_blocks
-from bot.views import Notice
 from store.db import Database
-from store.models import MessageRef, Ticket
+from store.models import MessageRef
 
 log = logging.getLogger("ithelp.slack")
 
@@ -95,12 +95,28 @@ class SlackChannel:
 
     async def deliver(self, item: OutboxItem) -> Delivered:
         try:
-            if item.kind == "ticket_card":
+            if item.kind == messages.TICKET_CARD:
                 return await self._card(item)
-            if item.kind == "notice":
+            if item.kind in (messages.NOTICE, messages.PAGE):
                 return await self._notice(item)
-            if item.kind == "blocks":
-                return await self._blocks(item)
+            if item.kind == messages.SURVEY:
+                survey = messages.read_survey(item.payload)
+                return await self._post(item, slack_blocks.survey_blocks(survey), slack_blocks.survey_text(survey),
+                                        role=item.payload.get("ref_role"))
+            if item.kind == messages.DIGEST:
+                digest = messages.read_digest(item.payload)
+                return await self._post(item, slack_blocks.digest_blocks(digest), slack_blocks.digest_text(digest))
+            if item.kind == messages.SUMMARY:
+                summary = messages.read_summary(item.payload)
+                return await self._post(item, slack_blocks.summary_blocks(summary),
+                                        slack_blocks.summary_text(summary))
+            if item.kind == messages.TEXT:
+                text = messages.read_text(item.payload).text
+                return await self._post(item, slack_blocks.plain_message_blocks(text),
+                                        slack_blocks.mrkdwn(text, slack_blocks.MAX_FALLBACK))
+            if item.kind == messages.LEGACY_SLACK_BLOCKS:
+                return await self._post(item, item.payload["blocks"], item.payload["text"],
+                                        role=item.payload.get("ref_role"))
         except (TimeoutError, SlackApiError, aiohttp.ClientError, ConnectionError) as exc:
             raise classify(exc) from exc
         raise PermanentDeliveryError(f"Slack can't deliver messages of kind {item.kind!r}")
@@ -149,25 +165,20 @@ class SlackChannel:
     async def _notice(self, item: OutboxItem) -> Delivered:
         assert item.ticket_id is not None
         channel = self._channel_of(item.target)
-        thread_role = item.payload.get("thread")
+        delivery = messages.read_notice(item.payload)
         # A page is recorded under its role; the notice that ends it (replace) edits it in place.
-        own_role: str | None = item.payload.get("ref_role")
+        own_role = delivery.ref_role
         async with self.db.reading() as session:
-            ticket = await session.get(Ticket, item.ticket_id)
-            if ticket is None:
-                raise PermanentDeliveryError(f"ticket {item.ticket_id} no longer exists")
-            notice: Notice = self.cards.notice(ticket, item.payload.get("headline", ""), item.payload.get("body"),
-                                               item.payload.get("author"), item.payload.get("actions") or ())
-            ref = await self._ref(session, item.ticket_id, thread_role, channel) if thread_role in (
+            ref = await self._ref(session, item.ticket_id, delivery.thread, channel) if delivery.thread in (
                 "requester", "triage") else None
             replaced = await self._ref(session, item.ticket_id, own_role, channel) if (
-                own_role and item.payload.get("replace")) else None
+                own_role and delivery.replace) else None
         thread_ts = None
         conversation = channel
         if ref is not None:
             conversation, thread_ts = ref.message_id.split("|", 1)
-        blocks = slack_blocks.notice_blocks(notice)
-        text = slack_blocks.notice_text(notice)
+        blocks = slack_blocks.notice_blocks(delivery.view)
+        text = slack_blocks.notice_text(delivery.view)
         if item.target.startswith("slack:usergroup:"):
             # A user group has no inbox: page it where the desk works, mentioning the group.
             if not self.triage_channel:
@@ -186,17 +197,15 @@ class SlackChannel:
         refs = [(item.ticket_id, own_role, "slack", channel, message_id)] if own_role else []
         return Delivered(message_id=message_id, refs=refs)
 
-    async def _blocks(self, item: OutboxItem) -> Delivered:
-        """Pre-rendered messages (digests, pages, surveys): payload carries blocks/text and optional ref role."""
+    async def _post(self, item: OutboxItem, blocks: list[Any], text: str, *, role: str | None = None) -> Delivered:
+        """A top-level message; with a ``role`` (the survey) later ones edit the first in place."""
         channel = self._channel_of(item.target)
-        payload: dict[str, Any] = item.payload
-        role = payload.get("ref_role")
         if role and item.ticket_id is not None:
             async with self.db.reading() as session:
                 ref = await self._ref(session, item.ticket_id, role, channel)
-            if (updated := await self._update_in_place(ref, payload["blocks"], payload["text"])) is not None:
+            if (updated := await self._update_in_place(ref, blocks, text)) is not None:
                 return updated
-        response = await self.client.chat_postMessage(channel=channel, blocks=payload["blocks"], text=payload["text"],
+        response = await self.client.chat_postMessage(channel=channel, blocks=blocks, text=text,
                                                       unfurl_links=False, unfurl_media=False)
         message_id = slack_ref(str(response["channel"]), str(response["ts"]))
         refs = [(item.ticket_id, role, "slack", channel, message_id)] if role and item.ticket_id is not None else []

@@ -31,6 +31,7 @@ from msrest.exceptions import ClientRequestError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import messages
 from bot.cards import CardBuilder
 from bot.channels import PermanentDeliveryError, TransientDeliveryError
 from bot.clock import Clock
@@ -39,7 +40,7 @@ from bot.engine import Delivered, OutboxItem
 from bot.renderers import adaptive_cards
 from bot.views import Fact, Notice
 from store.db import Database
-from store.models import ConversationRef, MessageRef, Person, Ticket
+from store.models import ConversationRef, MessageRef, Person
 from store.queries import upsert_insert
 
 log = logging.getLogger("ithelp.teams")
@@ -143,25 +144,43 @@ class TeamsChannel:
         _, kind, key = item.target.split(":", 2)
         if kind not in ("user", "channel") or not key:
             raise PermanentDeliveryError(f"not a Teams target: {item.target!r}")
-        if item.kind == "card":
-            return await self._prerendered(item.ticket_id, item.payload, kind, key)
+        if item.kind == messages.SURVEY:
+            survey = messages.read_survey(item.payload)
+            return await self._message(item.ticket_id, adaptive_cards.survey_card(survey),
+                                       adaptive_cards.plain_text(survey.headline), item.payload.get("ref_role"),
+                                       kind, key)
+        if item.kind == messages.DIGEST:
+            digest = messages.read_digest(item.payload)
+            return await self._message(item.ticket_id, adaptive_cards.digest_card(digest),
+                                       adaptive_cards.plain_text(digest.title), None, kind, key)
+        if item.kind == messages.SUMMARY:
+            summary = messages.read_summary(item.payload)
+            return await self._message(item.ticket_id, adaptive_cards.summary_card(summary),
+                                       adaptive_cards.plain_text(summary.title), None, kind, key)
+        if item.kind == messages.TEXT:
+            text = messages.read_text(item.payload).text
+            return await self._message(item.ticket_id, adaptive_cards.text_card(text), adaptive_cards.plain_text(text),
+                                       None, kind, key)
+        if item.kind == messages.LEGACY_TEAMS_CARD:
+            return await self._message(item.ticket_id, item.payload["card"], str(item.payload.get("text") or ""),
+                                       item.payload.get("ref_role"), kind, key)
         if item.ticket_id is None:
             raise PermanentDeliveryError(f"Teams can't deliver {item.kind!r} without a ticket")
-        if item.kind == "ticket_card":
+        if item.kind == messages.TICKET_CARD:
             return await self._card(item.ticket_id, item.payload.get("audience", "triage"), kind, key)
-        if item.kind == "notice":
-            return await self._notice(item.ticket_id, item.payload, kind, key)
+        if item.kind in (messages.NOTICE, messages.PAGE):
+            return await self._notice(item.ticket_id, messages.read_notice(item.payload), kind, key)
         raise PermanentDeliveryError(f"Teams can't deliver messages of kind {item.kind!r}")
 
-    async def _prerendered(self, ticket_id: int | None, payload: dict[str, Any], kind: str, key: str) -> Delivered:
-        """A card rendered by its feature (survey, page): posted once, then updated in place when it has a role."""
-        card: dict[str, Any] = payload["card"]
-        role: str | None = payload.get("ref_role")
+    async def _message(self, ticket_id: int | None, card: dict[str, Any], summary: str, role: str | None, kind: str,
+                       key: str) -> Delivered:
+        """A card that is its own message (survey, digest, summary): posted once, then updated in place when it
+        has a role."""
         where = await self._where(kind, key)
         ref = await self._message_ref(ticket_id, role, key) if role and ticket_id is not None else None
-        if (updated := await self._update_in_place(where, ref, card)) is not None:
+        if (updated := await self._update_in_place(where, ref, card, summary)) is not None:
             return updated
-        message_id = await self._post(where, where.reference.conversation.id, card)
+        message_id = await self._post(where, where.reference.conversation.id, card, summary)
         refs = [(ticket_id, role, "teams", key, message_id)] if role and ticket_id is not None else []
         return Delivered(message_id=message_id, refs=refs)
 
@@ -170,24 +189,20 @@ class TeamsChannel:
         async with self.db.reading() as session:
             view = await self.cards.ticket_card(session, ticket_id, audience, self.clock.now())
         card = adaptive_cards.ticket_card(view)
+        summary = adaptive_cards.plain_text(f"{view.number} · {view.summary} ({view.status_label})")
         where = await self._where(kind, key)
         ref = await self._message_ref(ticket_id, audience, key)
-        if (updated := await self._update_in_place(where, ref, card)) is not None:
+        if (updated := await self._update_in_place(where, ref, card, summary)) is not None:
             return updated
-        message_id = await self._post(where, where.reference.conversation.id, card)
+        message_id = await self._post(where, where.reference.conversation.id, card, summary)
         return Delivered(message_id=message_id, refs=[(ticket_id, audience, "teams", key, message_id)])
 
-    async def _notice(self, ticket_id: int, payload: dict[str, Any], kind: str, key: str) -> Delivered:
-        async with self.db.reading() as session:
-            ticket = await session.get(Ticket, ticket_id)
-            if ticket is None:
-                raise PermanentDeliveryError(f"ticket {ticket_id} no longer exists")
-            notice = self.cards.notice(ticket, payload.get("headline", ""), payload.get("body"), payload.get("author"),
-                                       payload.get("actions") or ())
+    async def _notice(self, ticket_id: int, delivery: messages.NoticeDelivery, kind: str, key: str) -> Delivered:
+        notice = delivery.view
         # A page is recorded under its role; the notice that ends it (replace) edits it in place.
-        own_role: str | None = payload.get("ref_role")
+        own_role = delivery.ref_role
         if kind == "channel":
-            thread = "triage" if payload.get("thread") == "triage" else None
+            thread = "triage" if delivery.thread == "triage" else None
             where = await self._where(kind, key)
         else:
             thread = None
@@ -195,8 +210,9 @@ class TeamsChannel:
                 where = await self._where(kind, key)
             except Unreachable as exc:
                 return await self._fallback(notice, ticket_id, key, str(exc))
-        replaced = await self._message_ref(ticket_id, own_role, key) if own_role and payload.get("replace") else None
-        if (updated := await self._update_in_place(where, replaced, adaptive_cards.notice_card(notice))) is not None:
+        replaced = await self._message_ref(ticket_id, own_role, key) if own_role and delivery.replace else None
+        if (updated := await self._update_in_place(where, replaced, adaptive_cards.notice_card(notice),
+                                                   adaptive_cards.notice_summary(notice))) is not None:
             return updated
         try:
             delivered = await self._post_notice(where, notice, ticket_id, thread)
@@ -215,7 +231,8 @@ class TeamsChannel:
             if ref is not None:
                 card_conversation, card_id = split_ref(ref.message_id)
                 conversation_id = f"{channel_of(card_conversation)}{THREAD_MARK}{card_id}"
-        return Delivered(message_id=await self._post(where, conversation_id, adaptive_cards.notice_card(notice)))
+        return Delivered(message_id=await self._post(where, conversation_id, adaptive_cards.notice_card(notice),
+                                                     adaptive_cards.notice_summary(notice)))
 
     async def _fallback(self, notice: Notice, ticket_id: int, person_key: str, reason: str) -> Delivered:
         # Delivered straight to the triage thread from here, never re-enqueued: a blocked triage
@@ -296,35 +313,38 @@ class TeamsChannel:
         return name or aad_object_id
 
     # -- how ----------------------------------------------------------------------------------------
-    async def _post(self, where: _Where, conversation_id: str, card: dict[str, Any]) -> str:
-        activity = self._activity(where, conversation_id, card)
+    async def _post(self, where: _Where, conversation_id: str, card: dict[str, Any], summary: str) -> str:
+        activity = self._activity(where, conversation_id, card, summary)
         response = await self._call(where, lambda client: client.conversations.send_to_conversation(
             conversation_id, activity))
         return teams_ref(conversation_id, str(response.id))
 
-    async def _update_in_place(self, where: _Where, ref: MessageRef | None, card: dict[str, Any]) -> Delivered | None:
+    async def _update_in_place(self, where: _Where, ref: MessageRef | None, card: dict[str, Any],
+                               summary: str) -> Delivered | None:
         """Edit the message ``ref`` names; None when there is none, or Teams says it was deleted (post anew)."""
         if ref is None:
             return None
         conversation_id, activity_id = split_ref(ref.message_id)
         try:
-            await self._update(where, conversation_id, activity_id, card)
+            await self._update(where, conversation_id, activity_id, card, summary)
         except _Gone:
             log.warning("message %s (ticket %s, %s) was deleted in Teams; posting a new one", ref.message_id,
                         ref.ticket_id, ref.role)
             return None
         return Delivered(message_id=ref.message_id)
 
-    async def _update(self, where: _Where, conversation_id: str, activity_id: str, card: dict[str, Any]) -> None:
-        activity = self._activity(where, conversation_id, card)
+    async def _update(self, where: _Where, conversation_id: str, activity_id: str, card: dict[str, Any],
+                      summary: str) -> None:
+        activity = self._activity(where, conversation_id, card, summary)
         activity.id = activity_id
         await self._call(where, lambda client: client.conversations.update_activity(
             conversation_id, activity_id, activity))
 
     @staticmethod
-    def _activity(where: _Where, conversation_id: str, card: dict[str, Any]) -> Activity:
+    def _activity(where: _Where, conversation_id: str, card: dict[str, Any], summary: str) -> Activity:
         conversation = where.reference.conversation
-        return Activity(
+        # `summary` is what Teams shows in notifications and the chat list instead of "sent a card".
+        return Activity(summary=summary or None,
             type=ActivityTypes.message, channel_id="msteams", service_url=where.reference.service_url,
             from_property=where.reference.bot,
             conversation=ConversationAccount(id=conversation_id, is_group=conversation.is_group,

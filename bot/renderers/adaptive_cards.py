@@ -10,10 +10,25 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any
 
-from bot.views import CardAction, Fact, Notice, TicketCard, TicketList, TicketListItem
+from bot.text import plain, text_length
+from bot.views import (
+    CardAction,
+    Digest,
+    Fact,
+    Link,
+    Moment,
+    Notice,
+    Summary,
+    Survey,
+    Text,
+    TicketCard,
+    TicketList,
+    TicketListItem,
+    spans,
+)
 
 Card = dict[str, Any]
 
@@ -65,12 +80,52 @@ def attachment(card: Card) -> dict[str, Any]:
     return {"contentType": CONTENT_TYPE, "content": card}
 
 
+def md(text: Text, limit: int = MAX_LINE) -> str:
+    """``text`` as TextBlock markdown, clipped to ``limit`` visible characters: literal text escaped, links as
+    ``[label](url)``, moments as ``{{DATE()}} {{TIME()}}`` so Teams shows them in each reader's own zone."""
+    out: list[str] = []
+    budget = limit
+    for span in spans(text):
+        if isinstance(span, str):
+            if len(span) > budget:
+                out.append(escape_markdown(span[: max(budget - len(ELLIPSIS), 0)] + ELLIPSIS))
+                return "".join(out)
+            out.append(escape_markdown(span))
+            budget -= len(span)
+            continue
+        rendered, visible = _render_span(span)
+        if visible > budget:
+            out.append(ELLIPSIS)
+            return "".join(out)
+        out.append(rendered)
+        budget -= visible
+    return "".join(out)
+
+
+def _render_span(span: Link | Moment) -> tuple[str, int]:
+    if isinstance(span, Link):
+        url = span.url.replace(" ", "%20").replace("(", "%28").replace(")", "%29")
+        label = span.label or span.url
+        return f"[{escape_markdown(label)}]({url})", len(label)
+    stamp = span.at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if span.form == "date":
+        return f"{{{{DATE({stamp}, SHORT)}}}}", 12
+    return f"{{{{DATE({stamp}, SHORT)}}}} {{{{TIME({stamp})}}}}", 18
+
+
+def plain_text(text: Text, limit: int = MAX_LINE) -> str:
+    """``text`` for places that take no markdown (an activity's ``summary``/``text`` fallback)."""
+    flat = plain(text)
+    return _CONTROL.sub("", flat if len(flat) <= limit else flat[: limit - len(ELLIPSIS)] + ELLIPSIS)
+
+
 def ticket_card(card: TicketCard) -> Card:
     """The ticket as an Adaptive Card: headline, facts, description, SLA lines, escalation, actions."""
 
     def render(description: int, facts: int, actions: int) -> Card:
         body: list[dict[str, Any]] = [
-            _text(f"{card.number} · {_clip_md(card.summary, MAX_SUMMARY)}", weight="Bolder", size="Medium"),
+            _text(f"{escape_markdown(card.number)} · {md(card.summary, MAX_SUMMARY)}", weight="Bolder",
+                  size="Medium"),
             _text(f"{escape_markdown(card.status_label)} · {escape_markdown(card.priority_label)}", isSubtle=True),
         ]
         if card.facts[:facts]:
@@ -78,10 +133,11 @@ def ticket_card(card: TicketCard) -> Card:
         if card.description.strip():
             body.append(_text(_cut(card.description, description, card.number)))
         if card.escalation:
-            body.append(_text(_clip_md(card.escalation, MAX_LINE), color="Attention", weight="Bolder"))
-        body.extend(_text(_clip_md(line, MAX_LINE), isSubtle=True, spacing="Small") for line in card.sla)
-        if card.updated_at:
-            body.append(_text(_teams_date("Updated", card.updated_at), isSubtle=True, spacing="Small"))
+            body.append(_text(md(card.escalation), color="Attention", weight="Bolder"))
+        body.extend(_text(md(line), isSubtle=True, spacing="Small") for line in card.sla)
+        body.extend(_text(md((label, Moment(at, card.zone))), isSubtle=True, spacing="Small")
+                    for label, at in (("Opened ", card.opened_at), ("Updated ", card.updated_at)) if at is not None)
+        body.extend(_text(md(note), isSubtle=True, spacing="Small") for note in card.notes[:3])
         rendered = _card(body, *_actions(card.ticket_id, card.actions[:actions], link=card.link, number=card.number))
         # Full width: facts and a long description read badly in Teams' narrow default bubble.
         rendered["msteams"] = {"width": "Full"}
@@ -92,20 +148,75 @@ def ticket_card(card: TicketCard) -> Card:
 
 def notice_card(notice: Notice) -> Card:
     """A short notice about a ticket: headline, optional body and author, facts, actions."""
+    body_text = spans(notice.body) if notice.body else ()
 
     def render(body_chars: int, facts: int, actions: int) -> Card:
+        head = md(notice.headline, MAX_SUMMARY)
         body: list[dict[str, Any]] = [
-            _text(f"{notice.number} · {_clip_md(notice.headline, MAX_SUMMARY)}", weight="Bolder"),
+            _text(f"{escape_markdown(notice.number)} · {head}" if notice.numbered else head, weight="Bolder"),
         ]
-        if notice.body:
-            body.append(_text(_cut(notice.body, body_chars, notice.number)))
+        if body_text:
+            body.append(_text(_cut_rich(body_text, body_chars, notice.number)))
         if notice.author:
-            body.append(_text(f"— {_clip_md(notice.author, MAX_SUMMARY)}", isSubtle=True, spacing="Small"))
+            body.append(_text(f"— {md(notice.author, MAX_SUMMARY)}", isSubtle=True, spacing="Small"))
         if notice.facts[:facts]:
             body.append(_fact_set(notice.facts[:facts]))
         return _card(body, *_actions(notice.ticket_id, notice.actions[:actions]))
 
-    return _shrink_to_fit(render, (len(notice.body or ""), len(notice.facts), len(notice.actions)))
+    return _shrink_to_fit(render, (text_length(body_text), len(notice.facts), len(notice.actions)))
+
+
+def notice_summary(notice: Notice) -> str:
+    """The activity ``summary``/``text`` Teams shows in notifications: number, headline and body."""
+    text = f"{notice.number} · {plain(notice.headline)}" if notice.numbered else plain(notice.headline)
+    if notice.body:
+        text += (" " if text.rstrip().endswith(":") else " — ") + plain(notice.body)
+    return plain_text(text, 400)
+
+
+def survey_card(survey: Survey) -> Card:
+    """The satisfaction poll; each button submits ``{action, value, ticket_id}``."""
+    body: list[dict[str, Any]] = [_text(md(survey.headline), weight="Bolder")]
+    body.extend(_text(md(line)) for line in survey.details)
+    if survey.actions and survey.expires_at is not None:
+        body.append(_text(md(("You can change your answer until ", survey.expires_at, ".")), isSubtle=True,
+                          size="Small"))
+    return _card(body, *_actions(survey.ticket_id, survey.actions))
+
+
+def digest_card(digest: Digest) -> Card:
+    """A container per ticket, its button an ActionSet submitting ``{action, value, ticket_id}``."""
+    body: list[dict[str, Any]] = [_text(md(digest.title, MAX_SUMMARY), weight="Bolder", size="Medium")]
+    if digest.intro:
+        body.append(_text(md(digest.intro), isSubtle=True))
+    for section in digest.sections:
+        if section.heading:
+            body.append(_text(md(section.heading, MAX_SUMMARY), weight="Bolder", separator=True))
+        for line in section.lines:
+            items: list[dict[str, Any]] = [
+                _text(f"**{escape_markdown(line.number)}** · {md(line.summary, 150)}"),
+                _text(md(line.detail), isSubtle=True)]
+            if line.action is not None:
+                items.append({"type": "ActionSet", "actions": [_submit(line.ticket_id, line.action)]})
+            body.append({"type": "Container", "separator": True, "items": items})
+        if section.more:
+            body.append(_text(f"…and {section.more} more.", isSubtle=True))
+    if digest.footer:
+        body.append(_text(md(digest.footer), isSubtle=True, size="Small"))
+    return _card(body)
+
+
+def summary_card(summary: Summary) -> Card:
+    body = [_text(md(summary.title, MAX_SUMMARY), weight="Bolder", size="Medium"),
+            *(_text(md(line)) for line in summary.lines)]
+    if summary.footnote:
+        body.append(_text(md(summary.footnote), isSubtle=True, size="Small"))
+    return _card(body)
+
+
+def text_card(text: Text) -> Card:
+    """A card that is only text (answers, reminders)."""
+    return _card([_text(md(text, 20_000))])
 
 
 def ticket_list_card(listing: TicketList) -> Card:
@@ -114,19 +225,20 @@ def ticket_list_card(listing: TicketList) -> Card:
     total = sum(len(items) for _, items in groups)
 
     def render(shown: int) -> Card:
-        body: list[dict[str, Any]] = [_text(_clip_md(listing.title, MAX_SUMMARY), weight="Bolder", size="Medium")]
+        body: list[dict[str, Any]] = [_text(md(listing.title, MAX_SUMMARY), weight="Bolder", size="Medium")]
+        body.extend(_text(md(line)) for line in listing.intro[:5])
         if not groups:
-            body.append(_text(_clip_md(listing.empty_text, MAX_LINE)))
+            body.append(_text(md(listing.empty_text)))
         room = shown
         for title, items in groups:
             if room <= 0:
                 break
-            body.append(_text(_clip_md(title, MAX_SUMMARY), weight="Bolder", separator=True))
+            body.append(_text(md(title, MAX_SUMMARY), weight="Bolder", separator=True))
             body.extend(_list_item(item) for item in items[:room])
             room -= len(items)
         if shown < total:
             body.append(_text(f"…and {total - shown} more not shown here.", isSubtle=True))
-        return _card(body)
+        return _card(body, *(_submit(0, action) for action in listing.actions))
 
     return _shrink_to_fit(render, (total,))
 
@@ -165,31 +277,29 @@ def _text(text: str, **style: Any) -> dict[str, Any]:
     return {"type": "TextBlock", "text": text, "wrap": True, **style}
 
 
-def _clip_md(text: str, limit: int) -> str:
-    """Clip raw text before escaping, so an escape sequence is never cut in half."""
-    return escape_markdown(text if len(text) <= limit else text[: limit - len(ELLIPSIS)] + ELLIPSIS)
-
-
 def _cut(text: str, keep: int, number: str) -> str:
-    if keep >= len(text):
-        return escape_markdown(text)
-    return escape_markdown(text[:keep] + ELLIPSIS) + f"\n\n_(truncated — full text kept in {escape_markdown(number)})_"
+    return _cut_rich((text,), keep, number)
 
 
-def _teams_date(prefix: str, at: datetime) -> str:
-    """Teams renders DATE/TIME functions in each reader's own time zone."""
-    stamp = at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return f"{prefix} {{{{DATE({stamp}, SHORT)}}}} {{{{TIME({stamp})}}}}"
+def _cut_rich(text: tuple[Link | Moment | str, ...], keep: int, number: str) -> str:
+    if keep >= text_length(text):
+        return md(text, keep)
+    return md(text, keep) + f"\n\n_(truncated — full text kept in {escape_markdown(number)})_"
 
 
 def _fact_set(facts: Sequence[Fact]) -> dict[str, Any]:
     return {
         "type": "FactSet",
         "facts": [
-            {"title": _clip_md(fact.label, MAX_FACT_LABEL), "value": _clip_md(fact.value, MAX_FACT_VALUE)}
+            {"title": md(fact.label, MAX_FACT_LABEL), "value": md(_no_moments(fact.value), MAX_FACT_VALUE)}
             for fact in facts
         ],
     }
+
+
+def _no_moments(text: Text) -> Text:
+    # Teams localises DATE()/TIME() in TextBlocks only; a fact shows the written-out time instead.
+    return tuple(plain((span,)) if isinstance(span, Moment) else span for span in spans(text))
 
 
 def _actions(
@@ -243,16 +353,16 @@ def _clip(text: str, limit: int) -> str:
 
 
 def _list_item(item: TicketListItem) -> dict[str, Any]:
-    details = [item.status_label]
+    details: list[Link | Moment | str] = [item.status_label]
     if item.assignee:
-        details.append(f"with {item.assignee}")
+        details.append(f" · with {item.assignee}")
     if item.next_update:
-        details.append(f"next update {item.next_update}")
+        details.extend((" · next update ", *spans(item.next_update)))
     container: dict[str, Any] = {
         "type": "Container",
         "items": [
-            _text(f"{escape_markdown(item.number)} · {_clip_md(item.summary, MAX_SUMMARY)}", weight="Bolder"),
-            _text(_clip_md(" · ".join(details), MAX_LINE), isSubtle=True, spacing="None"),
+            _text(f"{escape_markdown(item.number)} · {md(item.summary, MAX_SUMMARY)}", weight="Bolder"),
+            _text(md(tuple(details)), isSubtle=True, spacing="None"),
         ],
     }
     if item.link:
