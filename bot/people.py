@@ -20,8 +20,12 @@ class PersonRef:
     platform: str
     user_id: str
     display_name: str | None = None
+    """The directory's display name; when set it replaces the stored one."""
     timezone: str | None = None
     email: str | None = None
+    fallback_name: str | None = None
+    """A name to use only if the person is new and the directory gave none (e.g. a Slack handle from a click
+    payload): it never replaces a stored display name."""
 
     @property
     def address(self) -> str:
@@ -56,7 +60,8 @@ async def upsert_person(session: AsyncSession, ref: PersonRef, *, is_agent: bool
         # Two replicas may meet a new person at the same moment: the insert that loses does nothing.
         insert = upsert_insert(session)
         await session.execute(insert(Person).values(
-            platform=ref.platform, platform_user_id=ref.user_id, display_name=ref.display_name or ref.user_id,
+            platform=ref.platform, platform_user_id=ref.user_id,
+            display_name=ref.display_name or ref.fallback_name or ref.user_id,
             timezone=ref.timezone, email=ref.email, is_agent=is_agent, created_at=now, updated_at=now,
         ).on_conflict_do_nothing(index_elements=["platform", "platform_user_id"]))
         person = (await session.execute(query)).scalar_one()

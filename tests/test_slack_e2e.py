@@ -23,7 +23,7 @@ async def test_slash_command_opens_a_ticket_acks_ephemerally_and_posts_the_triag
     status, body = await bot.command("VPN keeps disconnecting")
     assert status == 200 and body["response_type"] == "ephemeral"
     tickets = await bot.tickets()
-    assert len(tickets) == 1 and body["text"].startswith(f"{tickets[0].number} opened")
+    assert len(tickets) == 1 and body["text"].startswith(f"{tickets[0].number} opened — first response by <!date^")
     await bot.settle()
     triage = [c for c in bot.slack.calls_to("chat.postMessage") if c["channel"] == TRIAGE]
     assert len(triage) == 1 and "VPN keeps disconnecting" in json.dumps(triage[0]["blocks"])
@@ -200,8 +200,9 @@ async def test_channel_ping_text_never_reaches_slack_unescaped(bot: SlackBot) ->
     await bot.command("<!channel> printer down <@UAGENT1> <https://evil.example|click>")
     await bot.settle()
     everything = json.dumps([call.args for call in bot.slack.calls])
-    assert "<!channel>" not in everything and "&lt;!channel&gt;" in everything
-    assert "<https://evil.example|click>" not in everything
+    assert "<!channel>" not in everything and "@channel printer down @Alice" in everything
+    # The requester's link shows where it goes on the card: no label can disguise it.
+    assert "<https://evil.example|click>" not in everything and "click (https://evil.example)" in everything
 
 
 async def test_slack_answering_429_then_200_delivers_the_card_once_after_retry_after(bot: SlackBot, clock: Any) -> None:

@@ -42,7 +42,7 @@ async def test_requester_opens_a_ticket_over_socket_mode_and_it_reaches_triage(
     assert ack["response_type"] == "ephemeral"
     assert "IT-1" in ack["text"] and "VPN drops every ten minutes" in ack["text"]
     # Monday 09:00 in London + 4 business hours (P3) = 13:00 London = 18:30 in Rita's Kolkata.
-    assert "first response by 18:30 (your time)" in ack["text"]
+    assert "first response by <!date^" in ack["text"] and "|Mon 23 Nov 18:30 (your time)>" in ack["text"]
     opened = [call for call in slack.calls if call.method == "apps.connections.open"]
     assert opened and opened[0].headers["Authorization"].startswith("Bearer xapp-")
     # The engine was kicked after the envelope, as after an HTTP request: the triage card goes out.

@@ -138,7 +138,8 @@ async def test_a_message_in_a_personal_chat_opens_a_ticket_answers_and_posts_the
     card_id = await open_from_personal_chat(server, fake)
 
     ack, requester_card = fake.sent_to(PERSONAL)
-    assert "IT-1 opened" in json.dumps(ack) and "VPN keeps disconnecting" in json.dumps(ack)
+    said = json.dumps(ack, ensure_ascii=False)
+    assert "IT-1 opened — first response by {{DATE(" in said and "VPN keeps disconnecting" in said
     assert "Mute updates" in json.dumps(requester_card)
     triage = fake.activity(TRIAGE, card_id)
     assert triage is not None and "VPN keeps disconnecting" in json.dumps(triage)
@@ -173,7 +174,8 @@ async def test_the_new_ticket_form_comes_back_with_the_error_and_then_creates_th
     for _ in range(2):  # a double click on the same form opens one ticket
         await send(server, ta.message(None, value=filled, reply_to_id=form_id, service_url=fake.service_url))
     await fake.wait_for(posted_to(TRIAGE))
-    assert "IT-1 opened" in json.dumps(fake.activity(PERSONAL, form_id))
+    assert "IT-1 opened — first response by {{DATE(" in json.dumps(fake.activity(PERSONAL, form_id),
+                                                                   ensure_ascii=False)
     async with db.transaction() as session:
         ticket = (await session.execute(select(Ticket))).scalar_one()
     assert (ticket.summary, ticket.description, ticket.priority) == (
@@ -190,7 +192,7 @@ async def test_mentioning_the_bot_in_a_channel_opens_a_ticket_without_the_mentio
     await send(server, inbound)
 
     (ack,) = await fake.wait_for(posted_to(inbound["conversation"]["id"]))
-    assert "IT-1 opened" in text_of(ack)
+    assert "IT-1 opened — first response by {{DATE(" in text_of(ack)
     (card,) = await fake.wait_for(posted_to(TRIAGE))
     assert "Printer on floor 3 is jammed" in text_of(card) and "ITHelp" not in text_of(card)
     async with db.transaction() as session:
@@ -276,7 +278,9 @@ async def test_the_same_activity_delivered_twice_opens_one_ticket(
     await settle(server)
     assert await ticket_count(db) == 1
     assert len(fake.sent_to(TRIAGE)) == 1
-    assert sum("opened" in json.dumps(body) for body in fake.sent_to(PERSONAL)) == 1
+    acks = [body for body in fake.sent_to(PERSONAL)
+            if "opened — first response" in json.dumps(body, ensure_ascii=False)]
+    assert len(acks) == 1
 
 
 async def test_a_429_from_the_connector_is_retried_after_retry_after_and_delivered_once(

@@ -30,11 +30,13 @@ from sqlalchemy import select
 from bot.cards import CardBuilder
 from bot.channels.slack import SlackChannel, make_client, slack_ref
 from bot.desk import Desk
-from bot.dialogs import new_ticket, resolve_note
+from bot.dialogs import new_ticket, resolve_note, survey_reason
+from bot.handlers import slack_text
 from bot.handlers.errors import OUTAGE, friendly, is_database_outage
 from bot.people import PersonRef
 from bot.renderers import slack_blocks
 from bot.routing import Action, Form, Shortcut
+from bot.text import escape_typed, to_plain
 from bot.tickets import (
     CLOSED,
     IN_PROGRESS,
@@ -46,6 +48,7 @@ from bot.tickets import (
     TicketError,
     TicketSnapshot,
 )
+from bot.views import Text
 from store.models import MessageRef, Person, Ticket
 
 PLATFORM = "Slack"
@@ -180,7 +183,10 @@ class SlackAdapter:
     # -- people -------------------------------------------------------------------------------------
     async def person(self, user_id: str, *, name: str | None = None) -> PersonRef:
         """Who is this Slack user? Name and time zone from ``users.info``, once, then from our store
-        (kept in memory for a few minutes: every ticket, click and message starts here)."""
+        (kept in memory for a few minutes: every ticket, click and message starts here).
+
+        ``name`` (a handle from the payload) is only a fallback for someone new whom ``users.info`` can't
+        describe: a person is always shown by their directory display name."""
         cached = self._people.get(user_id)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
@@ -197,12 +203,27 @@ class SlackAdapter:
             info = await asyncio.wait_for(self.client.users_info(user=user_id), timeout=2)
             user: dict[str, Any] = info["user"]
             profile = user.get("profile", {})
-            display = user.get("real_name") or profile.get("real_name") or profile.get("display_name") or name
-            return PersonRef("slack", user_id, display or user_id, user.get("tz"), profile.get("email"))
+            display = user.get("real_name") or profile.get("real_name") or profile.get("display_name")
+            return PersonRef("slack", user_id, display or None, user.get("tz"), profile.get("email"),
+                             fallback_name=name)
         except (TimeoutError, SlackApiError, OSError) as exc:
             # Unknown or unreachable: still serve them; the calendar's zone stands in for theirs.
             log.warning("users.info %s failed: %s", user_id, exc)
-            return PersonRef("slack", user_id, name or user_id)
+            return PersonRef("slack", user_id, fallback_name=name)
+
+    async def neutral(self, text: str) -> str:
+        """Slack message text as the desk stores it (``bot.text``): entities decoded once, links kept, mentions
+        as display names."""
+        users = slack_text.mentioned_users(text)
+        names: dict[str, str] = {}
+        if users:
+            async with self.desk.db.reading() as session:
+                rows = await session.execute(select(Person.platform_user_id, Person.display_name).where(
+                    Person.platform == "slack", Person.platform_user_id.in_(users)))
+                names = {user: name for user, name in rows.tuples()}
+            for user in users - names.keys():
+                names[user] = (await self.person(user)).display_name or user
+        return slack_text.decode(text, names)
 
     async def refresh_agent_groups(self) -> None:
         for group in self.desk.config.agents.slack_usergroups:
@@ -248,7 +269,7 @@ class SlackAdapter:
         }
 
     async def _on_command(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
-        text = (body.get("text") or "").strip()
+        text = (await self.neutral(body.get("text") or "")).strip()
         user_id = body["user_id"]
         word = text.lower()
         if not text:
@@ -279,9 +300,10 @@ class SlackAdapter:
         await ack(response_type="ephemeral", text=self._ack_text(result.ticket))
 
     def _ack_text(self, ticket: TicketSnapshot) -> str:
-        ack_text: Callable[[TicketSnapshot], str] | None = self.desk.extras.get("ack_text")
+        ack_text: Callable[[TicketSnapshot], Text] | None = self.desk.extras.get("ack_text")
         wording = ack_text(ticket) if ack_text else f"{ticket.number} opened."
-        return (f"{slack_blocks.escape_mrkdwn(wording)} — _{slack_blocks.escape_mrkdwn(ticket.summary)}_\n"
+        summary = slack_blocks.mrkdwn(to_plain(ticket.summary), slack_blocks.MAX_SUMMARY)
+        return (f"{slack_blocks.mrkdwn(wording)} — _{summary}_\n"
                 "I'll keep you posted in a DM thread; reply there to add details.")
 
     def _priority_labels(self) -> dict[str, str]:
@@ -291,7 +313,7 @@ class SlackAdapter:
         tickets = await self.desk.tickets.tickets_of(PersonRef("slack", user_id), open_only=open_only)
         if not tickets:
             return "You have no open tickets." if open_only else "You haven't opened any tickets yet."
-        lines = [f"*{t.number}* {slack_blocks.escape_mrkdwn(t.summary)} — {t.status_label}"
+        lines = [f"*{t.number}* {slack_blocks.escape_mrkdwn(to_plain(t.summary))} — {t.requester_status_label}"
                  + (f", with {slack_blocks.escape_mrkdwn(t.assignee_name)}" if t.assignee_name else "")
                  for t in tickets]
         return ("Your open tickets:\n" if open_only else "Your recent tickets:\n") + "\n".join(lines)
@@ -307,7 +329,8 @@ class SlackAdapter:
             requester = await self.person(user_id, name=body["user"].get("name"))
             priority = draft.urgency if draft.urgency in self.desk.config.priorities else None
             await self.desk.tickets.open(
-                requester, draft.summary, description=draft.description, category=draft.category,
+                requester, escape_typed(draft.summary), description=escape_typed(draft.description),
+                category=draft.category,
                 priority=priority, origin=Origin("slack", conversation=view.get("private_metadata") or None),
                 dedup=("slack-view", view["id"]), defer_setup=True,
             )
@@ -324,8 +347,10 @@ class SlackAdapter:
     async def _on_resolve_submit(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         note = resolve_note.parse_slack_submission(view["state"]["values"])
         try:
-            ticket_id = int(view.get("private_metadata") or "0")
-            await self.desk.tickets.resolve(ticket_id, await self.person(body["user"]["id"]), note)
+            ticket_id = _ticket_number(view.get("private_metadata"))
+            if ticket_id is None:
+                raise _Refusal("That form doesn't point at a ticket any more.")
+            await self.desk.tickets.resolve(ticket_id, await self.person(body["user"]["id"]), escape_typed(note))
         except Exception as exc:
             await ack(response_action="errors", errors={resolve_note.NOTE_BLOCK: friendly(exc, PLATFORM)})
             return
@@ -347,8 +372,7 @@ class SlackAdapter:
     def _ticket_id(body: dict[str, Any]) -> int | None:
         action = (body.get("actions") or [{}])[0]
         raw = action.get("value") or (action.get("selected_option") or {}).get("value") or ""
-        head = str(raw).split(":", 1)[0]
-        return int(head) if head.isdigit() else None
+        return _ticket_number(str(raw).split(":", 1)[0])
 
     async def _act(self, ack: Any, body: dict[str, Any], client: AsyncWebClient,
                    run: Callable[[int, PersonRef], Awaitable[object]]) -> None:
@@ -359,7 +383,8 @@ class SlackAdapter:
             return
         user = body["user"]
         try:
-            await run(ticket_id, PersonRef("slack", user["id"], user.get("name") or user.get("username")))
+            person = await self.person(user["id"], name=user.get("name") or user.get("username"))
+            await run(ticket_id, person)
         except AlreadyClaimed as exc:
             await self._refuse(client, body, str(exc))
         except Exception as exc:
@@ -369,7 +394,7 @@ class SlackAdapter:
         async def claim(ticket_id: int, person: PersonRef) -> object:
             if not self.desk.tickets.is_agent(person):
                 raise _Refusal("Only IT agents can claim tickets.")
-            return await self.desk.tickets.claim(ticket_id, await self.person(person.user_id, name=person.display_name))
+            return await self.desk.tickets.claim(ticket_id, person)
 
         await self._act(ack, body, client, claim)
 
@@ -428,23 +453,20 @@ class SlackAdapter:
         await self._act(ack, body, client, run)
 
     async def _on_survey_reason_button(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
-        from surveys import cards as survey_cards
-
         await ack()
         ticket_id = self._ticket_id(body)
         if ticket_id is None:
             return
         try:
             view = await self._service("surveys").view(ticket_id)
-            await client.views_open(trigger_id=body["trigger_id"], view=survey_cards.slack_reason_modal(view))
+            await client.views_open(trigger_id=body["trigger_id"], view=survey_reason.slack_modal(view.ticket_id,
+                                                                                                  view.number))
         except Exception as exc:
             await self._refuse(client, body, friendly(exc, PLATFORM))
 
     async def _on_survey_reason_submit(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
-        from surveys import cards as survey_cards
-
         try:
-            ticket_id, reason, comment = survey_cards.read_slack_reason(view)
+            ticket_id, reason, comment = survey_reason.read_slack(view)
             await self._service("surveys").add_reason(ticket_id, PersonRef("slack", body["user"]["id"]), reason,
                                                       comment)
         except Exception as exc:
@@ -455,7 +477,6 @@ class SlackAdapter:
     def _escalation_ack(self, *, claim: bool) -> Callable[..., Awaitable[None]]:
         async def handler(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
             async def run(ticket_id: int, person: PersonRef) -> object:
-                person = await self.person(person.user_id, name=person.display_name)
                 return await self._service("escalation").acknowledge(ticket_id, person, claim=claim)
 
             await self._act(ack, body, client, run)
@@ -482,8 +503,8 @@ class SlackAdapter:
     async def _on_message(self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
         if event.get("bot_id") or event.get("subtype") not in (None, "file_share", "thread_broadcast"):
             return  # our own posts, edits, joins: not something a person asked
-        text = (event.get("text") or "").strip()
         user_id = event.get("user")
+        text = (await self.neutral(event.get("text") or "")).strip()
         if not user_id or not text:
             return
         channel = event.get("channel", "")
@@ -499,7 +520,8 @@ class SlackAdapter:
                     await self.desk.tickets.comment(ticket_id, person, text, dedup=("slack-event", event_key),
                                                     source=f"{role}_thread")
                 except TicketError as exc:
-                    await client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=str(exc))
+                    await client.chat_postMessage(channel=channel, thread_ts=thread_ts,
+                                                  text=slack_blocks.escape_mrkdwn(str(exc)))
                 return
         if event.get("channel_type") != "im":
             return
@@ -515,7 +537,10 @@ class SlackAdapter:
     async def _on_mention(self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
         if event.get("thread_ts"):
             return  # thread replies are handled as messages
-        text = " ".join(word for word in (event.get("text") or "").split() if not word.startswith("<@")).strip()
+        bot_user = (body.get("authorizations") or [{}])[0].get("user_id") or ""
+        raw = (event.get("text") or "").replace(f"<@{bot_user}>", " ") if bot_user else " ".join(
+            word for word in (event.get("text") or "").split() if not word.startswith("<@"))
+        text = (await self.neutral(raw)).strip()
         if not text:
             return
         try:
@@ -548,7 +573,7 @@ class SlackAdapter:
         author = message.get("user") or event.get("item_user")
         if not author or message.get("bot_id"):
             return
-        await self._ticket_from_message(client, channel, ts, author, message.get("text") or "",
+        await self._ticket_from_message(client, channel, ts, author, await self.neutral(message.get("text") or ""),
                                         reporter=event.get("user"))
 
     async def _on_message_shortcut(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
@@ -559,8 +584,8 @@ class SlackAdapter:
             # Slack always sends both; without them there is no message to file and nowhere to say so.
             raise ValueError("a message shortcut without its message or channel")
         author = message.get("user") or body["user"]["id"]
-        await self._ticket_from_message(client, channel, message.get("ts", ""), author, message.get("text") or "",
-                                        reporter=body["user"]["id"])
+        await self._ticket_from_message(client, channel, message.get("ts", ""), author,
+                                        await self.neutral(message.get("text") or ""), reporter=body["user"]["id"])
 
     async def _ticket_from_message(self, client: AsyncWebClient, channel: str, ts: str, author: str, text: str,
                                    *, reporter: str | None) -> None:
@@ -630,8 +655,14 @@ class _Refusal(TicketError):
     pass
 
 
+def _ticket_number(raw: object) -> int | None:
+    """A ticket id from a button or form value: ASCII digits only ("١٢", "²" and 10**30 name no ticket)."""
+    text = str(raw or "")
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
+
+
 def _quote(text: str) -> str:
-    escaped = slack_blocks.escape_mrkdwn(text[:2500])
+    escaped = slack_blocks.escape_mrkdwn(to_plain(text)[:2500])
     return "\n".join(f"> {line}" for line in escaped.splitlines()) or "> (empty)"
 
 

@@ -32,13 +32,15 @@ from bot.channels.teams import (
 )
 from bot.config import TeamsConfig
 from bot.desk import Desk
-from bot.dialogs import new_ticket, resolve_note
+from bot.dialogs import new_ticket, resolve_note, survey_reason
+from bot.handlers import teams_text
 from bot.handlers.errors import friendly
 from bot.people import PersonRef
 from bot.renderers import adaptive_cards
 from bot.routing import Action, Form
+from bot.text import escape_typed, to_plain, to_spans
 from bot.tickets import IN_PROGRESS, WAITING, InvalidInput, Origin, TicketError, TicketSnapshot
-from bot.views import Notice, TicketList, TicketListItem
+from bot.views import Message, Notice, Text, TicketList, TicketListItem
 from store.models import MessageRef, OutboxMessage
 
 PLATFORM = "Teams"
@@ -185,11 +187,7 @@ class TeamsAdapter:
         user = activity.from_property
         if user is None or not user.aad_object_id:
             return None
-        zone = activity.local_timezone
-        try:
-            ZoneInfo(zone or "")
-        except (ZoneInfoNotFoundError, ValueError):
-            zone = None
+        zone = _valid_zone(activity.local_timezone) or _valid_zone(_client_info_zone(activity))
         return PersonRef("teams", user.aad_object_id, user.name or None, zone)
 
     def _dedup(self, activity: Activity) -> tuple[str, str]:
@@ -208,7 +206,7 @@ class TeamsAdapter:
             return
         personal = (activity.conversation.conversation_type or "personal") == "personal"
         mentioned = self._strip_bot_mention(activity)
-        text = (activity.text or "").strip()
+        text = teams_text.decode(activity.text).strip()
         if not personal:
             if await self._thread_comment(turn, person, text):
                 return
@@ -252,25 +250,37 @@ class TeamsAdapter:
                 person, text, origin=Origin("teams", conversation=activity.conversation.id, thread=activity.id),
                 dedup=self._dedup(activity), defer_setup=True)
         except Exception as exc:
-            await self._say(turn, f"{friendly(exc, PLATFORM)}\n\nWhat you wrote: {text}")
+            await self._say(turn, f"{friendly(exc, PLATFORM)}\n\nWhat you wrote: {to_plain(text)}", person)
             return
         if result.created:
-            await self._send_card(turn, self._ack_card(result.ticket))
+            await self._acknowledge(turn, person, result.ticket)
 
-    def _ack_card(self, ticket: TicketSnapshot) -> dict[str, Any]:
-        ack_text: Callable[[TicketSnapshot], str] | None = self.desk.extras.get("ack_text")
+    def _ack_notice(self, ticket: TicketSnapshot) -> Notice:
+        ack_text: Callable[[TicketSnapshot], Text] | None = self.desk.extras.get("ack_text")
         wording = ack_text(ticket) if ack_text else f"{ticket.number} opened."
-        return adaptive_cards.notice_card(Notice(
-            ticket_id=ticket.id, number=ticket.number, headline=wording,
-            body=f"{ticket.summary}\n\nI'll keep you posted in our chat; reply to my messages to add details."))
+        return Notice(ticket_id=ticket.id, number=ticket.number, headline=wording,
+                      body=(*to_spans(ticket.summary),
+                            "\n\nI'll keep you posted in our chat; reply to my messages to add details."),
+                      numbered=False)
+
+    async def _acknowledge(self, turn: TurnContext, person: PersonRef, ticket: TicketSnapshot, *,
+                           replace: bool = False) -> None:
+        """Tell the requester their ticket number and targets in the turn; if Teams refuses that reply (429, 5xx),
+        the outbox owes it to them and delivers it with retries."""
+        notice = self._ack_notice(ticket)
+        card = adaptive_cards.notice_card(notice)
+        sent = await self._replace_card(turn, card) if replace else await self._send_card(turn, card)
+        if not sent:
+            await self.desk.tickets.tell(person, notice, key=f"ack:{ticket.id}")
 
     def _priority_labels(self) -> dict[str, str]:
         return {code: f"{code} · {p.label}" for code, p in self.desk.config.priorities.items()}
 
     async def _list_card(self, person: PersonRef, *, open_only: bool) -> dict[str, Any]:
         tickets = await self.desk.tickets.tickets_of(person, open_only=open_only)
-        items = tuple(TicketListItem(number=t.number, summary=t.summary, status_label=t.status_label,
-                                     assignee=t.assignee_name, next_update=None) for t in tickets)
+        items = tuple(TicketListItem(number=t.number, summary=to_plain(t.summary),
+                                     status_label=t.requester_status_label, assignee=t.assignee_name,
+                                     next_update=None) for t in tickets)
         title = "Your open tickets" if open_only else "Your recent tickets"
         empty = "You have no open tickets." if open_only else "You haven't opened any tickets yet."
         return adaptive_cards.ticket_list_card(TicketList(title=title, sections=((title, items),), empty_text=empty))
@@ -317,7 +327,7 @@ class TeamsAdapter:
         try:
             await self.desk.tickets.comment(ticket_id, person, text, dedup=self._dedup(turn.activity), source=source)
         except Exception as exc:
-            await self._say(turn, friendly(exc, PLATFORM))
+            await self._say(turn, friendly(exc, PLATFORM), person)
 
     # -- card submissions ---------------------------------------------------------------------------
     async def _on_submit(self, turn: TurnContext, person: PersonRef, value: dict[str, Any]) -> None:
@@ -343,13 +353,14 @@ class TeamsAdapter:
             try:
                 priority = draft.urgency if draft.urgency in self.desk.config.priorities else None
                 result = await self.desk.tickets.open(
-                    person, draft.summary, description=draft.description, category=draft.category,
+                    person, escape_typed(draft.summary), description=escape_typed(draft.description),
+                    category=draft.category,
                     priority=priority, origin=Origin("teams", conversation=activity.conversation.id),
                     dedup=(DEDUP_SOURCE, f"{activity.conversation.id}|form|{form_id}"[-256:]), defer_setup=True)
             except Exception as exc:
                 error = str(exc) if isinstance(exc, InvalidInput) else friendly(exc, PLATFORM)
             else:
-                await self._replace_card(turn, self._ack_card(result.ticket))
+                await self._acknowledge(turn, person, result.ticket, replace=True)
                 return
         # The form comes back with the error and everything the person typed.
         await self._replace_card(turn, new_ticket.teams_form(self.desk.config.categories, self._priority_labels(),
@@ -364,7 +375,7 @@ class TeamsAdapter:
         error = resolve_note.teams_error(note)
         if error is None:
             try:
-                ticket = await self.desk.tickets.resolve(ticket_id, person, note)
+                ticket = await self.desk.tickets.resolve(ticket_id, person, escape_typed(note))
             except Exception as exc:
                 error = friendly(exc, PLATFORM)
             else:
@@ -432,8 +443,6 @@ class TeamsAdapter:
         return runs.get(action)
 
     async def _on_survey_reason_button(self, turn: TurnContext, ticket_id: int) -> None:
-        from surveys import cards as survey_cards
-
         surveys = self.desk.extras.get("surveys")
         if surveys is None:
             await self._say(turn, "Surveys are turned off in app.yaml.")
@@ -443,16 +452,14 @@ class TeamsAdapter:
         except Exception as exc:
             await self._say(turn, friendly(exc, PLATFORM))
             return
-        await self._send_card(turn, survey_cards.teams_reason_card(view))
+        await self._send_card(turn, survey_reason.teams_card(view.ticket_id, view.number))
 
     async def _on_survey_reason_submit(self, turn: TurnContext, person: PersonRef, value: dict[str, Any]) -> None:
-        from surveys import cards as survey_cards
-
         surveys = self.desk.extras.get("surveys")
         try:
             if surveys is None:
                 raise TicketError("Surveys are turned off in app.yaml.")
-            ticket_id, reason, comment = survey_cards.read_teams_reason(value)
+            ticket_id, reason, comment = survey_reason.read_teams(value)
             await surveys.add_reason(ticket_id, person, reason, comment)
         except Exception as exc:
             await self._say(turn, friendly(exc, PLATFORM))
@@ -460,16 +467,19 @@ class TeamsAdapter:
         await self._say(turn, "Thank you — that helps us do better.")
 
     # -- answering in the turn ----------------------------------------------------------------------
-    async def _say(self, turn: TurnContext, text: str) -> None:
+    async def _say(self, turn: TurnContext, text: str, person: PersonRef | None = None) -> None:
+        """Answer in plain text (it may quote what the person typed, which must not turn into markup); when
+        Teams refuses the reply and we know who asked, the outbox owes it to them."""
         message = MessageFactory.text(text)
-        # Plain: the text may quote what the person typed, which must not turn into markup.
         message.text_format = "plain"
-        await self._answer(turn, message)
+        if not await self._answer(turn, message) and person is not None:
+            key = f"say:{turn.activity.conversation.id}|{turn.activity.id}"
+            await self.desk.tickets.tell(person, Message(escape_typed(text)), key=key)
 
-    async def _send_card(self, turn: TurnContext, card: dict[str, Any]) -> None:
-        await self._answer(turn, MessageFactory.attachment(_attachment(card)))
+    async def _send_card(self, turn: TurnContext, card: dict[str, Any]) -> bool:
+        return await self._answer(turn, MessageFactory.attachment(_attachment(card)))
 
-    async def _replace_card(self, turn: TurnContext, card: dict[str, Any]) -> None:
+    async def _replace_card(self, turn: TurnContext, card: dict[str, Any]) -> bool:
         """Update the card that was submitted in place (a form, usually); post it anew if that fails."""
         activity = turn.activity
         if activity.reply_to_id:
@@ -477,16 +487,18 @@ class TeamsAdapter:
             message.id = activity.reply_to_id
             try:
                 await turn.update_activity(message)
-                return
+                return True
             except Exception as exc:  # an old card Teams no longer has: send the new one instead
                 log.warning("could not update card %s in place: %s", activity.reply_to_id, exc)
-        await self._send_card(turn, card)
+        return await self._send_card(turn, card)
 
-    async def _answer(self, turn: TurnContext, message: Activity) -> None:
+    async def _answer(self, turn: TurnContext, message: Activity) -> bool:
         try:
             await turn.send_activity(message)
-        except Exception as exc:  # the change is committed either way; the outbox carries the rest
+        except Exception as exc:  # the change is committed either way; callers hand what is owed to the outbox
             log.warning("could not answer in Teams conversation %s: %s", turn.activity.conversation.id, exc)
+            return False
+        return True
 
 
 def _attachment(card: dict[str, Any]) -> Attachment:
@@ -494,8 +506,27 @@ def _attachment(card: dict[str, Any]) -> Attachment:
 
 
 def _ticket_id(value: dict[str, Any]) -> int | None:
-    raw = value.get("ticket_id") or str(value.get("value") or "").split(":", 1)[0]
+    """The ticket a card submission points at: ASCII digits only ("١٢", "²", 10**30 and True name no ticket)."""
+    raw = value.get("ticket_id")
+    if isinstance(raw, bool) or raw is None or raw == "":
+        raw = str(value.get("value") or "").split(":", 1)[0]
+    text = str(raw)
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
+
+
+def _valid_zone(zone: str | None) -> str | None:
     try:
-        return int(raw)
-    except (TypeError, ValueError):
+        ZoneInfo(zone or "")
+    except (ZoneInfoNotFoundError, ValueError):
         return None
+    return zone
+
+
+def _client_info_zone(activity: Activity) -> str | None:
+    """The IANA zone Teams clients report in their ``clientInfo`` entity (when ``localTimezone`` is absent)."""
+    for entity in activity.entities or []:
+        if (entity.type or "").lower() == "clientinfo":
+            properties: dict[str, Any] = getattr(entity, "additional_properties", None) or {}
+            zone = properties.get("timezone")
+            return zone if isinstance(zone, str) else None
+    return None
