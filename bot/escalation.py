@@ -31,7 +31,7 @@ from bot.config import AppConfig, EscalationChain
 from bot.engine import Delivered, OutboxItem, TimerRun
 from bot.messages import NOTICE, PAGE, notice_payload
 from bot.notifications import CARD, person_target, triage_targets
-from bot.people import PersonRef, upsert_person
+from bot.people import PersonRef
 from bot.routing import Action
 from bot.text import plain, to_plain, to_spans
 from bot.tickets import AlreadyClaimed, IllegalTransition, NotAllowed, TicketChange, TicketNotFound
@@ -388,12 +388,16 @@ class EscalationService:
                               now=now, ticket_id=ticket.id)
 
     # -- acknowledging and ending -------------------------------------------------------------------
-    async def acknowledge(self, ticket_id: int, person: PersonRef, *, claim: bool = False) -> str:
-        """An agent pressed Acknowledge (or Claim): stop paging and say so. Non-agents get ``NotAllowed``."""
+    async def acknowledge(self, ticket_id: int, person: PersonRef, *, claim: bool = False,
+                          where: str | None = None) -> str:
+        """Someone pressed Acknowledge (or Claim) on a page: stop paging and say so.
+
+        Agents may, and so may whoever this ticket's escalations paged: the person themselves, or anyone in a
+        paged channel when ``where`` (the target the click came from, e.g. ``slack:channel:C1``) names it. Only
+        agents can claim: a paged non-agent's Claim acknowledges. Anyone else gets ``NotAllowed``."""
         desk = self.desk
-        if not desk.roster.is_agent(person.address):
-            raise NotAllowed("Only IT agents can acknowledge pages.")
-        if claim:
+        agent = desk.roster.is_agent(person.address)
+        if claim and agent:
             try:
                 snapshot = await desk.tickets.claim(ticket_id, person)
             except (AlreadyClaimed, IllegalTransition) as exc:
@@ -406,7 +410,10 @@ class EscalationService:
                 select(Ticket).where(Ticket.id == ticket_id).with_for_update())).scalar_one_or_none()
             if ticket is None:
                 raise TicketNotFound(f"There is no ticket IT-{ticket_id}.")
-            actor = await upsert_person(session, person, is_agent=True, now=now)
+            if not agent and not await self._was_paged(session, ticket_id, person, where):
+                raise NotAllowed(f"Only IT agents and the people paged about {ticket.number} can acknowledge "
+                                 "its pages.")
+            actor = await desk.tickets.person(session, person)
             running = await self._active(session, ticket_id)
             if not running:
                 last = (await session.execute(select(Escalation).where(
@@ -417,7 +424,18 @@ class EscalationService:
                             f"{self._local(last, last.acknowledged_at)}.")
                 return f"Nothing to acknowledge: {ticket.number} isn't escalating."
             await self._acknowledge_all(session, ticket, running, actor, now)
+            if claim:
+                return (f"Acknowledged {ticket.number}; paging stopped. Only IT agents can claim tickets, so it "
+                        "stays in the queue for them.")
             return f"Acknowledged {ticket.number}; paging stopped."
+
+    @staticmethod
+    async def _was_paged(session: AsyncSession, ticket_id: int, person: PersonRef, where: str | None) -> bool:
+        """Whether an escalation of this ticket paged ``person`` directly, or the channel ``where`` names."""
+        mine = {f"{person.platform}:user:{person.user_id}", *([where] if where else [])}
+        paged = (await session.execute(select(TicketEvent.payload).where(
+            TicketEvent.ticket_id == ticket_id, TicketEvent.kind == "escalation_paged"))).scalars()
+        return any(mine.intersection(payload.get("targets") or ()) for payload in paged)
 
     async def _active(self, session: AsyncSession, ticket_id: int) -> list[Escalation]:
         return list((await session.execute(select(Escalation).where(

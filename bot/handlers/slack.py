@@ -33,6 +33,7 @@ from bot.desk import Desk
 from bot.dialogs import new_ticket, resolve_note, survey_reason
 from bot.handlers import slack_text
 from bot.handlers.errors import OUTAGE, friendly, is_database_outage
+from bot.handlers.payloads import contains_nul, without_nul
 from bot.people import PersonRef
 from bot.renderers import slack_blocks
 from bot.routing import Action, Form, Shortcut
@@ -117,6 +118,9 @@ class SlackAdapter:
             # Bolt mistakes any form body containing the word "payload" (e.g. "/ithelp payload service
             # down") for interactivity and drops it; re-parse slash commands ourselves.
             bolt_request.body = dict(parse_qsl(text, keep_blank_values=True))
+            bolt_request.context = build_async_context(AsyncBoltContext({}), bolt_request.body)
+        if contains_nul(bolt_request.body):
+            bolt_request.body = without_nul(bolt_request.body)
             bolt_request.context = build_async_context(AsyncBoltContext({}), bolt_request.body)
         try:
             response = await self.app.async_dispatch(bolt_request)
@@ -476,8 +480,12 @@ class SlackAdapter:
 
     def _escalation_ack(self, *, claim: bool) -> Callable[..., Awaitable[None]]:
         async def handler(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+            channel = (body.get("channel") or {}).get("id") or ""
+            # A page posted in a channel may be acknowledged by anyone in it (DMs name the person).
+            where = f"slack:channel:{channel}" if channel[:1] in ("C", "G") else None
+
             async def run(ticket_id: int, person: PersonRef) -> object:
-                return await self._service("escalation").acknowledge(ticket_id, person, claim=claim)
+                return await self._service("escalation").acknowledge(ticket_id, person, claim=claim, where=where)
 
             await self._act(ack, body, client, run)
 

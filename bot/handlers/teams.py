@@ -407,7 +407,9 @@ class TeamsAdapter:
         if action == Action.SURVEY_REASON:
             await self._on_survey_reason_button(turn, ticket_id)
             return
-        run = self._actions(action, value)
+        conversation = turn.activity.conversation
+        where = f"teams:channel:{channel_of(conversation.id)}" if conversation.conversation_type == "channel" else None
+        run = self._actions(action, value, where)
         if run is None:
             await self._say(turn, "I can't do that from Teams yet.")
             return
@@ -416,7 +418,8 @@ class TeamsAdapter:
         except Exception as exc:
             await self._say(turn, friendly(exc, PLATFORM))
 
-    def _actions(self, action: Action, value: dict[str, Any]) -> Callable[[int, PersonRef], Awaitable[object]] | None:
+    def _actions(self, action: Action, value: dict[str, Any],
+                 where: str | None) -> Callable[[int, PersonRef], Awaitable[object]] | None:
         tickets = self.desk.tickets
         if action == Action.PRIORITY:
             chosen = str(value.get(adaptive_cards.CHOICE_INPUT_ID) or "")
@@ -437,9 +440,10 @@ class TeamsAdapter:
             runs[Action.SURVEY_REOPEN] = surveys.reopen_from_survey
         escalation = self.desk.extras.get("escalation")
         if escalation is not None:
-            runs[Action.ESCALATION_ACK] = lambda ticket_id, person: escalation.acknowledge(ticket_id, person)
+            runs[Action.ESCALATION_ACK] = lambda ticket_id, person: escalation.acknowledge(
+                ticket_id, person, where=where)
             runs[Action.ESCALATION_CLAIM] = lambda ticket_id, person: escalation.acknowledge(
-                ticket_id, person, claim=True)
+                ticket_id, person, claim=True, where=where)
         return runs.get(action)
 
     async def _on_survey_reason_button(self, turn: TurnContext, ticket_id: int) -> None:
