@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import zipfile
+from importlib import resources
+from importlib.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +23,15 @@ _PLACEHOLDER = re.compile(r"\{\{[A-Z_]+\}\}")
 _ICONS = ("color.png", "outline.png")
 
 
-def default_manifest_dir() -> Path:
-    """The ``teams/`` folder at the repository root, holding manifest.json and the two icons."""
-    return Path(__file__).resolve().parent.parent / "teams"
+def default_manifest_dir() -> Traversable:
+    """The app files shipped as package data (``bot/teams_app``): manifest.json and the two icons."""
+    return resources.files("bot.teams_app")
 
 
 def build_teams_package(
     app_id: str,
     output: Path,
-    manifest_dir: Path | None = None,
+    manifest_dir: Path | Traversable | None = None,
     *,
     bot_domain: str | None = None,
 ) -> Path:
@@ -51,11 +53,11 @@ def build_teams_package(
             f"got {bot_domain!r}."
         )
     source = manifest_dir or default_manifest_dir()
-    missing = [name for name in ("manifest.json", *_ICONS) if not (source / name).is_file()]
+    missing = [name for name in ("manifest.json", *_ICONS) if not source.joinpath(name).is_file()]
     if missing:
         raise ValueError(f"The Teams app folder {source} is missing {', '.join(missing)}.")
 
-    manifest = json.loads((source / "manifest.json").read_text(encoding="utf-8"))
+    manifest = json.loads(source.joinpath("manifest.json").read_text(encoding="utf-8"))
     if bot_domain is None:
         manifest["validDomains"] = [d for d in manifest.get("validDomains", []) if BOT_DOMAIN_PLACEHOLDER not in d]
     values = {APP_ID_PLACEHOLDER: app_id, BOT_DOMAIN_PLACEHOLDER: bot_domain or FALLBACK_DOMAIN}
@@ -68,7 +70,7 @@ def build_teams_package(
     with zipfile.ZipFile(output, "w", compression=zipfile.ZIP_DEFLATED) as package:
         package.writestr("manifest.json", text)
         for name in _ICONS:
-            package.write(source / name, arcname=name)
+            package.writestr(name, source.joinpath(name).read_bytes())
     return output
 
 

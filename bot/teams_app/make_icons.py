@@ -1,4 +1,4 @@
-"""Regenerate the Teams app icons (stdlib only): ``python teams/make_icons.py``.
+"""Regenerate the Teams app icons (stdlib only): ``python -m bot.teams_app.make_icons``.
 
 - ``color.png``: 192x192, full colour: a white life-ring style help mark on the accent colour.
 - ``outline.png``: 32x32, white on transparent (the only colours Teams allows in outline icons).
