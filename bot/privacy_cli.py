@@ -146,7 +146,7 @@ def cmd_db_backup(args: argparse.Namespace) -> int:
     if config is None:
         return 2
     try:
-        source = sqlite_path(config.database.url)
+        source = sqlite_path(config.database.url, config.database.schema_name)
     except BackupError as exc:
         print(str(exc), file=sys.stderr)
         return 2

@@ -169,7 +169,7 @@ async def test_someone_with_an_open_ticket_is_erased_only_with_force_and_owed_me
 
 
 async def test_a_dry_run_shows_what_would_change_and_changes_nothing(storied_desk: tuple[Desk, Story]) -> None:
-    desk, story = storied_desk
+    desk, _ = storied_desk
     preview = await erase(desk, RITA, commit=False)
     assert not preview.committed and preview.rows["tickets"] >= 2 and preview.rows["people"] == 1
     assert await find_everywhere(desk.db, identity(RITA))
@@ -181,7 +181,7 @@ async def test_a_dry_run_shows_what_would_change_and_changes_nothing(storied_des
 async def test_an_unknown_person_is_a_clear_error_for_export_and_erase(storied_desk: tuple[Desk, Story],
                                                                        address: str) -> None:
     desk, _ = storied_desk
-    with pytest.raises(PersonNotFound, match="No one is known as .*Nothing was changed"):
+    with pytest.raises(PersonNotFound, match=r"No one is known as .*Nothing was changed"):
         await erase_person(desk.db, desk.clock, address, by="dpo")
     with pytest.raises(PersonNotFound, match="No one is known as"):
         await export_person(desk.db, desk.clock, address, StringIO(), by="dpo")

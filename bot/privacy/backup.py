@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 BUSY_TIMEOUT_MS = 15_000
 
@@ -35,22 +35,24 @@ class Backup:
     seconds: float
 
 
-def sqlite_path(url: str) -> Path:
+def sqlite_path(url: str, schema: str | None = None) -> Path:
     """The file behind a ``sqlite+aiosqlite:///path`` URL; raises :class:`BackupError` for anything else."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        raise BackupError(pg_dump_advice(url))
+        raise BackupError(pg_dump_advice(url, schema))
     if not parsed.database or parsed.database == ":memory:":
         raise BackupError("the database is in memory: there is no file to back up")
     return Path(parsed.database)
 
 
-def pg_dump_advice(url: str) -> str:
+def pg_dump_advice(url: str, schema: str | None = None) -> str:
     """How to back up (and restore) a PostgreSQL desk, with the password left out."""
     parsed = make_url(url)
-    dsn = parsed.set(drivername="postgresql", password=None).render_as_string(hide_password=True)
+    dsn = URL.create("postgresql", username=parsed.username, host=parsed.host, port=parsed.port,
+                     database=parsed.database).render_as_string(hide_password=False)
+    only = f" --schema={schema}" if schema else ""
     return ("ithelp db backup copies SQLite databases; this desk is on PostgreSQL, which has its own tools:\n"
-            f'  pg_dump --format=custom --file=ithelp-$(date +%F).dump "{dsn}"\n'
+            f'  pg_dump --format=custom{only} --file=ithelp-$(date +%F).dump "{dsn}"\n'
             "and to restore into an empty database:\n"
             f'  pg_restore --no-owner --dbname="{dsn}" ithelp-YYYY-MM-DD.dump\n'
             "(the password comes from PGPASSWORD or ~/.pgpass). The README's \"Backups\" section has the "
