@@ -48,13 +48,16 @@ def sqlite_path(url: str, schema: str | None = None) -> Path:
 def pg_dump_advice(url: str, schema: str | None = None) -> str:
     """How to back up (and restore) a PostgreSQL desk, with the password left out."""
     parsed = make_url(url)
-    dsn = URL.create("postgresql", username=parsed.username, host=parsed.host, port=parsed.port,
-                     database=parsed.database).render_as_string(hide_password=False)
+    def dsn(database: str | None) -> str:
+        return URL.create("postgresql", username=parsed.username, host=parsed.host, port=parsed.port,
+                          database=database).render_as_string(hide_password=False)
+
     only = f" --schema={schema}" if schema else ""
+    restored = f"{parsed.database or 'ithelp'}_restored"
     return ("ithelp db backup copies SQLite databases; this desk is on PostgreSQL, which has its own tools:\n"
-            f'  pg_dump --format=custom{only} --file=ithelp-$(date +%F).dump "{dsn}"\n'
-            "and to restore into an empty database:\n"
-            f'  pg_restore --no-owner --dbname="{dsn}" ithelp-YYYY-MM-DD.dump\n'
+            f'  pg_dump --format=custom{only} --file=ithelp-$(date +%F).dump "{dsn(parsed.database)}"\n'
+            f"and to restore into a new, empty database (createdb {restored}):\n"
+            f'  pg_restore --no-owner --dbname="{dsn(restored)}" ithelp-YYYY-MM-DD.dump\n'
             "(the password comes from PGPASSWORD or ~/.pgpass). The README's \"Backups\" section has the "
             "restore drill.")
 
