@@ -55,8 +55,9 @@ def event_rows(ticket_id: int, opened: datetime, requester: int, agent: int) -> 
                                "to_status": "in_progress"},
             "priority_changed": {"from": "P3", "to": "P2"},
         }[kind]
-        rows.append({"ticket_id": ticket_id, "at": opened + timedelta(minutes=7 * n),
-                     "actor_id": agent if kind != "commented" or n % 2 else requester, "kind": kind, "payload": payload})
+        actor = agent if kind != "commented" or n % 2 else requester
+        rows.append({"ticket_id": ticket_id, "at": opened + timedelta(minutes=7 * n), "actor_id": actor, "kind": kind,
+                     "payload": payload})
     rows.append({"ticket_id": ticket_id, "at": opened + timedelta(hours=4), "actor_id": agent, "kind": "resolved",
                  "payload": {"note": "Replaced the SSD", "from_status": "in_progress", "to_status": "resolved"}})
     return rows
