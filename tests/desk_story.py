@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from bot.clock import ManualClock
 from bot.desk import Desk
@@ -39,19 +40,35 @@ class Story:
         return text
 
 
-async def a_week_at_the_desk(desk: Desk, clock: ManualClock, surveys: SurveyService) -> Story:
-    """Play the week (from the clock's current time) and run every timer due on the way."""
+ESCALATION = """
+escalation:
+  chains:
+    urgent:
+      levels:
+        - {notify: ["slack:user:UAGENT1"], wait: 10m}
+  policies:
+    P1: {breach: urgent}
+"""
+"""Config for :func:`a_week_at_the_desk` with ``escalation``: a P1 breach pages Alice."""
+
+
+async def a_week_at_the_desk(desk: Desk, clock: ManualClock, surveys: SurveyService,
+                             escalation: Any = None) -> Story:
+    """Play the week (from the clock's current time) and run every timer due on the way. With ``escalation``
+    (the desk's service, configured with :data:`ESCALATION`) Sam's P1 outage also pages Alice, who acknowledges."""
     story = Story(started=clock.now())
     tickets = desk.tickets
 
-    async def open_(who: PersonRef, summary: str, description: str, priority: str, category: str) -> int:
+    async def open_(who: PersonRef, summary: str, description: str, priority: str, category: str,
+                    dedup: tuple[str, str] | None = None) -> int:
         result = await tickets.open(who, story.said(who, summary), description=story.said(who, description),
                                     origin=Origin("slack" if who.platform == "slack" else "teams"),
-                                    priority=priority, category=category)
+                                    priority=priority, category=category, dedup=dedup)
         return result.ticket.id
 
+    # A slash command that came without a trigger id is deduplicated on "<user>:<text>" (bot.handlers.slack).
     printer = await open_(RITA, "Printer on 3rd floor is jammed", "Paper stuck in tray 2, serial SN-4471",
-                          "P3", "Hardware")
+                          "P3", "Hardware", dedup=("slack-command", "UREQ1:Printer on 3rd floor is jammed"))
     story.tickets["printer"] = printer
     await _after(desk, clock, minutes=30)
     await tickets.claim(printer, ALICE)
@@ -85,6 +102,14 @@ async def a_week_at_the_desk(desk: Desk, clock: ManualClock, surveys: SurveyServ
     await tickets.claim(access, ALICE)
     await _after(desk, clock, hours=1)
     await tickets.resolve(access, ALICE, story.said(ALICE, "Added you to FIN-Q3 as well"))
+
+    if escalation is not None:
+        outage = await open_(SAM, "Email is down for the whole office", "Outlook says disconnected", "P1", "Software")
+        story.tickets["outage"] = outage
+        await _after(desk, clock, minutes=16)  # past the 15-minute first response: Alice is paged
+        await escalation.acknowledge(outage, ALICE)
+        await tickets.resolve(outage, ALICE, story.said(ALICE, "Restarted the Exchange connector"))
+        await tickets.close(outage, SAM)
 
     story.tickets["open"] = await open_(OLGA, "New starter needs a laptop", "Starts on the 1st, Berlin office",
                                         "P4", "Hardware")

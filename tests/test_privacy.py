@@ -5,7 +5,7 @@ anonymous metrics, records who asked and when, and changes nothing the second ti
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from io import StringIO
 from typing import Any
@@ -17,35 +17,36 @@ from bot.channels.teams import CHANNEL, PERSON, remember_conversation
 from bot.clock import ManualClock
 from bot.config import AppConfig
 from bot.desk import Desk
+from bot.features import install_features
 from bot.privacy.erasure import HasOpenTickets, erase_person
 from bot.privacy.export import PersonErased, export_person
 from bot.privacy.people import PersonNotFound, RequestError
 from bot.privacy.scrub import REDACTED
 from store.models import OutboxMessage, Person, Ticket
 from store.privacy_models import PrivacyLog
-from surveys.polls import SurveyService
 from surveys.report import compute_report
 from tests.data_grep import find_everywhere
-from tests.desk_story import ALICE, OLGA, RITA, SAM, Story, a_week_at_the_desk
+from tests.desk_story import ALICE, ESCALATION, OLGA, RITA, SAM, Story, a_week_at_the_desk
 
 OLGA_TEAMS_ID = "29:1olga-teams-chat-id"
 
 
 @pytest.fixture
 async def storied_desk(make_desk: Callable[..., Any], make_config: Callable[..., AppConfig],
-                       clock: ManualClock) -> tuple[Desk, Story]:
-    config = make_config()
-    desk = make_desk(app_config=config)
-    surveys = SurveyService(config)
-    surveys.install(desk)
-    story = await a_week_at_the_desk(desk, clock, surveys)
+                       clock: ManualClock) -> AsyncIterator[tuple[Desk, Story]]:
+    """A desk with every feature installed after a week of work, including a P1 that paged Alice."""
+    desk = make_desk(app_config=make_config(ESCALATION))
+    install_features(desk, None)
+    story = await a_week_at_the_desk(desk, clock, desk.extras["surveys"], desk.extras["escalation"])
     async with desk.db.transaction() as session:  # Olga as the Teams adapter keeps her: a 1:1 and a channel
         user = {"id": OLGA_TEAMS_ID, "name": OLGA.display_name, "aadObjectId": OLGA.user_id}
         await remember_conversation(session, key=OLGA.user_id, kind=PERSON, now=clock.now(), reference={
             "user": user, "conversation": {"id": "a:1personal-olga"}, "serviceUrl": "https://smba.example/"})
         await remember_conversation(session, key="19:general@thread.tacv2", kind=CHANNEL, now=clock.now(),
                                     reference={"user": user, "conversation": {"id": "19:general@thread.tacv2"}})
-    return desk, story
+    yield desk, story
+    for close in desk.extras.get("closers", []):
+        await close()
 
 
 def identity(person: Any) -> list[str]:
@@ -92,8 +93,10 @@ async def test_an_agents_export_holds_the_tickets_they_worked_and_a_teams_users_
 ) -> None:
     desk, story = storied_desk
     alice = await export(desk, ALICE)
-    assert {t["id"] for t in alice["tickets"]} == {story.tickets["printer"], story.tickets["access"]}
+    assert {t["id"] for t in alice["tickets"]} == {story.tickets[n] for n in ("printer", "access", "outage")}
     assert all(t["roles"] == ["assignee"] for t in alice["tickets"])
+    assert alice["pages_to_them"] and [e["acknowledged_by"] for e in alice["escalations_acknowledged"]] == [
+        "Alice Agent"]
     olga = await export(desk, OLGA)
     assert [r["key"] for r in olga["conversation_references"]] == [OLGA.user_id]
     async with desk.db.reading() as session:
@@ -108,7 +111,7 @@ async def test_an_erasure_leaves_no_trace_of_the_person_in_any_table_and_keeps_t
     before = await figures(desk, story)
     traces = identity(RITA) + story.typed[RITA.user_id]
     assert {f.table for f in await find_everywhere(desk.db, traces)} >= {
-        "people", "tickets", "ticket_events", "surveys", "outbox"}
+        "people", "tickets", "ticket_events", "surveys", "outbox", "inbound_dedup"}
     done = await erase(desk, RITA)
     assert done.committed and done.pseudonym and done.pseudonym.startswith("Former user #")
     leftovers = await find_everywhere(desk.db, traces)
@@ -127,6 +130,8 @@ async def test_erasing_an_agent_removes_their_words_from_other_peoples_tickets(
 ) -> None:
     desk, story = storied_desk
     traces = identity(ALICE) + story.typed[ALICE.user_id]
+    assert {f.table for f in await find_everywhere(desk.db, traces)} >= {
+        "escalations", "counters", "outbox", "ticket_events"}  # paged, capped, acknowledged
     await erase(desk, ALICE)
     leftovers = await find_everywhere(desk.db, traces)
     assert leftovers == [], "\n".join(map(str, leftovers))
@@ -292,3 +297,13 @@ async def test_the_privacy_commands_export_to_a_file_and_refuse_unknown_people(
         assert "No one is known as slack:UGHOST" in capsys.readouterr().err
     assert await asyncio.to_thread(main, ["privacy", "erase", "--person", "UREQ1", "--config", config]) == 1
     assert "write slack:<member id>" in capsys.readouterr().err
+
+
+def test_a_privacy_command_with_a_broken_config_names_the_key(tmp_path: Any,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from bot.cli import main
+
+    config = tmp_path / "app.yaml"
+    config.write_text("databse:\n  url: sqlite+aiosqlite:///x.db\n")
+    assert main(["privacy", "export", "--person", "slack:U1", "--config", str(config)]) == 2
+    assert 'databse: unknown key; did you mean "database"?' in capsys.readouterr().err

@@ -43,7 +43,9 @@ def retained_desk(make_desk: Callable[..., Any], make_config: Callable[..., AppC
 
 
 async def run_daily(desk: Desk, retention: RetentionService) -> int:
-    """What the 03:00 cron job does, then the engine until no timer is due; returns timers run."""
+    """What a running server does by then: the hourly prune (expired dedup marks go), the 03:00 cron job,
+    then the engine until no timer is due; returns timers run."""
+    await EngineRunner(desk).prune()
     await retention.enqueue_daily_run()
     ran = 0
     while count := await desk.timers.tick():
@@ -217,3 +219,42 @@ def _origin() -> Any:
     from bot.tickets import Origin
 
     return Origin("slack")
+
+
+async def test_an_inactive_teams_user_loses_their_chat_references_with_their_name(
+    retained_desk: Callable[..., Any], clock: ManualClock,
+) -> None:
+    from bot.channels.teams import PERSON, remember_conversation
+    from bot.people import PersonRef
+    from bot.tickets import Origin
+    from store.models import ConversationRef
+
+    desk, retention, _ = retained_desk()
+    tess = PersonRef("teams", "aad-tess-3", display_name="Tess Teams", email="tess@example.com")
+    ticket = (await desk.tickets.open(tess, "Teams camera is black", origin=Origin("teams"))).ticket
+    await desk.tickets.resolve(ticket.id, ALICE, "Updated the camera driver")
+    async with desk.db.transaction() as session:
+        await remember_conversation(session, key=tess.user_id, kind=PERSON, now=clock.now(), reference={
+            "user": {"id": "29:1tess", "name": "Tess Teams", "aadObjectId": tess.user_id},
+            "conversation": {"id": "a:1tess-chat"}})
+    clock.advance(timedelta(days=731))
+    await run_daily(desk, retention)
+    async with desk.db.reading() as session:
+        assert (await session.execute(select(ConversationRef))).first() is None
+    leftovers = await find_everywhere(desk.db, [tess.user_id, "29:1tess", "Tess Teams", "tess@example.com"])
+    assert leftovers == [], "\n".join(map(str, leftovers))
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("365", "6m is less than a day, too short to keep data (a bare number counts seconds); write e.g. 365d"),
+    ("forever", '"forever" is not a duration; write 15m, 2h or 1d'),
+])
+def test_a_retention_period_that_would_erase_too_soon_is_refused_with_the_fix(
+    value: str, message: str, tmp_path: Any, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bot.cli import main
+
+    path = tmp_path / "app.yaml"
+    path.write_text(f"retention:\n  text_after: {value}\n")
+    assert main(["check-config", str(path)]) == 1
+    assert f"retention.text_after: {message}" in capsys.readouterr().out.splitlines()

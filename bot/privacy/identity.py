@@ -30,6 +30,7 @@ PAGE = 500
 TERMS_PER_QUERY = 120
 """SQLite refuses expressions nested deeper than 1,000: a batch of people's LIKE terms goes in slices."""
 NOT_SENT = "not delivered: the recipient's data was erased"
+_SHORT = 16
 _DROP_ROWS = frozenset({"inbound_dedup", "counters"})
 """Tables whose rows only mark something seen or counted: a row naming the person goes."""
 _NULLED = {"tickets": frozenset({"intake_key", "origin_link"})}
@@ -109,7 +110,9 @@ async def _count(session: AsyncSession, statement: Any) -> int:
 
 
 def _text_columns(table: Table) -> list[Column[Any]]:
-    return [column for column in table.columns if isinstance(column.type, String | JSON)]
+    # Columns of 16 characters or fewer (platform, status, answer…) are too short to hold an address or email.
+    return [column for column in table.columns if isinstance(column.type, JSON) or (
+        isinstance(column.type, String) and (column.type.length is None or column.type.length > _SHORT))]
 
 
 def _terms(columns: Sequence[Column[Any]], identities: Sequence[Identity]) -> Iterator[ColumnElement[bool]]:

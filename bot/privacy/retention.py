@@ -29,7 +29,7 @@ from bot.privacy.identity import anonymise_people
 from bot.privacy.redaction import redact_tickets
 from bot.tickets import CLOSED, OPEN_STATUSES, RESOLVED, TicketChange
 from store.escalation_models import Escalation
-from store.models import MessageRef, Person, Ticket, TicketEvent
+from store.models import MessageRef, OutboxMessage, Person, Ticket, TicketEvent, Timer
 from store.privacy_models import PrivacyLog
 from store.queries import schedule_timer
 from store.survey_models import Survey
@@ -173,8 +173,9 @@ async def people_due_for_anonymising(session: AsyncSession, cutoff: datetime, af
 
 def retention_scope(person_ids: list[int]) -> dict[str, Any]:
     """Where a long-inactive person can be named in the large tables: the tickets they asked for, were
-    assigned or acted on, and what hangs off those. The small tables (outbox, timers, dedup marks, counters,
-    conversation references) are searched whole."""
+    assigned or acted on, and what hangs off those (messages and timers also when they belong to no ticket:
+    digests, page summaries). The small tables (dedup marks, counters, conversation references) are searched
+    whole."""
     involved = union(select(Ticket.id).where(Ticket.requester_id.in_(person_ids)),
                      select(Ticket.id).where(Ticket.assignee_id.in_(person_ids)),
                      select(TicketEvent.ticket_id).where(TicketEvent.actor_id.in_(person_ids)))
@@ -184,6 +185,8 @@ def retention_scope(person_ids: list[int]) -> dict[str, Any]:
         "surveys": Survey.ticket_id.in_(involved),
         "escalations": or_(Escalation.ticket_id.in_(involved), Escalation.acknowledged_by_id.in_(person_ids)),
         "message_refs": MessageRef.ticket_id.in_(involved),
+        "outbox": or_(OutboxMessage.ticket_id.in_(involved), OutboxMessage.ticket_id.is_(None)),
+        "timers": or_(Timer.ticket_id.in_(involved), Timer.ticket_id.is_(None)),
     }
 
 
