@@ -8,7 +8,7 @@ memory grows with the number of events. The output's line count is checked again
 
     python bench/audit_export.py [--events 1000000] [--skip-postgres] [--skip-sqlite]
 
-Seeding takes most of its five minutes or so.
+Seeding the events takes most of the run.
 """
 
 from __future__ import annotations
