@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     db_upgrade = db_sub.add_parser("upgrade", help="apply migrations")
     db_upgrade.add_argument("--config")
     db_upgrade.set_defaults(func=cmd_db_upgrade)
+    from bot.privacy_cli import add_backup_parser, add_privacy_parsers
+
+    add_backup_parser(db_sub)
 
     teams = sub.add_parser("teams-package", help="build the Teams app package (zip)")
     teams.add_argument("--config")
@@ -157,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     from surveys.report import add_report_parser
 
     add_report_parser(sub)
+    add_privacy_parsers(sub)
     return parser
 
 

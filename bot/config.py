@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from bot.durations import parse_duration
+from bot.durations import format_duration, parse_duration
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 PRIORITIES = ("P1", "P2", "P3", "P4")
@@ -259,6 +259,34 @@ class EngineConfig(Section):
     the outbox) takes; pages are exempt. 1 = background work never steps aside."""
 
 
+def _at_least_a_day(value: timedelta | None) -> timedelta | None:
+    # A bare number is read as seconds elsewhere in app.yaml; here "365" would erase a day's tickets at once.
+    if value is not None and value < timedelta(days=1):
+        raise ValueError(f"{format_duration(value)} is less than a day, too short to keep data (a bare number "
+                         "counts seconds); write e.g. 365d")
+    return value
+
+
+RetentionAge = Annotated[Duration | None, AfterValidator(_at_least_a_day)]
+
+
+class RetentionConfig(Section):
+    """What the desk forgets, and when (off unless set). Metrics (times, verdicts, answers) are kept."""
+
+    text_after: RetentionAge = None
+    """Closed (or long-resolved) tickets' free text is redacted this long after they were resolved."""
+    people_after: RetentionAge = None
+    """People with no open ticket and no activity for this long are anonymised."""
+    run_at: ClockTime = time(3, 0)
+    """When the daily run starts, in the default calendar's zone."""
+    batch_size: int = Field(default=100, ge=1, le=2000)
+    """Tickets (or people) per transaction: each batch holds its locks only briefly."""
+
+    @property
+    def enabled(self) -> bool:
+        return self.text_after is not None or self.people_after is not None
+
+
 class AppConfig(Section):
     """The whole of ``app.yaml``."""
 
@@ -285,6 +313,7 @@ class AppConfig(Section):
     updates: UpdatesConfig = UpdatesConfig()
     surveys: SurveysConfig = SurveysConfig()
     engine: EngineConfig = EngineConfig()
+    retention: RetentionConfig = RetentionConfig()
 
     @model_validator(mode="after")
     def _cross_references(self) -> AppConfig:

@@ -1,4 +1,4 @@
-"""Optional services that hang off the core (escalation, surveys, digests)."""
+"""Optional services that hang off the core (escalation, surveys, digests, retention)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ def install_features(desk: Desk, runner: EngineRunner | None) -> None:
     """Install every feature service on ``desk``; ``runner`` (None in unit tests) takes their cron jobs."""
     from bot.digests import Digests
     from bot.escalation import EscalationService
+    from bot.privacy.retention import RetentionService
     from surveys.polls import SurveyService
     from surveys.weekly import WeeklySummary
 
@@ -24,3 +25,4 @@ def install_features(desk: Desk, runner: EngineRunner | None) -> None:
     if desk.config.surveys.weekly_summary:
         WeeklySummary(desk.config).install(desk, runner)
     Digests(desk.config, sla.calendars).install(desk, runner)
+    RetentionService(desk.config).install(desk, runner)

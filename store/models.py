@@ -73,6 +73,8 @@ class Person(Base):
     is_agent: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
+    anonymised_at: Mapped[datetime | None]
+    """Set when retention or an erasure request replaced this person's identity with a pseudonym."""
 
     @property
     def address(self) -> str:
@@ -93,6 +95,9 @@ class Ticket(Base):
         Index("ix_tickets_assignee_status", "assignee_id", "status"),
         Index("ix_tickets_setup_pending", "id", postgresql_where=text("setup_pending"),
               sqlite_where=text("setup_pending")),
+        # The retention scan: tickets resolved long ago whose text is still there.
+        Index("ix_tickets_unredacted_resolved", "resolved_at", postgresql_where=text("redacted_at IS NULL"),
+              sqlite_where=text("redacted_at IS NULL")),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -126,6 +131,8 @@ class Ticket(Base):
     # Opened on the fast intake path: the row is committed (so the requester's ack can name it) but its
     # "opened" event, SLA timers and cards are still to be written by TicketService.finish_setup.
     setup_pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    redacted_at: Mapped[datetime | None]
+    """Set when retention or an erasure request replaced this ticket's free text with a marker."""
 
     @property
     def number(self) -> str:
@@ -140,7 +147,12 @@ class TicketEvent(Base):
     """The append-only audit trail; every metric is computed from it."""
 
     __tablename__ = "ticket_events"
-    __table_args__ = (Index("ix_ticket_events_ticket_at", "ticket_id", "at"),)
+    __table_args__ = (
+        Index("ix_ticket_events_ticket_at", "ticket_id", "at"),
+        # Audit exports and reports read a period in time order; retention and privacy requests read by actor.
+        Index("ix_ticket_events_at", "at", "id"),
+        Index("ix_ticket_events_actor_at", "actor_id", "at"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id"))
