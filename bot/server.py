@@ -118,14 +118,18 @@ class Server:
                        else "Teams (teams.app_id and teams.app_password not set)")
             return
         if not teams.authenticated and not is_loopback(self.host):
-            off.append(f"Teams (refusing /api/messages on {self.host}: without teams.app_id and "
-                       "teams.app_password requests can't be authenticated; set them or listen on 127.0.0.1)")
+            log.warning("Teams is off: refusing /api/messages on %s without teams.app_id and teams.app_password "
+                        "(requests could not be authenticated); set them or listen on 127.0.0.1", self.host)
             return
         from bot.handlers.teams import TeamsAdapter
 
         adapter = TeamsAdapter(desk)
         self.adapters["teams"] = adapter
         app.router.add_post("/api/messages", _foreground(desk, adapter.handle))
+        if not teams.authenticated:
+            log.warning("Teams requests are unauthenticated: teams.enabled is true without teams.app_id and "
+                        "teams.app_password, so /api/messages on %s accepts anyone's activities (local testing "
+                        "only)", self.host)
 
     async def _healthz(self, request: web.Request) -> web.Response:
         try:

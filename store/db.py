@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from sqlalchemy import event, text
@@ -13,6 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 DEFAULT_URL = "sqlite+aiosqlite:///ithelp.db"
 
+REQUEST_DEADLINE: ContextVar[float | None] = ContextVar("ithelp_request_deadline", default=None)
+"""When the request being served must be answered (event loop time), or None outside a request. Work that
+runs on behalf of the request in another task (the intake batch) stops waiting for the database then."""
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
