@@ -17,7 +17,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from store.db import REQUEST_DEADLINE
+from store.db import REQUEST_DEADLINE, RequestDeadline
 
 T = TypeVar("T")
 log = logging.getLogger("ithelp.server")
@@ -28,19 +28,28 @@ class DeadlineExceeded(TimeoutError):
     """The work did not finish in time; it has been cancelled."""
 
 
+WROTE_GRACE = 0.4
+"""Seconds a request whose ticket is already committed may run past its deadline to give its real answer."""
+
+
 async def within(seconds: float, work: Coroutine[Any, Any, T]) -> T:
     """Run ``work`` for at most ``seconds``; past that, cancel it and raise :class:`DeadlineExceeded` without
-    waiting for its clean-up. A deadline already running (an outer ``within``) is kept if it is sooner."""
+    waiting for its clean-up. A deadline already running (an outer ``within``) is kept if it is sooner.
+
+    Work that has committed its ticket by then (``RequestDeadline.wrote``) gets :data:`WROTE_GRACE` more to
+    finish: cancelling it would turn a saved ticket into a "nothing was saved" answer."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
     outer = REQUEST_DEADLINE.get()
-    token = REQUEST_DEADLINE.set(deadline if outer is None else min(outer, deadline))
+    deadline = RequestDeadline(loop.time() + seconds if outer is None else min(outer.at, loop.time() + seconds))
+    token = REQUEST_DEADLINE.set(deadline)
     try:
         task = loop.create_task(work)  # the task copies the context, deadline included
     finally:
         REQUEST_DEADLINE.reset(token)
     try:
         done, _ = await asyncio.wait({task}, timeout=seconds)
+        if not done and deadline.wrote:
+            done, _ = await asyncio.wait({task}, timeout=WROTE_GRACE)
     except BaseException:  # our own caller went away: so does the work
         _abandon(task)
         raise

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event, text
@@ -14,9 +15,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 DEFAULT_URL = "sqlite+aiosqlite:///ithelp.db"
 
-REQUEST_DEADLINE: ContextVar[float | None] = ContextVar("ithelp_request_deadline", default=None)
-"""When the request being served must be answered (event loop time), or None outside a request. Work that
-runs on behalf of the request in another task (the intake batch) stops waiting for the database then."""
+@dataclass
+class RequestDeadline:
+    """When the request being served must be answered, and whether its ticket is already written."""
+
+    at: float
+    """Event loop time. Work done for the request in another task (the intake batch) stops waiting then."""
+    wrote: bool = False
+    """Set once the request's ticket row is committed: from then on "nothing was saved" would be untrue, so
+    the request is given a moment past its deadline to give its real answer."""
+
+
+REQUEST_DEADLINE: ContextVar[RequestDeadline | None] = ContextVar("ithelp_request_deadline", default=None)
+"""The deadline of the request being served in this context, or None outside one."""
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
