@@ -25,10 +25,17 @@ _abandoned: set[asyncio.Task[Any]] = set()
 
 
 class DeadlineExceeded(TimeoutError):
-    """The work did not finish in time; it has been cancelled."""
+    """The work did not finish in time; it has been cancelled. ``saved``: its ticket was committed (or being
+    committed) by then, so the answer must not say that nothing was saved."""
+
+    def __init__(self, message: str, *, saved: bool = False) -> None:
+        super().__init__(message)
+        self.saved = saved
 
 
-WROTE_GRACE = 0.4
+SAVED_LATE = "Got it: your ticket is saved, and I'll send you its number in a moment."
+"""The answer, past the deadline, to a request whose ticket was committed (or being committed) by then."""
+WROTE_GRACE = 0.3
 """Seconds a request whose ticket is already committed may run past its deadline to give its real answer."""
 
 
@@ -36,8 +43,8 @@ async def within(seconds: float, work: Coroutine[Any, Any, T]) -> T:
     """Run ``work`` for at most ``seconds``; past that, cancel it and raise :class:`DeadlineExceeded` without
     waiting for its clean-up. A deadline already running (an outer ``within``) is kept if it is sooner.
 
-    Work that has committed its ticket by then (``RequestDeadline.wrote``) gets :data:`WROTE_GRACE` more to
-    finish: cancelling it would turn a saved ticket into a "nothing was saved" answer."""
+    Work whose ticket is committed, or being committed, by then (``RequestDeadline.wrote``) gets
+    :data:`WROTE_GRACE` more to give its real answer, and if it still can't, the exception says so."""
     loop = asyncio.get_running_loop()
     outer = REQUEST_DEADLINE.get()
     deadline = RequestDeadline(loop.time() + seconds if outer is None else min(outer.at, loop.time() + seconds))
@@ -56,7 +63,7 @@ async def within(seconds: float, work: Coroutine[Any, Any, T]) -> T:
     if done:
         return task.result()
     _abandon(task)
-    raise DeadlineExceeded(f"not done within {seconds:g}s")
+    raise DeadlineExceeded(f"not done within {seconds:g}s", saved=deadline.wrote)
 
 
 def _abandon(task: asyncio.Task[Any]) -> None:

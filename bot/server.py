@@ -20,12 +20,12 @@ from sqlalchemy import func, select
 
 from bot.clock import Clock, SystemClock
 from bot.config import AppConfig
-from bot.deadlines import DeadlineExceeded, settle_abandoned, within
+from bot.deadlines import SAVED_LATE, DeadlineExceeded, settle_abandoned, within
 from bot.desk import Desk, build_desk
 from bot.features import install_features
 from bot.handlers.errors import OUTAGE
 from bot.scheduler import EngineRunner
-from store.db import Database
+from store.db import REQUEST_DEADLINE, Database
 from store.migrate import upgrade
 from store.models import OutboxMessage, Timer
 
@@ -34,6 +34,9 @@ CHAT_CONCURRENCY = 64
 """Chat requests handled at once; the rest wait their turn in arrival order. Without turns a burst shares
 the CPU among all of its requests, which then all finish late together, and past the deadline all fail
 together; in turns the first are answered first, and only the last ones are told to try again."""
+TURN_RESERVE = 0.2
+"""The share of the request deadline a request must still have when its turn comes; past that it is told to try
+again without waiting for a turn it could not use."""
 HEALTH_DEADLINE = 1.0
 """Seconds /healthz waits for the database before it answers 503: a probe must not hang with the database."""
 
@@ -233,6 +236,7 @@ async def _listen(app: web.Application, host: str, port: int) -> tuple[web.AppRu
 
 
 Handler = Callable[[web.Request], Coroutine[Any, Any, web.StreamResponse]]
+LateAnswer = Callable[[web.Request, bool], Coroutine[Any, Any, web.StreamResponse]]
 
 
 class _Tally:
@@ -251,40 +255,52 @@ class _Tally:
             self.unlogged, self.logged_at = 0, now
 
 
-def _foreground(desk: Desk, handler: Handler, *, deadline: tuple[float, Handler] | None = None) -> Handler:
+def _foreground(desk: Desk, handler: Handler, *, deadline: tuple[float, LateAnswer] | None = None) -> Handler:
     """Chat requests count as in flight so background work steps aside for them (RequestsFirst). With a
     ``deadline`` (seconds, and what to answer past them) a request whose handling outlives it, because the
     database hangs, is cancelled, nothing of it committed, and answered anyway; and requests take turns,
     at most :data:`CHAT_CONCURRENCY` at once, in the order they came."""
     turns = asyncio.Semaphore(CHAT_CONCURRENCY)
     late = _Tally(desk)
+    seconds = deadline[0] if deadline is not None else 0.0
 
     async def in_turn(request: web.Request) -> web.StreamResponse:
-        async with turns:
+        # One whose turn can't come with time left to be served is told at once (the CPU goes to the others).
+        deadline = REQUEST_DEADLINE.get()
+        wait = None if deadline is None else deadline.at - TURN_RESERVE * seconds - asyncio.get_running_loop().time()
+        try:
+            async with asyncio.timeout(wait):
+                await turns.acquire()
+        except TimeoutError:
+            raise DeadlineExceeded("no turn in time") from None
+        try:
             return await handler(request)
+        finally:
+            turns.release()
 
     async def handle(request: web.Request) -> web.StreamResponse:
         with desk.requests.serving():
             if deadline is None:
                 return await handler(request)
-            seconds, too_late = deadline
+            too_late = deadline[1]
             await request.read()  # the upload is the client's time, not ours: the deadline starts after it
             try:
                 return await within(seconds, in_turn(request))
-            except DeadlineExceeded:
+            except DeadlineExceeded as exc:
                 late.count(f"{request.method} {request.path}: not handled within {seconds:g}s (the database hangs, "
-                           "or more requests came at once than it can write in that time); answered that nothing "
-                           "was saved")
-                return await too_late(request)
+                           "or more requests came at once than it can write in that time); answered "
+                           + ("that the ticket is on its way" if exc.saved else "that nothing was saved"))
+                return await too_late(request, exc.saved)
 
     return handle
 
 
-async def _slack_too_late(request: web.Request) -> web.StreamResponse:
-    # A slash command shows its answer to the person: the usual outage sentence. Events and clicks get a 503,
-    # as when the database is down: Slack retries events, and their event-id dedup makes the retry safe.
+async def _slack_too_late(request: web.Request, saved: bool) -> web.StreamResponse:
+    # A slash command shows its answer to the person: the usual outage sentence (or, when its ticket made it,
+    # that it did). Events and clicks get a 503, as when the database is down: Slack retries events, and
+    # their event-id dedup makes the retry safe.
     if "application/x-www-form-urlencoded" in (request.content_type or ""):
         fields = dict(parse_qsl((await request.read()).decode("utf-8", "replace")))
         if fields.get("command") and "payload" not in fields:
-            return web.json_response({"response_type": "ephemeral", "text": OUTAGE})
-    return web.Response(status=503)
+            return web.json_response({"response_type": "ephemeral", "text": SAVED_LATE if saved else OUTAGE})
+    return web.Response(status=200 if saved else 503)

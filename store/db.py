@@ -22,8 +22,8 @@ class RequestDeadline:
     at: float
     """Event loop time. Work done for the request in another task (the intake batch) stops waiting then."""
     wrote: bool = False
-    """Set once the request's ticket row is committed: from then on "nothing was saved" would be untrue, so
-    the request is given a moment past its deadline to give its real answer."""
+    """Set once the request's ticket row is committed, or about to be: from then on "nothing was saved" could
+    be untrue, so the request is given a moment past its deadline to give its real answer."""
 
 
 REQUEST_DEADLINE: ContextVar[RequestDeadline | None] = ContextVar("ithelp_request_deadline", default=None)

@@ -208,16 +208,16 @@ class IntakeWriter:
                 first_with_key.setdefault((request.dedup["source"], request.dedup["key"]), request)
         candidates = [r for r in batch if r.dedup is None
                       or first_with_key[(r.dedup["source"], r.dedup["key"])] is r]
-        time_left = _time_left(batch)
         if self.db.is_postgres:
-            ids = await self._write_postgres(candidates, connection, time_left)
+            ids = await self._write_postgres(candidates, connection, _time_left(batch))
         else:
-            async with asyncio.timeout(time_left):
-                ids = await self._write_sqlite(candidates)
+            ids = await self._write_sqlite(candidates, batch)
         return [ids.get(id(request)) for request in batch]
 
-    async def _write_sqlite(self, candidates: list[_Request]) -> dict[int, int]:
-        # id(request) -> ticket id, for the candidates that wrote a ticket (not repeats).
+    async def _write_sqlite(self, candidates: list[_Request], batch: list[_Request]) -> dict[int, int]:
+        # id(request) -> ticket id, for the candidates that wrote a ticket (not repeats). Not cut short by a
+        # timeout: SQLite commits in its own thread whatever happens to the await, so a commit "cancelled"
+        # by a deadline would still land. The deadline is checked before the commit instead.
         async with self.db.writing() as conn:
             fresh: set[tuple[str, str]] = set()
             marks = [r.dedup for r in candidates if r.dedup is not None]
@@ -228,6 +228,7 @@ class IntakeWriter:
             ids: list[int] = []
             if writing:
                 ids = list((await conn.execute(_INSERT_TICKETS, [r.ticket for r in writing])).scalars())
+            _committing(batch)
         return dict(zip(map(id, writing), ids, strict=True))
 
     async def _write_postgres(self, candidates: list[_Request], connection: _HeldConnection,
@@ -331,6 +332,17 @@ def _take_batch(queue: list[W], max_batch: int) -> tuple[list[W], list[W]]:
         if len(batch) == max_batch:
             return batch, waiting + queue[index + 1:]
     return batch, waiting
+
+
+def _committing(batch: list[_Request]) -> None:
+    """About to commit: past the batch's deadline (its requests told nothing was saved), roll back instead;
+    otherwise the requests may be saved from here on, and their deadlines must wait for their answers."""
+    time_left = _time_left(batch)
+    if time_left is not None and time_left <= 0.001:
+        raise TimeoutError("the batch's deadline passed before it could commit")
+    for request in batch:
+        if request.deadline is not None:
+            request.deadline.wrote = True
 
 
 async def _until_answered(waiting: list[W]) -> None:

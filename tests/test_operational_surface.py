@@ -168,16 +168,17 @@ async def test_600_first_time_requesters_at_once_on_sqlite_are_each_answered_wit
     finally:
         await db.dispose()
     times = sorted(took for took, _, _ in answers)
-    opened = [json.loads(text)["text"] for _, _, text in answers if " opened" in text]
+    opened = [json.loads(text)["text"] for _, _, text in answers if " opened" in text or "ticket is saved" in text]
     print(f"\n600 first-time requesters at once on SQLite: answered in p50 {times[300]:.2f} s, p99 {times[594]:.2f} s, "
           f"max {times[-1]:.2f} s; {len(opened)} got their ticket, {600 - len(opened)} were asked to try again")
     assert times[-1] < 3, f"the slowest answer took {times[-1]:.2f} s"
-    # Every answer is the ticket or the truth: those asked to try again have no ticket, the others have theirs.
+    # Every answer is the ticket or the truth: those asked to try again have no ticket, the others have theirs
+    # (some, whose ticket was being saved as time ran out, hear that it is and get its number in a DM).
     for (_, status, text), user in zip(answers, users, strict=True):
         summary = f"Everything is down ({user})"
         assert status == 200, text
-        if " opened" in text:
-            assert summary in stored, summary
+        if " opened" in text or "ticket is saved" in text:
+            assert summary in stored, text
         else:
             assert "nothing was saved" in text and summary not in stored, text
     # How many get their ticket in time depends on the machine (on the shared 2-core VM, 250-400 of the 600);

@@ -34,7 +34,7 @@ from bot.channels.teams import (
     teams_ref,
 )
 from bot.config import TeamsConfig
-from bot.deadlines import DeadlineExceeded, within
+from bot.deadlines import SAVED_LATE, DeadlineExceeded, within
 from bot.desk import Desk
 from bot.dialogs import new_ticket, resolve_note
 from bot.handlers.errors import OUTAGE, friendly
@@ -113,8 +113,8 @@ class TeamsAdapter:
             return self._refuse(exc)
         try:
             invoke = await within(self.deadline, self.adapter.process_activity(auth, activity, self._on_turn))
-        except DeadlineExceeded:
-            return await self._too_late(auth, activity)
+        except DeadlineExceeded as exc:
+            return await self._too_late(auth, activity, exc.saved)
         except Exception:
             log.exception("Teams activity %s failed", activity.id)
             return web.json_response({"error": "internal error"}, status=500)
@@ -150,19 +150,20 @@ class TeamsAdapter:
             self._refused, self._refusal_logged_at = 0, now
         return web.json_response({"error": "unauthorized"}, status=401)
 
-    async def _too_late(self, auth: AuthenticateRequestResult, activity: Activity) -> web.Response:
-        """The turn outlived ``server.request_deadline`` (the database hangs): it was cancelled, nothing of it
-        committed; say so to whoever is waiting and answer the HTTP request."""
-        log.warning("Teams %s activity %s not handled within %.1fs; the sender was asked to try again",
-                    activity.type, activity.id, self.deadline)
+    async def _too_late(self, auth: AuthenticateRequestResult, activity: Activity, saved: bool) -> web.Response:
+        """The turn outlived ``server.request_deadline`` (the database hangs) and was cancelled: tell whoever is
+        waiting that nothing was saved (or, if its ticket made it, that it did) and answer the HTTP request."""
+        log.warning("Teams %s activity %s not handled within %.1fs; the sender was told %s", activity.type,
+                    activity.id, self.deadline, "the ticket is on its way" if saved else "to try again")
+        answer = SAVED_LATE if saved else OUTAGE
         if activity.type == ActivityTypes.invoke:
             return web.json_response({"statusCode": 200, "type": "application/vnd.microsoft.activity.message",
-                                      "value": OUTAGE})
+                                      "value": answer})
         if activity.type != ActivityTypes.message:
             return web.json_response({"error": "not handled in time; try again"}, status=503)
 
         async def apologise(turn: TurnContext) -> None:
-            await turn.send_activity(MessageFactory.text(OUTAGE))
+            await turn.send_activity(MessageFactory.text(answer))
 
         try:
             await within(self.deadline, self.adapter.process_activity(auth, activity, apologise))
