@@ -131,6 +131,7 @@ async def test_600_first_time_requesters_at_once_on_sqlite_are_each_answered_wit
         data = yaml.safe_load(TEST_CONFIG)
         data["database"] = {"url": f"sqlite+aiosqlite:///{tmp_path / 'burst.db'}"}
         data["slack"] = {**data["slack"], "api_url": slack.url}
+        data["server"] = {"request_deadline": "2.5s"}  # the shipped default
         server = ServeProcess(write_config(tmp_path / "app.yaml", "", data), replica="burst")
         await start_servers([server])
         loop = asyncio.get_running_loop()
