@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -19,8 +20,10 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
+from sqlalchemy.engine import make_url
 
 from bot.durations import format_duration, parse_duration
 
@@ -71,6 +74,9 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_DRIVERS = {("sqlite", "aiosqlite"), ("postgresql", "asyncpg")}
+
+
 class DatabaseConfig(Section):
     url: str = "sqlite+aiosqlite:///ithelp.db"
     schema_name: str | None = None
@@ -78,11 +84,59 @@ class DatabaseConfig(Section):
     pool_size: int = Field(default=10, ge=1, le=200)
     echo: bool = False
 
+    @field_validator("url")
+    @classmethod
+    def _usable_url(cls, value: str) -> str:
+        # Checked here so a bad URL is a config error at load, not a traceback at serve. The messages never
+        # quote the URL: it usually carries the database password.
+        try:
+            url = make_url(value)
+        except ValueError as exc:
+            port = "int()" in str(exc)
+            raise ValueError("the port is not a number; write e.g. postgresql+asyncpg://ithelp:${ITHELP_DB_PASSWORD}"
+                             "@db.internal:5432/ithelp" if port else "is not a database URL; write e.g. "
+                             "postgresql+asyncpg://ithelp:${ITHELP_DB_PASSWORD}@db.internal:5432/ithelp") from None
+        except Exception:  # SQLAlchemy raises ArgumentError for text that isn't a URL at all
+            raise ValueError("is not a database URL; write e.g. sqlite+aiosqlite:///ithelp.db or "
+                             "postgresql+asyncpg://ithelp:${ITHELP_DB_PASSWORD}@db.internal:5432/ithelp") from None
+        if (url.get_backend_name(), url.get_driver_name()) not in _DRIVERS:
+            raise ValueError("ithelp runs on postgresql+asyncpg://… or sqlite+aiosqlite:///… (async drivers); "
+                             f"this URL asks for {url.get_backend_name()}+{url.get_driver_name()}")
+        return value
+
+
+def _is_loopback_literal(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
 
 class ServerConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=3978, ge=0, le=65535)
     public_url: str | None = None
+    request_deadline: Duration = timedelta(seconds=2.5)
+    """How long a chat request may take before the person is told to try again (Slack gives up at 3 s)."""
+    metrics_host: str | None = None
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    """Serve /metrics on a listener of its own (metrics_host, default host) instead of the main one."""
+    metrics_token: str = ""
+    """When set, /metrics answers only requests with ``Authorization: Bearer <token>``."""
+
+    @model_validator(mode="after")
+    def _sane(self) -> ServerConfig:
+        problems: list[tuple[str, str]] = []
+        if not timedelta(milliseconds=100) <= self.request_deadline <= timedelta(seconds=60):
+            problems.append(("server.request_deadline", "must be between 0.1s and 60s; Slack gives up after 3s, "
+                             "so keep it under that, e.g. 2.5s"))
+        if self.metrics_host is not None and self.metrics_port is None:
+            problems.append(("server.metrics_port", "required when server.metrics_host is set, e.g. 9464"))
+        if problems:
+            raise ConfigError(problems)
+        return self
 
 
 class SlackConfig(Section):
@@ -105,6 +159,9 @@ class SlackConfig(Section):
         return f"slack.{' and slack.'.join(missing)} not set" if missing else ""
 
 
+BOT_FRAMEWORK_OPENID_METADATA_URL = "https://login.botframework.com/v1/.well-known/openidconfiguration"
+
+
 class TeamsConfig(Section):
     enabled: bool | None = None
     """None (default): on when app_id is set. true without credentials: local testing on loopback only."""
@@ -115,10 +172,33 @@ class TeamsConfig(Section):
     triage_conversation: str = ""
     managers_conversation: str = ""
     service_url: str = "https://smba.trafficmanager.net/teams/"
+    openid_metadata_url: str = BOT_FRAMEWORK_OPENID_METADATA_URL
+    """Where the Bot Framework publishes the keys Teams signs its requests with (OpenID metadata)."""
+    openid_timeout: Duration = timedelta(seconds=5)
+    """The longest a fetch of those keys may take; a failed fetch is not retried for 30 seconds."""
+
+    @model_validator(mode="after")
+    def _credentials_complete(self) -> TeamsConfig:
+        # Half a set of credentials used to run /api/messages unauthenticated without a word: refuse it.
+        if self.enabled is False:
+            return self
+        problems: list[tuple[str, str]] = []
+        if self.app_id and not self.app_password and self.app_type != "UserAssignedMSI":
+            problems.append(("teams.app_password", "required when teams.app_id is set (the bot's client secret, "
+                             "e.g. ${TEAMS_APP_PASSWORD}); without it Teams requests could not be authenticated"))
+        if self.app_password and not self.app_id:
+            problems.append(("teams.app_id", "required when teams.app_password is set (the Azure Bot's "
+                             "Microsoft App ID, e.g. ${TEAMS_APP_ID})"))
+        if self.app_id and self.app_type != "MultiTenant" and not self.tenant_id:
+            problems.append(("teams.tenant_id", f"required when teams.app_type is {self.app_type} "
+                             "(the Azure AD tenant id, e.g. ${TEAMS_TENANT_ID})"))
+        if problems:
+            raise ConfigError(problems)
+        return self
 
     @property
     def authenticated(self) -> bool:
-        return bool(self.app_id and self.app_password)
+        return bool(self.app_id and (self.app_password or self.app_type == "UserAssignedMSI"))
 
     @property
     def active(self) -> bool:
@@ -321,6 +401,10 @@ class AppConfig(Section):
         if self.default_calendar not in self.calendars:
             problems.append(("default_calendar", f'"{self.default_calendar}" is not one of calendars: '
                              f"{', '.join(self.calendars)}"))
+        if self.teams.enabled and not self.teams.authenticated and not _is_loopback_literal(self.server.host):
+            problems.append(("teams.enabled", "true without teams.app_id and teams.app_password runs /api/messages "
+                             "unauthenticated, which is allowed only when server.host is a loopback address "
+                             "(127.0.0.1); set the credentials or listen on 127.0.0.1"))
         if self.default_priority not in self.priorities:
             problems.append(("default_priority", f'"{self.default_priority}" is not one of priorities: '
                              f"{', '.join(self.priorities)}"))
@@ -383,16 +467,35 @@ class ConfigError(ValueError):
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _interpolate(node: Any, path: str, env: Mapping[str, str], problems: list[tuple[str, str]]) -> Any:
+class _Interpolated:
+    """What ``${ENV}`` put into the file: the variables each key used, and the values they brought (to scrub)."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, list[str]] = {}
+        self.values: set[str] = set()
+
+    def scrub(self, message: str) -> str:
+        # Longest first, so a value that contains another is replaced whole.
+        for value in sorted(self.values, key=len, reverse=True):
+            message = message.replace(value, "…")
+        return message
+
+
+def _interpolate(node: Any, path: str, env: Mapping[str, str], problems: list[tuple[str, str]],
+                 seen: _Interpolated | None = None) -> Any:
+    seen = seen if seen is not None else _Interpolated()
     if isinstance(node, dict):
-        return {key: _interpolate(value, f"{path}.{key}" if path else str(key), env, problems)
+        return {key: _interpolate(value, f"{path}.{key}" if path else str(key), env, problems, seen)
                 for key, value in node.items()}
     if isinstance(node, list):
-        return [_interpolate(value, f"{path}.{index}", env, problems) for index, value in enumerate(node)]
+        return [_interpolate(value, f"{path}.{index}", env, problems, seen) for index, value in enumerate(node)]
     if isinstance(node, str):
         def replace(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
+            seen.names.setdefault(path, []).append(name)
             if name in env:
+                if env[name]:
+                    seen.values.add(env[name])
                 return env[name]
             if default is not None:
                 return default
@@ -436,7 +539,7 @@ def _cross_reference_problems(raw: dict[str, Any], field_errors: list[Any]) -> l
     return []
 
 
-def _describe(error: Mapping[str, Any], raw: Any) -> tuple[str, str]:
+def _describe(error: Mapping[str, Any], raw: Any, interpolated: _Interpolated) -> tuple[str, str]:
     loc = [str(part) for part in error["loc"]]
     path = ".".join(loc) or "(top level)"
     kind = error["type"]
@@ -451,6 +554,11 @@ def _describe(error: Mapping[str, Any], raw: Any) -> tuple[str, str]:
     if kind == "missing":
         return path, "is required"
     message = str(error["msg"]).removeprefix("Value error, ")
+    names = interpolated.names.get(path)
+    if names:
+        # Never the value: it came from the environment, where the secrets live. Say what was expected.
+        variables = " and ".join(f"${{{name}}}" for name in dict.fromkeys(names))
+        return path, f"the value from {variables} is invalid: {interpolated.scrub(message)}"
     value = error.get("input")
     if kind.startswith(("int_", "bool_", "float_", "string_", "list_", "dict_", "literal_", "greater", "less")):
         return path, f"{value!r} is invalid: {message}"
@@ -485,7 +593,8 @@ def parse_config(text: str, env: Mapping[str, str] | None = None) -> AppConfig:
     if not isinstance(raw, dict):
         raise ConfigError([("(top level)", "app.yaml must be a mapping of sections like database:, slack:")])
     problems: list[tuple[str, str]] = []
-    resolved = _interpolate(raw, "", os.environ if env is None else env, problems)
+    interpolated = _Interpolated()
+    resolved = _interpolate(raw, "", os.environ if env is None else env, problems, interpolated)
     try:
         config = AppConfig.model_validate(resolved)
     except ValidationError as exc:
@@ -495,11 +604,12 @@ def parse_config(text: str, env: Mapping[str, str] | None = None) -> AppConfig:
             if isinstance(ctx_error, ConfigError):
                 problems.extend(ctx_error.problems)
             else:
-                problems.append(_describe(error, resolved))
+                problems.append(_describe(error, resolved, interpolated))
                 field_errors.append(error)
         if field_errors:
             problems.extend(p for p in _cross_reference_problems(resolved, field_errors) if p not in problems)
-        raise ConfigError(problems) from None
+        # Cross-reference messages quote values too ("… is not defined under calendars"): none from ${ENV}.
+        raise ConfigError([(path, interpolated.scrub(message)) for path, message in problems]) from None
     if problems:
         raise ConfigError(problems)
     return config

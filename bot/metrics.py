@@ -6,6 +6,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class Metrics:
+    """Every metric the bot exports, all named ``ithelp_…``; each is updated somewhere (a test checks)."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
@@ -25,7 +27,5 @@ class Metrics:
         self.outbox_dead_current = Gauge("ithelp_outbox_dead_messages", "Dead-lettered messages in the store",
                                          registry=r)
         self.escalations_stuck = Counter(
-            "escalations_stuck", "Active escalations found without a future step and re-queued", registry=r)
+            "ithelp_escalations_stuck", "Active escalations found without a future step and re-queued", registry=r)
         self.pages_sent = Counter("ithelp_pages_sent", "Escalation pages sent", ["channel"], registry=r)
-        self.inbound_requests = Counter(
-            "ithelp_inbound_requests", "Requests into the bot", ["platform", "outcome"], registry=r)

@@ -26,7 +26,7 @@ from bot.messages import NOTICE, TEXT, notice_payload, text_payload
 from bot.people import AgentRoster, PersonRef, upsert_person
 from bot.views import Message, Notice
 from store.db import Database
-from store.intake import IntakeWriter
+from store.intake import IntakeWriter, PeopleWriter
 from store.models import Person, Ticket, TicketEvent, ticket_number
 from store.queries import claim_pending_setup, enqueue_message, mark_seen
 
@@ -169,6 +169,7 @@ class TicketService:
         # skips the people round trips for them. Rows are never deleted, so a cached id stays valid.
         self._known_people: dict[PersonRef, _Known] = {}
         self._intake = IntakeWriter(db)
+        self._people = PeopleWriter(db)
 
     def subscribe(self, subscriber: Subscriber) -> None:
         """Run ``subscriber`` inside the transaction of every ticket change, in registration order."""
@@ -260,11 +261,21 @@ class TicketService:
         return self._pending_snapshot(ticket_id, values, requester, known)
 
     async def _store_person(self, requester: PersonRef) -> _Known:
-        # Someone new (or described differently): store them first, in a transaction of their own.
-        async with self.db.transaction() as session:
-            person = await self.person(session, requester)
-            await session.flush()
-            known = (person.is_agent, person.id, person.display_name, person.timezone)
+        # Someone new: their row goes in with the others arriving now (a shared transaction, store/intake.py).
+        # Someone stored before (described differently, or not in our cache): read and update, on their own.
+        is_agent, now = self.roster.is_agent(requester.address), self.clock.now()
+        name = requester.display_name or requester.user_id
+        person_id = await self._people.write({
+            "platform": requester.platform, "platform_user_id": requester.user_id, "display_name": name,
+            "timezone": requester.timezone, "email": requester.email, "is_agent": is_agent, "created_at": now,
+            "updated_at": now})
+        if person_id is not None:
+            known: _Known = (is_agent, person_id, name, requester.timezone)
+        else:
+            async with self.db.transaction() as session:
+                person = await self.person(session, requester)
+                await session.flush()
+                known = (person.is_agent, person.id, person.display_name, person.timezone)
         self._remember(requester, known)
         return known
 

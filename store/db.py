@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import event, text
@@ -13,6 +15,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, a
 
 DEFAULT_URL = "sqlite+aiosqlite:///ithelp.db"
 
+@dataclass
+class RequestDeadline:
+    """When the request being served must be answered, and whether its ticket is already written."""
+
+    at: float
+    """Event loop time. Work done for the request in another task (the intake batch) stops waiting then."""
+    wrote: bool = False
+    """Set once the request's ticket row is committed, or about to be: from then on "nothing was saved" could
+    be untrue, so the request is given a moment past its deadline to give its real answer."""
+
+
+REQUEST_DEADLINE: ContextVar[RequestDeadline | None] = ContextVar("ithelp_request_deadline", default=None)
+"""The deadline of the request being served in this context, or None outside one."""
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

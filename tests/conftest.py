@@ -125,6 +125,8 @@ sla:
     P4: {first_response: 1d, resolution: 5d}
 engine:
   min_interval_per_channel: 0s
+server:
+  request_deadline: 20s  # a slow turn on a loaded test machine is not an outage; deadline tests set their own
 """
 
 

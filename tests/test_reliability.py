@@ -7,7 +7,8 @@
   duplicates are bounded by the messages that were in flight (sent, not yet recorded) at the kill.
 - A private PostgreSQL cluster is restarted under load: answers stay fast and clean, nothing is half-written,
   and the server carries on afterwards.
-- Hypothesis fuzzes Slack and Teams payloads into an in-process server: never a 500, never a traceback.
+- Hypothesis fuzzes Slack and Teams payloads into an in-process server: never a 500, never a traceback; Teams
+  bodies also against an authenticated endpoint, with and without tokens (refused before or after auth).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import os
 import random
 import re
@@ -46,6 +48,7 @@ from tests.conftest import TEST_CONFIG, DatabaseFactory
 from tests.fakes import slack_requests as rq
 from tests.fakes import teams_activities as ta
 from tests.fakes.bot_connector import FakeBotConnector
+from tests.fakes.openid import FakeOpenIdProvider, forged_token
 from tests.fakes.process import (
     PrivatePostgres,
     ServeProcess,
@@ -693,9 +696,12 @@ class FuzzBot:
     async def slack_post(self, body: bytes, headers: dict[str, str]) -> Reply:
         return await send(self.http, self.server.url + "/slack/events", rq.SignedRequest(body, headers))
 
-    async def teams_post(self, body: bytes, content_type: str = "application/json") -> Reply:
-        return await send(self.http, self.server.url + "/api/messages",
-                          rq.SignedRequest(body, {"Content-Type": content_type}))
+    async def teams_post(self, body: bytes, content_type: str = "application/json",
+                         authorization: str | None = None) -> Reply:
+        headers = {"Content-Type": content_type}
+        if authorization is not None:
+            headers["Authorization"] = authorization
+        return await send(self.http, self.server.url + "/api/messages", rq.SignedRequest(body, headers))
 
     async def healthy(self) -> bool:
         async with self.http.get(self.server.url + "/healthz") as response:
@@ -987,3 +993,78 @@ async def test_fuzz_teams_garbage_bodies_are_refused_with_a_4xx(
     reply = await fuzz_bot.teams_post(body, content_type)
     assert_clean(reply, body[:300])
     assert 400 <= reply.status < 500, (body[:300], reply.status, reply.text[:300])
+
+
+# -- Teams bodies at an authenticated endpoint: refused before auth, or after it, never a 500 -------------------
+
+FUZZ_APP_ID = "0b7f5a9e-3c1d-4e2f-9a8b-7c6d5e4f3a2b"
+# A genuine token for a service URL no fuzzed activity names: every body that gets past the token check as an
+# activity is refused by the full check (no turn runs, so nothing would try to reach Microsoft's login service).
+ELSEWHERE = "https://smba.trafficmanager.net/elsewhere/"
+
+
+@dataclass
+class AuthFuzzBot(FuzzBot):
+    keys: FakeOpenIdProvider = field(default_factory=FakeOpenIdProvider)
+    records: list[logging.LogRecord] = field(default_factory=list)
+
+
+@pytest.fixture
+async def auth_fuzz_bot(tmp_path: Path, make_config: Callable[..., AppConfig], clock: ManualClock,
+                        http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture) -> AsyncIterator[AuthFuzzBot]:
+    caplog.set_level(logging.INFO)
+    with FakeOpenIdProvider() as keys:
+        async with FakeSlackApi() as slack, FakeBotConnector() as connector:
+            config = make_config().model_copy(update={"teams": TeamsConfig(
+                app_id=FUZZ_APP_ID, app_password="client-secret", triage_conversation="19:triage@thread.tacv2",
+                service_url=connector.service_url, openid_metadata_url=keys.metadata_url)})
+            db = Database(f"sqlite+aiosqlite:///{tmp_path / 'auth-fuzz.db'}")
+            await upgrade(db)
+            async with running_server(config, db, clock) as server:
+                bot = AuthFuzzBot(server, slack, connector, http, keys)
+                yield bot
+                assert await bot.healthy()
+            await db.dispose()
+    assert [r.getMessage() for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR] == []
+    assert connector.activities == [], "no turn ran"
+
+
+HOSTILE_TEAMS_BODIES = st.one_of(
+    st.binary(max_size=2000),
+    JSON_VALUES.map(lambda v: json.dumps(v).encode()),
+    st.integers(1, 200_000).map(lambda depth: b"[" * depth),
+    st.integers(1, 60_000).map(lambda depth: b'{"a":' * depth),
+    st.integers(990, 1100).map(lambda depth: b"[" * depth + b"]" * depth),
+    st.integers(4_000, 40_000).map(lambda digits: b'{"type": "message", "id": ' + b"7" * digits + b"}"),
+    st.binary(min_size=1, max_size=200).map(lambda junk: b'{"type": "message", "text": "' + junk + b'"}'),
+    st.text(max_size=200).map(lambda text: json.dumps({"type": "message", "text": text}).encode("utf-16")),
+)
+TOKENS = st.sampled_from(["none", "empty", "basic", "bearer junk", "bearer jwt-shaped junk", "forged",
+                          "forged with the real key id", "genuine, another bot", "genuine, expired", "genuine"])
+
+
+def authorization(bot: AuthFuzzBot, token: str) -> str | None:
+    service = bot.connector.service_url
+    return {
+        "none": None, "empty": "", "basic": "Basic dXNlcjpwYXNz", "bearer junk": "Bearer ###",
+        "bearer jwt-shaped junk": "Bearer eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOjF9.c2ln",
+        "forged": f"Bearer {forged_token(FUZZ_APP_ID, service)}",
+        "forged with the real key id": f"Bearer {forged_token(FUZZ_APP_ID, service, kid=bot.keys.kid)}",
+        "genuine, another bot": f"Bearer {bot.keys.token('another-app', ELSEWHERE)}",
+        "genuine, expired": f"Bearer {bot.keys.token(FUZZ_APP_ID, ELSEWHERE, exp=int(time.time()) - 3600)}",
+        "genuine": f"Bearer {bot.keys.token(FUZZ_APP_ID, ELSEWHERE)}",
+    }[token]
+
+
+@FUZZ
+@given(data=st.data(), token=TOKENS, content_type=CONTENT_TYPES)
+async def test_fuzz_teams_bodies_to_an_authenticated_endpoint_get_a_4xx_with_or_without_a_token(
+    auth_fuzz_bot: AuthFuzzBot, data: st.DataObject, token: str, content_type: str,
+) -> None:
+    shaped = data.draw(st.booleans())
+    body = (json.dumps(data.draw(teams_activities(auth_fuzz_bot.connector.service_url))).encode() if shaped
+            else data.draw(HOSTILE_TEAMS_BODIES))
+    reply = await auth_fuzz_bot.teams_post(body, content_type, authorization(auth_fuzz_bot, token))
+    assert_clean(reply, (token, body[:300]))
+    expected = {400, 401, 413} if token == "genuine" else {401}
+    assert reply.status in expected, (token, body[:300], reply.status, reply.text[:300])

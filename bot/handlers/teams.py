@@ -7,9 +7,11 @@ kicked right after the change commits.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -17,6 +19,7 @@ from aiohttp import web
 from botbuilder.core import InvokeResponse, MessageFactory, TurnContext
 from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFrameworkAuthentication
 from botbuilder.schema import Activity, ActivityTypes, Attachment
+from botframework.connector.auth import AuthenticateRequestResult
 from sqlalchemy import select
 
 from bot.cards import CardBuilder
@@ -31,10 +34,12 @@ from bot.channels.teams import (
     teams_ref,
 )
 from bot.config import TeamsConfig
+from bot.deadlines import SAVED_LATE, DeadlineExceeded, within
 from bot.desk import Desk
 from bot.dialogs import new_ticket, resolve_note, survey_reason
 from bot.handlers import teams_text
-from bot.handlers.errors import friendly
+from bot.handlers.errors import OUTAGE, friendly
+from bot.handlers.teams_auth import HeaderCheck, install_key_sets
 from bot.people import PersonRef
 from bot.renderers import adaptive_cards
 from bot.routing import Action, Form
@@ -58,6 +63,7 @@ HELP = (
 DEDUP_SOURCE = "teams-activity"
 # Teams puts the replied-to message id in a quoted-reply blockquote in 1:1 chats, where replyToId is unreliable.
 _QUOTED_REPLY = re.compile(r'itemtype="http://schema\.skype\.com/Reply"[^>]*\bitemid="([^"]+)"')
+REFUSAL_LOG_EVERY = timedelta(minutes=1)
 
 
 
@@ -66,7 +72,7 @@ class _BotSettings:
     """The attribute names ``ConfigurationBotFrameworkAuthentication`` reads its credentials from."""
 
     def __init__(self, teams: TeamsConfig) -> None:
-        # Without both id and password botbuilder runs unauthenticated; the server allows that on loopback only.
+        # Without credentials botbuilder runs unauthenticated; config and server allow that on loopback only.
         self.APP_ID = teams.app_id if teams.authenticated else ""
         self.APP_PASSWORD = teams.app_password if teams.authenticated else ""
         self.APP_TYPE = teams.app_type
@@ -79,33 +85,38 @@ class TeamsAdapter:
     def __init__(self, desk: Desk) -> None:
         self.desk = desk
         self.config = desk.config.teams
+        # Key fetching that can't stall the event loop, installed before botbuilder validates any token.
+        install_key_sets(self.config, desk.clock)
         self.adapter = CloudAdapter(ConfigurationBotFrameworkAuthentication(_BotSettings(self.config)))
+        self.header_check = HeaderCheck(self.config) if self.config.authenticated else None
+        self.deadline = desk.config.server.request_deadline.total_seconds()
         self.cards: CardBuilder = desk.extras.get("cards") or CardBuilder(desk.config)
         desk.outbox.register("teams", TeamsChannel(self.adapter, desk.db, desk.clock, self.cards, desk.config))
+        self._refused = 0
+        self._refusal_logged_at: datetime | None = None
 
     # -- transport ----------------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.Response:
-        """Authenticate and run one activity; 400 for what isn't one, 401 for a bad token, 201/invoke answer."""
+        """401 for a missing or bad token (decided on the header, before the body is read), 400 for a body
+        that isn't an activity, else run the turn: 201 or the invoke's answer."""
+        authorization = request.headers.get("Authorization", "")
+        if self.header_check is not None:
+            try:
+                await self.header_check.check(authorization)
+            except Exception as exc:  # botbuilder raises PermissionError, ValueError or jwt errors for bad tokens
+                return self._refuse(exc)
+        activity = await self._read_activity(request)
+        if isinstance(activity, web.Response):
+            return activity
         try:
-            body = await request.json()
-        except ValueError:
-            return web.json_response({"error": "the request body is not JSON"}, status=400)
-        if not isinstance(body, dict) or not isinstance(body.get("type"), str):
-            return web.json_response({"error": "the request body is not a Bot Framework activity"}, status=400)
+            # The full check: what needs the activity too (channel endorsement, serviceUrl claim).
+            auth = await self.adapter.bot_framework_authentication.authenticate_request(activity, authorization)
+        except Exception as exc:
+            return self._refuse(exc)
         try:
-            activity = Activity().deserialize(body)
-        except (TypeError, ValueError, AttributeError):  # msrest DeserializationError is a ValueError
-            return web.json_response({"error": "the activity could not be read"}, status=400)
-        if not activity.service_url or activity.conversation is None or not activity.conversation.id:
-            return web.json_response({"error": "the activity has no serviceUrl or conversation"}, status=400)
-        try:
-            auth = await self.adapter.bot_framework_authentication.authenticate_request(
-                activity, request.headers.get("Authorization", ""))
-        except Exception as exc:  # botbuilder raises PermissionError, ValueError or jwt errors for bad tokens
-            log.warning("refused an unauthenticated Teams request: %s: %s", type(exc).__name__, exc)
-            return web.json_response({"error": "unauthorized"}, status=401)
-        try:
-            invoke = await self.adapter.process_activity(auth, activity, self._on_turn)
+            invoke = await within(self.deadline, self.adapter.process_activity(auth, activity, self._on_turn))
+        except DeadlineExceeded as exc:
+            return await self._too_late(auth, activity, exc.saved)
         except Exception:
             log.exception("Teams activity %s failed", activity.id)
             return web.json_response({"error": "internal error"}, status=500)
@@ -114,6 +125,53 @@ class TeamsAdapter:
         if invoke is None:
             return web.Response(status=201)
         return web.json_response(invoke.body, status=int(invoke.status))
+
+    @staticmethod
+    async def _read_activity(request: web.Request) -> Activity | web.Response:
+        try:
+            body = json.loads(await request.read())
+        except (ValueError, RecursionError):  # not JSON or not UTF-8, nested past the recursion limit, a huge number
+            return web.json_response({"error": "the request body is not JSON"}, status=400)
+        if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+            return web.json_response({"error": "the request body is not a Bot Framework activity"}, status=400)
+        try:
+            activity = Activity().deserialize(body)
+        except (TypeError, ValueError, AttributeError, RecursionError):  # msrest DeserializationError is a ValueError
+            return web.json_response({"error": "the activity could not be read"}, status=400)
+        if not activity.service_url or activity.conversation is None or not activity.conversation.id:
+            return web.json_response({"error": "the activity has no serviceUrl or conversation"}, status=400)
+        return activity
+
+    def _refuse(self, exc: Exception) -> web.Response:
+        # One line a minute at most: a flood of forged requests must not turn into a flood of log lines.
+        self._refused += 1
+        now = self.desk.clock.now()
+        if self._refusal_logged_at is None or now - self._refusal_logged_at >= REFUSAL_LOG_EVERY:
+            log.warning("refused %d Teams request(s) without a valid token; the latest: %s: %s", self._refused,
+                        type(exc).__name__, exc)
+            self._refused, self._refusal_logged_at = 0, now
+        return web.json_response({"error": "unauthorized"}, status=401)
+
+    async def _too_late(self, auth: AuthenticateRequestResult, activity: Activity, saved: bool) -> web.Response:
+        """The turn outlived ``server.request_deadline`` (the database hangs) and was cancelled: tell whoever is
+        waiting that nothing was saved (or, if its ticket made it, that it did) and answer the HTTP request."""
+        log.warning("Teams %s activity %s not handled within %.1fs; the sender was told %s", activity.type,
+                    activity.id, self.deadline, "the ticket is on its way" if saved else "to try again")
+        answer = SAVED_LATE if saved else OUTAGE
+        if activity.type == ActivityTypes.invoke:
+            return web.json_response({"statusCode": 200, "type": "application/vnd.microsoft.activity.message",
+                                      "value": answer})
+        if activity.type != ActivityTypes.message:
+            return web.json_response({"error": "not handled in time; try again"}, status=503)
+
+        async def apologise(turn: TurnContext) -> None:
+            await turn.send_activity(MessageFactory.text(answer))
+
+        try:
+            await within(self.deadline, self.adapter.process_activity(auth, activity, apologise))
+        except Exception as exc:  # the connector is away too: the HTTP answer still goes back
+            log.warning("could not tell the sender of Teams activity %s to try again: %s", activity.id, exc)
+        return web.Response(status=201)
 
     async def close(self) -> None:
         """Nothing to release: botbuilder opens a connector session per call."""
