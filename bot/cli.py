@@ -157,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     from surveys.report import add_report_parser
 
     add_report_parser(sub)
+    from bot.outbox_cli import add_outbox_parser
+
+    add_outbox_parser(sub)
     return parser
 
 
