@@ -332,3 +332,26 @@ async def test_a_teams_connector_401_is_an_outage_to_wait_out_not_a_dead_letter(
         assert await session.scalar(select(func.count()).select_from(OutboxMessage).where(
             OutboxMessage.delivered_at.is_(None))) == 0
     assert [c for c in connector.activities if c.ok and c.method == "PUT" and c.conversation_id == TEAMS_TRIAGE]
+
+
+@pytest.mark.parametrize("error", ["invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive"])
+def test_slack_refusing_the_token_is_an_outage_not_a_refusal_of_the_message(error: str) -> None:
+    from slack_sdk.errors import SlackApiError
+    from slack_sdk.web.async_slack_response import AsyncSlackResponse
+
+    from bot.channels import CredentialsRefused
+    from bot.channels.slack import classify
+
+    response = AsyncSlackResponse(client=None, http_verb="POST", api_url="chat.postMessage", req_args={},
+                                  data={"ok": False, "error": error}, headers={}, status_code=200)
+    assert isinstance(classify(SlackApiError(error, response)), CredentialsRefused)
+
+
+def test_azure_ad_refusing_the_teams_app_secret_is_an_outage_too() -> None:
+    from bot.channels import CredentialsRefused
+    from bot.channels.teams import classify
+
+    # What botframework's MicrosoftAppCredentials raises when Azure AD refuses the app id and secret.
+    refused = PermissionError("Failed to get access token with error: invalid_client, error_description: "
+                              "AADSTS7000215: Invalid client secret provided.")
+    assert isinstance(classify(refused), CredentialsRefused)
