@@ -2,6 +2,8 @@
 
 Both are driven by a short APScheduler interval tick (see ``bot.scheduler``); both claim their rows
 with a lease in one statement (``store.queries``), so any number of replicas can run them at once.
+Urgent work (pages, SLA breach timers) holds a short lease that a heartbeat renews while it is in hand
+(``LeaseKeeper``), so a replica that dies holds up no page for long.
 """
 
 from __future__ import annotations
@@ -396,8 +398,11 @@ class Delivered:
 class Channel(Protocol):
     """Delivers outbox messages for one target prefix (``slack``, ``teams``, ``pagerduty`` …).
 
+    ``pacing_key`` names the conversation a message lands in: its lane, paced and held (429) on its own.
     A channel may set ``min_interval`` (seconds between messages in one pacing lane) to override the
-    worker's default, e.g. 0 for pagers, which have no per-conversation limit.
+    worker's default, e.g. 0 for pagers, which have no per-conversation limit; and ``urgent = True``
+    (pagers) for messages that never wait for a turn and hold a short, renewed lease, as a message
+    whose payload says ``"urgent": true`` (a chat page) does.
     """
 
     async def deliver(self, item: OutboxItem) -> Delivered: ...
