@@ -607,6 +607,42 @@ async def test_outbox_caps_messages_in_flight_but_a_page_never_waits_for_a_slot(
     assert chat.most == 4 and len(chat.delivered) == 12 and pager.delivered == ["pager:oncall"]
 
 
+async def test_a_conversation_with_more_queued_than_it_may_send_in_half_a_lease_waits_in_the_store_for_its_turn(
+    db: Any, clock: Any, config: Any,
+) -> None:
+    # An intake burst: ten tickets' cards for one channel paced at 1 s, with a 10 s lease. Holding all
+    # ten in hand would outlive the lease (another replica would send them again); five are put back.
+    sleeps = Sleeps()
+    channel = ScriptedChannel([])
+    engine = config.engine.model_copy(update={"lease": timedelta(seconds=10)})
+    worker = OutboxWorker(db, clock, engine, Metrics(), min_interval=1.0, sleep=sleeps, monotonic=lambda: 100.0)
+    worker.register("test", channel)
+    async with db.transaction() as session:
+        for n in range(10):
+            await enqueue_message(session, target="test:triage", kind="notice", payload={"n": n},
+                                  idempotency_key=f"card-{n}", ordering_key=f"triage#{n}", now=clock.now())
+    delivering = asyncio.ensure_future(worker.tick())
+    await sleeps.sleeping()
+    async with db.reading() as session:
+        rows = {row.idempotency_key: row for row in (await session.execute(select(OutboxMessage))).scalars()}
+    put_back = sorted((row for row in rows.values() if row.lease_owner is None and row.delivered_at is None),
+                      key=lambda row: row.id)
+    assert [row.idempotency_key for row in put_back] == [f"card-{n}" for n in range(6, 10)]
+    waits = [(row.next_attempt_at - clock.now()).total_seconds() for row in put_back]
+    assert waits == sorted(waits) and waits[0] >= 5 and all(row.attempts == 0 for row in put_back)
+    while not delivering.done():  # the six in hand go out, a second apart
+        sleeps.end_all()
+        await asyncio.wait([delivering, asyncio.ensure_future(sleeps.sleeping())], return_when=asyncio.FIRST_COMPLETED)
+    assert await delivering == 10 and len(channel.delivered) == 6
+    clock.advance(timedelta(seconds=waits[-1] + 1))  # their turns have come
+    finishing = asyncio.ensure_future(worker.tick())
+    while not finishing.done():
+        sleeps.end_all()
+        await asyncio.wait([finishing, asyncio.ensure_future(sleeps.sleeping())], return_when=asyncio.FIRST_COMPLETED)
+    assert await finishing == 4
+    assert sorted(channel.delivered) == sorted(row.id for row in rows.values())  # each once
+
+
 async def leases(db: Any) -> dict[str, Any]:
     """target -> lease_until of each outbox row."""
     async with db.reading() as session:
