@@ -174,8 +174,8 @@ async def test_a_notice_goes_out_while_the_triage_channel_works_through_a_burst_
     cards = [i for i, c in enumerate(posts) if c.args["channel"] == TRIAGE and not c.args.get("thread_ts")]
     assert len(cards) == 8 and told
     # It waits for its own conversation's pacing (the card refresh just before it), never for the other
-    # tickets' cards: about two of them go out meanwhile, not all of those already queued.
-    assert len([i for i in cards if i < notice]) <= 3, "the notice waited for the triage channel's pacing"
+    # tickets' cards: about two of them go out meanwhile, not the six to eight already queued.
+    assert len([i for i in cards if i < notice]) <= 4, "the notice waited for the triage channel's pacing"
 
 
 # -- a revoked token ------------------------------------------------------------------------------------------
