@@ -1,14 +1,16 @@
 """Replica kill: three ``ithelp serve`` replicas page a breach storm; one is killed (``kill -9``) mid-storm.
 
-20k open P1 tickets are seeded on PostgreSQL (as ``breach_to_page`` seeds them), 3,000 of them breaching
-first response over 60 s. Three replicas (real clock, shipped engine settings: lease 60 s, urgent lease
-5 s, 1 s pacing) run the storm against a fake PagerDuty in this process that answers in 50 ms; halfway
-through, at a moment it holds pages or breach timers, one replica is sent SIGKILL. Printed: page delay
-(arrival at the fake minus the breach's due time) p50 / p99 / max over all pages and over the pages the
-killed replica held at the kill (its leased page rows and breach timers), pages lost (a breach never
-paged) and duplicates (a breach paged twice: a page the dead replica had sent but not yet recorded).
+20k open P1 tickets are seeded on PostgreSQL (as ``breach_to_page`` seeds them), 1,500 of them breaching
+first response over 60 s (25 a second: a storm three replicas keep up with on the 2-core machine, so
+what is measured is the kill, not a backlog). Three replicas (real clock, shipped engine settings:
+lease 60 s, urgent lease 5 s, 1 s pacing) run the storm against a fake PagerDuty in this process that
+answers in 50 ms; halfway through, at a moment it holds pages or breach timers, one replica is sent
+SIGKILL. Printed: page delay (arrival at the fake minus the breach's due time) p50 / p99 / max over all
+pages and over the pages the killed replica held at the kill (its leased page rows and breach timers),
+pages lost (a breach never paged) and duplicates (a breach paged twice: a page the dead replica had
+sent but not yet recorded).
 
-    python bench/replica_kill.py [--open 20000] [--breaching 3000] [--spread 60] [--urgent-lease 5s]
+    python bench/replica_kill.py [--open 20000] [--breaching 1500] [--spread 60] [--urgent-lease 5s]
                                  [--pager-latency 0.05]
 
 ``--urgent-lease 60s`` shows the behaviour before short urgent leases (a dead replica's pages waited
@@ -125,7 +127,7 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
         first.setdefault(key, at)
     delays = [first[key] - due[key].timestamp() for key in first]
     held_delays = [first[key] - due[key].timestamp() for key in held if key in first]
-    after_kill = [first[key] - killed for key in held if key in first]
+    after_kill = [max(0.0, first[key] - killed) for key in held if key in first]  # 0: it had just sent it
     lost = args.breaching - len(first)
     duplicates = sum(count - 1 for count in pages.values())
     print(f"replica kill: {args.breaching} first-response breaches due over {args.spread:.0f} s among {args.open} open "
@@ -142,14 +144,17 @@ async def run(args: argparse.Namespace, workdir: Path) -> None:
         ["held by the killed replica (after kill)", str(len(after_kill)), f"{pct(after_kill, 0.5):.2f}",
          f"{pct(after_kill, 0.99):.2f}", f"{max(after_kill, default=float('nan')):.2f}"],
     ]))
-    print(f"lost (never paged): {lost}; duplicates (paged twice): {duplicates}")
+    arrived = sorted(first.values())
+    rate = len(arrived) / max(1e-9, arrived[-1] - arrived[0]) if len(arrived) > 1 else float("nan")
+    print(f"lost (never paged): {lost}; duplicates (paged twice): {duplicates}; {rate:.0f} pages/s "
+          f"({args.breaching / args.spread:.0f}/s fell due)")
     print("target: a killed replica's pages out within ~10 s of the kill, none lost")
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--open", type=int, default=20_000)
-    parser.add_argument("--breaching", type=int, default=3000)
+    parser.add_argument("--breaching", type=int, default=1500)
     parser.add_argument("--spread", type=float, default=60.0, help="seconds over which the breaches fall due")
     parser.add_argument("--grace", type=float, default=90.0, help="seconds to wait for pages after the window")
     parser.add_argument("--urgent-lease", default="5s", help="engine.urgent_lease (shipped 5s; 60s = as before)")
