@@ -384,6 +384,9 @@ class OutboxItem:
     attempts: int
     superseded: bool = False
     """A card refresh with a newer refresh of the same card queued behind it: skipped."""
+    urgent: bool = False
+    """A page (an urgent channel, or ``"urgent": true`` in the payload): never waits for a turn, goes
+    first in its lane, and holds a short lease."""
 
 
 @dataclass
@@ -469,6 +472,8 @@ class _Lane:
 
     queue: deque[OutboxItem] = field(default_factory=deque)
     task: asyncio.Task[None] | None = None
+    urgent: int = 0
+    """How many of the queue are urgent: they are the first ones."""
 
 
 class OutboxWorker:
@@ -560,10 +565,11 @@ class OutboxWorker:
             items = [
                 OutboxItem(row.id, row.target, row.kind, row.ticket_id, dict(row.payload), row.attempts,
                            superseded=row.kind == CARD and newest.get(
-                               (row.target, row.ticket_id, _audience(row.payload)), row.id) > row.id)
+                               (row.target, row.ticket_id, _audience(row.payload)), row.id) > row.id,
+                           urgent=self._urgent(row.target, row.payload))
                 for row in rows
             ]
-            urgent = [item.id for item in items if self._urgent(item)]
+            urgent = [item.id for item in items if item.urgent]
             # A short lease, renewed while we work: if this process dies, another sends the pages soon.
             await set_leases(session, OutboxMessage, urgent, owner=self.owner, until=now + self.config.urgent_lease)
         self.urgent_leases.keep(urgent)
@@ -599,15 +605,16 @@ class OutboxWorker:
     def _interval(self, item: OutboxItem) -> float:
         return float(getattr(self._channel_for(item), "min_interval", self.min_interval))
 
-    def _urgent(self, item: OutboxItem) -> bool:
-        return bool(getattr(self._channel_for(item), "urgent", False) or item.payload.get("urgent"))
+    def _urgent(self, target: str, payload: dict[str, Any]) -> bool:
+        channel = self._channels.get(target.split(":", 1)[0])
+        return bool(getattr(channel, "urgent", False) or payload.get("urgent"))
 
     def _dispatch(self, item: OutboxItem) -> tuple[int, datetime] | None:
         """Queue ``item`` on its lane; or, when the lane already has more in hand than it may send within
         half a lease, return (id, when its turn comes) to put it back in the store until then."""
         key = self._pacing_key(item)
         interval = self._interval(item)
-        urgent = self._urgent(item)
+        urgent = item.urgent
         lane = self._lanes.get(key)
         backlog = len(lane.queue) * interval if lane is not None else 0.0
         if not urgent and not item.superseded and backlog > self.config.lease.total_seconds() / 2:
@@ -622,8 +629,11 @@ class OutboxWorker:
         if urgent:
             # Pages first: a lane only ever holds one message per ordering key, so nothing overtakes
             # an earlier message of its own thread.
-            ahead = sum(1 for queued in lane.queue if self._urgent(queued))
-            lane.queue.insert(ahead, item)
+            if lane.urgent == len(lane.queue):
+                lane.queue.append(item)
+            else:
+                lane.queue.insert(lane.urgent, item)
+            lane.urgent += 1
         else:
             lane.queue.append(item)
         self._in_hand.add(item.id)
@@ -639,6 +649,8 @@ class OutboxWorker:
                     await self._release([queued.id for queued in lane.queue])
                     break
                 item = lane.queue.popleft()
+                if item.urgent:
+                    lane.urgent -= 1
                 try:
                     await self._deliver_in_lane(key, lane, item, interval)
                 finally:
@@ -650,6 +662,7 @@ class OutboxWorker:
             for queued in lane.queue:
                 self._done_with(queued)
             lane.queue.clear()
+            lane.urgent = 0
             if self._lanes.get(key) is lane:
                 del self._lanes[key]
             self._changed.set()
@@ -669,6 +682,7 @@ class OutboxWorker:
             # queue waits in the store; other conversations carry on.
             rest = list(lane.queue)
             lane.queue.clear()
+            lane.urgent = 0
             await self._defer([item.id, *(queued.id for queued in rest)], held)
             for queued in rest:
                 self._done_with(queued)
@@ -676,7 +690,7 @@ class OutboxWorker:
         wait = self._last_send.get(key, -1e9) + interval - self._monotonic()
         if wait > 0 and interval > 0:
             await self._sleep(wait)
-        if self._urgent(item):
+        if item.urgent:
             await self._deliver(item, key)
         else:
             async with self.requests.turn(), self._slots:
