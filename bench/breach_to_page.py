@@ -48,7 +48,7 @@ CHUNK = 2000
 
 
 def config_text(db_url: str, schema: str | None, events_url: str, *, min_interval: str = "1s",
-                batch_size: int = 1000) -> str:
+                batch_size: int = 1000, engine_extra: str = "") -> str:
     # P1 runs on a 24x7 calendar so due = opened + target exactly. No warn_at / update_every: only the
     # first-response and resolution timers exist, so what falls due in the window is exactly the breaches.
     return f"""
@@ -67,7 +67,7 @@ pagers:
   pagerduty:
     bench: {{routing_key: {ROUTING_KEY}, events_url: "{events_url}"}}
 surveys: {{enabled: false}}
-engine: {{tick_interval: 1s, batch_size: {batch_size}, min_interval_per_channel: {min_interval}}}
+engine: {{tick_interval: 1s, batch_size: {batch_size}, min_interval_per_channel: {min_interval}{engine_extra}}}
 """
 
 

@@ -161,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_report_parser(sub)
     add_privacy_parsers(sub)
+    from bot.outbox_cli import add_outbox_parser
+
+    add_outbox_parser(sub)
     return parser
 
 

@@ -322,6 +322,9 @@ class SurveysConfig(Section):
 class EngineConfig(Section):
     tick_interval: Duration = timedelta(seconds=1)
     lease: Duration = timedelta(seconds=60)
+    urgent_lease: Duration = timedelta(seconds=5)
+    """Lease on urgent work (pages; SLA breach and warning timers), renewed while this replica still has it
+    in hand: when a replica dies its pages go out from another one within about this long, not ``lease``."""
     batch_size: int = Field(default=200, ge=1, le=10000)
     outbox_max_attempts: int = Field(default=8, ge=1)
     outbox_concurrency: int = Field(default=16, ge=1, le=1000)
@@ -331,6 +334,9 @@ class EngineConfig(Section):
     outbox_backoff_max: Duration = timedelta(minutes=10)
     min_interval_per_channel: Duration = timedelta(seconds=1)
     """Spacing between messages to one Slack channel / Teams conversation (Slack allows ~1/s)."""
+    credentials_outage_window: Duration = timedelta(hours=1)
+    """How long a message is retried while its platform refuses the bot's credentials (a revoked token),
+    counted from its first such failure; then it is dead-lettered (``ithelp outbox retry`` brings it back)."""
     keep_history: Duration = timedelta(days=30)
     """Delivered messages and finished timers older than this are deleted (hourly); tickets and their
     events, which the reports read, are kept for ever."""

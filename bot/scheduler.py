@@ -157,6 +157,7 @@ class EngineRunner:
         """Deliver the outbox now, alongside timers, so pages go out while a breach storm is still running."""
         if self._outbox_task is not None and not self._outbox_task.done():
             self._outbox_again = True
+            self.desk.outbox.wake()  # it claims the new rows now, beside the lanes still going
             return
         self._outbox_task = asyncio.get_running_loop().create_task(self._outbox_loop())
 
@@ -183,5 +184,7 @@ class EngineRunner:
             pass
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
+        if self._outbox_task is not None:  # a tick that failed may have left it delivering
+            await asyncio.gather(self._outbox_task, return_exceptions=True)
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)

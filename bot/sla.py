@@ -99,7 +99,7 @@ class SlaClock:
         # upsert), so a storm of them can share transactions.
         for kind, handler in ((FIRST_RESPONSE_TIMER, self._on_first_response_due),
                               (RESOLUTION_TIMER, self._on_resolution_due), (WARN_TIMER, self._on_warn)):
-            desk.timers.register(kind, handler, shares_transaction=True, prepare=_lock_tickets_of)
+            desk.timers.register(kind, handler, shares_transaction=True, prepare=_lock_tickets_of, urgent=True)
         desk.timers.register(UPDATE_DUE_TIMER, self._on_update_due)
 
     def calendar(self, name: str) -> BusinessCalendar:

@@ -189,6 +189,7 @@ class Timer(Base):
 
 
 _UNSENT = "delivered_at IS NULL AND dead_at IS NULL"
+_DEAD = "dead_at IS NOT NULL"
 
 
 class OutboxMessage(Base):
@@ -201,6 +202,7 @@ class OutboxMessage(Base):
         Index("ix_outbox_unsent_ordering", "ordering_key", "id", postgresql_where=text(_UNSENT),
               sqlite_where=text(_UNSENT)),
         Index("ix_outbox_ticket_kind", "ticket_id", "kind"),
+        Index("ix_outbox_dead", "dead_at", postgresql_where=text(_DEAD), sqlite_where=text(_DEAD)),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -219,6 +221,9 @@ class OutboxMessage(Base):
     delivered_message_id: Mapped[str | None] = mapped_column(String(256))
     dead_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    first_failed_at: Mapped[datetime | None]
+    """When delivery first failed because the platform refused the bot's credentials (None otherwise):
+    the start of the message's ``engine.credentials_outage_window``."""
 
 
 class MessageRef(Base):

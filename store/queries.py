@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, NamedTuple, TypeVar, cast
 
-from sqlalchemy import Table, and_, delete, literal_column, or_, select, tuple_, update
+from sqlalchemy import Table, and_, case, delete, literal, literal_column, or_, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -31,13 +32,15 @@ class ClaimedTimer(NamedTuple):
 
 
 async def claim_due_timers(
-    session: AsyncSession, *, owner: str, now: datetime, lease: timedelta, limit: int
+    session: AsyncSession, *, owner: str, now: datetime, lease: timedelta, limit: int,
+    urgent_kinds: Collection[str] = (), urgent_lease: timedelta | None = None,
 ) -> list[ClaimedTimer]:
     """Lease up to ``limit`` due timers to ``owner`` in one statement and return them, soonest due first.
 
     PostgreSQL: the inner SELECT takes ``FOR UPDATE SKIP LOCKED`` so concurrent replicas split the
     work instead of queueing on each other. SQLite: a single ``UPDATE … RETURNING`` under
     ``BEGIN IMMEDIATE`` is already exclusive. An expired lease (a crashed replica) is claimable again.
+    Timers of ``urgent_kinds`` get the short ``urgent_lease`` instead (the caller renews it while it works).
     """
     candidates = (
         select(Timer.id)
@@ -47,10 +50,14 @@ async def claim_due_timers(
     )
     if session.bind is not None and session.bind.dialect.name == "postgresql":
         candidates = candidates.with_for_update(skip_locked=True)
+    until: Any = literal(now + lease, Timer.lease_until.type)
+    if urgent_kinds and urgent_lease is not None:
+        until = case((Timer.kind.in_(sorted(urgent_kinds)), literal(now + urgent_lease, Timer.lease_until.type)),
+                     else_=until)
     statement = (
         update(Timer)
         .where(Timer.id.in_(candidates.scalar_subquery()))
-        .values(lease_owner=owner, lease_until=now + lease, attempts=Timer.attempts + 1)
+        .values(lease_owner=owner, lease_until=until, attempts=Timer.attempts + 1)
         .returning(Timer.id, Timer.kind, Timer.ticket_id, Timer.due_at)
         .execution_options(synchronize_session=False)
     )
@@ -108,6 +115,42 @@ def claim_outbox_statement(dialect: str, *, owner: str, now: datetime, lease: ti
         .returning(OutboxMessage.id)
         .execution_options(synchronize_session=False)
     )
+
+
+Leased = type[Timer] | type[OutboxMessage]
+
+
+def _unfinished(model: Leased) -> ColumnElement[bool]:
+    if model is Timer:
+        return Timer.done_at.is_(None)
+    return and_(OutboxMessage.delivered_at.is_(None), OutboxMessage.dead_at.is_(None))
+
+
+async def set_leases(session: AsyncSession, model: Leased, ids: Collection[int], *, owner: str,
+                     until: datetime) -> None:
+    """Set the lease of rows ``owner`` has just claimed in this transaction (e.g. a short one on pages)."""
+    if ids:
+        await session.execute(update(model).where(model.id.in_(sorted(ids)), model.lease_owner == owner)
+                              .values(lease_until=until).execution_options(synchronize_session=False))
+
+
+async def extend_leases(session: AsyncSession, model: Leased, ids: Collection[int], *, owner: str,
+                        until: datetime) -> int:
+    """Move the lease of unfinished rows ``owner`` still holds out to ``until`` (a heartbeat); returns how many.
+
+    Never shortens a lease (a failed timer's backoff is a lease too). On PostgreSQL rows another
+    transaction has locked are skipped, not waited for: a timer being run holds its row, and while it
+    does nobody else can claim it either.
+    """
+    if not ids:
+        return 0
+    held = select(model.id).where(model.id.in_(sorted(ids)), model.lease_owner == owner, _unfinished(model),
+                                  or_(model.lease_until.is_(None), model.lease_until < until))
+    if _dialect_of(session) == "postgresql":
+        held = held.with_for_update(skip_locked=True)
+    result = await session.execute(update(model).where(model.id.in_(held.scalar_subquery()))
+                                   .values(lease_until=until).execution_options(synchronize_session=False))
+    return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def claim_pending_setup(session: AsyncSession, *, limit: int) -> list[int]:

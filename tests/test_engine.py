@@ -197,14 +197,23 @@ class ScriptedChannel:
         self.script = list(script)
         self.delivered: list[int] = []
         self.attempts = 0
+        self._changed = asyncio.Condition()
 
     async def deliver(self, item: OutboxItem) -> Delivered:
         self.attempts += 1
         outcome = self.script.pop(0) if self.script else None
         if outcome is not None:
             raise outcome
-        self.delivered.append(item.id)
+        async with self._changed:
+            self.delivered.append(item.id)
+            self._changed.notify_all()
         return Delivered(message_id=f"m{item.id}")
+
+    async def wait_delivered(self, count: int) -> list[int]:
+        """Return the delivered ids once there are ``count`` of them (fail after 5 s)."""
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: len(self.delivered) >= count), 5)
+        return self.delivered
 
     def pacing_key(self, item: OutboxItem) -> str:
         return item.target
@@ -335,6 +344,144 @@ async def test_an_older_card_refresh_is_skipped_when_a_newer_one_is_queued(
     assert [rows[f"card-{n}"].delivered_message_id for n in (0, 1)] == ["superseded", "superseded"]
 
 
+async def test_notices_queued_between_card_refreshes_are_all_delivered_in_order(
+    db: Any, clock: Any, config: Any, make_ticket: Any,
+) -> None:
+    # Claim, In progress, Waiting in quick succession: each change queues a refresh of the triage card,
+    # of the requester's card, and a notice for the requester. Only stale refreshes of one card may be
+    # skipped; every notice goes out.
+    ticket = await make_ticket()
+    channel = ScriptedChannel([])
+    worker = make_worker(db, clock, config, channel)
+    async with db.transaction() as session:
+        for change in (1, 2, 3):
+            queued = [("test:triage", f"triage-card-{change}", "ticket_card", {"audience": "triage"}),
+                      ("test:requester", f"card-{change}", "ticket_card", {"audience": "requester"}),
+                      ("test:requester", f"notice-{change}", "notice", {"thread": "requester"})]
+            if change == 2:  # another card of the ticket shown in the requester's place (a different audience)
+                queued.append(("test:requester", "other-card", "ticket_card", {"audience": "watcher"}))
+            for target, key, kind, payload in queued:
+                await enqueue_message(session, target=target, kind=kind, payload=payload, ticket_id=ticket.id,
+                                      idempotency_key=key, now=clock.now())
+    while await worker.tick():
+        pass
+    async with db.transaction() as session:
+        rows = (await session.execute(select(OutboxMessage).where(OutboxMessage.target.like("test:%")))).scalars()
+        keys = {row.id: (row.target, row.idempotency_key) for row in rows}
+        skipped = set((await session.execute(select(OutboxMessage.idempotency_key).where(
+            OutboxMessage.delivered_message_id == "superseded"))).scalars())
+    to_requester = [key for target, key in (keys[i] for i in channel.delivered) if target == "test:requester"]
+    assert to_requester == ["notice-1", "notice-2", "other-card", "card-3", "notice-3"]
+    assert skipped == {"card-1", "card-2", "triage-card-1", "triage-card-2"}
+
+
+class LaneChannel(ScriptedChannel):
+    """A ScriptedChannel whose script applies to one target only; every other target always succeeds."""
+
+    def __init__(self, target: str, script: list[Exception | None]) -> None:
+        super().__init__(script)
+        self.target = target
+        self.calls: list[str] = []
+
+    async def deliver(self, item: OutboxItem) -> Delivered:
+        self.calls.append(item.payload["text"])
+        if item.target != self.target:
+            self.delivered.append(item.id)
+            return Delivered(message_id=f"m{item.id}")
+        return await super().deliver(item)
+
+
+async def test_a_rate_limited_conversation_holds_back_only_its_own_messages(db: Any, clock: Any, config: Any) -> None:
+    triage = "test:channel:TRIAGE"
+    channel = LaneChannel(triage, [TransientDeliveryError("429 ratelimited", retry_after=25)])
+    worker = make_worker(db, clock, config, channel)
+    await enqueue(db, clock, "card refresh", target=triage)
+    await worker.tick()
+    assert channel.calls == ["card refresh"]  # refused: Slack wants 25 s of quiet in that channel
+    await enqueue(db, clock, "relayed reply", target=triage)
+    await enqueue(db, clock, "page for Bob", target="test:user:BOB")
+    clock.advance(timedelta(seconds=1))
+    await worker.tick()
+    assert channel.calls == ["card refresh", "page for Bob"]  # out at once; the channel is left alone
+    clock.advance(timedelta(seconds=26))
+    while await worker.tick():
+        pass
+    assert channel.calls == ["card refresh", "page for Bob", "card refresh", "relayed reply"]
+
+
+async def test_being_told_to_slow_down_again_and_again_never_uses_up_a_messages_attempts(
+    db: Any, clock: Any, config: Any,
+) -> None:
+    from bot.channels import RateLimited
+
+    channel = ScriptedChannel([RateLimited("429 ratelimited", retry_after=2)] * 10)
+    worker = make_worker(db, clock, config, channel, max_attempts=3)
+    await enqueue(db, clock, "k1")
+    for _ in range(11):
+        await worker.tick()
+        clock.advance(timedelta(seconds=4))
+    row = await outbox_row(db)
+    assert channel.attempts == 11 and row.dead_at is None and row.delivered_message_id == f"m{row.id}"
+
+
+class Sleeps:
+    """An injected ``sleep`` that returns only when the test says so; records what was asked for."""
+
+    def __init__(self) -> None:
+        self.asked: list[float] = []
+        self._waiting: list[asyncio.Future[None]] = []
+        self._changed = asyncio.Condition()
+
+    async def __call__(self, seconds: float) -> None:
+        done = asyncio.get_running_loop().create_future()
+        async with self._changed:
+            self.asked.append(seconds)
+            self._waiting.append(done)
+            self._changed.notify_all()
+        await done
+
+    async def sleeping(self, count: int = 1) -> None:
+        """Return once ``count`` sleeps are in progress."""
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: len(self._waiting) >= count), 5)
+
+    def end_all(self) -> None:
+        """Every sleep in progress ends now (the time it asked for has passed)."""
+        for done in self._waiting:
+            if not done.done():
+                done.set_result(None)
+        self._waiting.clear()
+
+
+async def test_a_message_for_someone_else_goes_out_while_a_conversation_waits_out_its_pacing(
+    db: Any, clock: Any, config: Any,
+) -> None:
+    sleeps = Sleeps()
+    channel = ScriptedChannel([])
+    worker = OutboxWorker(db, clock, config.engine, Metrics(), min_interval=1.0, sleep=sleeps,
+                          monotonic=lambda: 100.0)  # the clock stands still: every second send has to wait
+    worker.register("test", channel)
+    async with db.transaction() as session:
+        for n in range(3):  # three tickets' cards for the triage channel: one lane, one a second
+            await enqueue_message(session, target="test:triage", kind="notice", payload={"text": f"t{n}"},
+                                  idempotency_key=f"triage-{n}", ordering_key=f"triage#{n}", now=clock.now())
+    delivering = asyncio.ensure_future(worker.tick())
+    await sleeps.sleeping()
+    assert len(channel.delivered) == 1  # the first card went; the second waits for its second
+    await enqueue(db, clock, "reply to the requester", target="test:user:U1")
+    worker.wake()  # what the engine runner does when a change has queued messages
+    delivered = await channel.wait_delivered(2)
+    async with db.reading() as session:
+        dm = await session.scalar(select(OutboxMessage.id).where(OutboxMessage.target == "test:user:U1"))
+    assert delivered[1] == dm and sleeps.asked == [1.0], "the DM waited for the triage channel's pacing"
+    for sent in (3, 4):  # the triage channel's seconds pass, one card each
+        sleeps.end_all()
+        await channel.wait_delivered(sent)
+        if sent == 3:
+            await sleeps.sleeping()
+    assert await asyncio.wait_for(delivering, 5) == 4
+
+
 async def runner_with_a_timer_due_soon(desk: Any, clock: Any) -> tuple[Any, list[int], list[tuple[float, Any]]]:
     """An EngineRunner whose wake-ups are recorded as (delay, callback) instead of scheduled, and a
     timer due in 300 ms whose handler records its id in the returned list when it runs."""
@@ -392,12 +539,14 @@ class GatedChannel:
     def __init__(self, *, urgent: bool = False) -> None:
         self.urgent = urgent
         self.release = asyncio.Event()
+        self.entered = asyncio.Event()
         self.in_flight = 0
         self.most = 0
         self.delivered: list[str] = []
 
     async def deliver(self, item: OutboxItem) -> Delivered:
         self.in_flight += 1
+        self.entered.set()
         self.most = max(self.most, self.in_flight)
         try:
             await self.release.wait()
@@ -456,6 +605,156 @@ async def test_outbox_caps_messages_in_flight_but_a_page_never_waits_for_a_slot(
     chat.release.set()
     assert await asyncio.wait_for(delivering, 5) == 13
     assert chat.most == 4 and len(chat.delivered) == 12 and pager.delivered == ["pager:oncall"]
+
+
+async def test_a_conversation_with_more_queued_than_it_may_send_in_half_a_lease_waits_in_the_store_for_its_turn(
+    db: Any, clock: Any, config: Any,
+) -> None:
+    # An intake burst: ten tickets' cards for one channel paced at 1 s, with a 10 s lease. Holding all
+    # ten in hand would outlive the lease (another replica would send them again); five are put back.
+    sleeps = Sleeps()
+    channel = ScriptedChannel([])
+    engine = config.engine.model_copy(update={"lease": timedelta(seconds=10)})
+    worker = OutboxWorker(db, clock, engine, Metrics(), min_interval=1.0, sleep=sleeps, monotonic=lambda: 100.0)
+    worker.register("test", channel)
+    async with db.transaction() as session:
+        for n in range(10):
+            await enqueue_message(session, target="test:triage", kind="notice", payload={"n": n},
+                                  idempotency_key=f"card-{n}", ordering_key=f"triage#{n}", now=clock.now())
+    delivering = asyncio.ensure_future(worker.tick())
+    await sleeps.sleeping()
+    async with db.reading() as session:
+        rows = {row.idempotency_key: row for row in (await session.execute(select(OutboxMessage))).scalars()}
+    put_back = sorted((row for row in rows.values() if row.lease_owner is None and row.delivered_at is None),
+                      key=lambda row: row.id)
+    assert [row.idempotency_key for row in put_back] == [f"card-{n}" for n in range(6, 10)]
+    waits = [(row.next_attempt_at - clock.now()).total_seconds() for row in put_back]
+    assert waits == sorted(waits) and waits[0] >= 5 and all(row.attempts == 0 for row in put_back)
+    while not delivering.done():  # the six in hand go out, a second apart
+        sleeps.end_all()
+        await asyncio.wait([delivering, asyncio.ensure_future(sleeps.sleeping())], return_when=asyncio.FIRST_COMPLETED)
+    assert await delivering == 10 and len(channel.delivered) == 6
+    clock.advance(timedelta(seconds=waits[-1] + 1))  # their turns have come
+    finishing = asyncio.ensure_future(worker.tick())
+    while not finishing.done():
+        sleeps.end_all()
+        await asyncio.wait([finishing, asyncio.ensure_future(sleeps.sleeping())], return_when=asyncio.FIRST_COMPLETED)
+    assert await finishing == 4
+    assert sorted(channel.delivered) == sorted(row.id for row in rows.values())  # each once
+
+
+async def leases(db: Any) -> dict[str, Any]:
+    """target -> lease_until of each outbox row."""
+    async with db.reading() as session:
+        return dict((await session.execute(select(OutboxMessage.target, OutboxMessage.lease_until))).tuples().all())
+
+
+async def test_a_frozen_workers_page_goes_out_from_another_after_the_short_lease_not_the_long_one(
+    db: Any, clock: Any, config: Any,
+) -> None:
+    # Worker A claims a page and a chat message, starts delivering both, and then its process stops
+    # dead (kill -9, a frozen node): no heartbeat renews anything any more.
+    frozen_chat, frozen_pager = GatedChannel(), GatedChannel(urgent=True)
+    a = OutboxWorker(db, clock, config.engine, Metrics(), owner="a", min_interval=0, sleep=Sleeps())
+    a.register("chat", frozen_chat)
+    a.register("pager", frozen_pager)
+    await enqueue(db, clock, "page", target="pager:oncall")
+    await enqueue(db, clock, "dm", target="chat:user:U1")
+    stuck = asyncio.ensure_future(a.tick())
+    await asyncio.wait_for(frozen_pager.entered.wait(), 5)
+    await asyncio.wait_for(frozen_chat.entered.wait(), 5)
+    assert (await leases(db))["pager:oncall"] == clock.now() + config.engine.urgent_lease
+    assert (await leases(db))["chat:user:U1"] == clock.now() + config.engine.lease
+
+    chat, pager = ScriptedChannel([]), ScriptedChannel([])
+    b = OutboxWorker(db, clock, config.engine, Metrics(), owner="b", min_interval=0)
+    b.register("chat", chat)
+    b.register("pager", pager)
+    clock.advance(config.engine.urgent_lease + timedelta(seconds=1))
+    assert await b.tick() == 1 and len(pager.delivered) == 1 and chat.delivered == []  # the page, within seconds
+    clock.advance(config.engine.lease)
+    assert await b.tick() == 1 and len(chat.delivered) == 1  # ordinary work keeps its long lease
+
+    frozen_chat.release.set()
+    frozen_pager.release.set()
+    await asyncio.wait_for(stuck, 5)
+
+
+async def test_a_live_workers_slow_page_keeps_its_lease_however_long_it_takes(
+    db: Any, clock: Any, config: Any,
+) -> None:
+    heartbeat = Sleeps()
+    slow = GatedChannel(urgent=True)
+    a = OutboxWorker(db, clock, config.engine, Metrics(), owner="a", min_interval=0, sleep=heartbeat)
+    a.register("pager", slow)
+    await enqueue(db, clock, "page", target="pager:oncall")
+    delivering = asyncio.ensure_future(a.tick())
+    await asyncio.wait_for(slow.entered.wait(), 5)
+    other = ScriptedChannel([])
+    b = OutboxWorker(db, clock, config.engine, Metrics(), owner="b", min_interval=0)
+    b.register("pager", other)
+    for _ in range(4):  # 16 s of a pager that takes its time to answer
+        await heartbeat.sleeping()
+        assert heartbeat.asked[-1] == pytest.approx(config.engine.urgent_lease.total_seconds() / 3)
+        clock.advance(timedelta(seconds=4))
+        heartbeat.end_all()  # a third of the lease has passed: renew it
+        await heartbeat.sleeping()  # renewed, waiting for the next beat
+        assert (await leases(db))["pager:oncall"] == clock.now() + config.engine.urgent_lease
+        assert await b.tick() == 0  # still ours: nobody sends the page a second time
+    slow.release.set()
+    assert await asyncio.wait_for(delivering, 5) == 1
+    assert other.delivered == [] and len(slow.delivered) == 1 and a.urgent_leases.held == frozenset()
+
+
+async def test_breach_timers_are_claimed_with_the_short_lease_and_ordinary_timers_with_the_long_one(
+    db: Any, clock: Any, config: Any,
+) -> None:
+    engine = TimerEngine(db, clock, config.engine, Metrics(), owner="w")
+    seen: dict[str, Any] = {}
+
+    async def record(run: TimerRun) -> None:
+        seen[run.timer.kind] = run.timer.lease_until - run.now if run.timer.lease_until else None
+
+    engine.register("test.breach", record, urgent=True)
+    engine.register("test.digest", record)
+    async with db.transaction() as session:
+        for kind in ("test.breach", "test.digest"):
+            await schedule_timer(session, kind=kind, due_at=clock.now(), now=clock.now())
+    assert await engine.tick() == 2
+    assert seen == {"test.breach": config.engine.urgent_lease, "test.digest": config.engine.lease}
+
+
+async def test_the_heartbeat_extends_only_unfinished_rows_still_ours_and_never_shortens_a_backoff(
+    db: Any, clock: Any, config: Any,
+) -> None:
+    from bot.engine import LeaseKeeper
+    from store.queries import claim_due_timers
+
+    async with db.transaction() as session:
+        for n in range(4):
+            await schedule_timer(session, kind="test.breach", due_at=clock.now(), now=clock.now(), payload={"n": n})
+        claimed = [t.id for t in await claim_due_timers(session, owner="me", now=clock.now(), lease=config.engine.lease,
+                                                        limit=10, urgent_kinds={"test.breach"},
+                                                        urgent_lease=config.engine.urgent_lease)]
+        running, done, backing_off, stolen = claimed
+        await session.execute(update(Timer).where(Timer.id == done).values(done_at=clock.now()))
+        await session.execute(update(Timer).where(Timer.id == backing_off).values(
+            lease_until=clock.now() + timedelta(minutes=5)))
+        await session.execute(update(Timer).where(Timer.id == stolen).values(lease_owner="someone-else"))
+    beats = Sleeps()
+    keeper = LeaseKeeper(db, clock, Timer, "me", config.engine.urgent_lease, sleep=beats)
+    keeper.keep(claimed)
+    await beats.sleeping()
+    clock.advance(timedelta(seconds=3))
+    beats.end_all()
+    await beats.sleeping()
+    async with db.reading() as session:
+        until = dict((await session.execute(select(Timer.id, Timer.lease_until))).tuples().all())
+    assert until[running] == clock.now() + config.engine.urgent_lease
+    assert until[done] == until[stolen] == clock.now() - timedelta(seconds=3) + config.engine.urgent_lease
+    assert until[backing_off] == clock.now() - timedelta(seconds=3) + timedelta(minutes=5)
+    keeper.drop(claimed)
+    beats.end_all()
 
 
 async def test_hourly_pruning_deletes_only_what_has_served_its_purpose(

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import messages
 from bot.cards import CardBuilder
-from bot.channels import PermanentDeliveryError, TransientDeliveryError
+from bot.channels import CredentialsRefused, PermanentDeliveryError, RateLimited, TransientDeliveryError
 from bot.clock import Clock
 from bot.engine import Delivered, OutboxItem
 from bot.renderers import slack_blocks
@@ -30,18 +30,21 @@ log = logging.getLogger("ithelp.slack")
 # Slack error codes that will not get better by retrying.
 PERMANENT_ERRORS = {
     "channel_not_found", "not_in_channel", "is_archived", "invalid_blocks", "invalid_arguments", "msg_too_long",
-    "no_text", "user_not_found", "cannot_dm_bot", "invalid_auth", "account_inactive", "token_revoked",
-    "not_authed", "missing_scope", "restricted_action", "too_many_attachments", "user_disabled",
+    "no_text", "user_not_found", "cannot_dm_bot", "missing_scope", "restricted_action", "too_many_attachments",
+    "user_disabled",
 }
+# Slack refusing the bot's token: every call fails until someone reinstalls the app or fixes
+# slack.bot_token. An outage of Slack for us, not a fault of the message (see CredentialsRefused).
+CREDENTIALS_ERRORS = {"invalid_auth", "not_authed", "token_revoked", "token_expired", "account_inactive"}
 
 
 def make_client(token: str, base_url: str) -> AsyncWebClient:
     """An AsyncWebClient with slack_sdk's retry handlers for connection resets and 5xx (call it inside
     the running event loop: it opens the client's HTTP session).
 
-    429s are not retried here: sleeping out a Retry-After inside a delivery would stall its whole
-    batch. The outbox owns them — it reschedules the message after Retry-After and holds back the
-    rest of the workspace's messages until then.
+    429s are not retried here: sleeping out a Retry-After inside a delivery would stall its lane.
+    The outbox owns them — it reschedules the message after Retry-After and holds back the rest of
+    that channel's messages until then (other channels go on).
     """
     return AsyncWebClient(
         token=token, base_url=base_url, timeout=10,
@@ -62,8 +65,10 @@ def classify(exc: Exception) -> Exception:
         error = exc.response.get("error") if isinstance(exc.response.data, dict) else None
         if status == 429 or error == "ratelimited":
             retry_after = exc.response.headers.get("Retry-After") or exc.response.headers.get("retry-after")
-            return TransientDeliveryError(f"Slack rate limited ({error or status})",
-                                          retry_after=float(retry_after) if retry_after else None)
+            return RateLimited(f"Slack rate limited ({error or status})",
+                               retry_after=float(retry_after) if retry_after else None)
+        if error in CREDENTIALS_ERRORS:
+            return CredentialsRefused(f"Slack refused the bot's token ({error})")
         if status >= 500 or error in ("internal_error", "fatal_error", "service_unavailable", "request_timeout"):
             return TransientDeliveryError(f"Slack server error {status}: {error}")
         if error in PERMANENT_ERRORS:

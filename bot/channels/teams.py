@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import messages
 from bot.cards import CardBuilder
-from bot.channels import PermanentDeliveryError, TransientDeliveryError
+from bot.channels import CredentialsRefused, PermanentDeliveryError, RateLimited, TransientDeliveryError
 from bot.clock import Clock
 from bot.config import AppConfig
 from bot.engine import Delivered, OutboxItem
@@ -100,10 +100,17 @@ def classify(exc: Exception) -> Exception:
                 seconds = float(retry_after) if retry_after else None
             except ValueError:
                 seconds = None
-            return TransientDeliveryError(f"Teams rate limited ({code})", retry_after=seconds)
+            return RateLimited(f"Teams rate limited ({code})", retry_after=seconds)
+        if status == 401:
+            # The connector refused the bot's token (a rotated or expired app secret): all of Teams is
+            # down for us until the credentials are fixed, whatever the message.
+            return CredentialsRefused(f"Teams refused the bot's credentials (401 {code})")
         if status >= 500 or status == 408:
             return TransientDeliveryError(f"Teams server error {status}: {code}")
         return PermanentDeliveryError(f"Teams refused ({status}): {code}")
+    if isinstance(exc, PermissionError):
+        # botframework's MicrosoftAppCredentials when Azure AD refuses the app id/secret for a token.
+        return CredentialsRefused(f"Teams: Azure AD refused the bot's credentials ({exc})")
     if isinstance(exc, ClientRequestError | aiohttp.ClientError | TimeoutError | ConnectionError):
         return TransientDeliveryError(f"Teams unreachable: {type(exc).__name__}: {exc}")
     return exc
@@ -374,7 +381,7 @@ class TeamsChannel:
             if status == 404:
                 raise _Gone(f"Teams activity not found ({error_code(exc)})") from exc
             raise classify(exc) from exc
-        except (ClientRequestError, aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+        except (ClientRequestError, aiohttp.ClientError, TimeoutError, ConnectionError, PermissionError) as exc:
             raise classify(exc) from exc
         return results[0]
 

@@ -83,6 +83,7 @@ class FakeBotConnector:
         self._personal_chats: dict[str, str] = {}
         self._faults: list[_Fault] = []
         self._blocked: dict[str, str] = {}
+        self._refusing_credentials = False
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -153,6 +154,15 @@ class FakeBotConnector:
         """Answer the next ``times`` calls (any route) with ``status`` (429 carries ``Retry-After``)."""
         self._faults.extend(_Fault(status, retry_after if status == 429 else None, code) for _ in range(times))
 
+    def refuse_credentials(self) -> None:
+        """Answer every call 401, as the connector does once the bot's app secret is rotated or revoked,
+        until :meth:`accept_credentials`."""
+        self._refusing_credentials = True
+
+    def accept_credentials(self) -> None:
+        """Accept the bot's token again after :meth:`refuse_credentials`."""
+        self._refusing_credentials = False
+
     def block_conversation(self, conversation_id: str, code: str = "ConversationBlockedByUser") -> None:
         """Answer every later call to ``conversation_id`` with 403 ``code`` (a user who blocked the bot)."""
         self._blocked[conversation_id] = code
@@ -209,6 +219,7 @@ class FakeBotConnector:
         self._roster.clear()
         self._faults.clear()
         self._blocked.clear()
+        self._refusing_credentials = False
 
     # -- HTTP ------------------------------------------------------------------------------------------------
 
@@ -252,6 +263,8 @@ class FakeBotConnector:
     def _answer(
         self, handler: _Handler, segments: list[str], body: JSONDict | None, conversation_id: str | None
     ) -> tuple[int, JSONDict | list[JSONDict] | None, dict[str, str]]:
+        if self._refusing_credentials:
+            return 401, _error("Unauthorized", "Authorization has been denied for this request."), {}
         blocked = self._blocked.get(conversation_id) if conversation_id is not None else None
         if blocked is not None:
             return 403, _error(blocked, "The bot may not post to this conversation."), {}

@@ -56,6 +56,7 @@ class _Fault:
     retry_after: int
     error: str | None
     remaining: int
+    channel: str | None = None
 
 
 @dataclass
@@ -127,6 +128,9 @@ class FakeSlackApi:
         self._users: dict[str, Json] = {}
         self._usergroups: dict[str, list[str]] = {}
         self._faults: dict[str, list[_Fault]] = {}
+        self._revoked: str | None = None
+        self._paused: frozenset[str] = frozenset()
+        self._resumed = asyncio.Event()
         self._rate_limit: _RateLimit | None = None
         self._next_ts = _FIRST_TS_MICROS
         self._next_view = 0
@@ -169,6 +173,7 @@ class FakeSlackApi:
 
     async def stop(self) -> None:
         """Stop serving."""
+        self.resume()  # a held answer must not hold up the shutdown
         for socket in list(self._sockets):
             await socket.close()
         if self._runner is not None:
@@ -255,13 +260,38 @@ class FakeSlackApi:
         times: int = 1,
         *,
         error: str | None = None,
+        channel: str | None = None,
     ) -> None:
         """Answer the next ``times`` calls to ``method`` with a failure.
 
         HTTP 429 with ``Retry-After: retry_after`` when ``status == 429``, any other HTTP status
         with a JSON error body, or, when ``error`` is given, HTTP 200 ``{"ok": false, "error": error}``.
+        With ``channel`` (``C…``, or a user id for their IM) only calls landing in that conversation
+        fail, as Slack rate-limits ``chat.postMessage`` per channel; calls elsewhere are answered normally.
         """
-        self._faults.setdefault(method, []).append(_Fault(status, retry_after, error, times))
+        where = self._channel({"channel": channel}) if channel else None
+        self._faults.setdefault(method, []).append(_Fault(status, retry_after, error, times, where))
+
+    def revoke_token(self, error: str = "token_revoked") -> None:
+        """Refuse every Web API call with ``{"ok": false, "error": error}`` (HTTP 200, as Slack answers a
+        revoked or invalid token: ``token_revoked``, ``invalid_auth``, ``account_inactive`` …) until
+        :meth:`restore_token`."""
+        self._revoked = error
+
+    def restore_token(self) -> None:
+        """Accept the bot's token again after :meth:`revoke_token`."""
+        self._revoked = None
+
+    def pause(self, *methods: str) -> None:
+        """Hold the answers to calls of ``methods`` (received and recorded once answered) until :meth:`resume`:
+        Slack being slow to answer while people keep clicking."""
+        self._paused = frozenset(methods)
+        self._resumed.clear()
+
+    def resume(self) -> None:
+        """Answer the calls held by :meth:`pause`, and later ones at once."""
+        self._paused = frozenset()
+        self._resumed.set()
 
     def set_rate_limit(self, per_channel_per_second: float | None, workspace_per_minute: int | None) -> None:
         """Enforce Slack-like limits on ``chat.postMessage``/``chat.update`` (``None`` disables one).
@@ -285,6 +315,7 @@ class FakeSlackApi:
         self.views.clear()
         self.home_views.clear()
         self._faults.clear()
+        self._revoked = None
         if self._rate_limit is not None:
             self._rate_limit = _RateLimit(
                 self._rate_limit.per_channel_per_second, self._rate_limit.workspace_per_minute
@@ -331,6 +362,8 @@ class FakeSlackApi:
     async def _handle(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         args = await self._read_args(request)
+        if method in self._paused:
+            await self._resumed.wait()
         call = SlackCall(method, args, dict(request.headers), self._clock())
         response = self._answer(call, request.headers.get("Authorization", ""))
         call.status = response.status
@@ -356,7 +389,9 @@ class FakeSlackApi:
         token_prefix = "Bearer xapp" if call.method == "apps.connections.open" else "Bearer xox"
         if not authorization.startswith(token_prefix):
             return self._error(call, "not_authed")
-        fault = self._take_fault(call.method)
+        if self._revoked is not None:
+            return self._error(call, self._revoked)
+        fault = self._take_fault(call.method, self._channel(call.args))
         if fault is not None:
             if fault.error is not None:
                 return self._error(call, fault.error)
@@ -394,14 +429,14 @@ class FakeSlackApi:
         call.error = "internal_error"
         return web.json_response({"ok": False, "error": "internal_error"}, status=status)
 
-    def _take_fault(self, method: str) -> _Fault | None:
+    def _take_fault(self, method: str, channel: str) -> _Fault | None:
         pending = self._faults.get(method)
-        if not pending:
+        fault = next((f for f in pending or () if f.channel in (None, channel)), None)
+        if fault is None or pending is None:
             return None
-        fault = pending[0]
         fault.remaining -= 1
         if fault.remaining <= 0:
-            pending.pop(0)
+            pending.remove(fault)
         return fault
 
     # -- rate limiting ---------------------------------------------------------------------------
