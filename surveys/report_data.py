@@ -1,0 +1,254 @@
+"""The report's facts, aggregated in SQL from the ticket event trail and streamed one ticket at a time.
+
+One ``GROUP BY ticket_id`` over the events before ``until`` of the tickets that did something in the period
+(opened, resolved or surveyed) turns each ticket's history into one row of timestamps and the SLA clock's
+verdicts; Python folds the rows into ``Metrics`` as they stream, so memory does not grow with the history
+(no ORM object per event or per ticket). Verdicts are read, never re-derived: ``bot.sla_rules`` says what a
+set of verdict events means.
+
+What each ticket contributes (all as of ``until``):
+
+* **opened** in [since, until); its **first response** verdict and time (the clock's stop verdict, or
+  missed once breached while still running) for tickets opened in the period;
+* **resolved**: its last ``resolved`` event before ``until`` when that falls in [since, until), with the
+  clock's verdict of that resolution (a re-resolution after a reopen counts once, as it last stood);
+* **reopened** at any time before ``until``; its last **survey** sent in the period and its final answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, func, literal, select
+from sqlalchemy.orm import aliased
+
+from bot.config import AppConfig
+from bot.sla_rules import (
+    FIRST_RESPONSE,
+    MET,
+    MISSED,
+    RESOLUTION,
+    SLA_BREACHED,
+    SLA_MET,
+    SLA_MISSED,
+    first_response_verdict,
+    resolution_verdict,
+)
+from store.db import Database
+from store.models import Person, Ticket, TicketEvent
+from surveys.report_metrics import Metrics, Report
+
+_FACT_KINDS = ("opened", "resolved", "reopened", "claimed", SLA_MET, SLA_MISSED, SLA_BREACHED, "survey_sent",
+               "survey_answered")
+_PERIOD_KINDS = ("opened", "resolved", "survey_sent")
+"""A ticket takes part in a period's report when one of these falls in it."""
+_STREAM_CHUNK = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class TicketFacts:
+    """What one ticket contributes to a report, as of its ``until``."""
+
+    ticket_id: int
+    priority: str
+    category: str | None
+    opened_at: datetime | None
+    first_response: str | None
+    """``met``/``missed`` (the SLA clock's verdict) or None while running / without a policy."""
+    first_response_hours: float | None
+    resolved_at: datetime | None
+    """Its last resolution, when that fell in the period."""
+    resolution: str | None
+    resolution_hours: float | None
+    reopened: bool
+    survey_sent_at: datetime | None
+    answer: str | None
+    agent_id: int | None
+    """Who worked it: the last resolver, else the last claimer (only read when asked for)."""
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # Aggregates (MIN/MAX over a CASE) lose the column's type: naive UTC on SQLite, aware on neither.
+    if value is None or (isinstance(value, datetime) and value.tzinfo is not None):
+        return value
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return value.replace(tzinfo=UTC)
+
+
+def _facts_statement(since: datetime, until: datetime, *, with_agent: bool) -> Any:
+    e = aliased(TicketEvent, name="e")
+    kind, at = e.kind, e.at
+    metric = e.payload["metric"].as_string()
+    elapsed = e.payload["elapsed_seconds"].as_float()
+    answer = e.payload["answer"].as_string()
+
+    def first(*conditions: ColumnElement[bool]) -> Any:
+        return func.min(case((and_(*conditions), at)))
+
+    def last(*conditions: ColumnElement[bool]) -> Any:
+        return func.max(case((and_(*conditions), at)))
+
+    stop = kind.in_((SLA_MET, SLA_MISSED))
+    active = select(TicketEvent.ticket_id).where(
+        TicketEvent.kind.in_(_PERIOD_KINDS), TicketEvent.at >= since, TicketEvent.at < until)
+    grouped = (
+        select(
+            e.ticket_id.label("ticket_id"),
+            first(kind == "opened").label("opened_at"),
+            last(kind == "resolved").label("resolved_at"),
+            last(kind == "reopened").label("reopened_at"),
+            first(kind == SLA_MET, metric == FIRST_RESPONSE).label("fr_met_at"),
+            first(kind == SLA_MISSED, metric == FIRST_RESPONSE).label("fr_missed_at"),
+            first(kind == SLA_BREACHED, metric == FIRST_RESPONSE).label("fr_breached_at"),
+            func.min(case((and_(stop, metric == FIRST_RESPONSE), elapsed))).label("fr_seconds"),
+            last(kind == SLA_MET, metric == RESOLUTION).label("res_met_at"),
+            last(kind == SLA_MISSED, metric == RESOLUTION).label("res_missed_at"),
+            last(kind == "survey_sent", at >= since).label("survey_sent_at"),
+            last(kind == "survey_answered", answer == "up").label("up_at"),
+            last(kind == "survey_answered", answer == "down").label("down_at"),
+        )
+        .where(e.ticket_id.in_(active), e.at < until, kind.in_(_FACT_KINDS))
+        .group_by(e.ticket_id)
+        .subquery("facts")
+    )
+    # The time of the latest resolution verdict is one of the two just found; its elapsed seconds are read
+    # from that event (a calendar change between two resolutions can make a later one shorter).
+    verdict = aliased(TicketEvent, name="v")
+    res_seconds = (select(verdict.payload["elapsed_seconds"].as_float())
+                   .where(verdict.ticket_id == grouped.c.ticket_id, verdict.kind.in_((SLA_MET, SLA_MISSED)),
+                          verdict.at < until, verdict.payload["metric"].as_string() == RESOLUTION)
+                   .order_by(verdict.at.desc(), verdict.id.desc()).limit(1).scalar_subquery())
+    columns: list[Any] = [
+        grouped, Ticket.priority, Ticket.category,
+        case((grouped.c.resolved_at >= since, res_seconds)).label("res_seconds"),
+    ]
+    if with_agent:
+        worker = aliased(TicketEvent, name="w")
+        columns.append(
+            select(worker.actor_id)
+            .where(worker.ticket_id == grouped.c.ticket_id, worker.kind.in_(("resolved", "claimed")),
+                   worker.at < until)
+            .order_by(case((worker.kind == "resolved", 0), else_=1), worker.at.desc(), worker.id.desc())
+            .limit(1).scalar_subquery().label("agent_id"))
+    else:
+        columns.append(literal(None).label("agent_id"))
+    return (select(*columns).join_from(grouped, Ticket, Ticket.id == grouped.c.ticket_id)
+            .order_by(grouped.c.ticket_id))
+
+
+def _facts_of(row: Any, since: datetime) -> TicketFacts:
+    resolved_at = _utc(row.resolved_at)
+    resolved_in = resolved_at is not None and resolved_at >= since
+    up_at, down_at = _utc(row.up_at), _utc(row.down_at)
+    answer = None if up_at is None and down_at is None else (
+        "up" if down_at is None or (up_at is not None and up_at > down_at) else "down")
+    first = first_response_verdict(_utc(row.fr_met_at), _utc(row.fr_missed_at), _utc(row.fr_breached_at))
+    return TicketFacts(
+        ticket_id=int(row.ticket_id), priority=row.priority, category=row.category, opened_at=_utc(row.opened_at),
+        first_response=first,
+        first_response_hours=None if row.fr_seconds is None else float(row.fr_seconds) / 3600,
+        resolved_at=resolved_at if resolved_in else None,
+        resolution=resolution_verdict(_utc(row.res_met_at), _utc(row.res_missed_at)) if resolved_in else None,
+        resolution_hours=None if row.res_seconds is None else float(row.res_seconds) / 3600,
+        reopened=row.reopened_at is not None, survey_sent_at=_utc(row.survey_sent_at), answer=answer,
+        agent_id=None if row.agent_id is None else int(row.agent_id),
+    )
+
+
+async def ticket_facts(db: Database, *, since: datetime, until: datetime,
+                       with_agent: bool = False) -> AsyncIterator[TicketFacts]:
+    """Every ticket that took part in [since, until), in id order, streamed from one query."""
+    if since.tzinfo is None or until.tzinfo is None:
+        raise ValueError("since and until must be timezone-aware")
+    statement = _facts_statement(since, until, with_agent=with_agent)
+    async with db.reading() as session:
+        result = await session.stream(statement.execution_options(yield_per=_STREAM_CHUNK))
+        async for partition in result.partitions(_STREAM_CHUNK):
+            for row in partition:
+                yield _facts_of(row, since)
+
+
+async def names_of(db: Database, person_ids: set[int]) -> dict[int, str]:
+    """Display names of the given people (the agents a report names)."""
+    if not person_ids:
+        return {}
+    async with db.reading() as session:
+        rows = await session.execute(select(Person.id, Person.display_name).where(Person.id.in_(person_ids)))
+        return {int(person_id): name for person_id, name in rows}
+
+
+# -- folding facts into the report ------------------------------------------------------------------
+GROUPINGS = ("agent", "category", "priority", "week")
+UNASSIGNED, UNCATEGORISED = "(unassigned)", "(none)"
+
+
+def week_of(at: datetime) -> str:
+    """The ISO week an instant falls in (UTC), e.g. ``2026-W48``."""
+    year, week, _ = at.astimezone(UTC).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+def add_facts(metrics: Metrics, facts: TicketFacts, *, since: datetime, until: datetime,
+              part: str | None = None) -> None:
+    """Add ``facts`` to ``metrics``; ``part`` limits it to one family of facts (for weekly grouping)."""
+    if part in (None, "opened") and facts.opened_at is not None and since <= facts.opened_at < until:
+        metrics.opened += 1
+        if facts.first_response_hours is not None and facts.first_response is not None:
+            metrics.first_response_hours.append(facts.first_response_hours)
+        if facts.first_response == MET:
+            metrics.first_response_met += 1
+        elif facts.first_response == MISSED:
+            metrics.first_response_missed += 1
+    if part in (None, "resolved") and facts.resolved_at is not None:
+        metrics.resolved += 1
+        metrics.reopened += int(facts.reopened)
+        if facts.resolution_hours is not None:
+            metrics.resolution_hours.append(facts.resolution_hours)
+        if facts.resolution == MET:
+            metrics.resolution_met += 1
+        elif facts.resolution == MISSED:
+            metrics.resolution_missed += 1
+    if part in (None, "survey") and facts.survey_sent_at is not None:
+        metrics.surveys_sent += 1
+        if facts.answer in ("up", "down"):
+            metrics.surveys_answered += 1
+            if facts.answer == "up":
+                metrics.thumbs_up += 1
+            else:
+                metrics.thumbs_down += 1
+
+
+async def compute_report(db: Database, config: AppConfig | None = None, *, since: datetime, until: datetime,
+                         by: str | None) -> Report:
+    """The report for [since, until), grouped ``by`` agent/category/priority/week, from the clock's verdicts.
+
+    ``config`` is accepted for callers that have one; the numbers depend only on the stored history (the
+    verdicts carry the targets that were in force), never on today's policies.
+    """
+    if by is not None and by not in GROUPINGS:
+        raise ValueError(f"--by must be one of {', '.join(GROUPINGS)}")
+    total = Metrics()
+    groups: dict[str, Metrics] = {}
+    by_agent: dict[int | None, Metrics] = {}
+    async for facts in ticket_facts(db, since=since, until=until, with_agent=by == "agent"):
+        add_facts(total, facts, since=since, until=until)
+        if by == "week":
+            for part, at in (("opened", facts.opened_at), ("resolved", facts.resolved_at),
+                             ("survey", facts.survey_sent_at)):
+                if at is not None and since <= at < until:
+                    add_facts(groups.setdefault(week_of(at), Metrics()), facts, since=since, until=until, part=part)
+        elif by == "agent":
+            add_facts(by_agent.setdefault(facts.agent_id, Metrics()), facts, since=since, until=until)
+        elif by is not None:
+            key = facts.priority if by == "priority" else (facts.category or UNCATEGORISED)
+            add_facts(groups.setdefault(key, Metrics()), facts, since=since, until=until)
+    if by_agent:
+        names = await names_of(db, {agent for agent in by_agent if agent is not None})
+        for agent, metrics in by_agent.items():
+            groups[names.get(agent, UNASSIGNED) if agent is not None else UNASSIGNED] = metrics
+    ordered = dict(sorted(groups.items(), key=lambda item: (item[0].startswith("("), item[0])))
+    return Report(since=since, until=until, by=by, total=total, groups=ordered)
