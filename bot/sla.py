@@ -152,6 +152,11 @@ class SlaClock:
             ticket.last_requester_update_at = now
 
         events = await _load_events(session, ticket.id)
+        if event.kind == "reopened":
+            # Resolved until now, the clock stood still: count it with the waits, so a card's "took" for the
+            # next resolution is the running time the clock judges by.
+            resolved = max((e.at for e in events if e.kind == "resolved"), default=None)
+            ticket.paused_seconds += cal.between(resolved, now).total_seconds() if resolved else 0.0
         answered_now = answers(event.kind, event.payload) and not any(
             answers(e.kind, e.payload) for e in events if e.id < event.id)
         if policy is None or budget is None:

@@ -152,7 +152,11 @@ def sla_outcomes(
     outcomes = {}
     for metric in (FIRST_RESPONSE, RESOLUTION):
         stops = [e for e in seen if e.kind in STOP_VERDICTS and e.payload.get("metric") == metric]
-        stop = stops[0] if metric == FIRST_RESPONSE else (stops[-1] if stops and status not in RUNNING else None)
+        # The first response stops once; a resolution's verdict stands only while the ticket stays resolved.
+        if not stops or (metric == RESOLUTION and status in RUNNING):
+            stop = None
+        else:
+            stop = stops[0] if metric == FIRST_RESPONSE else stops[-1]
         if stop is not None:
             outcomes[metric] = SlaOutcome(metric, timedelta(seconds=stop.payload["target_seconds"]),
                                           timedelta(seconds=stop.payload["elapsed_seconds"]), stop.kind == SLA_MET)
