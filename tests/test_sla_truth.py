@@ -213,7 +213,8 @@ async def test_the_ticket_export_streams_one_line_per_ticket_with_its_verdicts(a
     for name, ((first, _), (resolution, resolution_hours)) in EXPECTED.items():
         line = by_number[f"IT-{awkward.ids[name]}"]
         assert (line["first_response"], line["resolution"]) == (first, resolution), name
-        assert line["resolution_hours"] == (None if resolution_hours is None else pytest.approx(resolution_hours, abs=1e-3))
+        hours = None if resolution_hours is None else pytest.approx(resolution_hours, abs=1e-3)
+        assert line["resolution_hours"] == hours, name
     t4 = by_number[f"IT-{awkward.ids['T4']}"]
     assert (t4["agent"], t4["reopened"], t4["priority"]) == ("Agent One", True, "P2")
     assert t4["resolved_at"] == at(24, 15).isoformat()
