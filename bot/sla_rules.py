@@ -107,25 +107,20 @@ def stop_verdict(elapsed: timedelta, budget: timedelta) -> str:
     return SLA_MET if elapsed <= budget else SLA_MISSED
 
 
-def first_response_verdict(met_at: datetime | None, missed_at: datetime | None,
-                           breached_at: datetime | None) -> str | None:
-    """The first response as the clock judged it by some instant, from the times of its verdict events seen by
-    then: the stop verdict once it stopped (it stops once), ``missed`` once breached while still running, else
-    None (still running)."""
-    if met_at is not None:
-        return MET
-    if missed_at is not None or breached_at is not None:
-        return MISSED
-    return None
+def first_response_verdict(stop: str | None, breached: bool) -> str | None:
+    """The first response as the clock judged it, from its verdict events seen by some instant: the stop verdict
+    (``sla_met``/``sla_missed``: it stops once) once given, ``missed`` once breached while still running, else
+    None (still running, or no policy)."""
+    if stop is not None:
+        return MET if stop == SLA_MET else MISSED
+    return MISSED if breached else None
 
 
-def resolution_verdict(met_at: datetime | None, missed_at: datetime | None) -> str | None:
-    """The verdict of a ticket's latest resolution: the later of its last ``sla_met`` and ``sla_missed``."""
-    if met_at is None and missed_at is None:
+def resolution_verdict(latest_stop: str | None) -> str | None:
+    """The verdict of a ticket's latest resolution, from the kind of its latest stop verdict (None: no policy)."""
+    if latest_stop is None:
         return None
-    if missed_at is None or (met_at is not None and met_at > missed_at):
-        return MET
-    return MISSED
+    return MET if latest_stop == SLA_MET else MISSED
 
 
 @dataclass(frozen=True)

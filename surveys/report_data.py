@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, literal, select
+from sqlalchemy import ColumnElement, String, and_, case, cast, func, literal, select
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
 
 from bot.config import AppConfig
@@ -32,8 +33,7 @@ from bot.sla_rules import (
     MISSED,
     RESOLUTION,
     SLA_BREACHED,
-    SLA_MET,
-    SLA_MISSED,
+    STOP_VERDICTS,
     first_response_verdict,
     resolution_verdict,
 )
@@ -41,7 +41,7 @@ from store.db import Database
 from store.models import Person, Ticket, TicketEvent
 from surveys.report_metrics import Metrics, Report
 
-_FACT_KINDS = ("opened", "resolved", "reopened", "claimed", SLA_MET, SLA_MISSED, SLA_BREACHED, "survey_sent",
+_FACT_KINDS = ("opened", "resolved", "reopened", "claimed", *STOP_VERDICTS, SLA_BREACHED, "survey_sent",
                "survey_answered")
 _PERIOD_KINDS = ("opened", "resolved", "survey_sent")
 """A ticket takes part in a period's report when one of these falls in it."""
@@ -71,20 +71,63 @@ class TicketFacts:
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    # Aggregates (MIN/MAX over a CASE) lose the column's type: naive UTC on SQLite, aware on neither.
-    if value is None or (isinstance(value, datetime) and value.tzinfo is not None):
+    # Aggregates (MIN/MAX over a CASE) keep the column's type on both databases; this only makes sure.
+    if value is None or value.tzinfo is not None:
         return value
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
     return value.replace(tzinfo=UTC)
+
+
+class _JsonText(ColumnElement[str]):
+    """``payload``'s ``key`` as text, the way each database reads it fastest (no CAST around it)."""
+
+    inherit_cache = True
+    type = String()
+
+    def __init__(self, column: Any, key: str) -> None:
+        self.column, self.key = column, key
+
+
+@compiles(_JsonText, "sqlite")
+def _json_text_sqlite(element: _JsonText, compiler: Any, **kw: Any) -> str:
+    return f"json_extract({compiler.process(element.column, **kw)}, '$.{element.key}')"
+
+
+@compiles(_JsonText, "postgresql")
+def _json_text_postgresql(element: _JsonText, compiler: Any, **kw: Any) -> str:
+    return f"({compiler.process(element.column, **kw)} ->> '{element.key}')"
+
+
+class _Stamped(ColumnElement[str]):
+    """``<at as fixed-width text>|<value>``: the MAX of these is the value of the latest row, in one aggregate
+    (the time's text sorts as the time does: SQLite stores it so, PostgreSQL is asked for microseconds)."""
+
+    inherit_cache = True
+    type = String()
+
+    def __init__(self, at: Any, value: Any) -> None:
+        self.at, self.value = at, value
+
+
+@compiles(_Stamped, "sqlite")
+def _stamped_sqlite(element: _Stamped, compiler: Any, **kw: Any) -> str:
+    return f"({compiler.process(element.at, **kw)} || '|' || {compiler.process(element.value, **kw)})"
+
+
+@compiles(_Stamped, "postgresql")
+def _stamped_postgresql(element: _Stamped, compiler: Any, **kw: Any) -> str:
+    return (f"(to_char({compiler.process(element.at, **kw)}, 'YYYY-MM-DD HH24:MI:SS.US') || '|' || "
+            f"{compiler.process(element.value, **kw)})")
+
+
+def _unstamp(value: str | None) -> str | None:
+    return None if value is None else value.partition("|")[2]
 
 
 def _facts_statement(since: datetime, until: datetime, *, with_agent: bool) -> Any:
     e = aliased(TicketEvent, name="e")
     kind, at = e.kind, e.at
-    metric = e.payload["metric"].as_string()
-    elapsed = e.payload["elapsed_seconds"].as_float()
-    answer = e.payload["answer"].as_string()
+    metric = _JsonText(e.payload, "metric")
+    elapsed = _JsonText(e.payload, "elapsed_seconds")
 
     def first(*conditions: ColumnElement[bool]) -> Any:
         return func.min(case((and_(*conditions), at)))
@@ -92,70 +135,64 @@ def _facts_statement(since: datetime, until: datetime, *, with_agent: bool) -> A
     def last(*conditions: ColumnElement[bool]) -> Any:
         return func.max(case((and_(*conditions), at)))
 
-    stop = kind.in_((SLA_MET, SLA_MISSED))
+    def latest(value: Any, *conditions: ColumnElement[bool]) -> Any:
+        return func.max(case((and_(*conditions), _Stamped(at, value))))
+
+    def seen(*conditions: ColumnElement[bool]) -> Any:
+        return func.max(case((and_(*conditions), 1), else_=0))
+
+    stop = kind.in_(STOP_VERDICTS)
+    stop_and_elapsed = kind + literal("|") + elapsed
     active = select(TicketEvent.ticket_id).where(
         TicketEvent.kind.in_(_PERIOD_KINDS), TicketEvent.at >= since, TicketEvent.at < until)
-    grouped = (
+    agent = (latest(cast(e.actor_id, String), kind == "resolved").label("resolver"),
+             latest(cast(e.actor_id, String), kind == "claimed").label("claimer")) if with_agent else (
+        literal(None, String).label("resolver"), literal(None, String).label("claimer"))
+    return (
         select(
-            e.ticket_id.label("ticket_id"),
+            e.ticket_id.label("ticket_id"), func.max(Ticket.priority).label("priority"),
+            func.max(Ticket.category).label("category"),
             first(kind == "opened").label("opened_at"),
             last(kind == "resolved").label("resolved_at"),
-            last(kind == "reopened").label("reopened_at"),
-            first(kind == SLA_MET, metric == FIRST_RESPONSE).label("fr_met_at"),
-            first(kind == SLA_MISSED, metric == FIRST_RESPONSE).label("fr_missed_at"),
-            first(kind == SLA_BREACHED, metric == FIRST_RESPONSE).label("fr_breached_at"),
-            func.min(case((and_(stop, metric == FIRST_RESPONSE), elapsed))).label("fr_seconds"),
-            last(kind == SLA_MET, metric == RESOLUTION).label("res_met_at"),
-            last(kind == SLA_MISSED, metric == RESOLUTION).label("res_missed_at"),
+            seen(kind == "reopened").label("reopened"),
+            # The SLA clock's verdicts: the kind and business seconds of the latest stop of each target (a
+            # calendar change between two resolutions can make a later one shorter: the latest, not the largest).
+            latest(stop_and_elapsed, stop, metric == FIRST_RESPONSE).label("first_stop"),
+            seen(kind == SLA_BREACHED, metric == FIRST_RESPONSE).label("first_breached"),
+            latest(stop_and_elapsed, stop, metric == RESOLUTION).label("resolution_stop"),
             last(kind == "survey_sent", at >= since).label("survey_sent_at"),
-            last(kind == "survey_answered", answer == "up").label("up_at"),
-            last(kind == "survey_answered", answer == "down").label("down_at"),
+            latest(_JsonText(e.payload, "answer"), kind == "survey_answered").label("answer"),
+            *agent,
         )
+        .join_from(e, Ticket, Ticket.id == e.ticket_id)
         .where(e.ticket_id.in_(active), e.at < until, kind.in_(_FACT_KINDS))
         .group_by(e.ticket_id)
-        .subquery("facts")
     )
-    # The time of the latest resolution verdict is one of the two just found; its elapsed seconds are read
-    # from that event (a calendar change between two resolutions can make a later one shorter).
-    verdict = aliased(TicketEvent, name="v")
-    res_seconds = (select(verdict.payload["elapsed_seconds"].as_float())
-                   .where(verdict.ticket_id == grouped.c.ticket_id, verdict.kind.in_((SLA_MET, SLA_MISSED)),
-                          verdict.at < until, verdict.payload["metric"].as_string() == RESOLUTION)
-                   .order_by(verdict.at.desc(), verdict.id.desc()).limit(1).scalar_subquery())
-    columns: list[Any] = [
-        grouped, Ticket.priority, Ticket.category,
-        case((grouped.c.resolved_at >= since, res_seconds)).label("res_seconds"),
-    ]
-    if with_agent:
-        worker = aliased(TicketEvent, name="w")
-        columns.append(
-            select(worker.actor_id)
-            .where(worker.ticket_id == grouped.c.ticket_id, worker.kind.in_(("resolved", "claimed")),
-                   worker.at < until)
-            .order_by(case((worker.kind == "resolved", 0), else_=1), worker.at.desc(), worker.id.desc())
-            .limit(1).scalar_subquery().label("agent_id"))
-    else:
-        columns.append(literal(None).label("agent_id"))
-    return (select(*columns).join_from(grouped, Ticket, Ticket.id == grouped.c.ticket_id)
-            .order_by(grouped.c.ticket_id))
+
+
+def _stop(stamped: str | None) -> tuple[str | None, float | None]:
+    # "<at>|<verdict kind>|<elapsed seconds>" -> (kind, seconds)
+    if stamped is None:
+        return None, None
+    _, kind, seconds = stamped.split("|", 2)
+    return kind, float(seconds) if seconds else None
 
 
 def _facts_of(row: Any, since: datetime) -> TicketFacts:
     resolved_at = _utc(row.resolved_at)
     resolved_in = resolved_at is not None and resolved_at >= since
-    up_at, down_at = _utc(row.up_at), _utc(row.down_at)
-    answer = None if up_at is None and down_at is None else (
-        "up" if down_at is None or (up_at is not None and up_at > down_at) else "down")
-    first = first_response_verdict(_utc(row.fr_met_at), _utc(row.fr_missed_at), _utc(row.fr_breached_at))
+    first_kind, first_seconds = _stop(row.first_stop)
+    resolution_kind, resolution_seconds = _stop(row.resolution_stop) if resolved_in else (None, None)
+    agent = _unstamp(row.resolver) or _unstamp(row.claimer)
     return TicketFacts(
         ticket_id=int(row.ticket_id), priority=row.priority, category=row.category, opened_at=_utc(row.opened_at),
-        first_response=first,
-        first_response_hours=None if row.fr_seconds is None else float(row.fr_seconds) / 3600,
+        first_response=first_response_verdict(first_kind, bool(row.first_breached)),
+        first_response_hours=None if first_seconds is None else first_seconds / 3600,
         resolved_at=resolved_at if resolved_in else None,
-        resolution=resolution_verdict(_utc(row.res_met_at), _utc(row.res_missed_at)) if resolved_in else None,
-        resolution_hours=None if row.res_seconds is None else float(row.res_seconds) / 3600,
-        reopened=row.reopened_at is not None, survey_sent_at=_utc(row.survey_sent_at), answer=answer,
-        agent_id=None if row.agent_id is None else int(row.agent_id),
+        resolution=resolution_verdict(resolution_kind),
+        resolution_hours=None if resolution_seconds is None else resolution_seconds / 3600,
+        reopened=bool(row.reopened), survey_sent_at=_utc(row.survey_sent_at),
+        answer=_unstamp(row.answer), agent_id=int(agent) if agent else None,
     )
 
 
