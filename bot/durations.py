@@ -93,7 +93,11 @@ class SlaDuration:
         if cal.always_open:
             return cal.add(start, self.wall())
         days = self.working_days(cal)
-        return cal.add(cal.add_working_days(start, days) if days else start, self.time)
+        if not days:
+            return cal.add(start, self.time)
+        end_of_days = cal.add_working_days(start, days)
+        # A target of whole days may run out at a closing time; adding no hours must not move it to the next opening.
+        return cal.add(end_of_days, self.time) if self.time else end_of_days
 
     def budget(self, cal: BusinessCalendar, start: datetime) -> timedelta:
         """The business time this target allows a ticket that started at ``start`` (what pauses eat into)."""
