@@ -22,7 +22,7 @@ def _calendar_name(config: AppConfig, policy: SlaPolicy) -> str:
 
 
 def describe_calendar(name: str, spec: CalendarConfig) -> str:
-    """ "calendar emea, Mon–Fri 09:00–17:30 Europe/London" (or "round the clock, UTC")."""
+    """How a policy's calendar reads: its name, weekly hours (with en dashes), zone and public holidays."""
     if spec.always_open:
         return f"calendar {name}, round the clock, {spec.timezone}"
     days = []

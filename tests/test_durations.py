@@ -57,7 +57,7 @@ def test_on_a_round_the_clock_calendar_a_day_is_24_hours() -> None:
 
 
 def test_fractional_days_are_refused_with_a_fix() -> None:
-    with pytest.raises(ValueError, match="whole working days; write e.g. 1d4h"):
+    with pytest.raises(ValueError, match=r"whole working days; write e\.g\. 1d4h"):
         parse_sla_duration("1.5d")
     with pytest.raises(ConfigError, match=r"sla\.policies\.P2\.resolution"):
         parse_config("sla:\n  policies:\n    P2: {first_response: 1h, resolution: 1.5d}\n", env={})
