@@ -57,10 +57,12 @@ class _Axis:
     mondays: list[date]
 
     def x(self, index: int) -> float:
-        span = WIDTH - LEFT - RIGHT
+        # Inset by half a column so the first and last weeks' columns stay inside the plot.
+        inset = min(14.0, (WIDTH - LEFT - RIGHT) / max(len(self.mondays), 1) / 2)
+        span = WIDTH - LEFT - RIGHT - 2 * inset
         if len(self.mondays) == 1:
-            return LEFT + span / 2
-        return LEFT + span * index / (len(self.mondays) - 1)
+            return LEFT + inset + span / 2
+        return LEFT + inset + span * index / (len(self.mondays) - 1)
 
     def ticks(self) -> list[tuple[float, str]]:
         # About eight labels whatever the length; the first of each month, or every few weeks for short periods.
