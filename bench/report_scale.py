@@ -2,7 +2,8 @@
 
 Seeds N tickets spread over the last 365 days with the histories the desk writes (opened with its SLA targets,
 claimed, agent comments, resolved, the SLA clock's verdicts, reopens, surveys sent and answered, closed; a few
-still open with a breach) through the store's models, in batches of ORM rows. Then runs, as subprocesses:
+still open with a breach), the survey rows and the report facts the SLA clock keeps beside them, through the
+store's models, in batches of ORM rows. Then runs, as subprocesses:
 
 * ``ithelp report --since 365d`` (the table), and
 * ``ithelp report --since 365d --by week --format html --output …``,
@@ -32,10 +33,13 @@ from typing import Any
 from _support import POSTGRES_URL, ROOT, drop_schema, make_schema, table
 from sqlalchemy import func, insert, select
 
+from bot.report_facts import change_facts, verdict_facts
 from bot.sla_rules import FIRST_RESPONSE, RESOLUTION, SLA_BREACHED, SLA_MET, SLA_MISSED
 from store.db import Database
 from store.migrate import upgrade
 from store.models import Person, Ticket, TicketEvent
+from store.report_models import ReportFacts
+from store.survey_models import ANSWERED, SENT, Survey
 
 CHUNK = 5000
 PEOPLE = 5000
@@ -47,14 +51,32 @@ CATEGORIES = ("Hardware", "Software", "Access", "Network", "Other")
 
 
 class History:
-    """One ticket's events, in order, as the services and the SLA clock write them."""
+    """One ticket's events, in order, as the services and the SLA clock write them, and its report facts row
+    as the clock keeps it alongside (``bot.report_facts``)."""
 
-    def __init__(self, ticket_id: int, requester: int) -> None:
+    def __init__(self, ticket_id: int, requester: int, opened: datetime) -> None:
         self.ticket_id, self.requester = ticket_id, requester
         self.rows: list[dict[str, Any]] = []
+        self.facts: dict[str, Any] = {"ticket_id": ticket_id, "opened_at": opened, "first_response": None,
+                                      "first_response_seconds": None, "resolved_at": None, "resolution": None,
+                                      "resolution_seconds": None, "reopened_at": None, "resolver_id": None,
+                                      "claimer_id": None, "changed_at": opened}
+        self.survey: dict[str, Any] | None = None
 
     def add(self, at: datetime, kind: str, actor: int | None, **payload: Any) -> None:
         self.rows.append({"ticket_id": self.ticket_id, "at": at, "actor_id": actor, "kind": kind, "payload": payload})
+        self.facts["changed_at"] = at
+        self.facts.update(change_facts(kind, actor, at) if kind != "reopened" else {
+            "reopened_at": self.facts["reopened_at"] or at})
+        if kind == SLA_BREACHED and payload["metric"] == FIRST_RESPONSE:
+            self.facts["first_response"] = self.facts["first_response"] or "missed"
+        if kind in (SLA_MET, SLA_MISSED):
+            self.facts.update(verdict_facts(payload["metric"], kind, payload["elapsed_seconds"]))
+        if kind == "survey_sent":
+            self.survey = {"ticket_id": self.ticket_id, "requester_id": self.requester, "status": SENT,
+                           "created_at": at, "sent_at": at, "expires_at": at + timedelta(days=7), "revision": 1}
+        if kind == "survey_answered" and self.survey is not None:
+            self.survey.update(status=ANSWERED, answer=payload["answer"], answered_at=at)
 
     def verdict(self, at: datetime, metric: str, elapsed: float, target: float) -> None:
         if elapsed > target:
@@ -72,13 +94,13 @@ def _priority(rng: random.Random) -> tuple[str, int, int]:
     return PRIORITIES[-1][0], PRIORITIES[-1][2], PRIORITIES[-1][3]
 
 
-def ticket_rows(i: int, rng: random.Random) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Ticket ``i``'s row and its events (people 1..AGENTS are agents, the rest requesters)."""
+def ticket_rows(i: int, rng: random.Random) -> tuple[dict[str, Any], History]:
+    """Ticket ``i``'s row and its history (people 1..AGENTS are agents, the rest requesters)."""
     requester = AGENTS + 1 + i % PEOPLE
     agent = 1 + rng.randrange(AGENTS)
     priority, first_target, resolution_target = _priority(rng)
     opened = NOW - timedelta(seconds=rng.uniform(60, 365 * 86400))
-    history = History(i, requester)
+    history = History(i, requester, opened)
     history.add(opened, "opened", requester, summary=f"Problem {i}", priority=priority,
                 category=CATEGORIES[i % len(CATEGORIES)], origin="slack",
                 sla_targets={FIRST_RESPONSE: first_target, RESOLUTION: resolution_target})
@@ -124,7 +146,7 @@ def ticket_rows(i: int, rng: random.Random) -> tuple[dict[str, Any], list[dict[s
               "first_response_at": claimed if status != "new" else None, "resolved_at": resolved_at,
               "closed_at": closed_at, "paused_seconds": 0.0, "updates_muted": False,
               "reopen_count": 0, "version": 1}
-    return ticket, history.rows
+    return ticket, history
 
 
 async def seed(db: Database, tickets: int) -> int:
@@ -140,8 +162,12 @@ async def seed(db: Database, tickets: int) -> int:
         rows = [ticket_rows(i, rng) for i in range(lo, min(tickets + 1, lo + CHUNK))]
         async with db.transaction() as session:
             await session.execute(insert(Ticket), [ticket for ticket, _ in rows])
-            batch = [event for _, history in rows for event in history]
+            batch = [event for _, history in rows for event in history.rows]
             await session.execute(insert(TicketEvent), batch)
+            await session.execute(insert(ReportFacts), [history.facts for _, history in rows])
+            surveys = [history.survey for _, history in rows if history.survey is not None]
+            if surveys:
+                await session.execute(insert(Survey), surveys)
             events += len(batch)
         if lo // CHUNK % 20 == 0:
             print(f"  seeded {min(tickets, lo + CHUNK - 1):,} tickets", file=sys.stderr, flush=True)
@@ -150,6 +176,7 @@ async def seed(db: Database, tickets: int) -> int:
             for name in ("people", "tickets", "ticket_events"):
                 await conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
                                            f"(SELECT max(id) FROM {name}))")
+            for name in ("people", "tickets", "ticket_events", "report_facts", "surveys"):
                 await conn.exec_driver_sql(f"ANALYZE {name}")
     return events
 

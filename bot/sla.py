@@ -35,13 +35,15 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import report_facts
 from bot.business_time import BusinessCalendar
 from bot.calendars import calendar_for
-from bot.config import AppConfig
+from bot.config import AppConfig, SlaPolicy
 from bot.engine import TimerRun
 from bot.local_time import within_hours, zone_or_none
 from bot.messages import NOTICE, notice_payload
 from bot.notifications import CARD, person_target, triage_targets
+from bot.report_facts import change_facts
 from bot.sla_rules import (
     AUTO_UPDATE,
     FIRST_RESPONSE,
@@ -157,32 +159,44 @@ class SlaClock:
             # next resolution is the running time the clock judges by.
             resolved = max((e.at for e in events if e.kind == "resolved"), default=None)
             ticket.paused_seconds += cal.between(resolved, now).total_seconds() if resolved else 0.0
-        answered_now = answers(event.kind, event.payload) and not any(
-            answers(e.kind, e.payload) for e in events if e.id < event.id)
+        facts = change_facts(event.kind, event.actor_id, now)
         if policy is None or budget is None:
             ticket.first_response_due = ticket.resolution_due = ticket.next_update_due = None
         else:
-            spans = running_spans(events, ticket.created_at, now)
-            moving = ticket.status in _RUNNING or left_waiting
-            if ticket.first_response_at is None or answered_now:
-                if moving or answered_now:
-                    ticket.first_response_due = deadline(cal, spans, budget.first_response, now)
-                if answered_now:
-                    await self._record_outcome(session, ticket, FIRST_RESPONSE, spans, cal, budget, now)
-            if moving:
-                ticket.resolution_due = deadline(cal, spans, budget.resolution, now)
-            if event.kind == "resolved":
-                await self._record_outcome(session, ticket, RESOLUTION, spans, cal, budget, now)
-            if policy.update_every is None or ticket.status not in _RUNNING or ticket.updates_muted:
-                ticket.next_update_due = None
-            elif _tells_requester(event) or ticket.next_update_due is None:
-                ticket.next_update_due = policy.update_every.after(cal, now)
+            facts |= await self._recount(change, events, cal, policy, budget, left_waiting=left_waiting)
+        if event.kind == "opened":
+            await report_facts.note_opened(session, ticket.id, ticket.created_at, now)
+        await report_facts.note(session, ticket.id, now, facts)
         await self._sync_timers(session, ticket, f"v{ticket.version}", now, new_ticket=event.kind == "opened")
+
+    async def _recount(self, change: TicketChange, events: list[TicketEvent], cal: BusinessCalendar,
+                       policy: SlaPolicy, budget: Budgets, *, left_waiting: bool) -> dict[str, Any]:
+        # The ticket's due times after this change, and the verdicts of the targets it stopped (as report facts).
+        session, ticket, event, now = change.session, change.ticket, change.event, change.now
+        answered_now = answers(event.kind, event.payload) and not any(
+            answers(e.kind, e.payload) for e in events if e.id < event.id)
+        spans = running_spans(events, ticket.created_at, now)
+        moving = ticket.status in _RUNNING or left_waiting
+        facts: dict[str, Any] = {}
+        if ticket.first_response_at is None or answered_now:
+            if moving or answered_now:
+                ticket.first_response_due = deadline(cal, spans, budget.first_response, now)
+            if answered_now:
+                facts |= await self._record_outcome(session, ticket, FIRST_RESPONSE, spans, cal, budget, now)
+        if moving:
+            ticket.resolution_due = deadline(cal, spans, budget.resolution, now)
+        if event.kind == "resolved":
+            facts |= await self._record_outcome(session, ticket, RESOLUTION, spans, cal, budget, now)
+        if policy.update_every is None or ticket.status not in _RUNNING or ticket.updates_muted:
+            ticket.next_update_due = None
+        elif _tells_requester(event) or ticket.next_update_due is None:
+            ticket.next_update_due = policy.update_every.after(cal, now)
+        return facts
 
     async def _record_outcome(
         self, session: AsyncSession, ticket: Ticket, metric: str, spans: list[tuple[datetime, datetime]],
         cal: BusinessCalendar, budget: Budgets, now: datetime,
-    ) -> None:
+    ) -> dict[str, Any]:
         # The target stopped: stamp its verdict with what it took and what it allowed, so every reader (reports,
         # the weekly summary, cards) takes the clock's word instead of re-deriving it.
         target, elapsed = budget.of(metric), business(cal, spans)
@@ -194,6 +208,7 @@ class SlaClock:
         await _add_event(session, ticket, verdict, now, {
             "metric": metric, "elapsed_seconds": elapsed.total_seconds(), "target_seconds": target.total_seconds(),
         })
+        return report_facts.verdict_facts(metric, verdict, elapsed.total_seconds())
 
     # -- timers -------------------------------------------------------------------------------------
     async def _sync_timers(
@@ -271,6 +286,8 @@ class SlaClock:
                                      due, run.now, flush=False, marks=marks)
             if event is None:
                 return
+            if level == "breach":
+                await report_facts.note(run.session, ticket.id, run.now, report_facts.breached_facts(metric))
             for hook in self.on_breach:
                 await hook(run, ticket, metric, level)
         targets = triage_targets(self.config)

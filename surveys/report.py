@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import io
 import json
@@ -181,16 +182,20 @@ def cmd_report(args: argparse.Namespace, *, now: datetime | None = None) -> int:
     except argparse.ArgumentTypeError as exc:
         print(str(exc), file=sys.stderr)
         return 2
-    with (open(args.output, "w", encoding="utf-8") if args.output else _stdout()) as out:
-        asyncio.run(_write(config, args, since, until, out))
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
+    try:
+        with open(args.output, "w", encoding="utf-8") if args.output else contextlib.nullcontext(sys.stdout) as out:
+            asyncio.run(_write(config, args, since, until, out))
+    except (OperationalError, ProgrammingError) as exc:
+        if "report_facts" not in str(exc):
+            raise
+        print("The database is older than this ithelp: run `ithelp db upgrade` (ithelp serve does it on start).",
+              file=sys.stderr)
+        return 2
     if args.output:
         print(f"wrote {args.output}")
     return 0
-
-
-def _stdout() -> IO[str]:
-    # A handle the `with` may close without closing the process's standard output.
-    return open(sys.stdout.fileno(), "w", encoding="utf-8", closefd=False)
 
 
 async def _write(config: AppConfig, args: argparse.Namespace, since: datetime, until: datetime, out: IO[str]) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, String, and_, case, cast, func, literal, select
+from sqlalchemy import ColumnElement, String, and_, case, cast, func, literal, or_, select
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
 
@@ -39,6 +39,8 @@ from bot.sla_rules import (
 )
 from store.db import Database
 from store.models import Person, Ticket, TicketEvent
+from store.report_models import ReportFacts
+from store.survey_models import Survey
 from surveys.report_metrics import Metrics, Report
 
 _FACT_KINDS = ("opened", "resolved", "reopened", "claimed", *STOP_VERDICTS, SLA_BREACHED, "survey_sent",
@@ -46,6 +48,7 @@ _FACT_KINDS = ("opened", "resolved", "reopened", "claimed", *STOP_VERDICTS, SLA_
 _PERIOD_KINDS = ("opened", "resolved", "survey_sent")
 """A ticket takes part in a period's report when one of these falls in it."""
 _STREAM_CHUNK = 2000
+_FACTS_TABLE = ReportFacts.__table__
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +126,7 @@ def _unstamp(value: str | None) -> str | None:
     return None if value is None else value.partition("|")[2]
 
 
-def _facts_statement(since: datetime, until: datetime, *, with_agent: bool) -> Any:
+def _facts_statement(since: datetime, until: datetime, *, with_agent: bool, exclude: Any = None) -> Any:
     e = aliased(TicketEvent, name="e")
     kind, at = e.kind, e.at
     metric = _JsonText(e.payload, "metric")
@@ -145,6 +148,8 @@ def _facts_statement(since: datetime, until: datetime, *, with_agent: bool) -> A
     stop_and_elapsed = kind + literal("|") + elapsed
     active = select(TicketEvent.ticket_id).where(
         TicketEvent.kind.in_(_PERIOD_KINDS), TicketEvent.at >= since, TicketEvent.at < until)
+    if exclude is not None:
+        active = active.where(TicketEvent.ticket_id.not_in(exclude))
     agent = (latest(cast(e.actor_id, String), kind == "resolved").label("resolver"),
              latest(cast(e.actor_id, String), kind == "claimed").label("claimer")) if with_agent else (
         literal(None, String).label("resolver"), literal(None, String).label("claimer"))
@@ -196,14 +201,63 @@ def _facts_of(row: Any, since: datetime) -> TicketFacts:
     )
 
 
-async def ticket_facts(db: Database, *, since: datetime, until: datetime,
-                       with_agent: bool = False) -> AsyncIterator[TicketFacts]:
-    """Every ticket that took part in [since, until), in id order, streamed from one query."""
+def _exact(until: datetime) -> ColumnElement[bool]:
+    # A ticket's facts row (and survey row) is its history as of `until` when nothing changed since.
+    return and_(ReportFacts.changed_at < until, or_(Survey.sent_at.is_(None), Survey.sent_at < until),
+                or_(Survey.answered_at.is_(None), Survey.answered_at < until))
+
+
+def _read_model_statement(since: datetime, until: datetime) -> Any:
+    def within(column: Any) -> ColumnElement[bool]:
+        return and_(column >= since, column < until)
+
+    return (
+        select(*_FACTS_TABLE.c, Ticket.priority, Ticket.category, Survey.sent_at, Survey.answer)
+        .join_from(ReportFacts, Ticket, Ticket.id == ReportFacts.ticket_id)
+        .outerjoin(Survey, Survey.ticket_id == ReportFacts.ticket_id)
+        .where(_exact(until), or_(within(ReportFacts.opened_at), within(ReportFacts.resolved_at),
+                                  within(Survey.sent_at)))
+    )
+
+
+def _facts_of_read_model(facts: Any, since: datetime) -> TicketFacts:
+    row = facts
+    resolved_in = facts.resolved_at is not None and facts.resolved_at >= since
+    sent_in = row.sent_at is not None and row.sent_at >= since
+    seconds = facts.resolution_seconds if resolved_in else None
+    return TicketFacts(
+        ticket_id=facts.ticket_id, priority=row.priority, category=row.category, opened_at=facts.opened_at,
+        first_response=facts.first_response,
+        first_response_hours=None if facts.first_response_seconds is None else facts.first_response_seconds / 3600,
+        resolved_at=facts.resolved_at if resolved_in else None,
+        resolution=facts.resolution if resolved_in else None,
+        resolution_hours=None if seconds is None else seconds / 3600,
+        reopened=facts.reopened_at is not None, survey_sent_at=row.sent_at if sent_in else None,
+        answer=row.answer if sent_in else None,
+        agent_id=facts.resolver_id if facts.resolver_id is not None else facts.claimer_id,
+    )
+
+
+async def ticket_facts(db: Database, *, since: datetime, until: datetime, with_agent: bool = False,
+                       replay: bool = False) -> AsyncIterator[TicketFacts]:
+    """Every ticket that took part in [since, until), streamed: from its ``report_facts`` row when that row is its
+    history as of ``until``, else (a period ending before its last change, or a ticket from before the read model;
+    ``replay`` forces it for all) by aggregating its events."""
     if since.tzinfo is None or until.tzinfo is None:
         raise ValueError("since and until must be timezone-aware")
-    statement = _facts_statement(since, until, with_agent=with_agent)
+    replayed = _facts_statement(since, until, with_agent=with_agent)
     async with db.reading() as session:
-        result = await session.stream(statement.execution_options(yield_per=_STREAM_CHUNK))
+        # Core rows on the session's connection: no ORM bookkeeping per ticket.
+        conn = await session.connection()
+        if not replay:
+            result = await conn.stream(_read_model_statement(since, until).execution_options(yield_per=_STREAM_CHUNK))
+            async for partition in result.partitions(_STREAM_CHUNK):
+                for row in partition:
+                    yield _facts_of_read_model(row, since)
+            current = (select(ReportFacts.ticket_id).outerjoin(Survey, Survey.ticket_id == ReportFacts.ticket_id)
+                       .where(_exact(until)))
+            replayed = _facts_statement(since, until, with_agent=with_agent, exclude=current)
+        result = await conn.stream(replayed.execution_options(yield_per=_STREAM_CHUNK))
         async for partition in result.partitions(_STREAM_CHUNK):
             for row in partition:
                 yield _facts_of(row, since)

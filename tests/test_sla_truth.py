@@ -16,6 +16,7 @@ The real ``SlaClock`` runs its timers as the ManualClock moves (SQLite and Postg
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -230,3 +231,48 @@ def test_the_ticket_export_runs_from_the_command_line(tmp_path: Path) -> None:
     assert main(["report", "--config", str(config), "--format", "jsonl", "--tickets", "--output", str(out)]) == 0
     assert out.read_text() == ""
     assert main(["report", "--config", str(config), "--tickets"]) == 2
+
+
+def test_a_database_not_yet_upgraded_gets_told_how_to_upgrade(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    import asyncio
+
+    from bot.cli import main
+    from store.db import Database
+    from store.migrate import upgrade
+
+    config = tmp_path / "app.yaml"
+    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    config.write_text(f"database:\n  url: {url}\n")
+
+    async def old_schema() -> None:
+        db = Database(url)
+        await upgrade(db, "0005")
+        await db.dispose()
+
+    asyncio.run(old_schema())
+    assert main(["report", "--config", str(config)]) == 2
+    assert "run `ithelp db upgrade`" in capsys.readouterr().err
+
+
+def test_the_rules_name_the_statuses_the_ticket_service_uses() -> None:
+    from bot import sla_rules, tickets
+
+    assert sla_rules.RUNNING == {tickets.NEW, tickets.CLAIMED, tickets.IN_PROGRESS, tickets.REOPENED}
+
+
+@pytest.mark.parametrize("until", [UNTIL, at(24, 10), at(23, 12, 30)], ids=["end", "before-reopen", "monday"])
+async def test_the_read_model_gives_what_replaying_the_events_gives(awkward: Story, until: datetime) -> None:
+    async def facts(replay: bool) -> list[TicketFacts]:
+        found = [f async for f in ticket_facts(awkward.desk.db, since=SINCE, until=until, with_agent=True,
+                                               replay=replay)]
+        return sorted(found, key=lambda f: f.ticket_id)
+
+    fast, replayed = await facts(False), await facts(True)
+    assert [f.ticket_id for f in fast] == [f.ticket_id for f in replayed] and fast
+    for one, other in zip(fast, replayed, strict=True):
+        hours = ("first_response_hours", "resolution_hours")
+        assert dataclasses.replace(one, first_response_hours=None, resolution_hours=None) == dataclasses.replace(
+            other, first_response_hours=None, resolution_hours=None)
+        for name in hours:
+            assert getattr(one, name) == pytest.approx(getattr(other, name)), name
