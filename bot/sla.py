@@ -28,11 +28,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import report_facts
@@ -41,8 +41,7 @@ from bot.calendars import calendar_for
 from bot.config import AppConfig, SlaPolicy
 from bot.engine import TimerRun
 from bot.local_time import within_hours, zone_or_none
-from bot.messages import NOTICE, notice_payload
-from bot.notifications import CARD, person_target, triage_targets
+from bot.notifications import CARD, triage_targets
 from bot.report_facts import change_facts
 from bot.sla_rules import (
     AUTO_UPDATE,
@@ -63,9 +62,9 @@ from bot.sla_rules import (
     sla_outcomes,
     stop_verdict,
 )
+from bot.sla_updates import send_update, updates_sent_on_day
 from bot.sla_wording import acknowledgement, sla_lines
-from bot.tickets import NEW, REOPENED, WAITING, TicketChange
-from bot.views import Moment, Notice, Span
+from bot.tickets import WAITING, TicketChange
 from store.models import Person, Ticket, TicketEvent, Timer
 from store.queries import enqueue_message, schedule_timers, timer_row
 
@@ -330,52 +329,10 @@ class SlaClock:
             return
         await self.record_breach(run, ticket, UPDATE, ticket.next_update_due, "breach")
         zone = zone_or_none(requester.timezone) or cal.tz
-        if await _updates_sent_on_day(session, ticket.id, now, zone) < self.config.updates.max_per_ticket_per_day:
-            await self._send_update(run, ticket, requester, cal, zone)
+        if await updates_sent_on_day(session, ticket.id, now, zone) < self.config.updates.max_per_ticket_per_day:
+            await send_update(run, ticket, requester, zone, nudge_assignee=self.config.updates.nudge_assignee)
         ticket.next_update_due = policy.update_every.after(cal, now)
         await self._sync_timers(session, ticket, f"t{run.timer.id}", now, running=run.timer.id)
-
-    async def _send_update(
-        self, run: TimerRun, ticket: Ticket, requester: Person, cal: BusinessCalendar, zone: ZoneInfo,
-    ) -> None:
-        session, now = run.session, run.now
-        since = ticket.last_requester_update_at or ticket.created_at
-        assignee = await session.get(Person, ticket.assignee_id) if ticket.assignee_id else None
-        event = await _add_event(session, ticket, AUTO_UPDATE, now, {"since": since.isoformat()})
-        headline = (f"Update on {ticket.number}: still in progress with {assignee.display_name}." if assignee
-                    else f"Update on {ticket.number}: still waiting for an agent to pick it up.")
-        label = "your time" if zone_or_none(requester.timezone) else None
-        comments = await session.scalar(select(func.count()).select_from(TicketEvent).where(
-            TicketEvent.ticket_id == ticket.id, TicketEvent.kind == "commented", TicketEvent.at > since,
-            TicketEvent.actor_id == ticket.requester_id)) or 0
-        last: tuple[Span, ...] = ("the last update (", Moment(since, zone.key, label=label), ")")
-        lines: list[tuple[Span, ...]] = [
-            (f"You added {_plural(comments, 'comment')} since ", *last, "; IT has them.") if comments
-            else ("Nothing new since ", *last, ".")]
-        if assignee is None:
-            ahead = await session.scalar(select(func.count()).select_from(Ticket).where(
-                Ticket.assignee_id.is_(None), Ticket.status.in_((NEW, REOPENED)), Ticket.id < ticket.id))
-            lines.append((f"You are {_ordinal((ahead or 0) + 1)} in the queue.",))
-        if ticket.first_response_at is None and ticket.first_response_due is not None:
-            lines.append(("Next target: first response by ", Moment(ticket.first_response_due, zone.key, label=label),
-                          "."))
-        elif ticket.resolution_due is not None:
-            lines.append(("Next target: resolution by ", Moment(ticket.resolution_due, zone.key, label=label), "."))
-        body = tuple(span for index, line in enumerate(lines) for span in ((*(("\n",) if index else ()), *line)))
-        requester_dm = person_target(requester)
-        await enqueue_message(session, target=requester_dm, kind=NOTICE, ticket_id=ticket.id, now=now,
-                              payload=notice_payload(Notice(ticket.id, ticket.number, headline, body, numbered=False),
-                                                     thread="requester", event_id=event.id),
-                              idempotency_key=f"notice:{event.id}:{requester_dm}")
-        ticket.last_requester_update_at = now
-        if assignee is not None and self.config.updates.nudge_assignee:
-            assignee_dm = person_target(assignee)
-            nudge = Notice(ticket.id, ticket.number, f"{ticket.number} is due a progress update to "
-                           f"{requester.display_name}.", "The bot sent an automatic update meanwhile; a word from "
-                           "you is better.", numbered=False)
-            await enqueue_message(session, target=assignee_dm, kind=NOTICE, ticket_id=ticket.id, now=now,
-                                  payload=notice_payload(nudge, thread="assignee", event_id=event.id),
-                                  idempotency_key=f"nudge:{event.id}:{assignee_dm}")
 
     async def _update_send_at(
         self, session: AsyncSession, ticket: Ticket, cal: BusinessCalendar, at: datetime,
@@ -494,27 +451,3 @@ async def _add_event(session: AsyncSession, ticket: Ticket, kind: str, now: date
     if flush:
         await session.flush()
     return event
-
-
-async def _updates_sent_on_day(session: AsyncSession, ticket_id: int, now: datetime, zone: ZoneInfo) -> int:
-    """Automatic updates and digest mentions that day: both count against ``max_per_ticket_per_day``."""
-    day = now.astimezone(zone).date()
-    start = datetime.combine(day, time(0), tzinfo=zone)
-    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
-    count = await session.scalar(select(func.count()).select_from(TicketEvent).where(
-        TicketEvent.ticket_id == ticket_id, TicketEvent.kind.in_((AUTO_UPDATE, "digest_sent")), TicketEvent.at >= start,
-        TicketEvent.at < end))
-    return count or 0
-
-
-
-
-
-
-def _ordinal(n: int) -> str:
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
