@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import subprocess
@@ -160,15 +161,19 @@ async def seed(db: Database, tickets: int) -> int:
     rng, events = random.Random(19), 0
     for lo in range(1, tickets + 1, CHUNK):
         rows = [ticket_rows(i, rng) for i in range(lo, min(tickets + 1, lo + CHUNK))]
-        async with db.transaction() as session:
-            await session.execute(insert(Ticket), [ticket for ticket, _ in rows])
-            batch = [event for _, history in rows for event in history.rows]
-            await session.execute(insert(TicketEvent), batch)
-            await session.execute(insert(ReportFacts), [history.facts for _, history in rows])
-            surveys = [history.survey for _, history in rows if history.survey is not None]
-            if surveys:
-                await session.execute(insert(Survey), surveys)
-            events += len(batch)
+        batch = [event for _, history in rows for event in history.rows]
+        tables: list[tuple[Any, list[dict[str, Any]]]] = [
+            (Ticket, [ticket for ticket, _ in rows]), (TicketEvent, batch),
+            (ReportFacts, [history.facts for _, history in rows]),
+            (Survey, [history.survey for _, history in rows if history.survey is not None])]
+        if db.is_postgres:
+            await copy_rows(db, tables)
+        else:
+            async with db.transaction() as session:
+                for model, table_rows in tables:
+                    if table_rows:
+                        await session.execute(insert(model), table_rows)
+        events += len(batch)
         if lo // CHUNK % 20 == 0:
             print(f"  seeded {min(tickets, lo + CHUNK - 1):,} tickets", file=sys.stderr, flush=True)
     if db.is_postgres:
@@ -179,6 +184,30 @@ async def seed(db: Database, tickets: int) -> int:
             for name in ("people", "tickets", "ticket_events", "report_facts", "surveys"):
                 await conn.exec_driver_sql(f"ANALYZE {name}")
     return events
+
+
+async def copy_rows(db: Database, tables: list[tuple[Any, list[dict[str, Any]]]]) -> None:
+    """PostgreSQL: the same rows through COPY (asyncpg's ``copy_records_to_table``), in the models' columns, so a
+    million tickets seed in minutes. Values as the models' types bind them: naive UTC times, JSON as text."""
+    async with db.engine.begin() as conn:
+        raw = (await conn.get_raw_connection()).driver_connection
+        assert raw is not None
+        for model, table_rows in tables:
+            if not table_rows:
+                continue
+            given = {key for row in table_rows for key in row}
+            columns = [c.name for c in model.__table__.columns if c.name in given]
+            records = [tuple(_copy_value(row.get(name)) for name in columns) for row in table_rows]
+            await raw.copy_records_to_table(model.__tablename__, records=records, columns=columns,
+                                            schema_name=db.schema)
+
+
+def _copy_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).replace(tzinfo=None)
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return value
 
 
 async def count_events(db: Database) -> int:

@@ -18,9 +18,8 @@ What each ticket contributes (all as of ``until``):
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, String, and_, case, cast, func, literal, or_, select
 from sqlalchemy.ext.compiler import compiles
@@ -51,8 +50,7 @@ _STREAM_CHUNK = 2000
 _FACTS_TABLE = ReportFacts.__table__
 
 
-@dataclass(frozen=True, slots=True)
-class TicketFacts:
+class TicketFacts(NamedTuple):
     """What one ticket contributes to a report, as of its ``until``."""
 
     ticket_id: int
