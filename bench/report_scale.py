@@ -55,10 +55,12 @@ class History:
     """One ticket's events, in order, as the services and the SLA clock write them, and its report facts row
     as the clock keeps it alongside (``bot.report_facts``)."""
 
-    def __init__(self, ticket_id: int, requester: int, opened: datetime) -> None:
+    def __init__(self, ticket_id: int, requester: int, opened: datetime, priority: str, category: str) -> None:
         self.ticket_id, self.requester = ticket_id, requester
         self.rows: list[dict[str, Any]] = []
-        self.facts: dict[str, Any] = {"ticket_id": ticket_id, "opened_at": opened, "first_response": None,
+        self.facts: dict[str, Any] = {"ticket_id": ticket_id, "opened_at": opened, "priority": priority,
+                                      "category": category, "survey_sent_at": None, "survey_answer": None,
+                                      "first_response": None,
                                       "first_response_seconds": None, "resolved_at": None, "resolution": None,
                                       "resolution_seconds": None, "reopened_at": None, "resolver_id": None,
                                       "claimer_id": None, "changed_at": opened}
@@ -67,7 +69,7 @@ class History:
     def add(self, at: datetime, kind: str, actor: int | None, **payload: Any) -> None:
         self.rows.append({"ticket_id": self.ticket_id, "at": at, "actor_id": actor, "kind": kind, "payload": payload})
         self.facts["changed_at"] = at
-        self.facts.update(change_facts(kind, actor, at) if kind != "reopened" else {
+        self.facts.update(change_facts(kind, actor, at, payload) if kind != "reopened" else {
             "reopened_at": self.facts["reopened_at"] or at})
         if kind == SLA_BREACHED and payload["metric"] == FIRST_RESPONSE:
             self.facts["first_response"] = self.facts["first_response"] or "missed"
@@ -101,7 +103,7 @@ def ticket_rows(i: int, rng: random.Random) -> tuple[dict[str, Any], History]:
     agent = 1 + rng.randrange(AGENTS)
     priority, first_target, resolution_target = _priority(rng)
     opened = NOW - timedelta(seconds=rng.uniform(60, 365 * 86400))
-    history = History(i, requester, opened)
+    history = History(i, requester, opened, priority, CATEGORIES[i % len(CATEGORIES)])
     history.add(opened, "opened", requester, summary=f"Problem {i}", priority=priority,
                 category=CATEGORIES[i % len(CATEGORIES)], origin="slack",
                 sla_targets={FIRST_RESPONSE: first_target, RESOLUTION: resolution_target})

@@ -1,5 +1,6 @@
-"""Keeps ``report_facts`` (``store.report_models``): the SLA clock notes each fact in the transaction of the
-change or verdict that made it, so reports read one row per ticket (``surveys.report_data``)."""
+"""Keeps ``report_facts`` (``store.report_models``): the SLA clock (and the survey service, for its two events)
+notes each fact in the transaction of the change or verdict that made it, so reports read one row per ticket
+(``surveys.report_aggregate``)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,14 @@ from store.report_models import ReportFacts
 _FACTS = ReportFacts.__table__
 
 
-def change_facts(kind: str, actor_id: int | None, now: datetime) -> dict[str, Any]:
+def change_facts(kind: str, actor_id: int | None, now: datetime, payload: dict[str, Any]) -> dict[str, Any]:
     """The facts a ticket event changes (besides the SLA verdicts)."""
+    if kind == "priority_changed" and payload.get("to"):
+        return {"priority": payload["to"]}
+    if kind == "survey_sent":
+        return {"survey_sent_at": now}
+    if kind == "survey_answered":
+        return {"survey_answer": payload.get("answer")}
     if kind == "claimed":
         return {"claimer_id": actor_id}
     if kind == "resolved":
@@ -37,9 +44,11 @@ def breached_facts(metric: str) -> dict[str, Any]:
     return {metric: func.coalesce(getattr(ReportFacts, metric), MISSED)} if metric == "first_response" else {}
 
 
-async def note_opened(session: AsyncSession, ticket_id: int, opened_at: datetime, now: datetime) -> None:
+async def note_opened(session: AsyncSession, ticket_id: int, opened_at: datetime, priority: str,
+                      category: str | None, now: datetime) -> None:
     """The ticket's row, once (an opening written twice by racing replicas stays one row)."""
-    statement = upsert_insert(session)(_FACTS).values(ticket_id=ticket_id, opened_at=opened_at, changed_at=now)
+    statement = upsert_insert(session)(_FACTS).values(ticket_id=ticket_id, opened_at=opened_at, priority=priority,
+                                                      category=category, changed_at=now)
     await session.execute(statement.on_conflict_do_nothing(index_elements=["ticket_id"]))
 
 

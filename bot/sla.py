@@ -158,13 +158,13 @@ class SlaClock:
             # next resolution is the running time the clock judges by.
             resolved = max((e.at for e in events if e.kind == "resolved"), default=None)
             ticket.paused_seconds += cal.between(resolved, now).total_seconds() if resolved else 0.0
-        facts = change_facts(event.kind, event.actor_id, now)
+        facts = change_facts(event.kind, event.actor_id, now, event.payload)
         if policy is None or budget is None:
             ticket.first_response_due = ticket.resolution_due = ticket.next_update_due = None
         else:
             facts |= await self._recount(change, events, cal, policy, budget, left_waiting=left_waiting)
         if event.kind == "opened":
-            await report_facts.note_opened(session, ticket.id, ticket.created_at, now)
+            await report_facts.note_opened(session, ticket.id, ticket.created_at, ticket.priority, ticket.category, now)
         await report_facts.note(session, ticket.id, now, facts)
         await self._sync_timers(session, ticket, f"v{ticket.version}", now, new_ticket=event.kind == "opened")
 

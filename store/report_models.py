@@ -17,17 +17,21 @@ from store.models import Base, BigId
 
 
 class ReportFacts(Base):
-    """What one ticket contributes to reports, as of ``changed_at`` (survey facts live on ``surveys``)."""
+    """What one ticket contributes to reports, as of ``changed_at``."""
 
     __tablename__ = "report_facts"
     __table_args__ = (
         Index("ix_report_facts_opened_at", "opened_at"),
         Index("ix_report_facts_resolved_at", "resolved_at"),
         Index("ix_report_facts_changed_at", "changed_at"),
+        Index("ix_report_facts_survey_sent_at", "survey_sent_at"),
     )
 
     ticket_id: Mapped[int] = mapped_column(BigId, ForeignKey("tickets.id"), primary_key=True, autoincrement=False)
     opened_at: Mapped[datetime]
+    priority: Mapped[str] = mapped_column(String(8))
+    """The ticket's priority now (a report groups by the current one)."""
+    category: Mapped[str | None] = mapped_column(String(64))
     first_response: Mapped[str | None] = mapped_column(String(8))
     """The SLA clock's verdict: ``met``/``missed`` (missed once breached while still running)."""
     first_response_seconds: Mapped[float | None] = mapped_column(Float)
@@ -39,4 +43,8 @@ class ReportFacts(Base):
     """The first reopen."""
     resolver_id: Mapped[int | None] = mapped_column(BigId)
     claimer_id: Mapped[int | None] = mapped_column(BigId)
+    survey_sent_at: Mapped[datetime | None]
+    """The latest satisfaction survey sent (a re-survey after a reopen replaces it)."""
+    survey_answer: Mapped[str | None] = mapped_column(String(8))
+    """The latest answer (up/down), kept through a re-survey until a new answer comes."""
     changed_at: Mapped[datetime]

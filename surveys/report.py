@@ -31,7 +31,8 @@ from typing import IO, Any
 
 from bot.config import AppConfig
 from store.db import Database
-from surveys.report_data import GROUPINGS, TicketFacts, compute_report, names_of, ticket_facts, week_of
+from surveys.report_aggregate import GROUPINGS, compute_report, week_of
+from surveys.report_data import TicketFacts, names_of, ticket_facts
 from surveys.report_html import format_period, render_html
 from surveys.report_metrics import COLUMNS, GRADE_RULE, Metrics, Report, grade_for, median, p90
 

@@ -25,11 +25,8 @@ from sqlalchemy import ColumnElement, String, and_, case, cast, func, literal, o
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
 
-from bot.config import AppConfig
 from bot.sla_rules import (
     FIRST_RESPONSE,
-    MET,
-    MISSED,
     RESOLUTION,
     SLA_BREACHED,
     STOP_VERDICTS,
@@ -39,8 +36,6 @@ from bot.sla_rules import (
 from store.db import Database
 from store.models import Person, Ticket, TicketEvent
 from store.report_models import ReportFacts
-from store.survey_models import Survey
-from surveys.report_metrics import Metrics, Report
 
 _FACT_KINDS = ("opened", "resolved", "reopened", "claimed", *STOP_VERDICTS, SLA_BREACHED, "survey_sent",
                "survey_answered")
@@ -199,48 +194,42 @@ def _facts_of(row: Any, since: datetime) -> TicketFacts:
     )
 
 
-def _exact(until: datetime) -> ColumnElement[bool]:
-    # A ticket's facts row (and survey row) is its history as of `until` when nothing changed since.
-    return and_(ReportFacts.changed_at < until, or_(Survey.sent_at.is_(None), Survey.sent_at < until),
-                or_(Survey.answered_at.is_(None), Survey.answered_at < until))
+def exact(until: datetime) -> ColumnElement[bool]:
+    """Whether a ticket's facts row is its history as of ``until``: nothing changed since."""
+    return ReportFacts.changed_at < until
 
 
 def _read_model_statement(since: datetime, until: datetime) -> Any:
     def within(column: Any) -> ColumnElement[bool]:
         return and_(column >= since, column < until)
 
-    return (
-        select(*_FACTS_TABLE.c, Ticket.priority, Ticket.category, Survey.sent_at, Survey.answer)
-        .join_from(ReportFacts, Ticket, Ticket.id == ReportFacts.ticket_id)
-        .outerjoin(Survey, Survey.ticket_id == ReportFacts.ticket_id)
-        .where(_exact(until), or_(within(ReportFacts.opened_at), within(ReportFacts.resolved_at),
-                                  within(Survey.sent_at)))
-    )
+    return select(*_FACTS_TABLE.c).where(exact(until), or_(
+        within(ReportFacts.opened_at), within(ReportFacts.resolved_at), within(ReportFacts.survey_sent_at)))
 
 
-def _facts_of_read_model(facts: Any, since: datetime) -> TicketFacts:
-    row = facts
-    resolved_in = facts.resolved_at is not None and facts.resolved_at >= since
-    sent_in = row.sent_at is not None and row.sent_at >= since
-    seconds = facts.resolution_seconds if resolved_in else None
+def _facts_of_read_model(row: Any, since: datetime) -> TicketFacts:
+    resolved_in = row.resolved_at is not None and row.resolved_at >= since
+    sent_in = row.survey_sent_at is not None and row.survey_sent_at >= since
+    seconds = row.resolution_seconds if resolved_in else None
     return TicketFacts(
-        ticket_id=facts.ticket_id, priority=row.priority, category=row.category, opened_at=facts.opened_at,
-        first_response=facts.first_response,
-        first_response_hours=None if facts.first_response_seconds is None else facts.first_response_seconds / 3600,
-        resolved_at=facts.resolved_at if resolved_in else None,
-        resolution=facts.resolution if resolved_in else None,
+        ticket_id=row.ticket_id, priority=row.priority, category=row.category, opened_at=row.opened_at,
+        first_response=row.first_response,
+        first_response_hours=None if row.first_response_seconds is None else row.first_response_seconds / 3600,
+        resolved_at=row.resolved_at if resolved_in else None,
+        resolution=row.resolution if resolved_in else None,
         resolution_hours=None if seconds is None else seconds / 3600,
-        reopened=facts.reopened_at is not None, survey_sent_at=row.sent_at if sent_in else None,
-        answer=row.answer if sent_in else None,
-        agent_id=facts.resolver_id if facts.resolver_id is not None else facts.claimer_id,
+        reopened=row.reopened_at is not None, survey_sent_at=row.survey_sent_at if sent_in else None,
+        answer=row.survey_answer if sent_in else None,
+        agent_id=row.resolver_id if row.resolver_id is not None else row.claimer_id,
     )
 
 
 async def ticket_facts(db: Database, *, since: datetime, until: datetime, with_agent: bool = False,
-                       replay: bool = False) -> AsyncIterator[TicketFacts]:
+                       replay: bool = False, read_model: bool = True) -> AsyncIterator[TicketFacts]:
     """Every ticket that took part in [since, until), streamed: from its ``report_facts`` row when that row is its
     history as of ``until``, else (a period ending before its last change, or a ticket from before the read model;
-    ``replay`` forces it for all) by aggregating its events."""
+    ``replay`` forces it for all) by aggregating its events. ``read_model=False`` leaves out the tickets whose
+    row is exact (for a caller that aggregates those rows in SQL)."""
     if since.tzinfo is None or until.tzinfo is None:
         raise ValueError("since and until must be timezone-aware")
     replayed = _facts_statement(since, until, with_agent=with_agent)
@@ -248,12 +237,13 @@ async def ticket_facts(db: Database, *, since: datetime, until: datetime, with_a
         # Core rows on the session's connection: no ORM bookkeeping per ticket.
         conn = await session.connection()
         if not replay:
-            result = await conn.stream(_read_model_statement(since, until).execution_options(yield_per=_STREAM_CHUNK))
-            async for partition in result.partitions(_STREAM_CHUNK):
-                for row in partition:
-                    yield _facts_of_read_model(row, since)
-            current = (select(ReportFacts.ticket_id).outerjoin(Survey, Survey.ticket_id == ReportFacts.ticket_id)
-                       .where(_exact(until)))
+            if read_model:
+                result = await conn.stream(_read_model_statement(since, until).execution_options(
+                    yield_per=_STREAM_CHUNK))
+                async for partition in result.partitions(_STREAM_CHUNK):
+                    for row in partition:
+                        yield _facts_of_read_model(row, since)
+            current = select(ReportFacts.ticket_id).where(exact(until))
             replayed = _facts_statement(since, until, with_agent=with_agent, exclude=current)
         result = await conn.stream(replayed.execution_options(yield_per=_STREAM_CHUNK))
         async for partition in result.partitions(_STREAM_CHUNK):
@@ -268,76 +258,3 @@ async def names_of(db: Database, person_ids: set[int]) -> dict[int, str]:
     async with db.reading() as session:
         rows = await session.execute(select(Person.id, Person.display_name).where(Person.id.in_(person_ids)))
         return {int(person_id): name for person_id, name in rows}
-
-
-# -- folding facts into the report ------------------------------------------------------------------
-GROUPINGS = ("agent", "category", "priority", "week")
-UNASSIGNED, UNCATEGORISED = "(unassigned)", "(none)"
-
-
-def week_of(at: datetime) -> str:
-    """The ISO week an instant falls in (UTC), e.g. ``2026-W48``."""
-    year, week, _ = at.astimezone(UTC).isocalendar()
-    return f"{year}-W{week:02d}"
-
-
-def add_facts(metrics: Metrics, facts: TicketFacts, *, since: datetime, until: datetime,
-              part: str | None = None) -> None:
-    """Add ``facts`` to ``metrics``; ``part`` limits it to one family of facts (for weekly grouping)."""
-    if part in (None, "opened") and facts.opened_at is not None and since <= facts.opened_at < until:
-        metrics.opened += 1
-        if facts.first_response_hours is not None and facts.first_response is not None:
-            metrics.first_response_hours.append(facts.first_response_hours)
-        if facts.first_response == MET:
-            metrics.first_response_met += 1
-        elif facts.first_response == MISSED:
-            metrics.first_response_missed += 1
-    if part in (None, "resolved") and facts.resolved_at is not None:
-        metrics.resolved += 1
-        metrics.reopened += int(facts.reopened)
-        if facts.resolution_hours is not None:
-            metrics.resolution_hours.append(facts.resolution_hours)
-        if facts.resolution == MET:
-            metrics.resolution_met += 1
-        elif facts.resolution == MISSED:
-            metrics.resolution_missed += 1
-    if part in (None, "survey") and facts.survey_sent_at is not None:
-        metrics.surveys_sent += 1
-        if facts.answer in ("up", "down"):
-            metrics.surveys_answered += 1
-            if facts.answer == "up":
-                metrics.thumbs_up += 1
-            else:
-                metrics.thumbs_down += 1
-
-
-async def compute_report(db: Database, config: AppConfig | None = None, *, since: datetime, until: datetime,
-                         by: str | None) -> Report:
-    """The report for [since, until), grouped ``by`` agent/category/priority/week, from the clock's verdicts.
-
-    ``config`` is accepted for callers that have one; the numbers depend only on the stored history (the
-    verdicts carry the targets that were in force), never on today's policies.
-    """
-    if by is not None and by not in GROUPINGS:
-        raise ValueError(f"--by must be one of {', '.join(GROUPINGS)}")
-    total = Metrics()
-    groups: dict[str, Metrics] = {}
-    by_agent: dict[int | None, Metrics] = {}
-    async for facts in ticket_facts(db, since=since, until=until, with_agent=by == "agent"):
-        add_facts(total, facts, since=since, until=until)
-        if by == "week":
-            for part, at in (("opened", facts.opened_at), ("resolved", facts.resolved_at),
-                             ("survey", facts.survey_sent_at)):
-                if at is not None and since <= at < until:
-                    add_facts(groups.setdefault(week_of(at), Metrics()), facts, since=since, until=until, part=part)
-        elif by == "agent":
-            add_facts(by_agent.setdefault(facts.agent_id, Metrics()), facts, since=since, until=until)
-        elif by is not None:
-            key = facts.priority if by == "priority" else (facts.category or UNCATEGORISED)
-            add_facts(groups.setdefault(key, Metrics()), facts, since=since, until=until)
-    if by_agent:
-        names = await names_of(db, {agent for agent in by_agent if agent is not None})
-        for agent, metrics in by_agent.items():
-            groups[names.get(agent, UNASSIGNED) if agent is not None else UNASSIGNED] = metrics
-    ordered = dict(sorted(groups.items(), key=lambda item: (item[0].startswith("("), item[0])))
-    return Report(since=since, until=until, by=by, total=total, groups=ordered)

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from surveys.report_data import week_of
+from surveys.report_aggregate import week_of
 from surveys.report_html import format_period, render_html
 from surveys.report_metrics import Metrics, Report
 
