@@ -32,7 +32,7 @@ from surveys.report_metrics import Metrics, Report
 GROUPINGS = ("agent", "category", "priority", "week")
 UNASSIGNED, UNCATEGORISED = "(unassigned)", "(none)"
 OPENED, RESOLVED, SURVEYED = "opened", "resolved", "survey"
-_CHUNK = 5000
+_CHUNK = 20000
 
 
 def week_of(at: datetime | date) -> str:
