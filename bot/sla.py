@@ -2,11 +2,15 @@
 
 Targets run on the ticket's business calendar and only while the ticket is with IT: the clock stops
 while it waits on the requester and while it is resolved, and picks up the budget that was left when
-it starts again. Every target that is met, warned about or breached leaves a ticket event, so reports
-(``sla_outcomes``) can be recomputed from history alone.
+it starts again. This clock is the one SLA truth: its rules live in ``bot.sla_rules``, and every target
+that stops leaves a verdict event (``sla_met``/``sla_missed`` with the time taken and the budget in force),
+every warning and breach a mark, and the per-ticket report facts (``bot.report_facts``) change in the same
+transaction. Reports, the weekly summary and cards read those; nothing re-derives them.
 
 Rules chosen here:
 
+* **Targets in working days.** ``d``/``w`` count the calendar's working days (``bot.durations``); a ticket's
+  budget is the business time from its opening to that many working days later (``sla_rules.budgets``).
 * **Budgets, not fixed instants.** A due time is "the instant the running business time since opening
   reaches the target". Pausing freezes it; resuming re-counts the remaining budget from now; a priority
   change re-counts every unmet target from the opening with the new policy and calendar. Reopening a
