@@ -42,8 +42,9 @@ def week_of(at: datetime | date) -> str:
     return f"{year}-W{week:02d}"
 
 
-class _MondayOf(ColumnElement[date]):
-    """The UTC date of the Monday of the ISO week an instant falls in (for grouping by week in SQL)."""
+class _DayOf(ColumnElement[date]):
+    """The UTC day an instant falls in, the cheapest way each database has (weeks are made of days in Python:
+    a year is 365 groups)."""
 
     inherit_cache = True
     type = Date()
@@ -52,15 +53,15 @@ class _MondayOf(ColumnElement[date]):
         self.at = at
 
 
-@compiles(_MondayOf, "sqlite")
-def _monday_sqlite(element: _MondayOf, compiler: Any, **kw: Any) -> str:
-    at = compiler.process(element.at, **kw)
-    return f"date({at}, '-' || ((CAST(strftime('%w', {at}) AS INTEGER) + 6) % 7) || ' days')"
+@compiles(_DayOf, "sqlite")
+def _day_sqlite(element: _DayOf, compiler: Any, **kw: Any) -> str:
+    # Stored as "YYYY-MM-DD HH:MM:SS.ffffff" (UTC): the day is its first ten characters.
+    return f"substr({compiler.process(element.at, **kw)}, 1, 10)"
 
 
-@compiles(_MondayOf, "postgresql")
-def _monday_postgresql(element: _MondayOf, compiler: Any, **kw: Any) -> str:
-    return f"CAST(date_trunc('week', {compiler.process(element.at, **kw)}) AS DATE)"
+@compiles(_DayOf, "postgresql")
+def _day_postgresql(element: _DayOf, compiler: Any, **kw: Any) -> str:
+    return f"CAST({compiler.process(element.at, **kw)} AS DATE)"
 
 
 def _period_column(family: str) -> Any:
@@ -70,14 +71,14 @@ def _period_column(family: str) -> Any:
 
 def _key(by: str | None, family: str) -> Any:
     if by == "week":
-        return _MondayOf(_period_column(family))
+        return _DayOf(_period_column(family))
     if by == "agent":
         return func.coalesce(ReportFacts.resolver_id, ReportFacts.claimer_id)
     if by == "category":
         return func.coalesce(ReportFacts.category, UNCATEGORISED)
     if by == "priority":
         return ReportFacts.priority
-    return literal("")
+    return None
 
 
 def _count(*conditions: ColumnElement[bool]) -> Any:
@@ -115,25 +116,36 @@ async def _aggregate(db: Database, by: str | None, since: datetime, until: datet
         conn = await session.connection()
         for family, counts in _COUNTS.items():
             key = _key(by, family)
-            statement = _from_facts(select(key, *(make() for _, make in counts)), family, since, until).group_by(key)
-            for row in await conn.execute(statement):
+            keyed = [key] if key is not None else [literal("")]
+            statement = _from_facts(select(*keyed, *(make() for _, make in counts)), family, since, until)
+            for row in await conn.execute(statement.group_by(*keyed)):
                 metrics = groups.setdefault(row[0], Metrics())
                 for (name, _), value in zip(counts, row[1:], strict=True):
                     setattr(metrics, name, getattr(metrics, name) + int(value))
-            if family not in _SECONDS:
-                continue
-            field, seconds, verdict = _SECONDS[family]
-            values = _from_facts(select(key, seconds), family, since, until).where(
-                seconds.is_not(None), verdict.is_not(None))
-            hours: dict[Any, array[float]] = {}
-            result = await conn.stream(values.execution_options(yield_per=_CHUNK))
-            async for partition in result.partitions(_CHUNK):
-                for group, value in partition:
-                    target = hours.get(group)
-                    if target is None:
-                        target = hours[group] = getattr(groups.setdefault(group, Metrics()), field)
-                    target.append(value / 3600)
+            if family in _SECONDS:
+                await _stream_hours(conn, groups, family, key, since, until)
     return groups
+
+
+async def _stream_hours(conn: Any, groups: dict[Any, Metrics], family: str, key: Any, since: datetime,
+                        until: datetime) -> None:
+    # The business seconds behind the medians and p90s: one narrow column (and the group key), streamed.
+    field, seconds, verdict = _SECONDS[family]
+    values = _from_facts(select(seconds) if key is None else select(seconds, key), family, since, until).where(
+        seconds.is_not(None), verdict.is_not(None))
+    result = await conn.stream(values.execution_options(yield_per=_CHUNK))
+    if key is None:
+        hours = getattr(groups.setdefault("", Metrics()), field)
+        async for partition in result.partitions(_CHUNK):
+            hours.extend(value / 3600 for (value,) in partition)
+        return
+    by_group: dict[Any, array[float]] = {}
+    async for partition in result.partitions(_CHUNK):
+        for value, group in partition:
+            target = by_group.get(group)
+            if target is None:
+                target = by_group[group] = getattr(groups.setdefault(group, Metrics()), field)
+            target.append(value / 3600)
 
 
 def add_facts(metrics: Metrics, facts: TicketFacts, *, since: datetime, until: datetime,
@@ -177,9 +189,8 @@ async def _add_replayed(db: Database, groups: dict[Any, Metrics], by: str | None
             continue
         for part, at in ((OPENED, facts.opened_at), (RESOLVED, facts.resolved_at), (SURVEYED, facts.survey_sent_at)):
             if at is not None and since <= at < until:
-                monday = at.astimezone(UTC).date()
-                monday = date.fromordinal(monday.toordinal() - monday.weekday())
-                add_facts(groups.setdefault(monday, Metrics()), facts, since=since, until=until, part=part)
+                add_facts(groups.setdefault(at.astimezone(UTC).date(), Metrics()), facts, since=since, until=until,
+                          part=part)
 
 
 def _merge(into: Metrics, other: Metrics) -> None:
