@@ -7,9 +7,9 @@ counts each family of facts in its own period column, grouped by the report's ke
 * **resolved** (the latest ``resolved_at`` in the period): reopened, resolution verdicts met / missed;
 * **surveyed** (the latest survey's ``survey_sent_at`` in the period): answered, 👍, 👎;
 
-and streams only the business seconds the medians and p90s need. The few tickets whose row is not exact (a
-period that ends before their last change, or tickets from before the read model) are replayed from their
-events (``surveys.report_data.ticket_facts``) and added one by one, by the same rules.
+and sends only the business seconds the medians and p90s need (one joined text per group). The few tickets
+whose row is not exact (a period that ends before their last change, or tickets from before the read model)
+are replayed from their events (``surveys.report_data.ticket_facts``) and added one by one, by the same rules.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Date, and_, case, func, literal, select
+from sqlalchemy import ColumnElement, Date, String, and_, case, func, literal, select
 from sqlalchemy.ext.compiler import compiles
 
 from bot.config import AppConfig
@@ -32,7 +32,6 @@ from surveys.report_metrics import Metrics, Report
 GROUPINGS = ("agent", "category", "priority", "week")
 UNASSIGNED, UNCATEGORISED = "(unassigned)", "(none)"
 OPENED, RESOLVED, SURVEYED = "opened", "resolved", "survey"
-_CHUNK = 20000
 
 
 def week_of(at: datetime | date) -> str:
@@ -123,29 +122,42 @@ async def _aggregate(db: Database, by: str | None, since: datetime, until: datet
                 for (name, _), value in zip(counts, row[1:], strict=True):
                     setattr(metrics, name, getattr(metrics, name) + int(value))
             if family in _SECONDS:
-                await _stream_hours(conn, groups, family, key, since, until)
+                await _add_hours(conn, groups, family, key, since, until)
     return groups
 
 
-async def _stream_hours(conn: Any, groups: dict[Any, Metrics], family: str, key: Any, since: datetime,
-                        until: datetime) -> None:
-    # The business seconds behind the medians and p90s: one narrow column (and the group key), streamed.
+class _Joined(ColumnElement[str]):
+    """A group's numbers as one comma-joined text: thousands of values cross to Python as one string each group
+    and are parsed in C (``float`` over ``str.split``) instead of one result row each."""
+
+    inherit_cache = True
+    type = String()
+
+    def __init__(self, column: Any) -> None:
+        self.column = column
+
+
+@compiles(_Joined, "sqlite")
+def _joined_sqlite(element: _Joined, compiler: Any, **kw: Any) -> str:
+    return f"group_concat({compiler.process(element.column, **kw)}, ',')"
+
+
+@compiles(_Joined, "postgresql")
+def _joined_postgresql(element: _Joined, compiler: Any, **kw: Any) -> str:
+    return f"string_agg(CAST({compiler.process(element.column, **kw)} AS TEXT), ',')"
+
+
+async def _add_hours(conn: Any, groups: dict[Any, Metrics], family: str, key: Any, since: datetime,
+                     until: datetime) -> None:
+    # The business seconds behind the medians and p90s, one joined text per group.
     field, seconds, verdict = _SECONDS[family]
-    values = _from_facts(select(seconds) if key is None else select(seconds, key), family, since, until).where(
-        seconds.is_not(None), verdict.is_not(None))
-    result = await conn.stream(values.execution_options(yield_per=_CHUNK))
-    if key is None:
-        hours = getattr(groups.setdefault("", Metrics()), field)
-        async for partition in result.partitions(_CHUNK):
-            hours.extend(value / 3600 for (value,) in partition)
-        return
-    by_group: dict[Any, array[float]] = {}
-    async for partition in result.partitions(_CHUNK):
-        for value, group in partition:
-            target = by_group.get(group)
-            if target is None:
-                target = by_group[group] = getattr(groups.setdefault(group, Metrics()), field)
-            target.append(value / 3600)
+    keyed = [key] if key is not None else [literal("")]
+    statement = _from_facts(select(*keyed, _Joined(seconds)), family, since, until).where(
+        seconds.is_not(None), verdict.is_not(None)).group_by(*keyed)
+    for group, joined in await conn.execute(statement):
+        if joined:
+            getattr(groups.setdefault(group, Metrics()), field).extend(
+                value / 3600 for value in map(float, joined.split(",")))
 
 
 def add_facts(metrics: Metrics, facts: TicketFacts, *, since: datetime, until: datetime,
