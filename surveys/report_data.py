@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, String, and_, case, cast, func, literal, or_, select
+from sqlalchemy import ColumnElement, String, and_, case, cast, func, literal, or_, select, union
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
 
@@ -146,7 +146,8 @@ def _unstamp(value: str | None) -> str | None:
     return None if value is None else value.partition("|")[2]
 
 
-def _facts_statement(since: datetime, until: datetime, *, with_agent: bool, exclude: Any = None) -> Any:
+def _facts_statement(since: datetime, until: datetime, *, with_agent: bool, only_inexact: bool = False,
+                     first_tracked: int | None = None) -> Any:
     e = aliased(TicketEvent, name="e")
     kind, at = e.kind, e.at
     metric = _JsonText(e.payload, "metric")
@@ -166,12 +167,18 @@ def _facts_statement(since: datetime, until: datetime, *, with_agent: bool, excl
 
     stop = kind.in_(STOP_VERDICTS)
     stop_and_elapsed = kind + literal("|") + elapsed
-    active = select(TicketEvent.ticket_id).where(
+    active: Any = select(TicketEvent.ticket_id).where(
         TicketEvent.kind.in_(_PERIOD_KINDS), TicketEvent.at >= since, TicketEvent.at < until)
-    if exclude is not None:
+    if only_inexact:
         # Only the tickets whose facts row is not exact: found from the tickets (an index probe each) rather than
         # by scanning every event of the period; one with nothing in the period yields no facts.
-        active = select(Ticket.id).where(Ticket.created_at < until, Ticket.id.not_in(exclude))
+        # The tickets whose facts row is not exact: rows changed since `until`, and tickets opened before the
+        # table existed (every ticket since has its row from its opening, so they are the ids below the first
+        # row, `first_tracked`: a number, so the planner sees how few). Both are index ranges: nothing here reads
+        # every ticket.
+        untracked = Ticket.id < first_tracked if first_tracked is not None else Ticket.id.is_not(None)
+        active = union(select(ReportFacts.ticket_id).where(ReportFacts.changed_at >= until),
+                       select(Ticket.id).where(untracked))
     agent = (latest(cast(e.actor_id, String), kind == "resolved").label("resolver"),
              latest(cast(e.actor_id, String), kind == "claimed").label("claimer")) if with_agent else (
         literal(None, String).label("resolver"), literal(None, String).label("claimer"))
@@ -273,8 +280,9 @@ async def ticket_facts(db: Database, *, since: datetime, until: datetime, with_a
                 async for partition in result.partitions(_STREAM_CHUNK):
                     for row in partition:
                         yield _facts_of_read_model(row, since)
-            current = select(ReportFacts.ticket_id).where(exact(until))
-            replayed = _facts_statement(since, until, with_agent=with_agent, exclude=current)
+            first_tracked = await conn.scalar(select(func.min(ReportFacts.ticket_id)))
+            replayed = _facts_statement(since, until, with_agent=with_agent, only_inexact=True,
+                                        first_tracked=first_tracked)
         result = await conn.stream(replayed.execution_options(yield_per=_STREAM_CHUNK))
         async for partition in result.partitions(_STREAM_CHUNK):
             for row in partition:
