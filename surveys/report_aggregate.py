@@ -32,6 +32,7 @@ from surveys.report_metrics import Metrics, Report
 GROUPINGS = ("agent", "category", "priority", "week")
 UNASSIGNED, UNCATEGORISED = "(unassigned)", "(none)"
 OPENED, RESOLVED, SURVEYED = "opened", "resolved", "survey"
+_BUCKETS = 64
 
 
 def week_of(at: datetime | date) -> str:
@@ -152,8 +153,10 @@ async def _add_hours(conn: Any, groups: dict[Any, Metrics], family: str, key: An
     # The business seconds behind the medians and p90s, one joined text per group.
     field, seconds, verdict = _SECONDS[family]
     keyed = [key] if key is not None else [literal("")]
+    # Split into buckets so no single text (and its parsed list) holds a whole decade of values at once.
+    bucket = ReportFacts.ticket_id % _BUCKETS
     statement = _from_facts(select(*keyed, _Joined(seconds)), family, since, until).where(
-        seconds.is_not(None), verdict.is_not(None)).group_by(*keyed)
+        seconds.is_not(None), verdict.is_not(None)).group_by(*keyed, bucket)
     for group, joined in await conn.execute(statement):
         if joined:
             getattr(groups.setdefault(group, Metrics()), field).extend(
