@@ -249,6 +249,43 @@ class BusinessCalendar:
                 return a + remaining
             remaining -= b - a
 
+    @property
+    def working_days_per_week(self) -> int:
+        """How many days of the week have working hours (7 when always open): the length of a working week."""
+        return 7 if self.always_open else sum(1 for day in self.weekly if day)
+
+    def add_working_days(self, start: datetime, days: int) -> datetime:
+        """The UTC instant ``days`` working days after ``start``.
+
+        Counting begins at ``next_open(start)``; the result is the same wall-clock time on the ``days``-th
+        working day after that one (holidays and closed days skipped), or that day's closing time when its
+        hours end earlier (the end of the last interval before that time when it falls in a break, its
+        opening when it opens later). ``1`` from Tue 15:00 on a Mon-Fri calendar is Wed 15:00.
+        """
+        if days < 0:
+            raise ValueError(f"cannot add a negative number of working days ({days})")
+        begin = self.next_open(start)
+        if self.always_open or days == 0:
+            return begin + _ONE_DAY * days if self.always_open else begin
+        local = begin.astimezone(self.tz)
+        day, idle = local.date(), 0
+        while days:
+            day += _ONE_DAY
+            idle += 1
+            if self._day_intervals(day):
+                days, idle = days - 1, 0
+            elif idle > _MAX_IDLE_DAYS:
+                raise ValueError(f"calendar {self.name!r} has no working day in the {_MAX_IDLE_DAYS} days after "
+                                 f"{day.isoformat()}; check its hours and holidays")
+        intervals = self._day_intervals(day)
+        wanted = self._instant(day, local.time().replace(tzinfo=None))
+        result = intervals[0][0]
+        for a, b in intervals:
+            if wanted < a:
+                break
+            result = min(wanted, b)
+        return result
+
     def between(self, start: datetime, end: datetime) -> timedelta:
         """Business time elapsed from ``start`` to ``end``; zero if ``end <= start``."""
         return sum((b - a for a, b in self.open_intervals(start, end)), timedelta(0))

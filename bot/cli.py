@@ -30,13 +30,19 @@ def _load_or_exit(path: Path) -> AppConfig:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from bot.sla_explain import explain_policies, meaning_changes
+
     path = _config_path(args.path)
     try:
-        load_config(path)
+        config = load_config(path)
     except ConfigError as exc:
         for where, message in exc.problems:
             print(f"{where}: {message}")
         return 1
+    for warning in meaning_changes(config):
+        print(f"warning: {warning}")
+    if args.explain:
+        print("\n".join(explain_policies(config)))
     print("ok")
     return 0
 
@@ -136,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate app.yaml and print every problem")
     check.add_argument("path", nargs="?")
+    check.add_argument("--explain", action="store_true", help="say each SLA policy's targets in words")
     check.set_defaults(func=cmd_check_config)
 
     db = sub.add_parser("db", help="database maintenance")

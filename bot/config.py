@@ -19,15 +19,18 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     ValidationError,
     field_validator,
     model_validator,
 )
 from sqlalchemy.engine import make_url
 
-from bot.durations import format_duration, parse_duration
+from bot.durations import SlaDuration, format_duration, parse_duration, parse_sla_duration
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+SlaTarget = Annotated[SlaDuration, PlainValidator(parse_sla_duration)]
+"""An SLA target: ``d``/``w`` count the policy calendar's working days, ``h``/``m`` its business time."""
 PRIORITIES = ("P1", "P2", "P3", "P4")
 
 
@@ -241,10 +244,12 @@ class PriorityConfig(Section):
 
 
 class SlaPolicy(Section):
+    """One priority's targets, counted on ``calendar`` (the ticket's calendar when unset)."""
+
     calendar: str | None = None
-    first_response: Duration
-    update_every: Duration | None = None
-    resolution: Duration
+    first_response: SlaTarget
+    update_every: SlaTarget | None = None
+    resolution: SlaTarget
     warn_at: Percent | None = None
 
 

@@ -2,11 +2,15 @@
 
 Targets run on the ticket's business calendar and only while the ticket is with IT: the clock stops
 while it waits on the requester and while it is resolved, and picks up the budget that was left when
-it starts again. Every target that is met, warned about or breached leaves a ticket event, so reports
-(``sla_outcomes``) can be recomputed from history alone.
+it starts again. This clock is the one SLA truth: its rules live in ``bot.sla_rules``, and every target
+that stops leaves a verdict event (``sla_met``/``sla_missed`` with the time taken and the budget in force),
+every warning and breach a mark, and the per-ticket report facts (``bot.report_facts``) change in the same
+transaction. Reports, the weekly summary and cards read those; nothing re-derives them.
 
 Rules chosen here:
 
+* **Targets in working days.** ``d``/``w`` count the calendar's working days (``bot.durations``); a ticket's
+  budget is the business time from its opening to that many working days later (``sla_rules.budgets``).
 * **Budgets, not fixed instants.** A due time is "the instant the running business time since opening
   reaches the target". Pausing freezes it; resuming re-counts the remaining budget from now; a priority
   change re-counts every unmet target from the opening with the new policy and calendar. Reopening a
@@ -28,25 +32,47 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import report_facts
 from bot.business_time import BusinessCalendar
 from bot.calendars import calendar_for
 from bot.config import AppConfig, SlaPolicy
-from bot.durations import format_duration
 from bot.engine import TimerRun
 from bot.local_time import within_hours, zone_or_none
-from bot.messages import NOTICE, notice_payload
-from bot.notifications import CARD, person_target, triage_targets
-from bot.tickets import CLAIMED, CLOSED, IN_PROGRESS, NEW, REOPENED, RESOLVED, WAITING, TicketChange, TicketSnapshot
-from bot.views import Moment, Notice, Span, Text
+from bot.notifications import CARD, triage_targets
+from bot.report_facts import change_facts
+from bot.sla_rules import (
+    AUTO_UPDATE,
+    FIRST_RESPONSE,
+    RESOLUTION,
+    RUNNING,
+    SLA_BREACHED,
+    SLA_MISSED,
+    SLA_WARNING,
+    UPDATE,
+    Budgets,
+    SlaOutcome,
+    answers,
+    budgets,
+    business,
+    deadline,
+    running_spans,
+    sla_outcomes,
+    stop_verdict,
+)
+from bot.sla_updates import send_update, updates_sent_on_day
+from bot.sla_wording import acknowledgement, sla_lines
+from bot.tickets import WAITING, TicketChange
 from store.models import Person, Ticket, TicketEvent, Timer
 from store.queries import enqueue_message, schedule_timers, timer_row
+
+__all__ = ["AUTO_UPDATE", "UPDATES_ANY_HOUR", "SlaClock", "SlaOutcome", "acknowledgement", "sla_lines", "sla_outcomes"]
 
 if TYPE_CHECKING:
     from bot.desk import Desk
@@ -57,28 +83,15 @@ UPDATE_DUE_TIMER = "sla.update_due"
 WARN_TIMER = "sla.warn"
 TIMER_KINDS = (FIRST_RESPONSE_TIMER, RESOLUTION_TIMER, UPDATE_DUE_TIMER, WARN_TIMER)
 
-FIRST_RESPONSE, RESOLUTION, UPDATE = "first_response", "resolution", "update"
-SLA_MET, SLA_WARNING, SLA_BREACHED, AUTO_UPDATE = "sla_met", "sla_warning", "sla_breached", "auto_update"
 UPDATES_ANY_HOUR = frozenset({"P1"})
 """Priorities whose automatic updates go out even outside the requester's working hours."""
 
 Level = Literal["warn", "breach"]
 BreachHook = Callable[[TimerRun, Ticket, str, Level], Awaitable[None]]
 
-# Statuses in which the ticket is with IT and its clocks run.
-_RUNNING = frozenset({NEW, CLAIMED, IN_PROGRESS, REOPENED})
+_RUNNING = RUNNING
 _VISIBLE_KINDS = frozenset({"opened", "claimed", "unassigned", "status_changed", "priority_changed", "resolved",
                             "reopened", "closed"})
-
-
-@dataclass(frozen=True)
-class SlaOutcome:
-    """How one target stands: ``met`` is None while it is still running and not yet breached."""
-
-    metric: str
-    target: timedelta
-    elapsed_business: timedelta
-    met: bool | None
 
 
 class SlaClock:
@@ -114,8 +127,8 @@ class SlaClock:
         if policy is None:
             return None, None, None
         cal = self.calendar(calendar)
-        update_due = cal.add(opened_at, policy.update_every) if policy.update_every is not None else None
-        return cal.add(opened_at, policy.first_response), cal.add(opened_at, policy.resolution), update_due
+        update_due = policy.update_every.after(cal, opened_at) if policy.update_every is not None else None
+        return policy.first_response.after(cal, opened_at), policy.resolution.after(cal, opened_at), update_due
 
     # -- ticket changes -----------------------------------------------------------------------------
     async def _on_change(self, change: TicketChange) -> None:
@@ -131,12 +144,10 @@ class SlaClock:
             payload["paused_business_seconds"] = paused
         elif ticket.status == WAITING and ticket.paused_since is None:
             ticket.paused_since = now
+        budget = None if policy is None else budgets(policy, cal, ticket.created_at)
         if event.kind in ("opened", "priority_changed"):
             # Stamped so reports know the targets in force without reading today's config.
-            payload["sla_targets"] = None if policy is None else {
-                FIRST_RESPONSE: policy.first_response.total_seconds(),
-                RESOLUTION: policy.resolution.total_seconds(),
-            }
+            payload["sla_targets"] = None if budget is None else budget.stamp()
         if payload != event.payload:
             event.payload = payload
         if event.kind == "resolved" and ticket.first_response_at is None:
@@ -146,41 +157,61 @@ class SlaClock:
             ticket.last_requester_update_at = now
 
         events = await _load_events(session, ticket.id)
-        answered_now = _answers(event) and not any(_answers(e) for e in events if e.id < event.id)
-        if policy is None:
+        if event.kind == "reopened":
+            # Resolved until now, the clock stood still: count it with the waits, so a card's "took" for the
+            # next resolution is the running time the clock judges by.
+            resolved = max((e.at for e in events if e.kind == "resolved"), default=None)
+            ticket.paused_seconds += cal.between(resolved, now).total_seconds() if resolved else 0.0
+        facts = change_facts(event.kind, event.actor_id, now, event.payload)
+        if policy is None or budget is None:
             ticket.first_response_due = ticket.resolution_due = ticket.next_update_due = None
         else:
-            spans = _running_spans(events, ticket.created_at, now)
-            moving = ticket.status in _RUNNING or left_waiting
-            if ticket.first_response_at is None or answered_now:
-                if moving or answered_now:
-                    ticket.first_response_due = _deadline(cal, spans, policy.first_response, now)
-                if answered_now:
-                    await self._record_outcome(session, ticket, FIRST_RESPONSE, spans, cal, policy, now)
-            if moving:
-                ticket.resolution_due = _deadline(cal, spans, policy.resolution, now)
-            if event.kind == "resolved":
-                await self._record_outcome(session, ticket, RESOLUTION, spans, cal, policy, now)
-            if policy.update_every is None or ticket.status not in _RUNNING or ticket.updates_muted:
-                ticket.next_update_due = None
-            elif _tells_requester(event) or ticket.next_update_due is None:
-                ticket.next_update_due = cal.add(now, policy.update_every)
+            facts |= await self._recount(change, events, cal, policy, budget, left_waiting=left_waiting)
+        if event.kind == "opened":
+            await report_facts.note_opened(session, ticket.id, ticket.created_at, ticket.priority, ticket.category, now)
+        await report_facts.note(session, ticket.id, now, facts)
         await self._sync_timers(session, ticket, f"v{ticket.version}", now, new_ticket=event.kind == "opened")
+
+    async def _recount(self, change: TicketChange, events: list[TicketEvent], cal: BusinessCalendar,
+                       policy: SlaPolicy, budget: Budgets, *, left_waiting: bool) -> dict[str, Any]:
+        # The ticket's due times after this change, and the verdicts of the targets it stopped (as report facts).
+        session, ticket, event, now = change.session, change.ticket, change.event, change.now
+        answered_now = answers(event.kind, event.payload) and not any(
+            answers(e.kind, e.payload) for e in events if e.id < event.id)
+        spans = running_spans(events, ticket.created_at, now)
+        moving = ticket.status in _RUNNING or left_waiting
+        facts: dict[str, Any] = {}
+        if ticket.first_response_at is None or answered_now:
+            if moving or answered_now:
+                ticket.first_response_due = deadline(cal, spans, budget.first_response, now)
+            if answered_now:
+                facts |= await self._record_outcome(session, ticket, FIRST_RESPONSE, spans, cal, budget, now)
+        if moving:
+            ticket.resolution_due = deadline(cal, spans, budget.resolution, now)
+        if event.kind == "resolved":
+            facts |= await self._record_outcome(session, ticket, RESOLUTION, spans, cal, budget, now)
+        if policy.update_every is None or ticket.status not in _RUNNING or ticket.updates_muted:
+            ticket.next_update_due = None
+        elif _tells_requester(event) or ticket.next_update_due is None:
+            ticket.next_update_due = policy.update_every.after(cal, now)
+        return facts
 
     async def _record_outcome(
         self, session: AsyncSession, ticket: Ticket, metric: str, spans: list[tuple[datetime, datetime]],
-        cal: BusinessCalendar, policy: SlaPolicy, now: datetime,
-    ) -> None:
-        target = policy.first_response if metric == FIRST_RESPONSE else policy.resolution
-        elapsed = _business(cal, spans)
-        if elapsed <= target:
-            await _add_event(session, ticket, SLA_MET, now, {
-                "metric": metric, "elapsed_seconds": elapsed.total_seconds(), "target_seconds": target.total_seconds(),
-            })
-            return
-        due = ticket.first_response_due if metric == FIRST_RESPONSE else ticket.resolution_due
-        # Met late before the breach timer ran (a lagging tick): the breach still belongs in history.
-        await self._mark(session, ticket, SLA_BREACHED, metric, due, now)
+        cal: BusinessCalendar, budget: Budgets, now: datetime,
+    ) -> dict[str, Any]:
+        # The target stopped: stamp its verdict with what it took and what it allowed, so every reader (reports,
+        # the weekly summary, cards) takes the clock's word instead of re-deriving it.
+        target, elapsed = budget.of(metric), business(cal, spans)
+        verdict = stop_verdict(elapsed, target)
+        if verdict == SLA_MISSED:
+            # Missed before the breach timer ran (a lagging tick): the breach still belongs in history.
+            due = ticket.first_response_due if metric == FIRST_RESPONSE else ticket.resolution_due
+            await self._mark(session, ticket, SLA_BREACHED, metric, due, now)
+        await _add_event(session, ticket, verdict, now, {
+            "metric": metric, "elapsed_seconds": elapsed.total_seconds(), "target_seconds": target.total_seconds(),
+        })
+        return report_facts.verdict_facts(metric, verdict, elapsed.total_seconds())
 
     # -- timers -------------------------------------------------------------------------------------
     async def _sync_timers(
@@ -195,12 +226,13 @@ class SlaClock:
         policy = self.config.sla_policy(ticket.priority)
         if policy is not None and ticket.status in _RUNNING:
             cal = self.calendar(ticket.calendar)
+            budget = budgets(policy, cal, ticket.created_at)
             marks = set() if new_ticket else _marks(
                 await _load_events(session, ticket.id, (SLA_WARNING, SLA_BREACHED)))
             targets = (
                 (FIRST_RESPONSE, FIRST_RESPONSE_TIMER, None if ticket.first_response_at else ticket.first_response_due,
-                 policy.first_response),
-                (RESOLUTION, RESOLUTION_TIMER, ticket.resolution_due, policy.resolution),
+                 budget.first_response),
+                (RESOLUTION, RESOLUTION_TIMER, ticket.resolution_due, budget.resolution),
             )
             for metric, kind, due, target in targets:
                 if due is None or (SLA_BREACHED, metric, "") in marks:
@@ -257,6 +289,8 @@ class SlaClock:
                                      due, run.now, flush=False, marks=marks)
             if event is None:
                 return
+            if level == "breach":
+                await report_facts.note(run.session, ticket.id, run.now, report_facts.breached_facts(metric))
             for hook in self.on_breach:
                 await hook(run, ticket, metric, level)
         targets = triage_targets(self.config)
@@ -299,52 +333,10 @@ class SlaClock:
             return
         await self.record_breach(run, ticket, UPDATE, ticket.next_update_due, "breach")
         zone = zone_or_none(requester.timezone) or cal.tz
-        if await _updates_sent_on_day(session, ticket.id, now, zone) < self.config.updates.max_per_ticket_per_day:
-            await self._send_update(run, ticket, requester, cal, zone)
-        ticket.next_update_due = cal.add(now, policy.update_every)
+        if await updates_sent_on_day(session, ticket.id, now, zone) < self.config.updates.max_per_ticket_per_day:
+            await send_update(run, ticket, requester, zone, nudge_assignee=self.config.updates.nudge_assignee)
+        ticket.next_update_due = policy.update_every.after(cal, now)
         await self._sync_timers(session, ticket, f"t{run.timer.id}", now, running=run.timer.id)
-
-    async def _send_update(
-        self, run: TimerRun, ticket: Ticket, requester: Person, cal: BusinessCalendar, zone: ZoneInfo,
-    ) -> None:
-        session, now = run.session, run.now
-        since = ticket.last_requester_update_at or ticket.created_at
-        assignee = await session.get(Person, ticket.assignee_id) if ticket.assignee_id else None
-        event = await _add_event(session, ticket, AUTO_UPDATE, now, {"since": since.isoformat()})
-        headline = (f"Update on {ticket.number}: still in progress with {assignee.display_name}." if assignee
-                    else f"Update on {ticket.number}: still waiting for an agent to pick it up.")
-        label = "your time" if zone_or_none(requester.timezone) else None
-        comments = await session.scalar(select(func.count()).select_from(TicketEvent).where(
-            TicketEvent.ticket_id == ticket.id, TicketEvent.kind == "commented", TicketEvent.at > since,
-            TicketEvent.actor_id == ticket.requester_id)) or 0
-        last: tuple[Span, ...] = ("the last update (", Moment(since, zone.key, label=label), ")")
-        lines: list[tuple[Span, ...]] = [
-            (f"You added {_plural(comments, 'comment')} since ", *last, "; IT has them.") if comments
-            else ("Nothing new since ", *last, ".")]
-        if assignee is None:
-            ahead = await session.scalar(select(func.count()).select_from(Ticket).where(
-                Ticket.assignee_id.is_(None), Ticket.status.in_((NEW, REOPENED)), Ticket.id < ticket.id))
-            lines.append((f"You are {_ordinal((ahead or 0) + 1)} in the queue.",))
-        if ticket.first_response_at is None and ticket.first_response_due is not None:
-            lines.append(("Next target: first response by ", Moment(ticket.first_response_due, zone.key, label=label),
-                          "."))
-        elif ticket.resolution_due is not None:
-            lines.append(("Next target: resolution by ", Moment(ticket.resolution_due, zone.key, label=label), "."))
-        body = tuple(span for index, line in enumerate(lines) for span in ((*(("\n",) if index else ()), *line)))
-        requester_dm = person_target(requester)
-        await enqueue_message(session, target=requester_dm, kind=NOTICE, ticket_id=ticket.id, now=now,
-                              payload=notice_payload(Notice(ticket.id, ticket.number, headline, body, numbered=False),
-                                                     thread="requester", event_id=event.id),
-                              idempotency_key=f"notice:{event.id}:{requester_dm}")
-        ticket.last_requester_update_at = now
-        if assignee is not None and self.config.updates.nudge_assignee:
-            assignee_dm = person_target(assignee)
-            nudge = Notice(ticket.id, ticket.number, f"{ticket.number} is due a progress update to "
-                           f"{requester.display_name}.", "The bot sent an automatic update meanwhile; a word from "
-                           "you is better.", numbered=False)
-            await enqueue_message(session, target=assignee_dm, kind=NOTICE, ticket_id=ticket.id, now=now,
-                                  payload=notice_payload(nudge, thread="assignee", event_id=event.id),
-                                  idempotency_key=f"nudge:{event.id}:{assignee_dm}")
 
     async def _update_send_at(
         self, session: AsyncSession, ticket: Ticket, cal: BusinessCalendar, at: datetime,
@@ -366,135 +358,7 @@ class SlaClock:
         return self._requester_hours[key]
 
 
-# -- reporting and wording --------------------------------------------------------------------------
-def sla_outcomes(
-    ticket: Ticket, events: Sequence[TicketEvent], calendar: BusinessCalendar, now: datetime,
-) -> dict[str, SlaOutcome]:
-    """First-response and resolution outcomes recomputed from the ticket's events (empty without a policy).
-
-    Elapsed time is business time on ``calendar`` while the ticket was with IT: waiting on the requester
-    and resolved spans don't count. Targets are the last ones stamped on ``opened``/``priority_changed``.
-    """
-    stamped = next((e.payload["sla_targets"] for e in sorted(events, key=_order, reverse=True)
-                    if "sla_targets" in e.payload), None)
-    if not stamped:
-        return {}
-    responded = ticket.first_response_at if ticket.first_response_at and ticket.first_response_at <= now else None
-    first = _business(calendar, _running_spans(events, ticket.created_at, responded or now))
-    whole = _business(calendar, _running_spans(events, ticket.created_at, now))
-    return {
-        FIRST_RESPONSE: _outcome(FIRST_RESPONSE, stamped[FIRST_RESPONSE], first, done=responded is not None),
-        RESOLUTION: _outcome(RESOLUTION, stamped[RESOLUTION], whole, done=not ticket.is_open),
-    }
-
-
-def acknowledgement(ticket: TicketSnapshot | Ticket, requester_tz: str | None,
-                    calendar: BusinessCalendar) -> Text:
-    """The intake acknowledgement, "IT-3 opened — first response by …", with each target a moment every reader
-    sees on their own clock; the written-out fallback is on the requester's clock ("your time"), or the calendar's
-    when their zone is unknown."""
-    known = zone_or_none(requester_tz)
-    zone, label = (known.key, "your time") if known else (calendar.tz.key, None)
-    clauses: list[tuple[Span, ...]] = []
-    if ticket.first_response_due is not None:
-        clauses.append(("first response by ", Moment(ticket.first_response_due, zone, label=label)))
-    if ticket.resolution_due is not None:
-        clauses.append(("resolution target ", Moment(ticket.resolution_due, zone, label=label)))
-    if not clauses:
-        return f"{ticket.number} opened."
-    joined: list[Span] = [f"{ticket.number} opened — "]
-    for index, clause in enumerate(clauses):
-        joined.extend(((", ",) if index else ()) + clause)
-    joined.append(".")
-    return tuple(joined)
-
-
-def sla_lines(ticket: Ticket, now: datetime, calendar: BusinessCalendar, zone: str | None = None,
-              audience: str = "triage") -> list[Text]:
-    """One line per target for a ticket card: absolute times ("due by <moment>") that each reader sees on their
-    own clock and that never go stale; durations only for what is over ("met in 1h 20m").
-
-    "met in" counts business time since opening (less paused time for the resolution); the exact,
-    pause-aware figures are ``sla_outcomes``.
-    """
-    zone = zone or calendar.tz.key
-    lines: list[Text] = []
-    paused_time = timedelta(seconds=ticket.paused_seconds)
-    targets = (("First response", ticket.first_response_due, ticket.first_response_at, timedelta(0)),
-               ("Resolution", ticket.resolution_due, ticket.resolved_at, paused_time))
-    waiting = "waiting on you" if audience == "requester" else "waiting on the requester"
-    for label, due, done_at, paused in targets:
-        if due is None:
-            continue
-        if done_at is not None:
-            took = format_duration(max(calendar.between(ticket.created_at, done_at) - paused, timedelta(0)))
-            lines.append(f"{label}: met in {took}" if done_at <= due else f"{label}: breached (took {took})")
-        elif ticket.status == WAITING:
-            lines.append(f"{label}: paused — {waiting}")
-        elif ticket.status in (RESOLVED, CLOSED):
-            continue
-        elif now < due:
-            lines.append((f"{label} due by ", Moment(due, zone)))
-        else:
-            lines.append((f"{label}: breached — was due ", Moment(due, zone)))
-    if ticket.status in _RUNNING and ticket.updates_muted:
-        lines.append("Progress updates: muted by the requester")
-    elif ticket.status in _RUNNING and ticket.next_update_due is not None:
-        lines.append(("Next update by ", Moment(ticket.next_update_due, zone)))
-    return lines
-
-
-def _running_spans(
-    events: Iterable[TicketEvent], created_at: datetime, until: datetime,
-) -> list[tuple[datetime, datetime]]:
-    # Wall-clock spans between created_at and until in which the ticket was with IT.
-    spans = []
-    status, since = NEW, created_at
-    for event in sorted(events, key=_order):
-        to_status = event.payload.get("to_status")
-        if event.at >= until:
-            break
-        if to_status is None:
-            continue
-        if status in _RUNNING and event.at > since:
-            spans.append((since, event.at))
-        status, since = to_status, event.at
-    if status in _RUNNING and until > since:
-        spans.append((since, until))
-    return spans
-
-
 # -- helpers ----------------------------------------------------------------------------------------
-def _order(event: TicketEvent) -> tuple[datetime, int]:
-    return event.at, event.id
-
-
-def _business(cal: BusinessCalendar, spans: Iterable[tuple[datetime, datetime]]) -> timedelta:
-    return sum((cal.between(a, b) for a, b in spans), timedelta(0))
-
-
-def _deadline(cal: BusinessCalendar, spans: list[tuple[datetime, datetime]], budget: timedelta,
-              now: datetime) -> datetime:
-    # When `budget` of running business time runs out: in the past if already spent, else counted on from now.
-    used = timedelta(0)
-    for a, b in spans:
-        part = cal.between(a, b)
-        if used + part >= budget:
-            return cal.add(a, budget - used)
-        used += part
-    return cal.add(now, budget - used)
-
-
-def _outcome(metric: str, target_seconds: float, elapsed: timedelta, *, done: bool) -> SlaOutcome:
-    target = timedelta(seconds=target_seconds)
-    met = elapsed <= target if done else (False if elapsed > target else None)
-    return SlaOutcome(metric=metric, target=target, elapsed_business=elapsed, met=met)
-
-
-def _answers(event: TicketEvent) -> bool:
-    return event.kind in ("claimed", "resolved") or (event.kind == "commented" and event.payload.get("role") == "agent")
-
-
 def _tells_requester(event: TicketEvent) -> bool:
     # Mirrors what bot.notifications tells the requester (the ack card counts for "opened").
     return event.kind in _VISIBLE_KINDS or (event.kind == "commented" and event.payload.get("role") == "agent")
@@ -591,27 +455,3 @@ async def _add_event(session: AsyncSession, ticket: Ticket, kind: str, now: date
     if flush:
         await session.flush()
     return event
-
-
-async def _updates_sent_on_day(session: AsyncSession, ticket_id: int, now: datetime, zone: ZoneInfo) -> int:
-    """Automatic updates and digest mentions that day: both count against ``max_per_ticket_per_day``."""
-    day = now.astimezone(zone).date()
-    start = datetime.combine(day, time(0), tzinfo=zone)
-    end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=zone)
-    count = await session.scalar(select(func.count()).select_from(TicketEvent).where(
-        TicketEvent.ticket_id == ticket_id, TicketEvent.kind.in_((AUTO_UPDATE, "digest_sent")), TicketEvent.at >= start,
-        TicketEvent.at < end))
-    return count or 0
-
-
-
-
-
-
-def _ordinal(n: int) -> str:
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import desc, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import report_facts
 from bot.config import AppConfig
 from bot.dialogs.survey_reason import MAX_COMMENT, REASON_LABELS
 from bot.engine import TimerRun
@@ -137,6 +138,7 @@ class SurveyService:
         survey.revision += 1
         session.add(TicketEvent(ticket_id=ticket.id, at=now, actor_id=None, kind="survey_sent",
                                 payload={"survey_id": survey.id}))
+        await report_facts.note(session, ticket.id, now, {"survey_sent_at": now})
         await self._enqueue_card(session, survey, ticket, now)
         await schedule_timer(session, kind=EXPIRE, due_at=survey.expires_at, now=now, ticket_id=ticket.id,
                              payload={"survey_id": survey.id}, dedup_key=f"{EXPIRE}:{survey.id}:{survey.revision}")
@@ -196,6 +198,7 @@ class SurveyService:
                                 payload={"answer": answer, "previous": previous})
             session.add(event)
             await session.flush()
+            await report_facts.note(session, ticket.id, now, {"survey_answer": answer})
             await self._enqueue_card(session, survey, ticket, now)
             if answer == DOWN:
                 await self._notify_down(session, ticket, actor, event, now,

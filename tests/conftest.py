@@ -121,8 +121,8 @@ sla:
   policies:
     P1: {calendar: always, first_response: 15m, update_every: 1h, resolution: 4h, warn_at: 75%}
     P2: {first_response: 1h, update_every: 2h, resolution: 8h, warn_at: 75%}
-    P3: {first_response: 4h, update_every: 1d, resolution: 3d}
-    P4: {first_response: 1d, resolution: 5d}
+    P3: {first_response: 4h, update_every: 24h, resolution: 72h}
+    P4: {first_response: 24h, resolution: 120h}
 engine:
   min_interval_per_channel: 0s
 server:

@@ -243,3 +243,20 @@ async def test_the_html_report_renders_in_headless_chromium_with_its_charts(seed
     shot = tmp_path / "report.png"
     await asyncio.to_thread(run, "--window-size=1000,2400", f"--screenshot={shot}")
     assert shot.exists() and shot.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("until", [UNTIL, at(24, 11, 45), at(27, 12, 1)], ids=["friday", "before-reopen", "after"])
+async def test_the_read_model_and_a_replay_of_the_events_give_the_same_week(seeded: Any, until: datetime) -> None:
+    from surveys.report_data import ticket_facts
+
+    desk, _, ids = seeded
+
+    async def facts(replay: bool) -> dict[int, Any]:
+        found = {f.ticket_id: f._replace(first_response_hours=round(f.first_response_hours or 0, 6),
+                                         resolution_hours=round(f.resolution_hours or 0, 6))
+                 async for f in ticket_facts(desk.db, since=SINCE, until=until, with_agent=True, replay=replay)}
+        assert set(found) <= set(ids)
+        return found
+
+    read_model = await facts(False)
+    assert read_model == await facts(True) and read_model

@@ -219,7 +219,7 @@ async def test_reopening_resumes_the_resolution_clock_with_the_budget_that_was_l
 
 async def test_a_priority_change_recomputes_every_unmet_target(sla_desk: Any, clock: ManualClock) -> None:
     ticket = await open_ticket(sla_desk, "P3")
-    # Durations are wall-clock lengths of business time: 3d is 72 business hours, nine 8-hour days.
+    # 72h of business time is nine 8-hour days.
     assert (ticket.first_response_due, ticket.resolution_due) == (utc(23, 13), utc(3, 17, month=12))
     clock.set(utc(23, 9, 30))
     raised = await sla_desk.tickets.set_priority(ticket.id, ALICE, "P2")

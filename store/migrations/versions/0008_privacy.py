@@ -1,7 +1,7 @@
 """privacy: redaction and anonymisation marks, the privacy log, indexes for retention scans and audit exports
 
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 Create Date: 2026-12-02 09:00:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import store.models
 
 revision = '0008'
-down_revision = '0006'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
