@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.fakes import slack_requests as rq  # noqa: E402
+from bot.simulators import slack_requests as rq  # noqa: E402
 
 POSTGRES_URL = os.environ.get("ITHELP_BENCH_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 

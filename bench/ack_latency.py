@@ -42,9 +42,9 @@ from _support import (
 )
 from sqlalchemy import func, select
 
+from bot.simulators.slack_api import FakeSlackApi
 from store.db import Database
 from store.models import OutboxMessage, Ticket
-from tests.fakes.slack_api import FakeSlackApi
 
 SECRET = "bench-signing-secret"
 USERS = [f"UBENCH{i:03d}" for i in range(50)]

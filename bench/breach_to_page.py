@@ -36,10 +36,10 @@ from sqlalchemy import func, insert, select
 from bot.clock import SystemClock
 from bot.config import parse_config
 from bot.desk import build_desk
+from bot.simulators.pagers import FakePagerDuty
 from store.db import Database
 from store.migrate import upgrade
 from store.models import Person, Ticket, TicketEvent, Timer
-from tests.fakes.pagers import FakePagerDuty
 
 ROUTING_KEY = "R0BENCHROUTINGKEY0000000000000000"
 FIRST_RESPONSE = timedelta(minutes=30)

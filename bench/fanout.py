@@ -35,11 +35,11 @@ from _support import POSTGRES_URL, drop_schema, free_port, make_schema, stop_pro
 from breach_to_page import seed_open_tickets, start_server
 from sqlalchemy import func, insert, select
 
+from bot.simulators import slack_requests as rq
+from bot.simulators.slack_api import FakeSlackApi
 from store.db import Database
 from store.migrate import upgrade
 from store.models import OutboxMessage
-from tests.fakes import slack_requests as rq
-from tests.fakes.slack_api import FakeSlackApi
 from tests.harness import post
 
 SECRET = "bench-signing-secret"

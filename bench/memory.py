@@ -22,9 +22,9 @@ import aiohttp
 from _support import POSTGRES_URL, drop_schema, fire, free_port, make_schema, rq, stop_process, table, wait_http
 from breach_to_page import seed_open_tickets, start_server
 
+from bot.simulators.slack_api import FakeSlackApi
 from store.db import Database
 from store.migrate import upgrade
-from tests.fakes.slack_api import FakeSlackApi
 
 SECRET = "bench-signing-secret"
 USERS = [f"UMEM{i:03d}" for i in range(20)]

@@ -102,8 +102,8 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def cmd_teams_package(args: argparse.Namespace) -> int:
     from bot.teams_package import build_teams_package
 
-    config = _load_or_exit(_config_path(args.config))
-    app_id = args.app_id or config.teams.app_id
+    # With --app-id the package needs no app.yaml: it is often built on a laptop, before the bot is deployed.
+    app_id = args.app_id or _load_or_exit(_config_path(args.config)).teams.app_id
     if not app_id:
         print("teams-package needs an app id: set teams.app_id in app.yaml or pass --app-id", file=sys.stderr)
         return 2

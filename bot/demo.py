@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-
-ROOT = Path(__file__).resolve().parent.parent
 
 SECRET = "demo-signing-secret"  # noqa: S105 - signs requests to the local demo server only
 TRIAGE = "C0TRIAGE"
@@ -140,23 +137,15 @@ def _card_text(body: dict[str, Any]) -> str:
 
 async def run_demo() -> int:
     """Play the day; returns a process exit code."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    try:
-        from tests.fakes import slack_requests as rq
-        from tests.fakes import teams_activities as ta
-        from tests.fakes.bot_connector import FakeBotConnector
-        from tests.fakes.pagers import FakePagerDuty
-        from tests.fakes.slack_api import FakeSlackApi
-    except ImportError:
-        print("ithelp demo uses the local Slack/Teams/PagerDuty stand-ins in tests/fakes; run it from a clone "
-              "of the repository (pip install -e . && ithelp demo).", file=sys.stderr)
-        return 2
-
     from bot.clock import ManualClock
     from bot.config import parse_config
     from bot.routing import Action, Form
     from bot.server import Server
+    from bot.simulators import slack_requests as rq
+    from bot.simulators import teams_activities as ta
+    from bot.simulators.bot_connector import FakeBotConnector
+    from bot.simulators.pagers import FakePagerDuty
+    from bot.simulators.slack_api import FakeSlackApi
     from surveys.report import compute_report, render_table
 
     # Monday 23 Nov 2026, 09:00 London.

@@ -12,9 +12,9 @@ from sqlalchemy import func, select
 
 from bot.routing import Action
 from bot.server import Server
+from bot.simulators import slack_requests as rq
+from bot.simulators.slack_api import FakeSlackApi
 from store.models import Ticket, TicketEvent
-from tests.fakes import slack_requests as rq
-from tests.fakes.slack_api import FakeSlackApi
 from tests.harness import post, running_server
 
 SECRET = "test-signing-secret"

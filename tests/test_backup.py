@@ -18,10 +18,10 @@ from sqlalchemy import insert
 
 from bot.cli import main
 from bot.clock import ManualClock
+from bot.simulators.slack_api import FakeSlackApi
 from store.db import Database
 from store.models import Person, Ticket, TicketEvent
 from tests.conftest import DatabaseFactory
-from tests.fakes.slack_api import FakeSlackApi
 from tests.harness import running_server
 from tests.slack_harness import SlackBot
 

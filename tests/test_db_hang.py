@@ -25,14 +25,14 @@ import yaml
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
+from bot.simulators import slack_requests as rq
+from bot.simulators import teams_activities as ta
+from bot.simulators.bot_connector import FakeBotConnector
+from bot.simulators.slack_api import FakeSlackApi
 from store.db import Database
 from store.models import OutboxMessage, Ticket, TicketEvent
 from tests.conftest import TEST_CONFIG, DatabaseFactory
-from tests.fakes import slack_requests as rq
-from tests.fakes import teams_activities as ta
-from tests.fakes.bot_connector import FakeBotConnector
 from tests.fakes.process import ServeProcess, start_servers, stop_servers, write_config
-from tests.fakes.slack_api import FakeSlackApi
 from tests.fakes.tcp_proxy import FreezableProxy
 
 POSTGRES_URL = os.environ.get("ITHELP_TEST_POSTGRES_URL", "")

@@ -22,12 +22,12 @@ from bot.desk import Desk, build_desk
 from bot.engine import Delivered, OutboxItem
 from bot.escalation import STEP_TIMER, EscalationService
 from bot.people import PersonRef
+from bot.simulators.pagers import FakeOpsgenie, FakePagerDuty, FakeWebhookReceiver
 from bot.text import plain
 from bot.tickets import NotAllowed, TicketSnapshot
 from store.escalation_models import Escalation
 from store.models import OutboxMessage, Person, Ticket, TicketEvent, Timer
 from store.queries import schedule_timer
-from tests.fakes.pagers import FakeOpsgenie, FakePagerDuty, FakeWebhookReceiver
 from tests.outbox_views import body, headline, slack
 from tests.statement_log import StatementLog
 

@@ -18,8 +18,8 @@ from slack_sdk.http_retry.builtin_async_handlers import AsyncRateLimitErrorRetry
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from tests.fakes import slack_requests as sr
-from tests.fakes.slack_api import FakeSlackApi
+from bot.simulators import slack_requests as sr
+from bot.simulators.slack_api import FakeSlackApi
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 BLOCKS = [{"type": "section", "text": {"type": "mrkdwn", "text": "*Printer on fire*"}}]

@@ -23,9 +23,9 @@ from botbuilder.schema import (
     ErrorResponseException,
 )
 
+from bot.simulators import teams_activities as ta
+from bot.simulators.bot_connector import FakeBotConnector
 from bot.teams_package import build_teams_package
-from tests.fakes import teams_activities as ta
-from tests.fakes.bot_connector import FakeBotConnector
 
 APP_ID = "0b7f5a9e-3c1d-4e2f-9a8b-7c6d5e4f3a2b"
 

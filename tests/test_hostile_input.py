@@ -20,8 +20,8 @@ import pytest
 from bot.cli import main
 from bot.clock import ManualClock
 from bot.config import AppConfig, SlackConfig, TeamsConfig
+from bot.simulators.bot_connector import FakeBotConnector
 from store.db import Database
-from tests.fakes.bot_connector import FakeBotConnector
 from tests.fakes.openid import FakeOpenIdProvider
 from tests.harness import post, running_server
 

@@ -21,12 +21,12 @@ from bot.clock import ManualClock
 from bot.config import AppConfig, TeamsConfig
 from bot.routing import Action
 from bot.server import Server
+from bot.simulators import slack_requests as rq
+from bot.simulators import teams_activities as ta
+from bot.simulators.bot_connector import ConnectorCall, FakeBotConnector
+from bot.simulators.slack_api import FakeSlackApi
 from store.db import Database
 from store.models import Person, Ticket
-from tests.fakes import slack_requests as rq
-from tests.fakes import teams_activities as ta
-from tests.fakes.bot_connector import ConnectorCall, FakeBotConnector
-from tests.fakes.slack_api import FakeSlackApi
 from tests.harness import post, running_server
 from tests.slack_harness import ALICE, BOB, REQUESTER, SECRET, TRIAGE, assert_valid_block_kit
 

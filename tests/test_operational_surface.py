@@ -18,12 +18,12 @@ from sqlalchemy import select
 from bot.clock import ManualClock
 from bot.config import AppConfig
 from bot.metrics import Metrics
+from bot.simulators import slack_requests as rq
+from bot.simulators.slack_api import FakeSlackApi
 from store.db import Database
 from store.models import Ticket
 from tests.conftest import TEST_CONFIG
-from tests.fakes import slack_requests as rq
 from tests.fakes.process import ServeProcess, start_servers, stop_servers, write_config
-from tests.fakes.slack_api import FakeSlackApi
 from tests.harness import running_server
 
 ROOT = Path(__file__).resolve().parent.parent

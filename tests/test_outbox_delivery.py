@@ -25,11 +25,11 @@ from bot.cli import main
 from bot.config import AppConfig, SlackConfig, TeamsConfig
 from bot.routing import Action
 from bot.server import Server
+from bot.simulators import slack_requests as rq
+from bot.simulators import teams_activities as ta
+from bot.simulators.bot_connector import FakeBotConnector
 from store.models import OutboxMessage
 from tests.conftest import TEST_CONFIG
-from tests.fakes import slack_requests as rq
-from tests.fakes import teams_activities as ta
-from tests.fakes.bot_connector import FakeBotConnector
 from tests.harness import post, running_server
 from tests.slack_harness import ALICE, BOB, REQUESTER, SECRET, TRIAGE, SlackBot
 

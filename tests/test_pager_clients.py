@@ -21,7 +21,7 @@ from bot.channels.pagers import (
     sign_webhook,
     verify_webhook_signature,
 )
-from tests.fakes.pagers import FakeOpsgenie, FakePagerDuty, FakeWebhookReceiver
+from bot.simulators.pagers import FakeOpsgenie, FakePagerDuty, FakeWebhookReceiver
 
 ROUTING_KEY = "R0UT1NGKEY0123456789abcdef01234"
 GENIE_KEY = "genie-key-0000-1111"

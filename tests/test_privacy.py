@@ -212,7 +212,7 @@ async def a_slack_ticket_worked_end_to_end(bot: Any) -> list[str]:
     """Rita files, replies in her DM thread, is helped by Alice, rates the fix 👎 with a comment; returns what
     she typed."""
     from bot.routing import Action, Form
-    from tests.fakes import slack_requests as rq
+    from bot.simulators import slack_requests as rq
     from tests.slack_harness import ALICE as SLACK_ALICE
     from tests.slack_harness import REQUESTER, SECRET, TRIAGE
 

@@ -41,13 +41,14 @@ from bot.clock import ManualClock
 from bot.config import AppConfig, TeamsConfig, parse_config
 from bot.routing import Action, Form, Shortcut
 from bot.server import Server
+from bot.simulators import slack_requests as rq
+from bot.simulators import teams_activities as ta
+from bot.simulators.bot_connector import FakeBotConnector
+from bot.simulators.slack_api import FakeSlackApi
 from store.db import Database
 from store.migrate import upgrade
 from store.models import OutboxMessage, Ticket, TicketEvent, Timer
 from tests.conftest import TEST_CONFIG, DatabaseFactory
-from tests.fakes import slack_requests as rq
-from tests.fakes import teams_activities as ta
-from tests.fakes.bot_connector import FakeBotConnector
 from tests.fakes.openid import FakeOpenIdProvider, forged_token
 from tests.fakes.process import (
     PrivatePostgres,
@@ -57,7 +58,6 @@ from tests.fakes.process import (
     stop_servers,
     write_config,
 )
-from tests.fakes.slack_api import FakeSlackApi
 from tests.harness import running_server
 
 SECRET = "test-signing-secret"

@@ -22,13 +22,13 @@ import pytest
 import yaml
 from sqlalchemy import func, select, update
 
+from bot.simulators import slack_requests as rq
+from bot.simulators.pagers import FakePagerDuty
+from bot.simulators.slack_api import FakeSlackApi
 from store.db import Database
 from store.models import OutboxMessage, Ticket, Timer, ticket_number
 from tests.conftest import TEST_CONFIG, DatabaseFactory
-from tests.fakes import slack_requests as rq
-from tests.fakes.pagers import FakePagerDuty
 from tests.fakes.process import ServeProcess, start_servers, stop_servers, write_config
-from tests.fakes.slack_api import FakeSlackApi
 
 SECRET = "test-signing-secret"
 ROUTING_KEY = "R0REPLICACRASH00000000000000000000"

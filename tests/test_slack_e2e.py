@@ -10,8 +10,8 @@ from typing import Any
 from slack_sdk.models.blocks import Block
 
 from bot.routing import Action, Form, Shortcut
+from bot.simulators import slack_requests as rq
 from store.models import Ticket
-from tests.fakes import slack_requests as rq
 from tests.slack_harness import ALICE, BOB, MALLORY, REQUESTER, SECRET, TRIAGE, SlackBot
 
 

@@ -14,9 +14,9 @@ from sqlalchemy import select
 
 from bot.routing import Action
 from bot.server import Server
+from bot.simulators import slack_requests as rq
+from bot.simulators.slack_api import FakeSlackApi
 from store.models import Ticket
-from tests.fakes import slack_requests as rq
-from tests.fakes.slack_api import FakeSlackApi
 from tests.harness import running_server
 from tests.slack_harness import ALICE, REQUESTER, TRIAGE
 

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import select
 
 from bot.routing import Action, Form
+from bot.simulators import slack_requests as rq
 from store.survey_models import Survey
-from tests.fakes import slack_requests as rq
 from tests.slack_harness import ALICE, BOB, MALLORY, REQUESTER, SECRET, TRIAGE, SlackBot
 
 ESCALATION = """

@@ -27,14 +27,14 @@ import yaml
 from bot.cli import main
 from bot.clock import ManualClock
 from bot.config import AppConfig, SlackConfig, TeamsConfig, parse_config
+from bot.simulators import slack_requests as rq
+from bot.simulators import teams_activities as ta
+from bot.simulators.bot_connector import FakeBotConnector
+from bot.simulators.slack_api import FakeSlackApi
 from store.db import Database
 from tests.conftest import TEST_CONFIG
-from tests.fakes import slack_requests as rq
-from tests.fakes import teams_activities as ta
-from tests.fakes.bot_connector import FakeBotConnector
 from tests.fakes.openid import FakeOpenIdProvider, forged_token
 from tests.fakes.process import ServeProcess, start_servers, stop_servers, write_config
-from tests.fakes.slack_api import FakeSlackApi
 from tests.harness import post, running_server
 
 ROOT = Path(__file__).resolve().parent.parent

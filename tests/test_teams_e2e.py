@@ -25,11 +25,11 @@ from bot.people import PersonRef
 from bot.renderers import adaptive_cards
 from bot.routing import Action, Form
 from bot.server import Server
+from bot.simulators import teams_activities as ta
+from bot.simulators.bot_connector import ConnectorCall, FakeBotConnector
 from bot.tickets import Origin
 from store.db import Database
 from store.models import ConversationRef, OutboxMessage, Ticket
-from tests.fakes import teams_activities as ta
-from tests.fakes.bot_connector import ConnectorCall, FakeBotConnector
 from tests.harness import post, running_server
 
 TRIAGE = "19:triage@thread.tacv2"

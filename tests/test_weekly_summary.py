@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bot.people import PersonRef
+from bot.simulators.slack_api import FakeSlackApi
 from bot.tickets import Origin
-from tests.fakes.slack_api import FakeSlackApi
 from tests.harness import running_server
 
 ALICE = PersonRef("slack", "UAGENT1", "Alice")

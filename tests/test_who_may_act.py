@@ -15,11 +15,11 @@ from sqlalchemy import select
 from bot.clock import ManualClock
 from bot.config import AppConfig
 from bot.routing import Action
+from bot.simulators import slack_requests as rq
+from bot.simulators.slack_api import FakeSlackApi
 from store.db import Database
 from store.escalation_models import Escalation
 from store.models import Person, Ticket
-from tests.fakes import slack_requests as rq
-from tests.fakes.slack_api import FakeSlackApi
 from tests.harness import running_server
 from tests.slack_harness import MALLORY, REQUESTER, SECRET, SlackBot
 

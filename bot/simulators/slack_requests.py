@@ -21,7 +21,7 @@ TEAM_ID = "T0001"
 TEAM_DOMAIN = "ithelp-test"
 API_APP_ID = "A0001"
 BOT_USER_ID = "UBOT"
-VERIFICATION_TOKEN = "legacy-verification-token"
+VERIFICATION_TOKEN = "legacy-verification-token"  # noqa: S105  (the simulator's fixed value, not a secret)
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 
