@@ -117,6 +117,64 @@ async def test_several_quick_replies_from_the_requester_each_reach_the_triage_th
     assert [next(r for r in replies if r in json.dumps(c["blocks"])) for c in relayed] == replies
 
 
+async def test_a_long_conversation_during_an_intake_burst_reaches_both_sides_once_in_order(
+    bot: SlackBot, clock: Any,
+) -> None:
+    """20 requester and 20 agent replies, interleaved with status clicks, while 50 other people file tickets."""
+    ticket_id = await opened(bot)
+    dm_root = bot.slack.messages[f"D{REQUESTER}"][0]["ts"]
+    card_ts = bot.slack.messages[TRIAGE][0]["ts"]
+    others = [f"UCROWD{n:02d}" for n in range(50)]
+    for person in others:
+        bot.slack.add_user(person, real_name=f"Crowd Person {person[-2:]}")
+    # The requester's reply after each Wait puts the ticket back in progress, so the second Start changes nothing.
+    clicks = [Action.CLAIM, Action.START, Action.WAIT, Action.START, Action.WAIT]
+    said_by_requester = [f"Requester detail number {n:02d}" for n in range(20)]
+    said_by_agent = [f"Agent step number {n:02d}" for n in range(20)]
+
+    async def conversation() -> None:
+        for n in range(20):
+            if n % 4 == 0 and clicks:
+                assert (await bot.click(clicks.pop(0), str(ticket_id), ALICE))[0] == 200
+            assert (await bot.event({"type": "message", "channel": f"D{REQUESTER}", "channel_type": "im",
+                                     "user": REQUESTER, "text": said_by_requester[n],
+                                     "ts": f"17000010{n:02d}.000100", "thread_ts": dm_root}))[0] == 200
+            assert (await bot.event({"type": "message", "channel": TRIAGE, "user": ALICE, "text": said_by_agent[n],
+                                     "ts": f"17000020{n:02d}.000100", "thread_ts": card_ts}))[0] == 200
+
+    async def burst() -> None:
+        answers = await asyncio.gather(*(bot.command(f"Printer on floor 3 jams ({n})", user=person)
+                                         for n, person in enumerate(others)))
+        assert {status for status, _ in answers} == {200}
+
+    await asyncio.gather(conversation(), burst())
+    for _ in range(60):
+        await bot.settle()
+        unsent = [row for row in await outbox_rows(bot) if row.delivered_at is None and row.dead_at is None]
+        if not unsent:
+            break
+        # Cards beyond what the triage channel can take within half a lease wait in the store for their
+        # turn, booked on the injected clock: move it there (real time has passed meanwhile, too).
+        turn = min(row.next_attempt_at for row in unsent).replace(tzinfo=clock.now().tzinfo)
+        clock.advance(max(timedelta(0), turn - clock.now()))
+
+    def said(calls: list[dict[str, Any]], lines: list[str]) -> list[str]:
+        return [line for call in calls for line in lines if line in json.dumps(call)]
+
+    in_triage_thread = threaded(bot, TRIAGE, card_ts)
+    assert said(in_triage_thread, said_by_requester) == said_by_requester, "requester replies lost or reordered"
+    in_dm_thread = threaded(bot, f"D{REQUESTER}", dm_root)
+    assert said(in_dm_thread, said_by_agent) == said_by_agent, "agent replies lost or reordered"
+    notices = [c["text"] for c in in_dm_thread if not any(line in c["text"] for line in said_by_agent)]
+    assert notices == ["IT-1 · Alice is on it.", "IT-1 · Alice changed the status to in progress.",
+                       "IT-1 · Alice is waiting on you: please reply here.",
+                       "IT-1 · Alice is waiting on you: please reply here."], notices
+    assert len(await bot.tickets()) == 51
+    cards = [c for c in bot.slack.calls_to("chat.postMessage") if c["channel"] == TRIAGE and not c.get("thread_ts")]
+    assert len(cards) == 51
+    assert await pending(bot, f"slack:channel:{TRIAGE}") == []
+
+
 async def pending(bot: SlackBot, target: str) -> list[OutboxMessage]:
     assert bot.server.desk is not None
     async with bot.server.desk.db.reading() as session:
