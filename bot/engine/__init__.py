@@ -1,0 +1,17 @@
+"""The engine: timer rows run by registered handlers, and the outbox delivered with retries.
+
+Both are driven by a short APScheduler interval tick (see ``bot.scheduler``); both claim their rows
+with a lease in one statement (``store.queries``), so any number of replicas can run them at once.
+Urgent work (pages, SLA breach timers) holds a short lease that a heartbeat renews while it is in hand
+(``LeaseKeeper``), so a replica that dies holds up no page for long.
+"""
+
+
+from bot.engine.group_commit import GroupCommit
+from bot.engine.leases import LeaseKeeper
+from bot.engine.outbox import CARD, Channel, Delivered, OutboxItem, OutboxWorker
+from bot.engine.requests_first import RequestsFirst
+from bot.engine.timers import GROUP_SIZE, TimerEngine, TimerHandler, TimerPrepare, TimerRun
+
+__all__ = ["CARD", "GROUP_SIZE", "Channel", "Delivered", "GroupCommit", "LeaseKeeper", "OutboxItem", "OutboxWorker",
+           "RequestsFirst", "TimerEngine", "TimerHandler", "TimerPrepare", "TimerRun"]
