@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from bot.people import PersonRef
 from bot.routing import Action
 from bot.server import Server
 from bot.simulators import slack_requests as rq
@@ -59,6 +60,40 @@ async def test_an_agent_claims_from_the_triage_card_over_socket_mode(
 ) -> None:
     server, slack = socket_bot
     await slack.send_envelope("slash_commands", rq.slash_command_fields("Printer jammed", REQUESTER))
+    await slack.wait_for_calls("chat.postMessage", 2)
+    click = rq.block_action_payload(Action.CLAIM.value, "1", ALICE, channel_id=TRIAGE, message_ts="1.0")
+    await slack.send_envelope("interactive", click)
+    assert server.desk is not None
+    assert (await server.desk.tickets.get(1)).assignee_name == "Alice"
+
+
+async def test_a_direct_message_over_socket_mode_opens_a_ticket_like_over_http(
+    socket_bot: tuple[Server, FakeSlackApi],
+) -> None:
+    server, slack = socket_bot
+    event = {"type": "message", "channel": f"D{REQUESTER}", "channel_type": "im", "user": REQUESTER,
+             "text": "Outlook keeps asking for my password", "ts": "1700000100.000100"}
+    ack = await slack.send_envelope("events_api", rq.event_callback_payload(event))
+    assert ack == {}  # events are acked empty, at once
+    posts = await slack.wait_for_calls("chat.postMessage", 2)
+    assert TRIAGE in {post["channel"] for post in posts}
+    assert server.desk is not None
+    [ticket] = await server.desk.tickets.tickets_of(PersonRef("slack", REQUESTER), open_only=True)
+    assert ticket.summary == "Outlook keeps asking for my password"
+
+
+async def test_after_the_socket_drops_the_bot_reconnects_and_keeps_serving(
+    socket_bot: tuple[Server, FakeSlackApi],
+) -> None:
+    server, slack = socket_bot
+    await slack.wait_for_sockets(1)
+    assert await slack.drop_sockets() == 1
+    # slack_sdk's client asks for a fresh URL and connects again, with no help from us.
+    ack = await slack.send_envelope("slash_commands", rq.slash_command_fields("Laptop won't charge", REQUESTER),
+                                    timeout=30)
+    assert "IT-1" in ack["text"]
+    opened = [call for call in slack.calls if call.method == "apps.connections.open"]
+    assert len(opened) >= 2, "the bot never asked for a new connection"
     await slack.wait_for_calls("chat.postMessage", 2)
     click = rq.block_action_payload(Action.CLAIM.value, "1", ALICE, channel_id=TRIAGE, message_ts="1.0")
     await slack.send_envelope("interactive", click)

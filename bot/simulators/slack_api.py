@@ -726,6 +726,19 @@ class FakeSlackApi:
                 await self._changed.wait_for(lambda: envelope_id in self.socket_acks)
         return self.socket_acks[envelope_id]
 
+    async def drop_sockets(self) -> int:
+        """Close every Socket Mode connection, as when Slack rotates its servers or the network drops;
+        returns how many there were."""
+        sockets = list(self._sockets)
+        for socket in sockets:
+            await socket.close()
+        return len(sockets)
+
+    async def wait_for_sockets(self, count: int = 1, *, timeout: float = 10) -> None:  # noqa: ASYNC109
+        """Wait until ``count`` Socket Mode connections are open."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: len(self._sockets) >= count)
+
     def _reactions_add(self, args: Json) -> Json:
         _required(args, "channel", "timestamp", "name")
         message = self._find_or_fail(str(args["channel"]), args["timestamp"])

@@ -152,7 +152,15 @@ def event_callback(
 ) -> SignedRequest:
     """An Events API ``event_callback`` envelope around ``event`` (JSON)."""
     ts = int(time.time()) if timestamp is None else timestamp
-    envelope = {
+    envelope = event_callback_payload(event, event_id=event_id, team_id=team_id, api_app_id=api_app_id, ts=ts)
+    return signed(json.dumps(envelope).encode(), JSON, secret, ts, retry_num)
+
+
+def event_callback_payload(event: Json, *, event_id: str | None = None, team_id: str = TEAM_ID,
+                           api_app_id: str = API_APP_ID, ts: int | None = None) -> Json:
+    """The ``event_callback`` body itself: what Socket Mode carries as an ``events_api`` envelope's payload."""
+    ts = int(time.time()) if ts is None else ts
+    return {
         "token": VERIFICATION_TOKEN,
         "team_id": team_id,
         "api_app_id": api_app_id,
@@ -172,7 +180,6 @@ def event_callback(
         "is_ext_shared_channel": False,
         "event_context": f"4-{next(_serial):x}",
     }
-    return signed(json.dumps(envelope).encode(), JSON, secret, ts, retry_num)
 
 
 def block_action(
