@@ -102,13 +102,19 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def cmd_teams_package(args: argparse.Namespace) -> int:
     from bot.teams_package import build_teams_package
 
-    # With --app-id the package needs no app.yaml: it is often built on a laptop, before the bot is deployed.
-    app_id = args.app_id or _load_or_exit(_config_path(args.config)).teams.app_id
+    # With --app-id and --domain the package needs no app.yaml: it is often built on a laptop, before the
+    # bot is deployed. Otherwise app.yaml supplies them (the domain is server.public_url's host).
+    path = _config_path(args.config)
+    wanted = args.app_id is None or (args.domain is None and (args.config is not None or path.exists()))
+    config = _load_or_exit(path) if wanted else None
+    app_id = args.app_id or (config.teams.app_id if config else "")
     if not app_id:
         print("teams-package needs an app id: set teams.app_id in app.yaml or pass --app-id", file=sys.stderr)
         return 2
+    public_url = config.server.public_url if config else None
+    domain = args.domain or (public_url.host if public_url else None)
     try:
-        out = build_teams_package(app_id, Path(args.output), bot_domain=args.domain)
+        out = build_teams_package(app_id, Path(args.output), bot_domain=domain)
     except ValueError as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -157,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     teams = sub.add_parser("teams-package", help="build the Teams app package (zip)")
     teams.add_argument("--config")
     teams.add_argument("--app-id")
-    teams.add_argument("--domain", help="the bot's public host name, e.g. ithelp.example.com")
+    teams.add_argument("--domain", help="the bot's public host name, e.g. ithelp.example.com "
+                       "(default: the host of server.public_url in app.yaml)")
     teams.add_argument("--output", default="ithelp-teams.zip")
     teams.set_defaults(func=cmd_teams_package)
 

@@ -19,6 +19,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    HttpUrl,
     PlainValidator,
     ValidationError,
     field_validator,
@@ -120,7 +121,8 @@ def _is_loopback_literal(host: str) -> bool:
 class ServerConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=3978, ge=0, le=65535)
-    public_url: str | None = None
+    public_url: HttpUrl | None = None
+    """The bot's public address (https://…), where Slack and Teams reach it."""
     request_deadline: Duration = timedelta(seconds=2.5)
     """How long a chat request may take before the person is told to try again (Slack gives up at 3 s)."""
     metrics_host: str | None = None
@@ -150,7 +152,6 @@ class SlackConfig(Section):
     triage_channel: str = ""
     managers_channel: str = ""
     command: str = "/ithelp"
-    team_id: str = ""
 
     @property
     def enabled(self) -> bool:

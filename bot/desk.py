@@ -1,49 +1,143 @@
-"""Assembles the platform-neutral core: database, clock, services, timer engine and outbox worker."""
+"""The composition root: builds every service of the desk with what it needs, and wires them together.
+
+Every subscription, timer kind, outbox channel and cron job is listed here, in the order it runs, so one
+file shows how a ticket change travels through the desk. Platform adapters and their outbox channels are
+added by the server (``bot.server``), which owns the HTTP side.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+
+import httpx
 
 from bot.calendars import build_calendars
 from bot.cards import CardBuilder
+from bot.channels.pager_delivery import pager_channels
+from bot.channels.pagers import make_http_client
 from bot.clock import Clock
 from bot.config import AppConfig
+from bot.core import Core, CronJob, Wake
+from bot.digests import REQUESTER_TIMER, TRIAGE_TIMER, Digests
 from bot.engine import OutboxWorker, RequestsFirst, TimerEngine
+from bot.escalation import AUDIT_TIMER, STEP_TIMER, SUMMARY_TIMER, EscalationAudit, EscalationService, Paging
 from bot.metrics import Metrics
 from bot.notifications import enqueue_for_change
 from bot.people import AgentRoster
-from bot.sla import SlaClock, acknowledgement, sla_lines
+from bot.privacy.retention import PEOPLE_TIMER, TEXT_TIMER, RetentionService
+from bot.sla import (
+    FIRST_RESPONSE_TIMER,
+    RESOLUTION_TIMER,
+    UPDATE_DUE_TIMER,
+    WARN_TIMER,
+    SlaClock,
+    acknowledgement,
+    lock_tickets_of,
+    sla_lines,
+)
 from bot.tickets import TicketChange, TicketService, TicketSnapshot
 from bot.views import Text
 from store.db import Database
 from store.models import Ticket
+from surveys.polls import EXPIRE, REMIND, SEND, SurveyService
+from surveys.weekly import WEEKLY_TIMER, WeeklySummary
 
 
 @dataclass
 class Desk:
     """Everything a platform adapter needs to run the service desk."""
 
-    config: AppConfig
-    db: Database
-    clock: Clock
-    metrics: Metrics
-    roster: AgentRoster
-    tickets: TicketService
-    timers: TimerEngine
-    outbox: OutboxWorker
-    requests: RequestsFirst
-    extras: dict[str, Any] = field(default_factory=dict)
+    core: Core
+    sla: SlaClock
+    cards: CardBuilder
+    escalation: EscalationService
+    surveys: SurveyService
+    weekly: WeeklySummary
+    digests: Digests
+    retention: RetentionService
+    cron_jobs: list[CronJob]
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    """Called once when the server stops (the pagers' shared HTTP client)."""
+
+    # The core's parts, by the names adapters and tests use.
+    @property
+    def config(self) -> AppConfig:
+        return self.core.config
+
+    @property
+    def db(self) -> Database:
+        return self.core.db
+
+    @property
+    def clock(self) -> Clock:
+        return self.core.clock
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.core.metrics
+
+    @property
+    def roster(self) -> AgentRoster:
+        return self.core.roster
+
+    @property
+    def tickets(self) -> TicketService:
+        return self.core.tickets
+
+    @property
+    def timers(self) -> TimerEngine:
+        return self.core.timers
+
+    @property
+    def outbox(self) -> OutboxWorker:
+        return self.core.outbox
+
+    @property
+    def requests(self) -> RequestsFirst:
+        return self.core.requests
+
+    @property
+    def wake(self) -> Wake:
+        return self.core.wake
+
+    def acknowledgement(self, ticket: TicketSnapshot) -> Text:
+        """The requester's "IT-1 opened — first response by …" line, in their own zone."""
+        return acknowledgement(ticket, ticket.requester_timezone, self.sla.calendar(ticket.calendar))
+
+    async def aclose(self) -> None:
+        for close in self.closers:
+            await close()
 
 
 def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metrics | None = None,
-               replica: str | None = None) -> Desk:
-    """Wire the services together; platform channels are registered on ``desk.outbox`` by the server."""
+               replica: str | None = None, http: httpx.AsyncClient | None = None) -> Desk:
+    """Build and wire the desk; ``http`` (default: a new client, closed by ``Desk.aclose``) reaches the pagers."""
     metrics = metrics or Metrics()
+    calendars = build_calendars(config)
     roster = AgentRoster(config.agents)
-    tickets = TicketService(db, clock, config, roster)
-    tickets.subscribe(enqueue_for_change)
+    sla = SlaClock(config, calendars)
+    tickets = TicketService(db, clock, config, roster, initial_targets=sla.initial_targets)
+    requests = RequestsFirst(config.engine.background_share)
+    core = Core(
+        config=config, db=db, clock=clock, metrics=metrics, roster=roster, calendars=calendars, tickets=tickets,
+        timers=TimerEngine(db, clock, config.engine, metrics, owner=f"{replica}-timers" if replica else None),
+        outbox=OutboxWorker(db, clock, config.engine, metrics, owner=f"{replica}-outbox" if replica else None,
+                            min_interval=config.engine.min_interval_per_channel.total_seconds(),
+                            requests=requests),
+        requests=requests, wake=Wake(),
+    )
+    escalation = EscalationService(core, Paging(core), EscalationAudit(core))
+    surveys = SurveyService(core)
+    weekly = WeeklySummary(core)
+    digests = Digests(core)
+    retention = RetentionService(core)
+
+    def card_lines(ticket: Ticket, now: datetime, zone: str, audience: str) -> list[Text]:
+        return sla_lines(ticket, now, sla.calendar(ticket.calendar), zone, audience)
+
+    cards = CardBuilder(config, card_lines, escalation_state=escalation.escalation_state)
 
     async def count(change: TicketChange) -> None:
         if change.event.kind == "opened":
@@ -51,23 +145,45 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
         elif change.event.kind in ("resolved", "closed"):
             metrics.tickets_closed.labels(change.event.kind).inc()
 
+    # Ticket changes, followed inside the change's own transaction, in this order.
+    tickets.subscribe(enqueue_for_change)
     tickets.subscribe(count)
-    timers = TimerEngine(db, clock, config.engine, metrics, owner=f"{replica}-timers" if replica else None)
-    requests = RequestsFirst(config.engine.background_share)
-    outbox = OutboxWorker(db, clock, config.engine, metrics, owner=f"{replica}-outbox" if replica else None,
-                          min_interval=config.engine.min_interval_per_channel.total_seconds(), requests=requests)
-    desk = Desk(config=config, db=db, clock=clock, metrics=metrics, roster=roster, tickets=tickets,
-                timers=timers, outbox=outbox, requests=requests)
-    sla = SlaClock(config, build_calendars(config))
-    sla.install(desk)
-    desk.extras["sla"] = sla
+    tickets.subscribe(sla.on_change)
+    tickets.subscribe(escalation.on_change)
+    tickets.subscribe(surveys.on_change)
+    tickets.subscribe(digests.on_change)
+    tickets.subscribe(retention.on_change)
+    # A recorded SLA warning or breach starts the escalation chain, in the timer's transaction.
+    sla.on_breach.append(escalation.on_breach)
 
-    def card_lines(ticket: Ticket, now: datetime, zone: str, audience: str) -> list[Text]:
-        return sla_lines(ticket, now, sla.calendar(ticket.calendar), zone, audience)
+    timers = core.timers
+    # SLA targets page people: short urgent leases, and a breach storm shares transactions (each touches only
+    # its own ticket's rows and upserted counters).
+    for kind, handler in ((FIRST_RESPONSE_TIMER, sla.on_first_response_due),
+                          (RESOLUTION_TIMER, sla.on_resolution_due), (WARN_TIMER, sla.on_warn)):
+        timers.register(kind, handler, shares_transaction=True, prepare=lock_tickets_of, urgent=True)
+    timers.register(UPDATE_DUE_TIMER, sla.on_update_due)
+    timers.register(STEP_TIMER, escalation.on_step)
+    timers.register(AUDIT_TIMER, escalation.auditor.on_audit)
+    timers.register(SUMMARY_TIMER, escalation.paging.on_summary)
+    timers.register(SEND, surveys.on_send)
+    timers.register(REMIND, surveys.on_remind)
+    timers.register(EXPIRE, surveys.on_expire)
+    timers.register(WEEKLY_TIMER, weekly.post)
+    timers.register(REQUESTER_TIMER, digests.on_requester_slot)
+    timers.register(TRIAGE_TIMER, digests.on_triage_digest)
+    timers.register(TEXT_TIMER, retention.on_text)
+    timers.register(PEOPLE_TIMER, retention.on_people)
 
-    def ack_text(ticket: TicketSnapshot) -> Text:
-        return acknowledgement(ticket, ticket.requester_timezone, sla.calendar(ticket.calendar))
+    # Outbox channels to the pagers (chat channels are registered by the server with its platform clients).
+    owns_http = http is None
+    http = http or make_http_client()
+    for prefix, channel in pager_channels(config.pagers, http).items():
+        core.outbox.register(prefix, channel)
 
-    desk.extras["cards"] = CardBuilder(config, card_lines)
-    desk.extras["ack_text"] = ack_text
+    desk = Desk(core=core, sla=sla, cards=cards, escalation=escalation, surveys=surveys, weekly=weekly,
+                digests=digests, retention=retention,
+                cron_jobs=[*digests.cron_jobs(), *retention.cron_jobs(), *weekly.cron_jobs()])
+    if owns_http:
+        desk.closers.append(http.aclose)
     return desk

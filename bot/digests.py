@@ -35,7 +35,7 @@ import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, func, or_, select
@@ -43,7 +43,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.business_time import BusinessCalendar
 from bot.calendars import calendar_for
-from bot.config import AppConfig
+from bot.core import Core, CronJob
 from bot.engine import TimerRun
 from bot.local_time import within_hours, zone_or_none
 from bot.messages import DIGEST, digest_payload
@@ -64,10 +64,6 @@ from bot.tickets import (
 from bot.views import CardAction, Digest, DigestLine, DigestSection, Moment, Span
 from store.models import Person, Ticket, TicketEvent
 from store.queries import enqueue_message, schedule_timer
-
-if TYPE_CHECKING:
-    from bot.desk import Desk
-    from bot.scheduler import EngineRunner
 
 log = logging.getLogger("ithelp.digests")
 
@@ -92,33 +88,25 @@ _SCHEDULE_ON = frozenset({"opened", "reopened", "updates_unmuted", "priority_cha
 class Digests:
     """Requester digests at their local slots and the morning triage digest, all driven by timer rows."""
 
-    def __init__(self, config: AppConfig, calendars: dict[str, BusinessCalendar]) -> None:
-        self.config = config
-        self.calendars = calendars
-        self._desk: Desk | None = None
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.config = core.config
+        self.calendars = core.calendars
         self._rezoned: dict[tuple[str, str], BusinessCalendar] = {}
 
-    def install(self, desk: Desk, runner: EngineRunner | None) -> None:
-        """Follow ticket changes, run the digest timers and (given a runner) add the triage cron job."""
-        self._desk = desk
-        desk.tickets.subscribe(self._on_change)
-        desk.timers.register(REQUESTER_TIMER, self._on_requester_slot)
-        desk.timers.register(TRIAGE_TIMER, self._on_triage_digest)
-        desk.extras["digests"] = self
+    def cron_jobs(self) -> list[CronJob]:
+        """The morning triage digest, when ``updates.triage_digest_time`` is set."""
         at = self.config.updates.triage_digest_time
-        if runner is not None and at is not None:
-            async def job() -> None:
-                if await self.enqueue_triage_digest():
-                    runner.kick()
-
-            runner.add_daily(TRIAGE_JOB_ID, at, self.default_calendar.tz.key, job)
+        if at is None:
+            return []
+        return [CronJob(TRIAGE_JOB_ID, at, self.default_calendar.tz.key, self.enqueue_triage_digest)]
 
     @property
     def default_calendar(self) -> BusinessCalendar:
         return calendar_for(self.config, self.calendars, self.config.default_calendar)
 
     # -- requester digests ---------------------------------------------------------------------------
-    async def _on_change(self, change: TicketChange) -> None:
+    async def on_change(self, change: TicketChange) -> None:
         ticket = change.ticket
         if ticket.status not in _RUNNING or ticket.updates_muted or not self.config.updates.digest_times:
             return
@@ -138,7 +126,7 @@ class Digests:
                                  dedup_key=f"digest:{person.id}:{slot.isoformat()}")
         return slot
 
-    async def _on_requester_slot(self, run: TimerRun) -> None:
+    async def on_requester_slot(self, run: TimerRun) -> None:
         session, now, timer = run.session, run.now, run.timer
         person = await session.get(Person, int(timer.payload["person_id"]))
         if person is None:
@@ -211,14 +199,14 @@ class Digests:
 
         Every replica runs it; the dedup key (the default calendar's local date) keeps one row.
         """
-        desk = self._require_desk()
+        desk = self.core
         async with desk.db.transaction() as session:
             now = desk.clock.now()
             day = self.default_calendar.local(now).date()
             return await schedule_timer(session, kind=TRIAGE_TIMER, due_at=now, now=now,
                                         payload={"date": day.isoformat()}, dedup_key=f"digest-triage:{day.isoformat()}")
 
-    async def _on_triage_digest(self, run: TimerRun) -> None:
+    async def on_triage_digest(self, run: TimerRun) -> None:
         session, now = run.session, run.now
         cal = self.default_calendar
         day = date.fromisoformat(str(run.timer.payload["date"]))
@@ -312,11 +300,6 @@ class Digests:
                 at = datetime.combine(day + offset * step, t, tzinfo=zone).astimezone(UTC)
                 if (at > start) if forward else (at < start):
                     yield at
-
-    def _require_desk(self) -> Desk:
-        if self._desk is None:
-            raise RuntimeError("Digests.install(desk, runner) has not been called")
-        return self._desk
 
 
 # -- helpers ------------------------------------------------------------------------------------------

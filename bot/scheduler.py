@@ -15,6 +15,7 @@ from datetime import time
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from bot.core import CronJob
 from bot.desk import Desk
 from store.queries import prune
 
@@ -74,6 +75,17 @@ class EngineRunner:
         if any(pruned.values()):
             log.info("pruned %s", ", ".join(f"{count} {table}" for table, count in pruned.items() if count))
 
+    def add_cron(self, job: CronJob) -> None:
+        """Run ``job`` at its wall-clock time; when it queued work, the engine runs at once."""
+        async def run() -> None:
+            if await job.run():
+                self.kick()
+
+        if job.day is None:
+            self.add_daily(job.job_id, job.at, job.zone, run)
+        else:
+            self.add_weekly(job.job_id, job.day, job.at, job.zone, run)
+
     def add_daily(self, job_id: str, at: time, zone: str, job: Callable[[], Awaitable[object]]) -> None:
         """Run ``job`` every day at ``at`` in ``zone`` (e.g. the morning triage digest)."""
         self.scheduler.add_job(job, CronTrigger(hour=at.hour, minute=at.minute, timezone=zone), id=job_id,
@@ -123,8 +135,8 @@ class EngineRunner:
 
     async def _outbox_done_or_kicked(self) -> None:
         # A tick ends once what it enqueued is delivered, unless a timer falls due first: in a breach
-        # storm the next breaches must not wait for this batch's pages (they went out 0.3-0.5 s later
-        # for it); the outbox keeps delivering beside them.
+        # storm the next breaches must not wait for this batch's pages; the outbox keeps delivering
+        # beside them.
         while (task := self._outbox_task) is not None and not task.done() and not self._pending_kick:
             kicked = asyncio.ensure_future(self._kicked.wait())
             try:
@@ -149,7 +161,7 @@ class EngineRunner:
         """Set up one batch of fast-intake tickets; True when there may be more."""
         async with self.desk.requests.turn():
             # Small batches during a burst, so each turn background work takes is short; SQLite
-            # always (one writer: queued intakes get in between, ack p99 290 -> ~100 ms).
+            # always (one writer: queued intakes get in between; bench/ack_latency.py shows the effect).
             limit = 5 if self.desk.requests.busy() or not self.desk.db.is_postgres else 50
             return await self.desk.tickets.finish_setup(limit=limit) == limit
 

@@ -22,7 +22,6 @@ from bot.clock import Clock, SystemClock
 from bot.config import AppConfig
 from bot.deadlines import SAVED_LATE, DeadlineExceeded, settle_abandoned, within
 from bot.desk import Desk, build_desk
-from bot.features import install_features
 from bot.handlers.errors import OUTAGE
 from bot.scheduler import EngineRunner
 from store.db import REQUEST_DEADLINE, Database
@@ -95,8 +94,9 @@ class Server:
         desk = build_desk(self.config, self.db, self.clock, replica=self.replica)
         self.desk = desk
         self.engine = EngineRunner(desk)
-        desk.extras["kick"] = self.engine.kick
-        install_features(desk, self.engine)
+        desk.wake.connect(self.engine.kick)
+        for job in desk.cron_jobs:
+            self.engine.add_cron(job)
         app = web.Application(client_max_size=2 * 1024 * 1024)
         app.router.add_get("/healthz", self._healthz)
         off: list[str] = []
@@ -196,8 +196,8 @@ class Server:
             close = getattr(adapter, "close", None)
             if close is not None:
                 await close()
-        for closer in self.desk.extras.get("closers", []) if self.desk else []:
-            await closer()
+        if self.desk is not None:
+            await self.desk.aclose()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._metrics_runner is not None:

@@ -33,7 +33,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, select, update
@@ -74,9 +74,6 @@ from store.queries import enqueue_message, schedule_timers, timer_row
 
 __all__ = ["AUTO_UPDATE", "UPDATES_ANY_HOUR", "SlaClock", "SlaOutcome", "acknowledgement", "sla_lines", "sla_outcomes"]
 
-if TYPE_CHECKING:
-    from bot.desk import Desk
-
 FIRST_RESPONSE_TIMER = "sla.first_response"
 RESOLUTION_TIMER = "sla.resolution"
 UPDATE_DUE_TIMER = "sla.update_due"
@@ -104,24 +101,13 @@ class SlaClock:
         """Called inside the timer's transaction after a warning or breach is recorded (escalation)."""
         self._requester_hours: dict[tuple[str, str], BusinessCalendar] = {}
 
-    def install(self, desk: Desk) -> None:
-        """Follow the desk's ticket changes and run its SLA timers."""
-        desk.tickets.subscribe(self._on_change)
-        desk.tickets.initial_targets = self.initial_targets
-        # A breach or warning touches only its own ticket's rows (and shared counters written by
-        # upsert), so a storm of them can share transactions.
-        for kind, handler in ((FIRST_RESPONSE_TIMER, self._on_first_response_due),
-                              (RESOLUTION_TIMER, self._on_resolution_due), (WARN_TIMER, self._on_warn)):
-            desk.timers.register(kind, handler, shares_transaction=True, prepare=_lock_tickets_of, urgent=True)
-        desk.timers.register(UPDATE_DUE_TIMER, self._on_update_due)
-
     def calendar(self, name: str) -> BusinessCalendar:
         """A ticket's calendar by name (the default calendar if the name is no longer configured)."""
         return calendar_for(self.config, self.calendars, name)
 
     def initial_targets(self, priority: str, calendar: str, opened_at: datetime,
                         ) -> tuple[datetime | None, datetime | None, datetime | None]:
-        """A new ticket's first-response, resolution and next-update due times (what ``_on_change``
+        """A new ticket's first-response, resolution and next-update due times (what ``on_change``
         computes for its "opened" event), without touching the database."""
         policy = self.config.sla_policy(priority)
         if policy is None:
@@ -131,7 +117,7 @@ class SlaClock:
         return policy.first_response.after(cal, opened_at), policy.resolution.after(cal, opened_at), update_due
 
     # -- ticket changes -----------------------------------------------------------------------------
-    async def _on_change(self, change: TicketChange) -> None:
+    async def on_change(self, change: TicketChange) -> None:
         session, ticket, event, now = change.session, change.ticket, change.event, change.now
         cal = self.calendar(ticket.calendar)
         policy = self.config.sla_policy(ticket.priority)
@@ -257,13 +243,13 @@ class SlaClock:
                       dedup_key=f"sla:{ticket.id}:{kind}:{metric}:{generation}:{int(due_at.timestamp())}")
             for (kind, due_at, metric, _), payload in wanted.items()])
 
-    async def _on_first_response_due(self, run: TimerRun) -> None:
+    async def on_first_response_due(self, run: TimerRun) -> None:
         await self._on_target_timer(run, FIRST_RESPONSE, "breach")
 
-    async def _on_resolution_due(self, run: TimerRun) -> None:
+    async def on_resolution_due(self, run: TimerRun) -> None:
         await self._on_target_timer(run, RESOLUTION, "breach")
 
-    async def _on_warn(self, run: TimerRun) -> None:
+    async def on_warn(self, run: TimerRun) -> None:
         await self._on_target_timer(run, str(run.timer.payload.get("metric")), "warn")
 
     async def _on_target_timer(self, run: TimerRun, metric: str, level: Level) -> None:
@@ -316,7 +302,7 @@ class SlaClock:
         return await _add_event(session, ticket, kind, now, {"metric": metric, "due": due_text}, flush=flush)
 
     # -- progress updates ---------------------------------------------------------------------------
-    async def _on_update_due(self, run: TimerRun) -> None:
+    async def on_update_due(self, run: TimerRun) -> None:
         session, now = run.session, run.now
         locked = await _locked_ticket(run)
         if locked is None:
@@ -416,7 +402,7 @@ async def _locked_ticket(run: TimerRun) -> _Locked | None:
     return _Locked(row[0], row[1]) if row is not None else None
 
 
-async def _lock_tickets_of(session: AsyncSession, timers: Sequence[Timer]) -> dict[int, _Locked]:
+async def lock_tickets_of(session: AsyncSession, timers: Sequence[Timer]) -> dict[int, _Locked]:
     # A group of breach timers (one per ticket): every ticket locked in one statement, in id order,
     # then their marks in one more, instead of two statements per breach.
     ticket_ids = sorted({timer.ticket_id for timer in timers if timer.ticket_id is not None})

@@ -157,14 +157,16 @@ class OpenResult:
 class TicketService:
     """Open, claim, move, comment on, resolve, reopen and close tickets."""
 
-    def __init__(self, db: Database, clock: Clock, config: AppConfig, roster: AgentRoster) -> None:
+    def __init__(self, db: Database, clock: Clock, config: AppConfig, roster: AgentRoster, *,
+                 initial_targets: InitialTargets | None = None) -> None:
+        """``initial_targets`` (the SLA clock's) lets the fast intake path stamp and quote a new ticket's
+        targets before its setup runs."""
         self.db = db
         self.clock = clock
         self.config = config
         self.roster = roster
         self._subscribers: list[Subscriber] = []
-        # Set by the SLA clock: lets the fast intake path stamp (and quote) targets before setup runs.
-        self.initial_targets: InitialTargets | None = None
+        self.initial_targets = initial_targets
         # Who we have already stored, exactly as the platform last described them: the intake path
         # skips the people round trips for them. Rows are never deleted, so a cached id stays valid.
         self._known_people: dict[PersonRef, _Known] = {}

@@ -61,7 +61,7 @@ class Database:
         kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": False}
         if self.dialect == "postgresql":
             # JIT off: the bot's statements are short, and a cost estimate past jit_above_cost (the
-            # outbox claim over a backlog of 20,000) spent ~25 ms compiling a query that runs in 50.
+            # outbox claim over a large backlog) spent half as long compiling a query as running it.
             server_settings = {"jit": "off"}
             if schema:
                 server_settings["search_path"] = schema

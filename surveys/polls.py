@@ -17,13 +17,12 @@ Every answer writes a ``TicketEvent`` (``survey_sent``, ``survey_answered`` {ans
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from sqlalchemy import desc, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import report_facts
-from bot.config import AppConfig
+from bot.core import Core
 from bot.dialogs.survey_reason import MAX_COMMENT, REASON_LABELS
 from bot.engine import TimerRun
 from bot.messages import NOTICE, SURVEY, notice_payload, survey_payload
@@ -37,9 +36,6 @@ from store.queries import cancel_timers, enqueue_message, schedule_timer
 from store.survey_models import ANSWERED, EXPIRED, PENDING, SENT, Survey
 from surveys import cards
 from surveys.cards import ANSWERS, DOWN, EMOJI, SurveyState
-
-if TYPE_CHECKING:
-    from bot.desk import Desk
 
 SEND, REMIND, EXPIRE = "survey.send", "survey.remind", "survey.expire"
 REF_ROLE = "survey"
@@ -64,24 +60,9 @@ class SurveyExpired(SurveyError):
 class SurveyService:
     """Schedules, sends, records and expires the one satisfaction poll of each resolved ticket."""
 
-    def __init__(self, config: AppConfig) -> None:
-        self.config = config
-        self._desk: Desk | None = None
-
-    @property
-    def desk(self) -> Desk:
-        if self._desk is None:
-            raise RuntimeError("SurveyService.install(desk) has not been called")
-        return self._desk
-
-    def install(self, desk: Desk) -> None:
-        """Subscribe to ticket changes and register the survey timers on ``desk``."""
-        self._desk = desk
-        desk.tickets.subscribe(self.on_change)
-        desk.timers.register(SEND, self._on_send)
-        desk.timers.register(REMIND, self._on_remind)
-        desk.timers.register(EXPIRE, self._on_expire)
-        desk.extras["surveys"] = self
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.config = core.config
 
     # -- ticket changes (inside the change transaction) ---------------------------------------------
     async def on_change(self, change: TicketChange) -> None:
@@ -123,7 +104,7 @@ class SurveyService:
         return bool(recent)
 
     # -- timers -------------------------------------------------------------------------------------
-    async def _on_send(self, run: TimerRun) -> None:
+    async def on_send(self, run: TimerRun) -> None:
         session, now = run.session, run.now
         if run.timer.ticket_id is None:
             return
@@ -147,7 +128,7 @@ class SurveyService:
                                  payload={"survey_id": survey.id},
                                  dedup_key=f"{REMIND}:{survey.id}:{survey.revision}")
 
-    async def _on_remind(self, run: TimerRun) -> None:
+    async def on_remind(self, run: TimerRun) -> None:
         session, now = run.session, run.now
         if run.timer.ticket_id is None:
             return
@@ -166,7 +147,7 @@ class SurveyService:
                               payload=notice_payload(reminder), ticket_id=ticket.id, now=now,
                               idempotency_key=f"survey-remind:{survey.id}:{survey.revision}")
 
-    async def _on_expire(self, run: TimerRun) -> None:
+    async def on_expire(self, run: TimerRun) -> None:
         session, now = run.session, run.now
         if run.timer.ticket_id is None:
             return
@@ -186,8 +167,8 @@ class SurveyService:
         """Record (or change) the requester's 👍 (``"up"``) or 👎 (``"down"``); a repeat changes nothing."""
         if answer not in ANSWERS:
             raise InvalidInput(f"{answer!r} is not an answer; use up or down.", field="answer")
-        async with self.desk.db.transaction() as session:
-            now = self.desk.clock.now()
+        async with self.core.db.transaction() as session:
+            now = self.core.clock.now()
             survey, ticket, actor = await self._open_survey(session, ticket_id, person, now)
             if survey.answer == answer:
                 return await self._view(session, survey, ticket, now)
@@ -213,8 +194,8 @@ class SurveyService:
         if len(comment) > MAX_COMMENT:
             raise InvalidInput(f"The comment is {len(comment):,} characters; the limit is {MAX_COMMENT:,}.",
                                field="comment")
-        async with self.desk.db.transaction() as session:
-            now = self.desk.clock.now()
+        async with self.core.db.transaction() as session:
+            now = self.core.clock.now()
             survey, ticket, actor = await self._open_survey(session, ticket_id, person, now)
             if survey.answer != DOWN:
                 raise SurveyError(f"Reasons go with a {EMOJI[DOWN]} rating; rate {ticket.number} {EMOJI[DOWN]} first.")
@@ -234,14 +215,14 @@ class SurveyService:
 
     async def reopen_from_survey(self, ticket_id: int, person: PersonRef) -> SurveyState:
         """The 👎 card's "Reopen ticket": reopens through ``TicketService.reopen`` (which tells triage)."""
-        async with self.desk.db.transaction() as session:
-            now = self.desk.clock.now()
+        async with self.core.db.transaction() as session:
+            now = self.core.clock.now()
             opened, _, _ = await self._open_survey(session, ticket_id, person, now)
             comment = opened.comment
         reason = "Reopened from the satisfaction survey" + (f": {comment}" if comment else ".")
-        await self.desk.tickets.reopen(ticket_id, person, reason)
-        async with self.desk.db.transaction() as session:
-            now = self.desk.clock.now()
+        await self.core.tickets.reopen(ticket_id, person, reason)
+        async with self.core.db.transaction() as session:
+            now = self.core.clock.now()
             found = await _survey_for(session, ticket_id, lock=True)
             reopened = await session.get(Ticket, ticket_id)
             assert found is not None and reopened is not None
@@ -253,12 +234,12 @@ class SurveyService:
 
     async def view(self, ticket_id: int) -> SurveyState:
         """The card as it stands (for the reason form and for re-rendering)."""
-        async with self.desk.db.reading() as session:
+        async with self.core.db.reading() as session:
             survey = await _survey_for(session, ticket_id, lock=False)
             ticket = await session.get(Ticket, ticket_id)
             if survey is None or ticket is None:
                 raise SurveyNotFound(f"There's no survey for IT-{ticket_id}.")
-            return await self._view(session, survey, ticket, self.desk.clock.now())
+            return await self._view(session, survey, ticket, self.core.clock.now())
 
     # -- internals ----------------------------------------------------------------------------------
     async def _open_survey(
@@ -270,7 +251,7 @@ class SurveyService:
         survey = await _survey_for(session, ticket_id, lock=True)
         if survey is None or survey.status == PENDING:
             raise SurveyNotFound(f"There's no survey open for {ticket.number}.")
-        actor = await self.desk.tickets.person(session, person)
+        actor = await self.core.tickets.person(session, person)
         if actor.id != survey.requester_id:
             raise NotYourSurvey(f"Thanks for the thought, but only the person who raised {ticket.number} "
                                 "can rate how it went.")

@@ -10,11 +10,9 @@ from __future__ import annotations
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from bot.config import AppConfig
-from bot.desk import Desk
+from bot.core import Core, CronJob
 from bot.engine import TimerRun
 from bot.messages import SUMMARY, summary_payload
-from bot.scheduler import EngineRunner
 from bot.views import Summary
 from store.queries import enqueue_message, schedule_timer
 from surveys.report import GRADE_RULE, Metrics, compute_report
@@ -49,10 +47,10 @@ def summary_lines(total: Metrics, since: datetime, until: datetime, zone: ZoneIn
 class WeeklySummary:
     """Posts last week's numbers to ``slack.managers_channel`` and/or ``teams.managers_conversation``."""
 
-    def __init__(self, config: AppConfig) -> None:
-        self.config = config
-        self.zone = ZoneInfo(config.calendars[config.default_calendar].timezone)
-        self._desk: Desk | None = None
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.config = core.config
+        self.zone = ZoneInfo(core.config.calendars[core.config.default_calendar].timezone)
 
     def targets(self) -> list[str]:
         targets = []
@@ -62,32 +60,26 @@ class WeeklySummary:
             targets.append(f"teams:channel:{self.config.teams.managers_conversation}")
         return targets
 
-    def install(self, desk: Desk, runner: EngineRunner | None) -> None:
-        self._desk = desk
-        desk.timers.register(WEEKLY_TIMER, self._post)
-        desk.extras["weekly_summary"] = self
-        if runner is not None and self.targets():
-            runner.add_weekly("report.weekly", "mon", time(9, 0), str(self.zone), self.enqueue)
+    def cron_jobs(self) -> list[CronJob]:
+        """Monday 09:00 in the desk's zone, when there is a managers' channel to post to."""
+        if not self.config.surveys.weekly_summary or not self.targets():
+            return []
+        return [CronJob("report.weekly", time(9, 0), str(self.zone), self.enqueue, day="mon")]
 
     async def enqueue(self) -> bool:
         """Add this week's summary timer (once per ISO week, however many replicas ask)."""
-        assert self._desk is not None
-        now = self._desk.clock.now()
+        now = self.core.clock.now()
         year, week, _ = now.astimezone(self.zone).isocalendar()
-        async with self._desk.db.transaction() as session:
+        async with self.core.db.transaction() as session:
             added = await schedule_timer(session, kind=WEEKLY_TIMER, due_at=now, now=now,
                                          dedup_key=f"report-weekly:{year}-W{week:02d}")
-        kick = self._desk.extras.get("kick")
-        if kick is not None:
-            kick()
         return added
 
-    async def _post(self, run: TimerRun) -> None:
-        assert self._desk is not None
+    async def post(self, run: TimerRun) -> None:
         local = run.now.astimezone(self.zone)
         monday = datetime.combine(local.date() - timedelta(days=local.weekday()), time(0), tzinfo=self.zone)
         since, until = monday - timedelta(days=7), monday
-        report = await compute_report(self._desk.db, self.config, since=since, until=until, by=None)
+        report = await compute_report(self.core.db, self.config, since=since, until=until, by=None)
         title, lines = summary_lines(report.total, since, until, self.zone)
         key = run.timer.dedup_key or f"weekly:{run.timer.id}"
         view = Summary(title=title, lines=tuple(lines[:-1]), footnote=lines[-1])

@@ -145,13 +145,19 @@ def config(make_config: Callable[..., AppConfig]) -> AppConfig:
 
 
 @pytest.fixture
-def make_desk(db: Database, clock: ManualClock, config: AppConfig) -> Callable[..., Any]:
-    from bot.desk import build_desk
+async def make_desk(db: Database, clock: ManualClock, config: AppConfig) -> AsyncIterator[Callable[..., Any]]:
+    from bot.desk import Desk, build_desk
+
+    built: list[Desk] = []
 
     def make(*, database: Database | None = None, app_config: AppConfig | None = None, replica: str | None = None):
-        return build_desk(app_config or config, database or db, clock, replica=replica)
+        desk = build_desk(app_config or config, database or db, clock, replica=replica)
+        built.append(desk)
+        return desk
 
-    return make
+    yield make
+    for desk in built:
+        await desk.aclose()
 
 
 @pytest.fixture

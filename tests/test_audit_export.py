@@ -24,7 +24,6 @@ from bot.desk import Desk
 from bot.privacy.audit import COLUMNS, export_audit
 from bot.privacy.erasure import erase_person
 from store.models import Person, TicketEvent
-from surveys.polls import SurveyService
 from tests.desk_story import SAM, Story, a_week_at_the_desk
 
 
@@ -33,9 +32,7 @@ async def storied_desk(make_desk: Callable[..., Any], make_config: Callable[...,
                        clock: ManualClock) -> tuple[Desk, Story]:
     config = make_config()
     desk = make_desk(app_config=config)
-    surveys = SurveyService(config)
-    surveys.install(desk)
-    return desk, await a_week_at_the_desk(desk, clock, surveys)
+    return desk, await a_week_at_the_desk(desk, clock, desk.surveys)
 
 
 def config_file(tmp_path: Path, db: Any) -> str:

@@ -135,3 +135,24 @@ def test_check_config_lists_field_errors_and_cross_reference_errors_in_one_run(
     lines = capsys.readouterr().out.splitlines()
     assert BROKEN["duration"][1] in lines  # a key with a bad value…
     assert BROKEN["chain"][1] in lines  # …and a chain naming a pager that doesn't exist, together
+
+
+
+def test_teams_package_takes_the_bot_domain_from_server_public_url(tmp_path: Path) -> None:
+    import json
+    import zipfile
+
+    config = tmp_path / "app.yaml"
+    config.write_text("server:\n  public_url: https://desk.example.org/ithelp\n")
+    assert main(["teams-package", "--config", str(config), "--app-id", "11111111-2222-3333-4444-555555555555",
+                 "--output", str(tmp_path / "app.zip")]) == 0
+    with zipfile.ZipFile(tmp_path / "app.zip") as package:
+        manifest = json.loads(package.read("manifest.json"))
+    assert "desk.example.org" in manifest["validDomains"]
+
+
+def test_a_public_url_that_is_not_a_url_is_a_config_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "app.yaml"
+    path.write_text("server:\n  public_url: desk dot example\n")
+    assert main(["check-config", str(path)]) == 1
+    assert any(line.startswith("server.public_url:") for line in capsys.readouterr().out.splitlines())

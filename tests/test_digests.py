@@ -37,10 +37,10 @@ def person(user: str = "UREQ1", tz: str | None = "Europe/London", platform: str 
 
 
 def with_digests(desk: Desk, runner: EngineRunner | None = None) -> Digests:
-    sla: Any = desk.extras["sla"]
-    digests = Digests(desk.config, sla.calendars)
-    digests.install(desk, runner)
-    return digests
+    """The desk's digests; with ``runner``, its cron jobs registered as the server does."""
+    for cron in desk.cron_jobs if runner is not None else []:
+        runner.add_cron(cron)
+    return desk.digests
 
 
 async def open_ticket(desk: Desk, who: PersonRef, priority: str = "P4", summary: str = "Laptop won't boot"
@@ -336,7 +336,7 @@ async def test_every_replica_runs_the_cron_job_but_the_triage_digest_is_posted_o
         assert await session.scalar(select(func.count()).select_from(Timer).where(Timer.kind == TRIAGE_TIMER)) == 1
 
 
-async def test_install_with_a_runner_adds_the_triage_cron_job_in_the_default_calendars_zone(
+async def test_the_server_adds_the_triage_cron_job_in_the_default_calendars_zone(
     desk: Desk, clock: ManualClock,
 ) -> None:
     runner = EngineRunner(desk)

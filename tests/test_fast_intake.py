@@ -95,7 +95,7 @@ async def test_requester_is_acknowledged_with_number_and_sla_before_the_setup_ru
     # Monday 09:00 London + 1 business hour; quoted in Rita's own zone by the ack text.
     assert ticket.first_response_due == clock.now() + timedelta(hours=1)
     assert ticket.requester_timezone == "Asia/Kolkata"
-    assert "15:30 (your time)" in plain(desk.extras["ack_text"](ticket))  # 10:00 London is 15:30 in Kolkata
+    assert "15:30 (your time)" in plain(desk.acknowledgement(ticket))  # 10:00 London is 15:30 in Kolkata
     before = await opening_of(desk, ticket.id)
     assert before["ticket"].setup_pending is True
     assert before["events"] == [] and before["timers"] == [] and before["outbox"] == []

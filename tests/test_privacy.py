@@ -17,7 +17,6 @@ from bot.channels.teams import CHANNEL, PERSON, remember_conversation
 from bot.clock import ManualClock
 from bot.config import AppConfig
 from bot.desk import Desk
-from bot.features import install_features
 from bot.privacy.erasure import HasOpenTickets, erase_person
 from bot.privacy.export import PersonErased, export_person
 from bot.privacy.people import PersonNotFound, RequestError
@@ -36,8 +35,7 @@ async def storied_desk(make_desk: Callable[..., Any], make_config: Callable[...,
                        clock: ManualClock) -> AsyncIterator[tuple[Desk, Story]]:
     """A desk with every feature installed after a week of work, including a P1 that paged Alice."""
     desk = make_desk(app_config=make_config(ESCALATION))
-    install_features(desk, None)
-    story = await a_week_at_the_desk(desk, clock, desk.extras["surveys"], desk.extras["escalation"])
+    story = await a_week_at_the_desk(desk, clock, desk.surveys, desk.escalation)
     async with desk.db.transaction() as session:  # Olga as the Teams adapter keeps her: a 1:1 and a channel
         user = {"id": OLGA_TEAMS_ID, "name": OLGA.display_name, "aadObjectId": OLGA.user_id}
         await remember_conversation(session, key=OLGA.user_id, kind=PERSON, now=clock.now(), reference={
@@ -45,8 +43,6 @@ async def storied_desk(make_desk: Callable[..., Any], make_config: Callable[...,
         await remember_conversation(session, key="19:general@thread.tacv2", kind=CHANNEL, now=clock.now(),
                                     reference={"user": user, "conversation": {"id": "19:general@thread.tacv2"}})
     yield desk, story
-    for close in desk.extras.get("closers", []):
-        await close()
 
 
 def identity(person: Any) -> list[str]:

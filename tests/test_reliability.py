@@ -159,26 +159,6 @@ def config_dict(**changes: Any) -> dict[str, Any]:
     return base
 
 
-async def installed_features(config: AppConfig, tmp_path: Path) -> set[str]:
-    """Which optional services ``bot.features.install_features`` puts on a desk (escalation, surveys…)."""
-    from bot.desk import build_desk
-    from bot.features import install_features
-
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'probe.db'}")
-    try:
-        desk = build_desk(config, db, ManualClock(datetime(2026, 11, 23, 9, 0, tzinfo=UTC)))
-        before = set(desk.extras)
-        install_features(desk, None)
-        installed = set(desk.extras) - before
-        for name in installed:
-            close = getattr(desk.extras[name], "aclose", None)
-            if close is not None:
-                await close()
-        return installed
-    finally:
-        await db.dispose()
-
-
 def serving_errors(server: ServeProcess) -> list[str]:
     """ERROR lines a server logged while serving (before "shutting down"), each with the line after it."""
     lines = server.log().splitlines()
@@ -249,9 +229,8 @@ async def test_three_replicas_open_each_ticket_once_and_record_and_page_each_bre
     url, schema, db = pg_schema
     async with FakeSlackApi() as slack:
         users = people(slack, 20)
-        servers, config = await replica_cluster(tmp_path, url, schema, slack)
+        servers, _config = await replica_cluster(tmp_path, url, schema, slack)
         try:
-            features = await installed_features(config, tmp_path)
             # 40 slash commands and 20 DMs, round-robin; each DM is retried by "Slack" to the two other replicas.
             jobs: list[tuple[int, rq.SignedRequest]] = []
             for i in range(40):
@@ -304,22 +283,18 @@ async def test_three_replicas_open_each_ticket_once_and_record_and_page_each_bre
                     select(TicketEvent.payload).where(TicketEvent.kind == "sla_breached"))}
             assert metrics == {"first_response"}
 
-            if "escalation" in features:
-                async def all_paged() -> bool:
-                    return len(posts(slack, ONCALL)) == len(tickets)
+            async def all_paged() -> bool:
+                return len(posts(slack, ONCALL)) == len(tickets)
 
-                await wait_until(all_paged, "a page per breached ticket", timeout=60)
-                await drained(db)
-                await asyncio.sleep(2.5)
-                assert posts(slack, ONCALL) == Counter({t.id: 1 for t in tickets}), "each breach paged exactly once"
-                assert await events_per_ticket(db, "escalation_paged") == Counter({t.id: 1 for t in tickets})
-            else:
-                # Escalation is not installed by bot.features yet: breaches are recorded, nobody is paged.
-                assert posts(slack, ONCALL) == Counter()
+            await wait_until(all_paged, "a page per breached ticket", timeout=60)
+            await drained(db)
+            await asyncio.sleep(2.5)  # the observation window: a second page would arrive within two ticks
+            assert posts(slack, ONCALL) == Counter({t.id: 1 for t in tickets}), "each breach paged exactly once"
+            assert await events_per_ticket(db, "escalation_paged") == Counter({t.id: 1 for t in tickets})
             assert posts(slack, TRIAGE) == Counter({t.id: 1 for t in tickets}), "breach refreshes update in place"
             print(f"\n3 replicas: {len(jobs)} requests -> {len(tickets)} tickets, {len(tickets)} triage cards; "
                   f"{sum(breached.values())} breaches recorded {took:.1f}s after the deadlines moved; "
-                  f"{sum(posts(slack, ONCALL).values())} pages (escalation installed: {'escalation' in features})")
+                  f"{sum(posts(slack, ONCALL).values())} pages")
             assert await dead_outbox(db) == []
         finally:
             await stop_servers(servers)
@@ -331,10 +306,6 @@ async def test_three_replicas_send_each_survey_once(
     tmp_path: Path, pg_schema: tuple[str, str, Database], http: aiohttp.ClientSession,
 ) -> None:
     url, schema, db = pg_schema
-    probe = parse_config(TEST_CONFIG, env={})
-    if "surveys" not in await installed_features(probe, tmp_path):
-        pytest.skip("surveys are not installed by bot.features.install_features yet (desk.extras has no "
-                    "'surveys'), so a resolved ticket sends no survey")
     async with FakeSlackApi() as slack:
         users = people(slack, 10)
         servers, _ = await replica_cluster(tmp_path, url, schema, slack)

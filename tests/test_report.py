@@ -40,7 +40,6 @@ import pytest
 from bot.config import AppConfig
 from bot.people import PersonRef
 from bot.tickets import Origin
-from surveys.polls import SurveyService
 from surveys.report import (
     GRADE_RULE,
     add_report_parser,
@@ -70,8 +69,7 @@ def at(day: int, hour: int, minute: int = 0) -> datetime:
 @pytest.fixture
 async def seeded(make_desk: Callable[..., Any], config: AppConfig, clock: Any) -> Any:
     desk = make_desk()
-    surveys = SurveyService(config)
-    surveys.install(desk)
+    surveys = desk.surveys
     tickets = desk.tickets
 
     async def open_(n: int, summary: str, priority: str, category: str) -> int:

@@ -33,11 +33,7 @@ def retained_desk(make_desk: Callable[..., Any], make_config: Callable[..., AppC
     def make(extra: str = POLICY, **kw: Any) -> tuple[Desk, RetentionService, SurveyService]:
         config = make_config(extra)
         desk = make_desk(app_config=config, **kw)
-        surveys = SurveyService(config)
-        surveys.install(desk)
-        retention = RetentionService(config)
-        retention.install(desk, None)
-        return desk, retention, surveys
+        return desk, desk.retention, desk.surveys
 
     return make
 
@@ -197,11 +193,10 @@ async def test_two_replicas_share_the_work_and_redact_each_ticket_once(
 async def test_the_daily_cron_job_enqueues_the_days_run_in_the_default_calendars_zone(
     make_desk: Callable[..., Any], make_config: Callable[..., AppConfig], clock: ManualClock,
 ) -> None:
-    from bot.features import install_features
-
     desk = make_desk(app_config=make_config(POLICY + "  run_at: '02:30'\n"))
     runner = EngineRunner(desk)
-    install_features(desk, runner)
+    for cron in desk.cron_jobs:
+        runner.add_cron(cron)
     job = runner.scheduler.get_job(JOB_ID)
     assert job is not None and str(job.trigger.timezone) == "Europe/London"
     assert job.trigger.get_next_fire_time(None, datetime(2026, 11, 23, 12, 0, tzinfo=UTC)) == datetime(

@@ -50,7 +50,7 @@ def make_sla_desk(make_desk: Callable[..., Any]) -> Callable[..., Any]:
 
     def make(*, app_config: AppConfig | None = None, database: Any = None) -> Any:
         desk = make_desk(app_config=app_config, database=database)
-        assert isinstance(desk.extras["sla"], SlaClock)
+        assert isinstance(desk.sla, SlaClock)
         return desk
 
     return make
@@ -162,7 +162,7 @@ async def test_claim_meets_the_first_response_and_its_timer_never_fires(sla_desk
     await run_at(sla_desk, clock, utc(23, 10, 30))  # well past the 10:00 first-response target
     assert metrics(await events(sla_desk, ticket.id, "sla_breached", "sla_warning")) == []
     row = await load(sla_desk, ticket.id)
-    calendar = sla_desk.extras["sla"].calendar(row.calendar)
+    calendar = sla_desk.sla.calendar(row.calendar)
     assert plain(sla_lines(row, clock.now(), calendar, "Europe/London")[0]) == "First response: met in 20m"
 
 
@@ -174,7 +174,7 @@ async def test_waiting_on_the_requester_is_left_out_of_the_resolution_clock(sla_
     assert await pending(sla_desk, ticket.id) == []
     row = await load(sla_desk, ticket.id)
     assert row.paused_since == utc(23, 10)
-    calendar = sla_desk.extras["sla"].calendar(row.calendar)
+    calendar = sla_desk.sla.calendar(row.calendar)
     assert "Resolution: paused — waiting on the requester" in sla_lines(row, clock.now(), calendar, None)
     assert "Resolution: paused — waiting on you" in sla_lines(row, clock.now(), calendar, None, "requester")
 
@@ -212,7 +212,7 @@ async def test_reopening_resumes_the_resolution_clock_with_the_budget_that_was_l
     assert reopened.resolution_due == utc(24, 14)
     assert (RESOLUTION_TIMER, utc(24, 14)) in await pending(sla_desk, ticket.id)
     row = await load(sla_desk, ticket.id)
-    calendar = sla_desk.extras["sla"].calendar(row.calendar)
+    calendar = sla_desk.sla.calendar(row.calendar)
     outcome = sla_outcomes(row, await events(sla_desk, ticket.id), calendar, utc(24, 10))["resolution"]
     assert outcome.elapsed_business == timedelta(hours=4) and outcome.met is None
 
@@ -248,8 +248,8 @@ async def test_a_breach_is_written_once_even_when_its_timer_runs_twice(
     async def escalate(run: TimerRun, ticket: Ticket, metric: str, level: str) -> None:
         calls.append((metric, level))
 
-    desk.extras["sla"].on_breach.append(escalate)
-    other.extras["sla"].on_breach.append(escalate)
+    desk.sla.on_breach.append(escalate)
+    other.sla.on_breach.append(escalate)
     ticket = await open_ticket(desk, "P2")
     async with desk.db.transaction() as session:  # a stray copy of the breach timer, as after a lost lease
         await schedule_timer(session, kind=FIRST_RESPONSE_TIMER, due_at=utc(23, 10), now=clock.now(),
@@ -332,7 +332,7 @@ async def test_at_most_n_automatic_updates_a_day(make_sla_desk: Callable[..., An
 ])
 async def test_the_acknowledgement_speaks_the_requesters_clock(sla_desk: Any, tz: str | None, expected: str) -> None:
     ticket = await open_ticket(sla_desk, "P3", tz=tz)
-    calendar = sla_desk.extras["sla"].calendar(ticket.calendar)
+    calendar = sla_desk.sla.calendar(ticket.calendar)
     said = acknowledgement(ticket, tz, calendar)
     assert plain(said) == f"{ticket.number} opened — {expected}"
     # Each time is a moment the platforms show on the reader's own clock, never a frozen string.
@@ -342,7 +342,7 @@ async def test_the_acknowledgement_speaks_the_requesters_clock(sla_desk: Any, tz
 async def test_card_lines_give_absolute_times_that_never_go_stale_and_then_say_it_breached(
         sla_desk: Any, clock: ManualClock) -> None:
     ticket = await open_ticket(sla_desk, "P2", tz="Asia/Kolkata")
-    calendar = sla_desk.extras["sla"].calendar(ticket.calendar)
+    calendar = sla_desk.sla.calendar(ticket.calendar)
     row = await load(sla_desk, ticket.id)
     early = sla_lines(row, utc(23, 9, 15), calendar, "Asia/Kolkata")
     assert early == sla_lines(row, utc(23, 9, 55), calendar, "Asia/Kolkata")  # no countdown to freeze

@@ -156,7 +156,7 @@ async def test_the_report_gives_each_awkward_ticket_the_verdicts_the_clock_stamp
             assert got.resolution_hours == pytest.approx(resolution_hours), name
         # The clock's own reading of its verdicts at the report's end agrees, metric by metric.
         ticket, events = await ticket_and_events(awkward, name)
-        outcomes = sla_outcomes(ticket, events, awkward.desk.extras["sla"].calendar(ticket.calendar), UNTIL)
+        outcomes = sla_outcomes(ticket, events, awkward.desk.sla.calendar(ticket.calendar), UNTIL)
         assert word(outcomes["first_response"].met) == got.first_response, name
         if got.resolved_at is not None:
             assert word(outcomes["resolution"].met) == got.resolution, name
@@ -181,7 +181,7 @@ async def test_the_triage_card_says_what_the_clock_decided(awkward: Story) -> No
     facts = await report_facts(awkward)
     for name in ("T1", "T2", "T3", "T4"):
         ticket, _ = await ticket_and_events(awkward, name)
-        calendar = awkward.desk.extras["sla"].calendar(ticket.calendar)
+        calendar = awkward.desk.sla.calendar(ticket.calendar)
         lines = [plain(line) for line in sla_lines(ticket, UNTIL, calendar, "Europe/London")]
         for label, verdict, hours in (("First response", facts[name].first_response, facts[name].first_response_hours),
                                       ("Resolution", facts[name].resolution, facts[name].resolution_hours)):

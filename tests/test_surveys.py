@@ -30,9 +30,7 @@ def surveyed_desk(make_desk: Callable[..., Any], make_config: Callable[..., AppC
     def make(extra: str = "") -> tuple[Any, SurveyService]:
         config = make_config(extra)
         desk = make_desk(app_config=config)
-        service = SurveyService(config)
-        service.install(desk)
-        return desk, service
+        return desk, desk.surveys
 
     return make
 

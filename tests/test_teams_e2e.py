@@ -287,7 +287,7 @@ async def test_a_429_from_the_connector_is_retried_after_retry_after_and_deliver
     server: Server, fake: FakeBotConnector, clock: ManualClock
 ) -> None:
     assert server.desk is not None
-    kick: Callable[[], None] = server.desk.extras["kick"]  # type: ignore[assignment]
+    kick: Callable[[], None] = server.desk.wake
     fake.fail_next(429, retry_after=30)
     # Opened by a service call so the triage card is the only thing sent (this person never chatted with us).
     await server.desk.tickets.open(PersonRef("teams", "aad-quiet", "Quinn"), "Badge reader broken",

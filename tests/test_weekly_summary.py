@@ -28,10 +28,10 @@ async def test_monday_morning_summary_posts_last_weeks_grade_and_csat_once(db: A
             await desk.tickets.claim(opened.ticket.id, ALICE)
             await desk.tickets.resolve(opened.ticket.id, ALICE, "Replaced the battery")
             await server.engine.tick()
-            await desk.extras["surveys"].answer(opened.ticket.id, RITA, "up")
+            await desk.surveys.answer(opened.ticket.id, RITA, "up")
             # The following Monday, 09:00 London: every replica's cron fires; one summary goes out.
             clock.set(datetime(2026, 11, 30, 9, 0, tzinfo=UTC))
-            weekly = desk.extras["weekly_summary"]
+            weekly = desk.weekly
             assert await weekly.enqueue() is True
             assert await weekly.enqueue() is False
             await server.engine.tick()

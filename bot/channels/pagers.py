@@ -48,8 +48,8 @@ _ERROR_BODY_MAX = 500
 def make_http_client(timeout: float = 10.0) -> httpx.AsyncClient:
     """Return the shared HTTP client for pager delivery, with ``timeout`` seconds for every phase."""
     # httpx's API on aiohttp's wire (the transport is by an httpx maintainer; openai-python ships the
-    # same): httpx's own transport spends ~2 ms of CPU per request in httpcore and anyio, aiohttp's
-    # under 1, and a breach storm sends a page per breach from the process that runs the timers.
+    # same): it costs less CPU per request than httpx's own transport, and a breach storm sends a page
+    # per breach from the process that runs the timers (bench/breach_to_page.py measures it).
     return HttpxAiohttpClient(timeout=httpx.Timeout(timeout))
 
 

@@ -27,6 +27,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import select
 
+from bot.actions import ACTIONS, Click, check_allowed, perform
 from bot.cards import CardBuilder
 from bot.channels.slack import SlackChannel, make_client, slack_ref
 from bot.desk import Desk
@@ -40,16 +41,12 @@ from bot.routing import Action, Form, Shortcut
 from bot.text import escape_typed, to_plain
 from bot.tickets import (
     CLOSED,
-    IN_PROGRESS,
     OPEN_STATUSES,
-    WAITING,
-    AlreadyClaimed,
     InvalidInput,
     Origin,
     TicketError,
     TicketSnapshot,
 )
-from bot.views import Text
 from store.models import MessageRef, Person, Ticket
 
 PLATFORM = "Slack"
@@ -77,7 +74,7 @@ class SlackAdapter:
         self.desk = desk
         self.config = desk.config.slack
         self.client = client or make_client(self.config.bot_token, self.config.api_url)
-        self.cards: CardBuilder = desk.extras.get("cards") or CardBuilder(desk.config)
+        self.cards: CardBuilder = desk.cards
         desk.outbox.register("slack", SlackChannel(self.client, desk.db, desk.clock, self.cards,
                                                    triage_channel=self.config.triage_channel))
         self.app = AsyncApp(
@@ -180,9 +177,7 @@ class SlackAdapter:
             await session.close()
 
     def _kick(self) -> None:
-        kick: Callable[[], None] | None = self.desk.extras.get("kick")
-        if kick is not None:
-            kick()
+        self.desk.wake()
 
     # -- people -------------------------------------------------------------------------------------
     async def person(self, user_id: str, *, name: str | None = None) -> PersonRef:
@@ -255,22 +250,11 @@ class SlackAdapter:
             app.action(action.value)(handler)
 
     def _action_handlers(self) -> dict[Action, Callable[..., Awaitable[None]]]:
-        return {
-            Action.CLAIM: self._on_claim,
-            Action.START: self._status_action(IN_PROGRESS),
-            Action.WAIT: self._status_action(WAITING),
-            Action.RESOLVE: self._on_resolve_button,
-            Action.PRIORITY: self._on_priority,
-            Action.REOPEN: self._on_reopen,
-            Action.MUTE: self._mute_action(True),
-            Action.UNMUTE: self._mute_action(False),
-            Action.SURVEY_UP: self._survey_answer("up"),
-            Action.SURVEY_DOWN: self._survey_answer("down"),
-            Action.SURVEY_REOPEN: self._on_survey_reopen,
-            Action.SURVEY_REASON: self._on_survey_reason_button,
-            Action.ESCALATION_ACK: self._escalation_ack(claim=False),
-            Action.ESCALATION_CLAIM: self._escalation_ack(claim=True),
-        }
+        # Every button of the shared table goes through one handler; the two that open a modal have their own.
+        handlers: dict[Action, Callable[..., Awaitable[None]]] = dict.fromkeys(ACTIONS, self._on_click)
+        handlers[Action.RESOLVE] = self._on_resolve_button
+        handlers[Action.SURVEY_REASON] = self._on_survey_reason_button
+        return handlers
 
     async def _on_command(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
         text = (await self.neutral(body.get("text") or "")).strip()
@@ -304,8 +288,7 @@ class SlackAdapter:
         await ack(response_type="ephemeral", text=self._ack_text(result.ticket))
 
     def _ack_text(self, ticket: TicketSnapshot) -> str:
-        ack_text: Callable[[TicketSnapshot], Text] | None = self.desk.extras.get("ack_text")
-        wording = ack_text(ticket) if ack_text else f"{ticket.number} opened."
+        wording = self.desk.acknowledgement(ticket)
         summary = slack_blocks.mrkdwn(to_plain(ticket.summary), slack_blocks.MAX_SUMMARY)
         return (f"{slack_blocks.mrkdwn(wording)} — _{summary}_\n"
                 "I'll keep you posted in a DM thread; reply there to add details.")
@@ -378,83 +361,25 @@ class SlackAdapter:
         raw = action.get("value") or (action.get("selected_option") or {}).get("value") or ""
         return _ticket_number(str(raw).split(":", 1)[0])
 
-    async def _act(self, ack: Any, body: dict[str, Any], client: AsyncWebClient,
-                   run: Callable[[int, PersonRef], Awaitable[object]]) -> None:
+    async def _on_click(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        """A button or menu from the shared action table (``bot.actions``)."""
         await ack()
         ticket_id = self._ticket_id(body)
         if ticket_id is None:
             await self._refuse(client, body, "That button doesn't point at a ticket any more.")
             return
         user = body["user"]
+        pressed = (body.get("actions") or [{}])[0]
+        channel = (body.get("channel") or {}).get("id") or ""
         try:
             person = await self.person(user["id"], name=user.get("name") or user.get("username"))
-            await run(ticket_id, person)
-        except AlreadyClaimed as exc:
-            await self._refuse(client, body, str(exc))
+            await perform(self.desk, Click(
+                Action(pressed["action_id"]), ticket_id, person,
+                choice=str((pressed.get("selected_option") or {}).get("value", "")),
+                # A page posted in a channel may be acknowledged by anyone in it (DMs name the person).
+                where=f"slack:channel:{channel}" if channel[:1] in ("C", "G") else None))
         except Exception as exc:
             await self._refuse(client, body, friendly(exc, PLATFORM))
-
-    async def _on_claim(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
-        async def claim(ticket_id: int, person: PersonRef) -> object:
-            if not self.desk.tickets.is_agent(person):
-                raise _Refusal("Only IT agents can claim tickets.")
-            return await self.desk.tickets.claim(ticket_id, person)
-
-        await self._act(ack, body, client, claim)
-
-    def _status_action(self, status: str) -> Callable[..., Awaitable[None]]:
-        async def handler(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
-            async def run(ticket_id: int, person: PersonRef) -> object:
-                return await self.desk.tickets.set_status(ticket_id, person, status)
-
-            await self._act(ack, body, client, run)
-
-        return handler
-
-    def _mute_action(self, muted: bool) -> Callable[..., Awaitable[None]]:
-        async def handler(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
-            async def run(ticket_id: int, person: PersonRef) -> object:
-                return await self.desk.tickets.mute_updates(ticket_id, person, muted)
-
-            await self._act(ack, body, client, run)
-
-        return handler
-
-    async def _on_priority(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
-        selected = ((body.get("actions") or [{}])[0].get("selected_option") or {}).get("value", "")
-        priority = selected.split(":", 1)[1] if ":" in selected else selected
-
-        async def run(ticket_id: int, person: PersonRef) -> object:
-            return await self.desk.tickets.set_priority(ticket_id, person, priority)
-
-        await self._act(ack, body, client, run)
-
-    async def _on_reopen(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
-        async def run(ticket_id: int, person: PersonRef) -> object:
-            return await self.desk.tickets.reopen(ticket_id, person, "Reopened from the triage card")
-
-        await self._act(ack, body, client, run)
-
-    def _service(self, name: str) -> Any:
-        service = self.desk.extras.get(name)
-        if service is None:
-            raise _Refusal(f"The {name} feature is turned off in app.yaml.")
-        return service
-
-    def _survey_answer(self, answer: str) -> Callable[..., Awaitable[None]]:
-        async def handler(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
-            async def run(ticket_id: int, person: PersonRef) -> object:
-                return await self._service("surveys").answer(ticket_id, person, answer)
-
-            await self._act(ack, body, client, run)
-
-        return handler
-
-    async def _on_survey_reopen(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
-        async def run(ticket_id: int, person: PersonRef) -> object:
-            return await self._service("surveys").reopen_from_survey(ticket_id, person)
-
-        await self._act(ack, body, client, run)
 
     async def _on_survey_reason_button(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
@@ -462,7 +387,8 @@ class SlackAdapter:
         if ticket_id is None:
             return
         try:
-            view = await self._service("surveys").view(ticket_id)
+            check_allowed(self.desk, Action.SURVEY_REASON, PersonRef("slack", body["user"]["id"]))
+            view = await self.desk.surveys.view(ticket_id)
             await client.views_open(trigger_id=body["trigger_id"], view=survey_reason.slack_modal(view.ticket_id,
                                                                                                   view.number))
         except Exception as exc:
@@ -471,25 +397,13 @@ class SlackAdapter:
     async def _on_survey_reason_submit(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         try:
             ticket_id, reason, comment = survey_reason.read_slack(view)
-            await self._service("surveys").add_reason(ticket_id, PersonRef("slack", body["user"]["id"]), reason,
-                                                      comment)
+            who = PersonRef("slack", body["user"]["id"])
+            check_allowed(self.desk, Action.SURVEY_REASON, who)
+            await self.desk.surveys.add_reason(ticket_id, who, reason, comment)
         except Exception as exc:
             await ack(response_action="errors", errors={"reason": friendly(exc, PLATFORM)})
             return
         await ack()
-
-    def _escalation_ack(self, *, claim: bool) -> Callable[..., Awaitable[None]]:
-        async def handler(ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
-            channel = (body.get("channel") or {}).get("id") or ""
-            # A page posted in a channel may be acknowledged by anyone in it (DMs name the person).
-            where = f"slack:channel:{channel}" if channel[:1] in ("C", "G") else None
-
-            async def run(ticket_id: int, person: PersonRef) -> object:
-                return await self._service("escalation").acknowledge(ticket_id, person, claim=claim, where=where)
-
-            await self._act(ack, body, client, run)
-
-        return handler
 
     async def _on_resolve_button(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
@@ -497,10 +411,8 @@ class SlackAdapter:
         user = body["user"]
         if ticket_id is None:
             return
-        if not self.desk.tickets.is_agent(PersonRef("slack", user["id"])):
-            await self._refuse(client, body, "Only IT agents can resolve tickets.")
-            return
         try:
+            check_allowed(self.desk, Action.RESOLVE, PersonRef("slack", user["id"]))
             ticket = await self.desk.tickets.get(ticket_id)
             await client.views_open(trigger_id=body["trigger_id"],
                                     view=resolve_note.slack_modal(ticket.id, ticket.number))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -22,6 +21,7 @@ from botbuilder.schema import Activity, ActivityTypes, Attachment
 from botframework.connector.auth import AuthenticateRequestResult
 from sqlalchemy import select
 
+from bot.actions import ACTIONS, Click, check_allowed, perform
 from bot.cards import CardBuilder
 from bot.channels.teams import (
     CHANNEL,
@@ -44,8 +44,8 @@ from bot.people import PersonRef
 from bot.renderers import adaptive_cards
 from bot.routing import Action, Form
 from bot.text import escape_typed, to_plain, to_spans
-from bot.tickets import IN_PROGRESS, WAITING, InvalidInput, Origin, TicketError, TicketSnapshot
-from bot.views import Message, Notice, Text, TicketList, TicketListItem
+from bot.tickets import InvalidInput, Origin, TicketSnapshot
+from bot.views import Message, Notice, TicketList, TicketListItem
 from store.models import MessageRef, OutboxMessage
 
 PLATFORM = "Teams"
@@ -90,7 +90,7 @@ class TeamsAdapter:
         self.adapter = CloudAdapter(ConfigurationBotFrameworkAuthentication(_BotSettings(self.config)))
         self.header_check = HeaderCheck(self.config) if self.config.authenticated else None
         self.deadline = desk.config.server.request_deadline.total_seconds()
-        self.cards: CardBuilder = desk.extras.get("cards") or CardBuilder(desk.config)
+        self.cards: CardBuilder = desk.cards
         desk.outbox.register("teams", TeamsChannel(self.adapter, desk.db, desk.clock, self.cards, desk.config))
         self._refused = 0
         self._refusal_logged_at: datetime | None = None
@@ -177,9 +177,7 @@ class TeamsAdapter:
         """Nothing to release: botbuilder opens a connector session per call."""
 
     def _kick(self) -> None:
-        kick: Callable[[], None] | None = self.desk.extras.get("kick")
-        if kick is not None:
-            kick()
+        self.desk.wake()
 
     # -- turns --------------------------------------------------------------------------------------
     async def _on_turn(self, turn: TurnContext) -> None:
@@ -314,8 +312,7 @@ class TeamsAdapter:
             await self._acknowledge(turn, person, result.ticket)
 
     def _ack_notice(self, ticket: TicketSnapshot) -> Notice:
-        ack_text: Callable[[TicketSnapshot], Text] | None = self.desk.extras.get("ack_text")
-        wording = ack_text(ticket) if ack_text else f"{ticket.number} opened."
+        wording = self.desk.acknowledgement(ticket)
         return Notice(ticket_id=ticket.id, number=ticket.number, headline=wording,
                       body=(*to_spans(ticket.summary),
                             "\n\nI'll keep you posted in our chat; reply to my messages to add details."),
@@ -452,10 +449,8 @@ class TeamsAdapter:
             await self._say(turn, "That button doesn't point at a ticket any more.")
             return
         if action == Action.RESOLVE:
-            if not self.desk.tickets.is_agent(person):
-                await self._say(turn, "Only IT agents can resolve tickets.")
-                return
             try:
+                check_allowed(self.desk, action, person)
                 ticket = await self.desk.tickets.get(ticket_id)
             except Exception as exc:
                 await self._say(turn, friendly(exc, PLATFORM))
@@ -463,66 +458,34 @@ class TeamsAdapter:
             await self._send_card(turn, resolve_note.teams_form(ticket.id, ticket.number))
             return
         if action == Action.SURVEY_REASON:
-            await self._on_survey_reason_button(turn, ticket_id)
+            await self._on_survey_reason_button(turn, person, ticket_id)
             return
         conversation = turn.activity.conversation
         where = f"teams:channel:{channel_of(conversation.id)}" if conversation.conversation_type == "channel" else None
-        run = self._actions(action, value, where)
-        if run is None:
+        if action not in ACTIONS:
             await self._say(turn, "I can't do that from Teams yet.")
             return
         try:
-            await run(ticket_id, person)
+            await perform(self.desk, Click(action, ticket_id, person, where=where,
+                                           choice=str(value.get(adaptive_cards.CHOICE_INPUT_ID) or "")))
         except Exception as exc:
             await self._say(turn, friendly(exc, PLATFORM))
 
-    def _actions(self, action: Action, value: dict[str, Any],
-                 where: str | None) -> Callable[[int, PersonRef], Awaitable[object]] | None:
-        tickets = self.desk.tickets
-        if action == Action.PRIORITY:
-            chosen = str(value.get(adaptive_cards.CHOICE_INPUT_ID) or "")
-            priority = chosen.split(":", 1)[1] if ":" in chosen else chosen
-            return lambda ticket_id, person: tickets.set_priority(ticket_id, person, priority)
-        runs: dict[Action, Callable[[int, PersonRef], Awaitable[object]]] = {
-            Action.CLAIM: tickets.claim,
-            Action.START: lambda ticket_id, person: tickets.set_status(ticket_id, person, IN_PROGRESS),
-            Action.WAIT: lambda ticket_id, person: tickets.set_status(ticket_id, person, WAITING),
-            Action.REOPEN: lambda ticket_id, person: tickets.reopen(ticket_id, person, "Reopened from the card"),
-            Action.MUTE: lambda ticket_id, person: tickets.mute_updates(ticket_id, person, True),
-            Action.UNMUTE: lambda ticket_id, person: tickets.mute_updates(ticket_id, person, False),
-        }
-        surveys = self.desk.extras.get("surveys")
-        if surveys is not None:
-            runs[Action.SURVEY_UP] = lambda ticket_id, person: surveys.answer(ticket_id, person, "up")
-            runs[Action.SURVEY_DOWN] = lambda ticket_id, person: surveys.answer(ticket_id, person, "down")
-            runs[Action.SURVEY_REOPEN] = surveys.reopen_from_survey
-        escalation = self.desk.extras.get("escalation")
-        if escalation is not None:
-            runs[Action.ESCALATION_ACK] = lambda ticket_id, person: escalation.acknowledge(
-                ticket_id, person, where=where)
-            runs[Action.ESCALATION_CLAIM] = lambda ticket_id, person: escalation.acknowledge(
-                ticket_id, person, claim=True, where=where)
-        return runs.get(action)
 
-    async def _on_survey_reason_button(self, turn: TurnContext, ticket_id: int) -> None:
-        surveys = self.desk.extras.get("surveys")
-        if surveys is None:
-            await self._say(turn, "Surveys are turned off in app.yaml.")
-            return
+    async def _on_survey_reason_button(self, turn: TurnContext, person: PersonRef, ticket_id: int) -> None:
         try:
-            view = await surveys.view(ticket_id)
+            check_allowed(self.desk, Action.SURVEY_REASON, person)
+            view = await self.desk.surveys.view(ticket_id)
         except Exception as exc:
             await self._say(turn, friendly(exc, PLATFORM))
             return
         await self._send_card(turn, survey_reason.teams_card(view.ticket_id, view.number))
 
     async def _on_survey_reason_submit(self, turn: TurnContext, person: PersonRef, value: dict[str, Any]) -> None:
-        surveys = self.desk.extras.get("surveys")
         try:
-            if surveys is None:
-                raise TicketError("Surveys are turned off in app.yaml.")
+            check_allowed(self.desk, Action.SURVEY_REASON, person)
             ticket_id, reason, comment = survey_reason.read_teams(value)
-            await surveys.add_reason(ticket_id, person, reason, comment)
+            await self.desk.surveys.add_reason(ticket_id, person, reason, comment)
         except Exception as exc:
             await self._say(turn, friendly(exc, PLATFORM))
             return

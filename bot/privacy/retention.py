@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import exists, or_, select, union
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.config import AppConfig
+from bot.core import Core, CronJob
 from bot.durations import format_duration
 from bot.engine import TimerRun
 from bot.privacy.identity import anonymise_people
@@ -33,10 +33,6 @@ from store.models import MessageRef, OutboxMessage, Person, Ticket, TicketEvent,
 from store.privacy_models import PrivacyLog
 from store.queries import schedule_timer
 from store.survey_models import Survey
-
-if TYPE_CHECKING:
-    from bot.desk import Desk
-    from bot.scheduler import EngineRunner
 
 log = logging.getLogger("ithelp.retention")
 
@@ -49,27 +45,18 @@ ACTOR = "retention"
 class RetentionService:
     """Runs the ``retention:`` policy of ``app.yaml`` (nothing at all when it is unset)."""
 
-    def __init__(self, config: AppConfig) -> None:
-        self.config = config
-        self.policy = config.retention
-        self._desk: Desk | None = None
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        self.config = core.config
+        self.policy = core.config.retention
 
-    def install(self, desk: Desk, runner: EngineRunner | None) -> None:
-        """Run the retention timers, follow reopened tickets, and (given a runner) add the daily cron job."""
-        self._desk = desk
-        desk.timers.register(TEXT_TIMER, self._on_text)
-        desk.timers.register(PEOPLE_TIMER, self._on_people)
-        desk.tickets.subscribe(self._on_change)
-        if runner is not None and self.policy.enabled:
-            async def job() -> None:
-                if await self.enqueue_daily_run():
-                    runner.kick()
-
-            runner.add_daily(JOB_ID, self.policy.run_at, self._zone, job)
+    def cron_jobs(self) -> list[CronJob]:
+        """The daily retention run, when a ``retention:`` policy is set."""
+        return [CronJob(JOB_ID, self.policy.run_at, self._zone, self.enqueue_daily_run)] if self.policy.enabled else []
 
     async def enqueue_daily_run(self) -> bool:
         """The cron job: enqueue today's first round of each configured policy; True if this call added one."""
-        desk = self._require_desk()
+        desk = self.core
         async with desk.db.transaction() as session:
             now = desk.clock.now()
             day = now.astimezone(ZoneInfo(self._zone)).date().isoformat()
@@ -79,12 +66,12 @@ class RetentionService:
                     added |= await _schedule_round(session, kind, day, 1, now, position=0)
             return added
 
-    async def _on_change(self, change: TicketChange) -> None:
+    async def on_change(self, change: TicketChange) -> None:
         # A redacted ticket that is reopened collects new text: it is scanned again once it is resolved again.
         if change.event.kind == "reopened" and change.ticket.redacted_at is not None:
             change.ticket.redacted_at = None
 
-    async def _on_text(self, run: TimerRun) -> None:
+    async def on_text(self, run: TimerRun) -> None:
         if self.policy.text_after is None:
             run.timer.done_at, run.timer.outcome = run.now, "skipped"
             return
@@ -99,7 +86,7 @@ class RetentionService:
         if len(ids) == limit:
             await self._next_round(run, position=0)
 
-    async def _on_people(self, run: TimerRun) -> None:
+    async def on_people(self, run: TimerRun) -> None:
         if self.policy.people_after is None:
             run.timer.done_at, run.timer.outcome = run.now, "skipped"
             return
@@ -119,18 +106,11 @@ class RetentionService:
         payload = run.timer.payload
         await _schedule_round(run.session, run.timer.kind, str(payload["date"]), int(payload.get("round", 1)) + 1,
                               run.now, position=position)
-        kick = self._require_desk().extras.get("kick")
-        if kick is not None:
-            kick()  # the engine runs it as soon as this batch commits, not a tick interval later
+        self.core.wake()  # the engine runs it as soon as this batch commits, not a tick interval later
 
     @property
     def _zone(self) -> str:
         return self.config.calendars[self.config.default_calendar].timezone
-
-    def _require_desk(self) -> Desk:
-        if self._desk is None:
-            raise RuntimeError("RetentionService.install(desk, runner) has not been called")
-        return self._desk
 
 
 async def _schedule_round(session: AsyncSession, kind: str, day: str, round_: int, now: datetime, *,
