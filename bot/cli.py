@@ -5,34 +5,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from bot.config import AppConfig, ConfigError, load_config
+from bot.config_cli import config_path, load_or_complain
 
 log = logging.getLogger("ithelp")
 
 
-def _config_path(value: str | None) -> Path:
-    return Path(value or os.environ.get("ITHELP_CONFIG", "app.yaml"))
-
-
 def _load_or_exit(path: Path) -> AppConfig:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        print(f"{path}: the configuration has problems:", file=sys.stderr)
-        for where, message in exc.problems:
-            print(f"  {where}: {message}", file=sys.stderr)
-        raise SystemExit(2) from None
+    config = load_or_complain(path)
+    if config is None:
+        raise SystemExit(2)
+    return config
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     from bot.sla_explain import explain_policies, meaning_changes
 
-    path = _config_path(args.path)
+    path = config_path(args.path)
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -52,7 +45,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bot.server import Server, serve_forever
 
     configure_logging(args.log_format, args.log_level)
-    path = _config_path(args.config)
+    path = config_path(args.config)
     config = _load_or_exit(path)
     if args.socket_mode and not config.slack.app_token:
         print("--socket-mode needs slack.app_token (SLACK_APP_TOKEN, an xapp- token)", file=sys.stderr)
@@ -85,7 +78,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     from store.db import Database
     from store.migrate import upgrade
 
-    config = _load_or_exit(_config_path(args.config))
+    config = _load_or_exit(config_path(args.config))
 
     async def run() -> None:
         db = Database(config.database.url, schema=config.database.schema_name)
@@ -104,7 +97,7 @@ def cmd_teams_package(args: argparse.Namespace) -> int:
 
     # With --app-id and --domain the package needs no app.yaml: it is often built on a laptop, before the
     # bot is deployed. Otherwise app.yaml supplies them (the domain is server.public_url's host).
-    path = _config_path(args.config)
+    path = config_path(args.config)
     wanted = args.app_id is None or (args.domain is None and (args.config is not None or path.exists()))
     config = _load_or_exit(path) if wanted else None
     app_id = args.app_id or (config.teams.app_id if config else "")

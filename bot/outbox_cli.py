@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -45,15 +43,10 @@ def add_outbox_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def _database(args: argparse.Namespace) -> Database | None:
-    from bot.config import ConfigError, load_config
+    from bot.config_cli import load_or_complain
 
-    path = Path(args.config or os.environ.get("ITHELP_CONFIG", "app.yaml"))
-    try:
-        config = load_config(path)
-    except ConfigError as exc:
-        print(f"{path}: the configuration has problems:", file=sys.stderr)
-        for where, message in exc.problems:
-            print(f"  {where}: {message}", file=sys.stderr)
+    config = load_or_complain(args.config)
+    if config is None:
         return None
     return Database(config.database.url, schema=config.database.schema_name)
 

@@ -16,7 +16,8 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
-from bot.config import AppConfig, ConfigError, load_config
+from bot.config import AppConfig
+from bot.config_cli import load_or_complain
 
 T = TypeVar("T")
 
@@ -162,14 +163,7 @@ def cmd_db_backup(args: argparse.Namespace) -> int:
 
 # -- plumbing ----------------------------------------------------------------------------------------
 def _config(value: str | None) -> AppConfig | None:
-    path = Path(value or os.environ.get("ITHELP_CONFIG", "app.yaml"))
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        print(f"{path}: the configuration has problems:", file=sys.stderr)
-        for where, message in exc.problems:
-            print(f"  {where}: {message}", file=sys.stderr)
-        return None
+    return load_or_complain(value)
 
 
 def _who(value: str | None) -> str:

@@ -22,11 +22,9 @@ import contextlib
 import csv
 import io
 import json
-import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import IO, Any
 
 from bot.config import AppConfig
@@ -154,24 +152,14 @@ def add_report_parser(subparsers: Any) -> argparse.ArgumentParser:
     return report
 
 
-def _load(path: Path) -> AppConfig | None:
-    from bot.config import ConfigError, load_config
-
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        print(f"{path}: the configuration has problems:", file=sys.stderr)
-        for where, message in exc.problems:
-            print(f"  {where}: {message}", file=sys.stderr)
-        return None
-
-
 def cmd_report(args: argparse.Namespace, *, now: datetime | None = None) -> int:
     """Run ``ithelp report``."""
     if args.tickets and args.format != "jsonl":
         print("--tickets exports one line per ticket: use it with --format jsonl", file=sys.stderr)
         return 2
-    config = _load(Path(args.config or os.environ.get("ITHELP_CONFIG", "app.yaml")))
+    from bot.config_cli import load_or_complain
+
+    config = load_or_complain(args.config)
     if config is None:
         return 2
     from bot.clock import SystemClock
