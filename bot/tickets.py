@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -170,6 +170,7 @@ class TicketService:
         # Who we have already stored, exactly as the platform last described them: the intake path
         # skips the people round trips for them. Rows are never deleted, so a cached id stays valid.
         self._known_people: dict[PersonRef, _Known] = {}
+        self._people_erased_as_of: datetime | None = None
         self._intake = IntakeWriter(db)
         self._people = PeopleWriter(db)
 
@@ -306,6 +307,16 @@ class TicketService:
             resolution_due=row["resolution_due"], next_update_due=row["next_update_due"], calendar=row["calendar"],
         )
 
+    async def _forget_erased_people(self) -> None:
+        # Erasure and retention (another process, often) give an erased person's row a pseudonymous id;
+        # a cached id would file their next ticket under that row. The engine runs this on every tick, so
+        # the cache outlives an erasure by one tick at most.
+        async with self.db.reading() as session:
+            latest = await session.scalar(select(func.max(Person.anonymised_at)))
+        if latest != self._people_erased_as_of:
+            self._people_erased_as_of = latest
+            self._known_people.clear()
+
     def _known(self, ref: PersonRef) -> _Known | None:
         known = self._known_people.get(ref)
         return known if known is not None and known[0] == self.roster.is_agent(ref.address) else None
@@ -323,6 +334,7 @@ class TicketService:
         that writes the event, timers and outbox rows. Returns how many tickets were set up.
         """
         try:
+            await self._forget_erased_people()
             return await self._finish_setup(limit)
         except DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) not in _LOCK_CONFLICTS:

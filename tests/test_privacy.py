@@ -17,10 +17,12 @@ from bot.channels.teams import CHANNEL, PERSON, remember_conversation
 from bot.clock import ManualClock
 from bot.config import AppConfig
 from bot.desk import Desk
+from bot.people import PersonRef
 from bot.privacy.erasure import HasOpenTickets, erase_person
 from bot.privacy.export import PersonErased, export_person
 from bot.privacy.people import PersonNotFound, RequestError
 from bot.privacy.scrub import REDACTED
+from bot.tickets import Origin
 from store.models import OutboxMessage, Person, Ticket
 from store.privacy_models import PrivacyLog
 from surveys.report import compute_report
@@ -303,3 +305,25 @@ def test_a_privacy_command_with_a_broken_config_names_the_key(tmp_path: Any,
     config.write_text("databse:\n  url: sqlite+aiosqlite:///x.db\n")
     assert main(["privacy", "export", "--person", "slack:U1", "--config", str(config)]) == 2
     assert 'databse: unknown key; did you mean "database"?' in capsys.readouterr().err
+
+
+async def test_someone_erased_while_the_bot_runs_files_their_next_ticket_as_a_new_person(
+    make_desk: Callable[..., Any], clock: ManualClock,
+) -> None:
+    desk = make_desk()
+    rita = PersonRef("slack", "UERASED1", display_name="Rita Example", timezone="Europe/London")
+    first = await desk.tickets.open(rita, "Laptop fan is loud", origin=Origin("slack"), defer_setup=True)
+    await desk.tickets.finish_setup()
+    await desk.tickets.resolve(first.ticket.id, PersonRef("slack", "UAGENT1", display_name="Alice"), "Cleaned it")
+    await erase_person(desk.db, desk.clock, "slack:UERASED1", by="dpo")  # e.g. `ithelp privacy erase`, elsewhere
+    await desk.tickets.finish_setup()  # the engine's next tick
+
+    again = await desk.tickets.open(rita, "New laptop please", origin=Origin("slack"), defer_setup=True)
+    await desk.tickets.finish_setup()
+    async with desk.db.reading() as session:
+        old = await session.get(Ticket, first.ticket.id)
+        new = await session.get(Ticket, again.ticket.id)
+        assert old is not None and new is not None
+        assert new.requester_id != old.requester_id, "the new ticket was filed under the erased person's row"
+        person = await session.get(Person, new.requester_id)
+        assert person is not None and person.platform_user_id == "UERASED1" and person.display_name == "Rita Example"
