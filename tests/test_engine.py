@@ -319,9 +319,9 @@ async def test_duplicate_idempotency_key_is_enqueued_once(db: Any, clock: Any) -
 def test_backoff_grows_and_never_undercuts_retry_after(clock: Any, config: Any, attempts: int) -> None:
     worker = OutboxWorker(None, clock, config.engine, Metrics())  # type: ignore[arg-type]
     cap = config.engine.outbox_backoff_base.total_seconds() * 2 ** (attempts - 1)
-    delays = [worker.backoff(attempts, None).total_seconds() for _ in range(50)]
+    delays = [worker.ledger.backoff(attempts, None).total_seconds() for _ in range(50)]
     assert all(cap / 2 <= d <= cap for d in delays)
-    assert worker.backoff(attempts, 120).total_seconds() >= 120
+    assert worker.ledger.backoff(attempts, 120).total_seconds() >= 120
 
 
 async def test_an_older_card_refresh_is_skipped_when_a_newer_one_is_queued(

@@ -9,9 +9,11 @@ Urgent work (pages, SLA breach timers) holds a short lease that a heartbeat rene
 
 from bot.engine.group_commit import GroupCommit
 from bot.engine.leases import LeaseKeeper
-from bot.engine.outbox import CARD, Channel, Delivered, OutboxItem, OutboxWorker
+from bot.engine.outbox import CARD, OutboxWorker
+from bot.engine.outbox_ledger import OutboxLedger
+from bot.engine.outbox_types import Channel, Delivered, OutboxItem
 from bot.engine.requests_first import RequestsFirst
 from bot.engine.timers import GROUP_SIZE, TimerEngine, TimerHandler, TimerPrepare, TimerRun
 
-__all__ = ["CARD", "GROUP_SIZE", "Channel", "Delivered", "GroupCommit", "LeaseKeeper", "OutboxItem", "OutboxWorker",
-           "RequestsFirst", "TimerEngine", "TimerHandler", "TimerPrepare", "TimerRun"]
+__all__ = ["CARD", "GROUP_SIZE", "Channel", "Delivered", "GroupCommit", "LeaseKeeper", "OutboxItem", "OutboxLedger",
+           "OutboxWorker", "RequestsFirst", "TimerEngine", "TimerHandler", "TimerPrepare", "TimerRun"]

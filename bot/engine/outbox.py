@@ -3,73 +3,30 @@
 
 import asyncio
 import logging
-import random
 import time
 import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
-from sqlalchemy import case, func, select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.channels import CredentialsRefused, PermanentDeliveryError, RateLimited, TransientDeliveryError
 from bot.clock import Clock
 from bot.config import EngineConfig
-from bot.engine.group_commit import GroupCommit
 from bot.engine.leases import LeaseKeeper
+from bot.engine.outbox_ledger import OutboxLedger
+from bot.engine.outbox_types import Channel, Delivered, OutboxItem
 from bot.engine.requests_first import RequestsFirst
 from bot.metrics import Metrics
 from store.db import Database
-from store.models import MessageRef, OutboxMessage
+from store.models import OutboxMessage
 from store.queries import claim_outbox, set_leases
 
 log = logging.getLogger("ithelp.engine")
-
-
-@dataclass(frozen=True)
-class OutboxItem:
-    """A plain copy of an outbox row handed to a channel (no session attached)."""
-
-    id: int
-    target: str
-    kind: str
-    ticket_id: int | None
-    payload: dict[str, Any]
-    attempts: int
-    superseded: bool = False
-    """A card refresh with a newer refresh of the same card queued behind it: skipped."""
-    urgent: bool = False
-    """A page (an urgent channel, or ``"urgent": true`` in the payload): never waits for a turn, goes
-    first in its lane, and holds a short lease."""
-
-
-@dataclass
-class Delivered:
-    """What a channel reports back: the platform message id, and refs to remember for in-place updates."""
-
-    message_id: str | None = None
-    refs: list[tuple[int, str, str, str, str]] = field(default_factory=list)
-    """(ticket_id, role, platform, channel, message_id) rows for ``message_refs``."""
-
-
-class Channel(Protocol):
-    """Delivers outbox messages for one target prefix (``slack``, ``teams``, ``pagerduty`` …).
-
-    ``pacing_key`` names the conversation a message lands in: its lane, paced and held (429) on its own.
-    A channel may set ``min_interval`` (seconds between messages in one pacing lane) to override the
-    worker's default, e.g. 0 for pagers, which have no per-conversation limit; and ``urgent = True``
-    (pagers) for messages that never wait for a turn and hold a short, renewed lease, as a message
-    whose payload says ``"urgent": true`` (a chat page) does.
-    """
-
-    async def deliver(self, item: OutboxItem) -> Delivered: ...
-
-    def pacing_key(self, item: OutboxItem) -> str: ...
-
 
 
 CARD = "ticket_card"
@@ -123,12 +80,10 @@ class OutboxWorker:
         self._last_send: dict[str, float] = {}  # pacing key -> monotonic time of its last send
         self._booked: dict[str, float] = {}  # pacing key -> latest slot given to a message put back for pacing
         self._held_until: dict[str, datetime] = {}  # pacing key -> end of the platform's Retry-After
-        self._credentials_down: dict[str, datetime] = {}  # platform -> first refusal of our credentials
-        self._credentials_dead_told: set[str] = set()
         self._changed = asyncio.Event()
         self._woken = False
         self._stopping = False
-        self._recorder: GroupCommit[tuple[OutboxItem, Delivered]] = GroupCommit(self._succeed_all)
+        self.ledger = OutboxLedger(db, clock, config, metrics, self.owner, monotonic=monotonic, sleep=sleep)
         self.urgent_leases = LeaseKeeper(db, clock, OutboxMessage, self.owner, config.urgent_lease, sleep=sleep)
 
     def register(self, prefix: str, channel: Channel) -> None:
@@ -158,7 +113,7 @@ class OutboxWorker:
                 total += len(items)
                 put_back = [booking for item in items if (booking := self._dispatch(item)) is not None]
                 if put_back:
-                    await self._put_back(put_back)
+                    await self.ledger.put_back(put_back)
                 if not items and not self._lanes:
                     break
                 await self._claimable(full=len(items) >= self.config.batch_size)
@@ -263,7 +218,7 @@ class OutboxWorker:
         try:
             while lane.queue:
                 if self._stopping:
-                    await self._release([queued.id for queued in lane.queue])
+                    await self.ledger.release([queued.id for queued in lane.queue])
                     break
                 item = lane.queue.popleft()
                 if item.urgent:
@@ -300,7 +255,7 @@ class OutboxWorker:
             rest = list(lane.queue)
             lane.queue.clear()
             lane.urgent = 0
-            await self._defer([item.id, *(queued.id for queued in rest)], held)
+            await self.ledger.defer([item.id, *(queued.id for queued in rest)], held)
             for queued in rest:
                 self._done_with(queued)
             return
@@ -314,106 +269,38 @@ class OutboxWorker:
                 await self._deliver(item, key)
         self._last_send[key] = self._monotonic()
 
-    async def _defer(self, ids: list[int], until: datetime) -> None:
-        async with self.db.transaction() as session:
-            await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id.in_(ids), OutboxMessage.lease_owner == self.owner,
-                       OutboxMessage.delivered_at.is_(None))
-                .values(lease_owner=None, lease_until=None, next_attempt_at=until,
-                        attempts=OutboxMessage.attempts - 1)
-                .execution_options(synchronize_session=False)
-            )
-
-    async def _put_back(self, bookings: list[tuple[int, datetime]]) -> None:
-        """Return claimed messages to the store, each due at its own time (their turn in a paced lane)."""
-        when = dict(bookings)
-        async with self.db.transaction() as session:
-            await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id.in_(when), OutboxMessage.lease_owner == self.owner,
-                       OutboxMessage.delivered_at.is_(None))
-                .values(lease_owner=None, lease_until=None, attempts=OutboxMessage.attempts - 1,
-                        next_attempt_at=case(when, value=OutboxMessage.id))
-                .execution_options(synchronize_session=False)
-            )
-
-    async def _release(self, ids: list[int]) -> None:
-        async with self.db.transaction() as session:
-            await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id.in_(ids), OutboxMessage.lease_owner == self.owner,
-                       OutboxMessage.delivered_at.is_(None))
-                .values(lease_owner=None, lease_until=None, attempts=OutboxMessage.attempts - 1)
-                .execution_options(synchronize_session=False)
-            )
-
     async def _deliver(self, item: OutboxItem, key: str) -> None:
         prefix = item.target.split(":", 1)[0]
         channel = self._channels.get(prefix)
         if channel is None:
-            await self._fail(item, f"no channel configured for target {item.target!r}", permanent=True)
+            await self.ledger.fail(item, f"no channel configured for target {item.target!r}", permanent=True)
             return
         if item.superseded:
-            await self._succeed(item, Delivered(message_id="superseded"))
+            await self.ledger.succeed(item, Delivered(message_id="superseded"))
             return
         try:
             delivered = await channel.deliver(item)
         except CredentialsRefused as exc:
             self.metrics.outbox_errors.labels(prefix, "credentials").inc()
-            self._credentials_refused(prefix, str(exc))
-            await self._fail(item, str(exc), permanent=False, credentials=True)
+            self.ledger.credentials_refused(prefix, str(exc))
+            await self.ledger.fail(item, str(exc), permanent=False, credentials=True)
         except TransientDeliveryError as exc:
             rate_limited = isinstance(exc, RateLimited)
             self.metrics.outbox_errors.labels(prefix, "rate_limited" if rate_limited else "transient").inc()
             if exc.retry_after is not None:
                 self._held_until[key] = self.clock.now() + timedelta(seconds=exc.retry_after)
-            await self._fail(item, str(exc), permanent=False, retry_after=exc.retry_after, counted=not rate_limited)
+            await self.ledger.fail(item, str(exc), permanent=False, retry_after=exc.retry_after,
+                                   counted=not rate_limited)
         except PermanentDeliveryError as exc:
             self.metrics.outbox_errors.labels(prefix, "permanent").inc()
-            await self._fail(item, str(exc), permanent=True)
+            await self.ledger.fail(item, str(exc), permanent=True)
         except Exception as exc:  # a bug or an unclassified SDK error: retry, but keep the evidence
             log.exception("outbox %s: unexpected error delivering to %s", item.id, item.target)
             self.metrics.outbox_errors.labels(prefix, "unexpected").inc()
-            await self._fail(item, f"{type(exc).__name__}: {exc}", permanent=False)
+            await self.ledger.fail(item, f"{type(exc).__name__}: {exc}", permanent=False)
         else:
-            self._credentials_accepted(prefix)
-            await self._record(item, delivered)
-
-    def _credentials_refused(self, prefix: str, error: str) -> None:
-        if prefix in self._credentials_down:
-            return
-        self._credentials_down[prefix] = self.clock.now()
-        window = self.config.credentials_outage_window
-        # Once per platform per outage, not per message: every message to it fails the same way.
-        log.error("%s refused the bot's credentials (%s). Nothing is sent there until they are fixed; "
-                  "messages are kept and retried for %s each, then dead-lettered (see `ithelp outbox list "
-                  "--dead`, and `ithelp outbox retry --all-dead` once fixed).", prefix, error, window)
-
-    def _credentials_accepted(self, prefix: str) -> None:
-        since = self._credentials_down.pop(prefix, None)
-        self._credentials_dead_told.discard(prefix)
-        if since is not None:
-            log.warning("%s accepts the bot's credentials again (refused since %s); delivering what waited",
-                        prefix, since.isoformat())
-
-    async def _record(self, item: OutboxItem, delivered: Delivered) -> None:
-        # The message is out; losing the record now means sending it again after the lease. Keep
-        # trying through a database blip for most of the lease, which we still hold.
-        deadline = self._monotonic() + self.config.lease.total_seconds() * 0.8
-        delay = 0.25
-        while True:
-            try:
-                await self._succeed(item, delivered)
-                return
-            except (TimeoutError, SQLAlchemyError, OSError) as exc:
-                if self._monotonic() + delay > deadline:
-                    log.error("outbox %s was delivered but could not be recorded (%s); it may be sent again "
-                              "when its lease ends", item.id, exc)
-                    return
-                log.warning("outbox %s delivered; recording it failed (%s), retrying in %.1fs", item.id, exc, delay)
-                await self._sleep(delay)
-                delay = min(delay * 2, 5.0)
+            self.ledger.credentials_accepted(prefix)
+            await self.ledger.record(item, delivered)
 
     @staticmethod
     async def _newest_cards(session: AsyncSession, rows: Sequence[OutboxMessage]
@@ -432,104 +319,3 @@ class OutboxWorker:
             ).group_by(OutboxMessage.target, OutboxMessage.ticket_id, audience))
         return {(target, ticket_id, str(shown_to)): newest_id for target, ticket_id, shown_to, newest_id in newest}
 
-    async def _succeed(self, item: OutboxItem, delivered: Delivered) -> None:
-        await self._recorder.record((item, delivered))
-
-    async def _succeed_all(self, done: Sequence[tuple[OutboxItem, Delivered]]) -> None:
-        # One transaction for every delivery that finished while the previous one committed (group
-        # commit): in a page storm or a fan-out that is most of the outbox's database work.
-        async with self.db.transaction() as session:
-            now = self.clock.now()
-            message_ids = {item.id: delivered.message_id for item, delivered in done}
-            recorded = set((await session.execute(
-                update(OutboxMessage)
-                .where(OutboxMessage.id.in_(message_ids), OutboxMessage.delivered_at.is_(None))
-                .values(delivered_at=now, delivered_message_id=case(message_ids, value=OutboxMessage.id),
-                        lease_owner=None, lease_until=None, last_error=None)
-                .returning(OutboxMessage.id)
-                .execution_options(synchronize_session=False)
-            )).scalars())
-            for item, delivered in done:
-                if item.id in recorded:
-                    await self._save_refs(session, delivered, now)
-        for item, _ in done:
-            if item.id in recorded:
-                self.metrics.outbox_delivered.labels(item.target.split(":", 1)[0]).inc()
-
-    @staticmethod
-    async def _save_refs(session: AsyncSession, delivered: Delivered, now: datetime) -> None:
-        for ticket_id, role, platform, channel, message_id in delivered.refs:
-            existing = (await session.execute(select(MessageRef).where(
-                MessageRef.ticket_id == ticket_id, MessageRef.role == role, MessageRef.platform == platform,
-                MessageRef.channel == channel))).scalar_one_or_none()
-            if existing is None:
-                session.add(MessageRef(ticket_id=ticket_id, role=role, platform=platform, channel=channel,
-                                       message_id=message_id, created_at=now))
-            else:
-                # A newer message may have taken over the role (a repeat page, a card re-posted after deletion).
-                existing.message_id = message_id
-
-    async def _fail(self, item: OutboxItem, error: str, *, permanent: bool, retry_after: float | None = None,
-                    counted: bool = True, credentials: bool = False) -> None:
-        """Record a failed attempt: dead-letter it, or schedule the next one.
-
-        ``counted=False`` (the platform asked us to wait) and ``credentials`` (the platform refused our
-        token) do not use up one of the message's ``outbox_max_attempts``; a credentials failure is
-        retried until ``credentials_outage_window`` has passed since the message's first one.
-        """
-        prefix = item.target.split(":", 1)[0]
-        async with self.db.transaction() as session:
-            row = await session.get(OutboxMessage, item.id, with_for_update=True)
-            if row is None or row.delivered_at is not None:
-                return
-            now = self.clock.now()
-            row.last_error = error[:4000]
-            row.lease_owner = None
-            row.lease_until = None
-            if credentials:
-                row.attempts -= 1
-                since = row.first_failed_at = row.first_failed_at or now
-                window = self.config.credentials_outage_window
-                if now - since < window:
-                    # Back off about as long as it has been failing (1 s, 2 s, 4 s … capped), and try once
-                    # more right at the end of the window.
-                    delay = min(self.config.outbox_backoff_max.total_seconds(),
-                                max(self.config.outbox_backoff_base.total_seconds(), (now - since).total_seconds()))
-                    row.next_attempt_at = min(now + timedelta(seconds=random.uniform(delay / 2, delay)),
-                                              since + window)
-                    log.info("outbox %s to %s waits for %s's credentials (failing since %s), next try at %s",
-                             row.id, row.target, prefix, since.isoformat(), row.next_attempt_at.isoformat())
-                    return
-                row.dead_at = now
-                row.last_error = f"{error} — for {window} since {since.isoformat()}"[:4000]
-                self.metrics.outbox_dead.labels(prefix).inc()
-                if prefix not in self._credentials_dead_told:
-                    self._credentials_dead_told.add(prefix)
-                    log.error("%s still refuses the bot's credentials after %s: dead-lettering the messages "
-                              "waiting for it (`ithelp outbox retry --all-dead` sends them once it is fixed)",
-                              prefix, window)
-                log.warning("outbox %s to %s dead-lettered: %s", row.id, row.target, row.last_error)
-                return
-            row.first_failed_at = None
-            if not counted:
-                row.attempts -= 1
-            if permanent or row.attempts >= self.config.outbox_max_attempts:
-                row.dead_at = now
-                self.metrics.outbox_dead.labels(prefix).inc()
-                log.error("outbox %s to %s dead-lettered after %s attempt(s): %s", row.id, row.target,
-                          row.attempts, error)
-                return
-            row.next_attempt_at = now + self.backoff(row.attempts, retry_after)
-            log.warning("outbox %s to %s failed (%s), retrying at %s: %s", row.id, row.target,
-                        f"attempt {row.attempts}" if counted else "told to wait; not counted as an attempt",
-                        row.next_attempt_at.isoformat(), error)
-
-    def backoff(self, attempts: int, retry_after: float | None) -> timedelta:
-        """Exponential backoff with full jitter; when the target said when to come back (``Retry-After``),
-        that time plus a little jitter, so queued messages don't all return in the same instant."""
-        if retry_after is not None:
-            return timedelta(seconds=retry_after + random.uniform(0, min(1.0, retry_after / 4)))
-        base = self.config.outbox_backoff_base.total_seconds()
-        cap = self.config.outbox_backoff_max.total_seconds()
-        exponential = min(cap, base * 2 ** max(0, attempts - 1))
-        return timedelta(seconds=exponential / 2 + random.uniform(0, exponential / 2))
