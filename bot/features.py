@@ -1,4 +1,4 @@
-"""Optional services that hang off the core (escalation, surveys, digests, retention)."""
+"""Optional services that hang off the core (escalation, surveys, the NPS pulse, digests, retention)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ def install_features(desk: Desk, runner: EngineRunner | None) -> None:
     from bot.digests import Digests
     from bot.escalation import EscalationService
     from bot.privacy.retention import RetentionService
+    from surveys.nps import NpsService
     from surveys.polls import SurveyService
     from surveys.weekly import WeeklySummary
 
@@ -22,6 +23,8 @@ def install_features(desk: Desk, runner: EngineRunner | None) -> None:
     desk.extras["cards"].escalation_state = escalation.escalation_state
     if desk.config.surveys.enabled:
         SurveyService(desk.config).install(desk)
+    if desk.config.nps.enabled:
+        NpsService(desk.config).install(desk)
     if desk.config.surveys.weekly_summary:
         WeeklySummary(desk.config).install(desk, runner)
     Digests(desk.config, sla.calendars).install(desk, runner)

@@ -51,6 +51,7 @@ from bot.tickets import (
 )
 from bot.views import Text
 from store.models import MessageRef, Person, Ticket
+from surveys.nps import score_of
 
 PLATFORM = "Slack"
 # A renamed or relocated person shows up with their new name/zone within this long.
@@ -268,6 +269,7 @@ class SlackAdapter:
             Action.SURVEY_DOWN: self._survey_answer("down"),
             Action.SURVEY_REOPEN: self._on_survey_reopen,
             Action.SURVEY_REASON: self._on_survey_reason_button,
+            Action.NPS_SCORE: self._on_nps_score,
             Action.ESCALATION_ACK: self._escalation_ack(claim=False),
             Action.ESCALATION_CLAIM: self._escalation_ack(claim=True),
         }
@@ -453,6 +455,14 @@ class SlackAdapter:
     async def _on_survey_reopen(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
         async def run(ticket_id: int, person: PersonRef) -> object:
             return await self._service("surveys").reopen_from_survey(ticket_id, person)
+
+        await self._act(ack, body, client, run)
+
+    async def _on_nps_score(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        score = score_of(str((body.get("actions") or [{}])[0].get("value") or ""))
+
+        async def run(pulse_id: int, person: PersonRef) -> object:
+            return await self._service("nps").answer(pulse_id, person, -1 if score is None else score)
 
         await self._act(ack, body, client, run)
 

@@ -47,6 +47,7 @@ from bot.text import escape_typed, to_plain, to_spans
 from bot.tickets import IN_PROGRESS, WAITING, InvalidInput, Origin, TicketError, TicketSnapshot
 from bot.views import Message, Notice, Text, TicketList, TicketListItem
 from store.models import MessageRef, OutboxMessage
+from surveys.nps import score_of
 
 PLATFORM = "Teams"
 log = logging.getLogger("ithelp.teams")
@@ -496,6 +497,11 @@ class TeamsAdapter:
             runs[Action.SURVEY_UP] = lambda ticket_id, person: surveys.answer(ticket_id, person, "up")
             runs[Action.SURVEY_DOWN] = lambda ticket_id, person: surveys.answer(ticket_id, person, "down")
             runs[Action.SURVEY_REOPEN] = surveys.reopen_from_survey
+        nps = self.desk.extras.get("nps")
+        if nps is not None:
+            score = score_of(str(value.get("value") or ""))
+            runs[Action.NPS_SCORE] = lambda pulse_id, person: nps.answer(pulse_id, person,
+                                                                         -1 if score is None else score)
         escalation = self.desk.extras.get("escalation")
         if escalation is not None:
             runs[Action.ESCALATION_ACK] = lambda ticket_id, person: escalation.acknowledge(
