@@ -24,6 +24,7 @@ from bot.clock import Clock
 from bot.config import AppConfig
 from bot.messages import NOTICE, TEXT, notice_payload, text_payload
 from bot.people import AgentRoster, PersonRef, upsert_person
+from bot.text import without_controls
 from bot.views import Message, Notice
 from store.db import Database
 from store.intake import IntakeWriter, PeopleWriter
@@ -675,8 +676,8 @@ def _clean_text(text: str, what: str, limit: int, *, required: bool) -> str:
 
 
 def _clean_intake(summary: str, description: str) -> tuple[str, str]:
-    summary = (summary or "").replace("\x00", "").strip()
-    description = (description or "").replace("\x00", "").strip()
+    summary = without_controls(summary or "").strip()
+    description = without_controls(description or "").strip()
     if not summary:
         raise InvalidInput("Please describe the problem in a few words.", field="summary")
     first_line = summary.splitlines()[0].strip()

@@ -206,8 +206,18 @@ OTHER: ta.Where = {"aad_object_id": "aad-other-1", "user_id": "29:other", "user_
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeBotConnector]:
+    from jsonschema.exceptions import best_match
+
+    from bot.renderers import adaptive_cards
+    from tests.test_teams_e2e import _validator, cards_in
+
     async with FakeBotConnector() as connector:
         yield connector
+    for call in connector.activities:  # every card, pulses included, is valid Adaptive Card 1.5
+        for card in cards_in(call):
+            errors = list(_validator().iter_errors({k: v for k, v in card.items() if k != "msteams"}))
+            assert not errors, f"{call.method} {call.path}: {best_match(errors).message}"
+            assert adaptive_cards.card_size(card) < 40_000
 
 
 @pytest.fixture

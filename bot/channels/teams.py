@@ -376,7 +376,7 @@ class TeamsChannel:
             conversation=ConversationAccount(id=conversation_id, is_group=conversation.is_group,
                                              conversation_type=conversation.conversation_type,
                                              tenant_id=conversation.tenant_id),
-            attachments=[Attachment(content_type=adaptive_cards.CONTENT_TYPE, content=card)],
+            attachments=[Attachment(content_type=adaptive_cards.CONTENT_TYPE, content=adaptive_cards.clean(card))],
         )
 
     async def _call(self, where: _Where, operation: Callable[[Any], Awaitable[Any]]) -> Any:

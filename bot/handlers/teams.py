@@ -39,11 +39,12 @@ from bot.desk import Desk
 from bot.dialogs import new_ticket, resolve_note, survey_reason
 from bot.handlers import teams_text
 from bot.handlers.errors import OUTAGE, friendly
+from bot.handlers.payloads import contains_nul, without_nul
 from bot.handlers.teams_auth import HeaderCheck, install_key_sets
 from bot.people import PersonRef
 from bot.renderers import adaptive_cards
 from bot.routing import Action, Form
-from bot.text import escape_typed, to_plain, to_spans
+from bot.text import escape_typed, to_plain, to_spans, without_controls
 from bot.tickets import IN_PROGRESS, WAITING, InvalidInput, Origin, TicketError, TicketSnapshot
 from bot.views import Message, Notice, Text, TicketList, TicketListItem
 from store.models import MessageRef, OutboxMessage
@@ -133,6 +134,8 @@ class TeamsAdapter:
             body = json.loads(await request.read())
         except (ValueError, RecursionError):  # not JSON or not UTF-8, nested past the recursion limit, a huge number
             return web.json_response({"error": "the request body is not JSON"}, status=400)
+        if contains_nul(body):  # the rule Slack's edge applies: a forged NUL names nothing and reaches no database
+            body = without_nul(body)
         if not isinstance(body, dict) or not isinstance(body.get("type"), str):
             return web.json_response({"error": "the request body is not a Bot Framework activity"}, status=400)
         try:
@@ -538,7 +541,7 @@ class TeamsAdapter:
     async def _say(self, turn: TurnContext, text: str, person: PersonRef | None = None) -> None:
         """Answer in plain text (it may quote what the person typed, which must not turn into markup); when
         Teams refuses the reply and we know who asked, the outbox owes it to them."""
-        message = MessageFactory.text(text)
+        message = MessageFactory.text(without_controls(text))
         message.text_format = "plain"
         if not await self._answer(turn, message) and person is not None:
             key = f"say:{turn.activity.conversation.id}|{turn.activity.id}"
@@ -570,7 +573,7 @@ class TeamsAdapter:
 
 
 def _attachment(card: dict[str, Any]) -> Attachment:
-    return Attachment(content_type=adaptive_cards.CONTENT_TYPE, content=card)
+    return Attachment(content_type=adaptive_cards.CONTENT_TYPE, content=adaptive_cards.clean(card))
 
 
 def _ticket_id(value: dict[str, Any]) -> int | None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC
 from typing import Any
 
-from bot.text import plain, text_length
+from bot.text import plain, text_length, without_controls_in
 from bot.views import (
     CardAction,
     Digest,
@@ -74,6 +74,13 @@ def _escape_line_start(match: re.Match[str]) -> str:
 def card_size(card: Card) -> int:
     """Serialized size in bytes, measured as the Bot Framework SDK sends it (ASCII-escaped JSON)."""
     return len(json.dumps(card))
+
+
+def clean(card: Card) -> Card:
+    """``card`` as it may leave for Teams: no NUL or other control character in any string, whichever code built it
+    (forms echo back what a person typed), by the rule inbound text follows (``bot.text.without_controls``)."""
+    cleaned: Card = without_controls_in(card)
+    return cleaned
 
 
 def attachment(card: Card) -> dict[str, Any]:
