@@ -23,7 +23,7 @@ from store.db import Database
 from store.models import Person
 from store.nps_models import NpsPulse
 from store.survey_models import Survey
-from surveys.report import render_jsonl, render_table
+from surveys.report import render_html, render_jsonl, render_table
 from surveys.report_aggregate import compute_report
 from tests.fakes import slack_requests as rq
 from tests.fakes import teams_activities as ta
@@ -192,6 +192,8 @@ async def test_slack_the_report_shows_nps_per_period_next_to_csat_from_known_ans
     by_week = await compute_report(db, since=since, until=until, by="week")
     assert {name: m.nps for name, m in by_week.groups.items() if m.nps_sent} == {"2026-W51": 25.0}
     assert json.loads(render_jsonl(by_week).splitlines()[0])["nps"] == 25.0
+    page = render_html(by_week)
+    assert '<div class="label">NPS</div><div class="value">+25</div>' in page and "<th scope=row>NPS</th>" in page
     # A period without pulses has no NPS rather than zero.
     earlier = await compute_report(db, since=since - timedelta(days=30), until=since, by=None)
     assert earlier.total.summary()["nps"] is None
