@@ -139,6 +139,10 @@ class NpsService:
         if pulse is None or pulse.status != PULSE_PENDING:
             run.timer.outcome, run.timer.done_at = "skipped", now
             return
+        person = await session.get(Person, pulse.person_id)
+        if person is None or person.anonymised_at is not None:  # erased while the pulse waited: ask no one
+            pulse.status = PULSE_SKIPPED
+            return
         # A CSAT poll may have gone out since the round was planned: wait for the cooldown again, within reason.
         until = cooling_until((await last_csat(session, [pulse.person_id])).get(pulse.person_id),
                               self.config.surveys.cooldown)

@@ -78,3 +78,19 @@ async def test_nul_bytes_in_teams_ids_never_reach_the_database_or_name_someone_e
     assert all("\x00" not in key for key in keys)
     assert "\\u0000" not in sent_json(fake)
     assert not [r for r in caplog.records if r.exc_info]
+
+
+async def test_a_form_sent_back_with_an_error_carries_no_control_character_the_person_sent(
+    server: Server, fake: FakeBotConnector, db: Database
+) -> None:
+    form = ta.message(None, service_url=fake.service_url, value={
+        "form": Form.NEW_TICKET.value, "summary": " ", "description": "Screen\x07 flickers\x1b[5m\x00 badly",
+        "category": "", "urgency": "P2"})
+    status, _ = await send(server, form)
+    assert status == 201
+    [echoed] = [call.body for call in fake.activities if call.ok and call.body and "Please describe" in json.dumps(
+        call.body)]
+    said = json.dumps(echoed)
+    assert "flickers" in said  # what they typed comes back (nothing is lost)...
+    for char in CONTROLS:
+        assert json.dumps(char)[1:-1] not in said, f"{char!r} went back out to Teams"  # ... without the controls
