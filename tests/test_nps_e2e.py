@@ -7,6 +7,7 @@ period the clock starts in (Mon 23 Nov) runs on 20 Dec at 10:00; the tests get t
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from sqlalchemy import select
 
 from bot.clock import ManualClock
 from bot.config import AppConfig, SlackConfig, TeamsConfig
+from bot.privacy.export import export_person
 from bot.routing import Action, Form
 from bot.server import Server
 from store.db import Database
@@ -194,6 +196,10 @@ async def test_slack_the_report_shows_nps_per_period_next_to_csat_from_known_ans
     assert json.loads(render_jsonl(by_week).splitlines()[0])["nps"] == 25.0
     page = render_html(by_week)
     assert '<div class="label">NPS</div><div class="value">+25</div>' in page and "<th scope=row>NPS</th>" in page
+    # An access request shows each person the score they gave.
+    out = io.StringIO()
+    await export_person(db, clock, f"slack:{MALLORY}", out, by="dpo")
+    assert [(p["score"], p["status"]) for p in json.loads(out.getvalue())["nps_pulses"]] == [(3, "answered")]
     # A period without pulses has no NPS rather than zero.
     earlier = await compute_report(db, since=since - timedelta(days=30), until=since, by=None)
     assert earlier.total.summary()["nps"] is None
