@@ -667,7 +667,7 @@ class _Duplicate(Exception):
 
 
 def _clean_text(text: str, what: str, limit: int, *, required: bool) -> str:
-    cleaned = (text or "").replace("\x00", "").strip()
+    cleaned = without_controls(text or "").strip()
     if required and not cleaned:
         raise InvalidInput(f"The {what} can't be empty.", field=what)
     if len(cleaned) > limit:
