@@ -94,3 +94,15 @@ async def test_a_form_sent_back_with_an_error_carries_no_control_character_the_p
     assert "flickers" in said  # what they typed comes back (nothing is lost)...
     for char in CONTROLS:
         assert json.dumps(char)[1:-1] not in said, f"{char!r} went back out to Teams"  # ... without the controls
+
+
+async def test_a_body_nested_deeper_than_the_nul_check_can_walk_is_a_400_not_a_500(
+    server: Server, fake: FakeBotConnector, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    # JSON's own parser takes 800 levels; walking them for a NUL would not: the answer is a 400 either way.
+    activity = ta.message("hello", service_url=fake.service_url)
+    body = json.dumps(activity)[:-1] + ', "extra": ' + "[" * 800 + "]" * 800 + "}"
+    status, answer = await send(server, body.encode())
+    assert status == 400 and "Traceback" not in json.dumps(answer)
+    assert not [r for r in caplog.records if r.exc_info]

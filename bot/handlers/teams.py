@@ -132,10 +132,10 @@ class TeamsAdapter:
     async def _read_activity(request: web.Request) -> Activity | web.Response:
         try:
             body = json.loads(await request.read())
+            if contains_nul(body):  # Slack's edge rule: a forged NUL names nothing and reaches no database
+                body = without_nul(body)
         except (ValueError, RecursionError):  # not JSON or not UTF-8, nested past the recursion limit, a huge number
             return web.json_response({"error": "the request body is not JSON"}, status=400)
-        if contains_nul(body):  # the rule Slack's edge applies: a forged NUL names nothing and reaches no database
-            body = without_nul(body)
         if not isinstance(body, dict) or not isinstance(body.get("type"), str):
             return web.json_response({"error": "the request body is not a Bot Framework activity"}, status=400)
         try:
