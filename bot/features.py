@@ -23,8 +23,7 @@ def install_features(desk: Desk, runner: EngineRunner | None) -> None:
     desk.extras["cards"].escalation_state = escalation.escalation_state
     if desk.config.surveys.enabled:
         SurveyService(desk.config).install(desk)
-    if desk.config.nps.enabled:
-        NpsService(desk.config).install(desk)
+    NpsService(desk.config).install(desk)  # off unless nps.enabled; installed anyway so pulses out close cleanly
     if desk.config.surveys.weekly_summary:
         WeeklySummary(desk.config).install(desk, runner)
     Digests(desk.config, sla.calendars).install(desk, runner)

@@ -9,6 +9,9 @@ at once or, for someone who just had a CSAT poll, when ``surveys.cooldown`` ends
 
 Answers come back through :meth:`NpsService.answer`: only the person asked may answer, as often as they like
 until the pulse expires; every change edits the one message in place (``messages.PULSE`` ``edits``).
+
+The service is installed whether or not ``nps.enabled``: turned off, it plans and sends nothing, while pulses
+already out can still be answered and close when they expire.
 """
 
 from __future__ import annotations
@@ -99,7 +102,7 @@ class NpsService:
         return start, start + self.rules.every
 
     async def on_change(self, change: TicketChange) -> None:
-        if change.event.kind != "opened":
+        if change.event.kind != "opened" or not self.rules.enabled:
             return
         round_ = self.round_of(change.ticket.created_at or change.now)
         if round_ == self._planned:
@@ -111,6 +114,9 @@ class NpsService:
     # -- timers -------------------------------------------------------------------------------------
     async def _on_round(self, run: TimerRun) -> None:
         session, now = run.session, run.now
+        if not self.rules.enabled:  # turned off since the round was planned
+            run.timer.outcome, run.timer.done_at = "skipped", now
+            return
         round_ = int(run.timer.payload["round"])
         start, end = self.period(round_)
         active = select(Ticket.requester_id).where(Ticket.created_at >= start, Ticket.created_at < end).distinct()
@@ -138,6 +144,9 @@ class NpsService:
         pulse = await _pulse(session, int(run.timer.payload["pulse_id"]), lock=True)
         if pulse is None or pulse.status != PULSE_PENDING:
             run.timer.outcome, run.timer.done_at = "skipped", now
+            return
+        if not self.rules.enabled:
+            pulse.status = PULSE_SKIPPED
             return
         person = await session.get(Person, pulse.person_id)
         if person is None or person.anonymised_at is not None:  # erased while the pulse waited: ask no one

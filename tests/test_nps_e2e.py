@@ -205,6 +205,23 @@ async def test_slack_the_report_shows_nps_per_period_next_to_csat_from_known_ans
     assert earlier.total.summary()["nps"] is None
 
 
+async def test_the_pulse_is_off_by_default(make_desk: Callable[..., Any], config: AppConfig, clock: ManualClock,
+                                           make_ticket: Any, db: Database) -> None:
+    from bot.features import install_features
+    from store.models import Timer
+
+    assert not config.nps.enabled
+    desk = make_desk()
+    install_features(desk, None)
+    await make_ticket("Printer jammed")
+    for _ in range(3):
+        clock.advance(timedelta(days=100))
+        await desk.timers.tick()
+    async with db.reading() as session:
+        assert (await session.execute(select(NpsPulse))).first() is None
+        assert (await session.execute(select(Timer).where(Timer.kind.like("nps.%")))).first() is None
+
+
 # -- Teams ------------------------------------------------------------------------------------------
 PERSONAL = "a:1personal-chat"
 REQUESTER_AAD = "6f1c2d3e-0000-4000-8000-00000000a1a1"
