@@ -17,7 +17,7 @@ already out can still be answered and close when they expire.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -33,7 +33,7 @@ from bot.tickets import InvalidInput, NotAllowed, TicketChange, TicketError
 from bot.views import CardAction, Moment, Pulse
 from store.models import Person, Ticket
 from store.nps_models import PULSE_ANSWERED, PULSE_EXPIRED, PULSE_PENDING, PULSE_SENT, PULSE_SKIPPED, NpsPulse
-from store.queries import enqueue_message, schedule_timer, schedule_timers, timer_row
+from store.queries import enqueue_message, enqueue_messages, outbox_row, schedule_timer, schedule_timers, timer_row
 from surveys.cooldown import cooling_until, last_csat
 
 if TYPE_CHECKING:
@@ -120,8 +120,8 @@ class NpsService:
         round_ = int(run.timer.payload["round"])
         start, end = self.period(round_)
         active = select(Ticket.requester_id).where(Ticket.created_at >= start, Ticket.created_at < end).distinct()
-        people = list((await session.scalars(select(Person.id).where(
-            Person.id.in_(active), Person.anonymised_at.is_(None)).order_by(Person.id))).all())
+        people = {person.id: person for person in (await session.scalars(select(Person).where(
+            Person.id.in_(active), Person.anonymised_at.is_(None)).order_by(Person.id))).all()}
         asked = set((await session.scalars(select(NpsPulse.person_id).where(
             NpsPulse.round == round_, NpsPulse.person_id.in_(people)))).all()) if people else set()
         fresh = [NpsPulse(person_id=person, round=round_, status=PULSE_PENDING, created_at=now, revision=0)
@@ -129,14 +129,18 @@ class NpsService:
         session.add_all(fresh)
         await session.flush()
         polled = await last_csat(session, [pulse.person_id for pulse in fresh])
-        timers = []
+        # A round asks thousands of people at once: their messages and timers go in as a few multi-row inserts.
+        messages, timers = [], []
         for pulse in fresh:
             until = cooling_until(polled.get(pulse.person_id), self.config.surveys.cooldown)
             if until is None or until <= now:
-                await self._send(session, pulse, now)
+                message, expiry = self._sent(pulse, people[pulse.person_id], now)
+                messages.append(outbox_row(**message))
+                timers.append(expiry)
                 continue
             timers.append(timer_row(kind=SEND, due_at=until, now=now, payload={"pulse_id": pulse.id},
                                     dedup_key=f"{SEND}:{pulse.id}:{until.isoformat()}"))
+        await enqueue_messages(session, messages)
         await schedule_timers(session, timers)
 
     async def _on_send(self, run: TimerRun) -> None:
@@ -162,15 +166,18 @@ class NpsService:
             else:  # the next round is near: this one is not worth a second question so close to it
                 pulse.status = PULSE_SKIPPED
             return
-        await self._send(session, pulse, now)
+        message, expiry = self._sent(pulse, person, now)
+        await enqueue_message(session, **message)
+        await schedule_timers(session, [expiry])
 
-    async def _send(self, session: AsyncSession, pulse: NpsPulse, now: datetime) -> None:
+    def _sent(self, pulse: NpsPulse, person: Person, now: datetime) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Mark ``pulse`` sent; returns its message (``enqueue_message`` keywords) and its expiry timer row."""
         assert pulse.status == PULSE_PENDING
         pulse.status, pulse.sent_at, pulse.expires_at = PULSE_SENT, now, now + self.rules.expire_after
         pulse.revision += 1
-        await self._enqueue(session, pulse, now)
-        await schedule_timer(session, kind=EXPIRE, due_at=pulse.expires_at, now=now, payload={"pulse_id": pulse.id},
-                             dedup_key=f"{EXPIRE}:{pulse.id}")
+        return self._message(pulse, person, now), timer_row(kind=EXPIRE, due_at=pulse.expires_at, now=now,
+                                                             payload={"pulse_id": pulse.id},
+                                                             dedup_key=f"{EXPIRE}:{pulse.id}")
 
     async def _on_expire(self, run: TimerRun) -> None:
         session, now = run.session, run.now
@@ -203,12 +210,11 @@ class NpsService:
                 pulse.score, pulse.answered_at, pulse.status = score, now, PULSE_ANSWERED
                 pulse.revision += 1
                 await self._enqueue(session, pulse, now)
-            return await self._view(session, pulse, now)
+            return self._view(pulse, actor, now)
 
     # -- internals ----------------------------------------------------------------------------------
-    async def _view(self, session: AsyncSession, pulse: NpsPulse, now: datetime) -> Pulse:
-        person = await session.get(Person, pulse.person_id)
-        zone = (person.timezone if person else None) or self.config.calendars[self.config.default_calendar].timezone
+    def _view(self, pulse: NpsPulse, person: Person, now: datetime) -> Pulse:
+        zone = person.timezone or self.config.calendars[self.config.default_calendar].timezone
         closed = pulse.status == PULSE_EXPIRED or (pulse.expires_at is not None and now >= pulse.expires_at)
         if pulse.score is None:
             headline = "This question has closed — thanks anyway." if closed else self.rules.question
@@ -229,13 +235,18 @@ class NpsService:
     async def _enqueue(self, session: AsyncSession, pulse: NpsPulse, now: datetime) -> None:
         person = await session.get(Person, pulse.person_id)
         assert person is not None
+        await enqueue_message(session, **self._message(pulse, person, now))
+
+    def _message(self, pulse: NpsPulse, person: Person, now: datetime) -> dict[str, Any]:
+        """The outbox row (``enqueue_message`` keywords) for the pulse as it now stands: the first revision posts,
+        later ones edit that post."""
         target = person_target(person)
         first = f"nps:{pulse.id}:sent"
-        view = await self._view(session, pulse, now)
+        view = self._view(pulse, person, now)
         # One ordering key per pulse: an edit never overtakes the post it edits.
-        await enqueue_message(session, target=target, kind=PULSE, now=now, ordering_key=f"{target}#nps:{pulse.id}",
-                              payload=pulse_payload(view, edits=None if pulse.revision <= 1 else first),
-                              idempotency_key=first if pulse.revision <= 1 else f"nps:{pulse.id}:{pulse.revision}")
+        return {"target": target, "kind": PULSE, "now": now, "ordering_key": f"{target}#nps:{pulse.id}",
+                "payload": pulse_payload(view, edits=None if pulse.revision <= 1 else first),
+                "idempotency_key": first if pulse.revision <= 1 else f"nps:{pulse.id}:{pulse.revision}"}
 
 
 async def _pulse(session: AsyncSession, pulse_id: int, *, lock: bool) -> NpsPulse | None:
