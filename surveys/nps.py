@@ -16,7 +16,7 @@ already out can still be answered and close when they expire.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 ROUND, SEND, EXPIRE = "nps.round", "nps.send", "nps.expire"
 SCORES = range(11)
 SCALE = ("0 = not at all likely", "10 = extremely likely")
+REPLAN = timedelta(minutes=1)
 
 
 class PulseError(TicketError):
@@ -73,7 +74,7 @@ class NpsService:
         self.rules = config.nps
         zone = ZoneInfo(config.calendars[config.default_calendar].timezone)
         self.anchor = datetime.combine(self.rules.start, self.rules.send_at, tzinfo=zone).astimezone(UTC)
-        self._planned: int | None = None
+        self._planned: tuple[int, datetime] | None = None
         self._desk: Desk | None = None
 
     @property
@@ -105,11 +106,12 @@ class NpsService:
         if change.event.kind != "opened" or not self.rules.enabled:
             return
         round_ = self.round_of(change.ticket.created_at or change.now)
-        if round_ == self._planned:
-            return  # this replica already added the timer for this period
+        if self._planned is not None and self._planned[0] == round_ and change.now - self._planned[1] < REPLAN:
+            return  # this replica added the period's timer a moment ago
         await schedule_timer(change.session, kind=ROUND, due_at=self.period(round_)[1], now=change.now,
                              payload={"round": round_}, dedup_key=f"{ROUND}:{round_}")
-        self._planned = round_
+        # Asked again after REPLAN: the insert above is undone if this ticket's transaction is.
+        self._planned = (round_, change.now)
 
     # -- timers -------------------------------------------------------------------------------------
     async def _on_round(self, run: TimerRun) -> None:
