@@ -222,6 +222,29 @@ async def test_the_pulse_is_off_by_default(make_desk: Callable[..., Any], config
         assert (await session.execute(select(Timer).where(Timer.kind.like("nps.%")))).first() is None
 
 
+async def test_two_replicas_ask_each_active_requester_once(make_desk: Callable[..., Any], make_config: Any,
+                                                            clock: ManualClock, db: Database) -> None:
+    from bot.features import install_features
+    from bot.people import PersonRef
+    from bot.tickets import Origin
+    from store.models import OutboxMessage
+
+    config = make_config(NPS)
+    replicas = [make_desk(app_config=config, replica=name) for name in ("a", "b")]
+    for desk in replicas:
+        install_features(desk, None)
+    for n, desk in enumerate(replicas * 2):  # each replica opens tickets for both people
+        await desk.tickets.open(PersonRef("slack", ("U1", "U2")[n % 2]), f"Printer {n}", origin=Origin("slack"))
+    clock.set(ROUND_AT)
+    for _ in range(2):
+        for desk in replicas:
+            await desk.timers.tick()
+    async with db.reading() as session:
+        assert sorted(await pulses(db)) == [("U1", None, "sent"), ("U2", None, "sent")]
+        kinds = (await session.execute(select(OutboxMessage.target).where(OutboxMessage.kind == "pulse"))).scalars()
+        assert sorted(kinds) == ["slack:user:U1", "slack:user:U2"]
+
+
 # -- Teams ------------------------------------------------------------------------------------------
 PERSONAL = "a:1personal-chat"
 REQUESTER_AAD = "6f1c2d3e-0000-4000-8000-00000000a1a1"
