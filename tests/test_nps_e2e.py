@@ -200,6 +200,14 @@ async def test_slack_the_report_shows_nps_per_period_next_to_csat_from_known_ans
     out = io.StringIO()
     await export_person(db, clock, f"slack:{MALLORY}", out, by="dpo")
     assert [(p["score"], p["status"]) for p in json.loads(out.getvalue())["nps_pulses"]] == [(3, "answered")]
+    # The managers' weekly summary says it next to CSAT.
+    from zoneinfo import ZoneInfo
+
+    from surveys.weekly import summary_lines
+
+    _, lines = summary_lines(by_week.groups["2026-W51"], since, until, ZoneInfo("Europe/London"))
+    assert lines[0].startswith("CSAT")
+    assert lines[1] == "NPS +25 (2 promoters, 1 passives, 1 detractors; 4 of 4 answered)"
     # A period without pulses has no NPS rather than zero.
     earlier = await compute_report(db, since=since - timedelta(days=30), until=since, by=None)
     assert earlier.total.summary()["nps"] is None
