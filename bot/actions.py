@@ -15,6 +15,7 @@ from bot.desk import Desk
 from bot.people import PersonRef
 from bot.routing import Action
 from bot.tickets import IN_PROGRESS, WAITING, NotAllowed
+from surveys.nps import score_of
 
 __all__ = ["ACTIONS", "FORMS", "Click", "Rule", "Who", "check_allowed", "perform"]
 
@@ -27,7 +28,8 @@ class Click:
     ticket_id: int
     person: PersonRef
     choice: str = ""
-    """A menu's chosen value (the priority picker); empty for buttons."""
+    """The value the click carries beyond the ticket: a menu's chosen option (the priority picker), or a
+    button's own value (an NPS score button's ``<pulse id>:<score>``)."""
     where: str | None = None
     """The channel target the click came from when it was a shared channel (anyone paged there may
     acknowledge); None in a direct message."""
@@ -101,6 +103,12 @@ async def _reopen_from_survey(desk: Desk, click: Click) -> object:
     return await desk.surveys.reopen_from_survey(click.ticket_id, click.person)
 
 
+async def _nps_score(desk: Desk, click: Click) -> object:
+    # The pulse's buttons carry "<pulse id>:<score>"; a malformed score is refused by the service.
+    score = score_of(click.choice)
+    return await desk.nps.answer(click.ticket_id, click.person, -1 if score is None else score)
+
+
 async def _acknowledge_page(desk: Desk, click: Click) -> object:
     return await desk.escalation.acknowledge(click.ticket_id, click.person, where=click.where)
 
@@ -121,6 +129,7 @@ ACTIONS: dict[Action, Rule] = {
     Action.SURVEY_UP: Rule(_thumbs_up, Who.SERVICE, "answer this survey"),
     Action.SURVEY_DOWN: Rule(_thumbs_down, Who.SERVICE, "answer this survey"),
     Action.SURVEY_REOPEN: Rule(_reopen_from_survey, Who.SERVICE, "reopen this ticket"),
+    Action.NPS_SCORE: Rule(_nps_score, Who.SERVICE, "answer this pulse"),
     Action.ESCALATION_ACK: Rule(_acknowledge_page, Who.SERVICE, "acknowledge this page"),
     Action.ESCALATION_CLAIM: Rule(_claim_from_page, Who.SERVICE, "claim this ticket"),
 }

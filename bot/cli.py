@@ -23,6 +23,7 @@ def _load_or_exit(path: Path) -> AppConfig:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
+    from bot.roles_explain import explain_roles
     from bot.sla_explain import explain_policies, meaning_changes
 
     path = config_path(args.path)
@@ -36,6 +37,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(f"warning: {warning}")
     if args.explain:
         print("\n".join(explain_policies(config)))
+        print("\n".join(explain_roles(config)))
     print("ok")
     return 0
 
@@ -141,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate app.yaml and print every problem")
     check.add_argument("path", nargs="?")
-    check.add_argument("--explain", action="store_true", help="say each SLA policy's targets in words")
+    check.add_argument("--explain", action="store_true",
+                       help="say each SLA policy's targets, and who may act on tickets, in words")
     check.set_defaults(func=cmd_check_config)
 
     db = sub.add_parser("db", help="database maintenance")

@@ -323,6 +323,33 @@ class SurveysConfig(Section):
     fatigue_days: int | None = Field(default=None, ge=1)
     thumbs_down_notify: Literal["lead", "triage", "none"] = "triage"
     weekly_summary: bool = True
+    cooldown: Duration | None = None
+    """Survey fatigue across kinds: no NPS pulse within this long of a person's CSAT poll, and no CSAT poll
+    within this long of their NPS pulse (``fatigue_days`` still spaces CSAT polls from each other)."""
+
+
+NPS_QUESTION = "How likely are you to recommend the IT desk to a colleague?"
+
+
+class NpsConfig(Section):
+    """The optional NPS pulse: every ``every``, each person who filed a ticket in the period is asked once."""
+
+    enabled: bool = False
+    every: Duration = timedelta(days=90)
+    expire_after: Duration = timedelta(days=14)
+    """How long a pulse can be answered (and the answer changed)."""
+    question: str = Field(default=NPS_QUESTION, min_length=1, max_length=300)
+    start: date = date(2024, 1, 1)
+    """Where the periods are counted from: rounds fall on ``start`` + k × ``every``."""
+    send_at: ClockTime = time(10, 0)
+    """Time of day (default calendar's zone) a round goes out."""
+
+    @field_validator("every", "expire_after")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value < timedelta(hours=1):
+            raise ValueError(f"{format_duration(value)} is too short; write e.g. 90d")
+        return value
 
 
 class EngineConfig(Section):
@@ -404,6 +431,7 @@ class AppConfig(Section):
     pagers: PagersConfig = PagersConfig()
     updates: UpdatesConfig = UpdatesConfig()
     surveys: SurveysConfig = SurveysConfig()
+    nps: NpsConfig = NpsConfig()
     engine: EngineConfig = EngineConfig()
     retention: RetentionConfig = RetentionConfig()
 

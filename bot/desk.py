@@ -41,6 +41,8 @@ from bot.tickets import TicketChange, TicketService, TicketSnapshot
 from bot.views import Text
 from store.db import Database
 from store.models import Ticket
+from surveys import nps
+from surveys.nps import NpsService
 from surveys.polls import EXPIRE, REMIND, SEND, SurveyService
 from surveys.weekly import WEEKLY_TIMER, WeeklySummary
 
@@ -54,6 +56,8 @@ class Desk:
     cards: CardBuilder
     escalation: EscalationService
     surveys: SurveyService
+    nps: NpsService
+    """Off unless ``nps.enabled``; built anyway, so pulses already out can still be answered and close."""
     weekly: WeeklySummary
     digests: Digests
     retention: RetentionService
@@ -130,6 +134,7 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
     )
     escalation = EscalationService(core, Paging(core), EscalationAudit(core))
     surveys = SurveyService(core)
+    pulses = NpsService(core)
     weekly = WeeklySummary(core)
     digests = Digests(core)
     retention = RetentionService(core)
@@ -151,6 +156,7 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
     tickets.subscribe(sla.on_change)
     tickets.subscribe(escalation.on_change)
     tickets.subscribe(surveys.on_change)
+    tickets.subscribe(pulses.on_change)
     tickets.subscribe(digests.on_change)
     tickets.subscribe(retention.on_change)
     # A recorded SLA warning or breach starts the escalation chain, in the timer's transaction.
@@ -169,6 +175,9 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
     timers.register(SEND, surveys.on_send)
     timers.register(REMIND, surveys.on_remind)
     timers.register(EXPIRE, surveys.on_expire)
+    timers.register(nps.ROUND, pulses.on_round)
+    timers.register(nps.SEND, pulses.on_send)
+    timers.register(nps.EXPIRE, pulses.on_expire)
     timers.register(WEEKLY_TIMER, weekly.post)
     timers.register(REQUESTER_TIMER, digests.on_requester_slot)
     timers.register(TRIAGE_TIMER, digests.on_triage_digest)
@@ -181,7 +190,7 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
     for prefix, channel in pager_channels(config.pagers, http).items():
         core.outbox.register(prefix, channel)
 
-    desk = Desk(core=core, sla=sla, cards=cards, escalation=escalation, surveys=surveys, weekly=weekly,
+    desk = Desk(core=core, sla=sla, cards=cards, escalation=escalation, surveys=surveys, nps=pulses, weekly=weekly,
                 digests=digests, retention=retention,
                 cron_jobs=[*digests.cron_jobs(), *retention.cron_jobs(), *weekly.cron_jobs()])
     if owns_http:

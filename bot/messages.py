@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.routing import Action
-from bot.views import CardAction, Digest, Message, Notice, Summary, Survey, dump_view, load_view
+from bot.views import CardAction, Digest, Message, Notice, Pulse, Summary, Survey, dump_view, load_view
 from store.models import ticket_number
 
 TICKET_CARD = "ticket_card"
@@ -22,13 +22,16 @@ PAGE = "page"
 """An escalation page to a person or channel (a notice that pages: delivered at once, edited when it ends)."""
 SURVEY = "survey"
 """The satisfaction poll, posted once and edited in place (``ref_role``)."""
+PULSE = "pulse"
+"""A one-question pulse (NPS) to a person, no ticket: posted once, later revisions edit that message
+(``edits``: the idempotency key of the outbox row that posted it)."""
 DIGEST = "digest"
 """A digest spanning several tickets."""
 SUMMARY = "summary"
 """The weekly report card for managers."""
 TEXT = "text"
 """A message that is only text, outside any ticket thread."""
-CHAT_KINDS = (TICKET_CARD, NOTICE, PAGE, SURVEY, DIGEST, SUMMARY, TEXT)
+CHAT_KINDS = (TICKET_CARD, NOTICE, PAGE, SURVEY, PULSE, DIGEST, SUMMARY, TEXT)
 # Rows written before the outbox was neutral carried pre-rendered markup; a channel still delivers the few
 # that may be pending when a desk upgrades.
 LEGACY_SLACK_BLOCKS, LEGACY_TEAMS_CARD = "blocks", "card"
@@ -75,6 +78,17 @@ def read_notice(payload: dict[str, Any]) -> NoticeDelivery:
 
 def survey_payload(view: Survey, *, ref_role: str = "survey") -> dict[str, Any]:
     return {"ticket_id": view.ticket_id, "view": dump_view(view), "ref_role": ref_role}
+
+
+def pulse_payload(view: Pulse, *, edits: str | None = None) -> dict[str, Any]:
+    """The outbox payload of a ``pulse``; ``edits`` names (by idempotency key) the row whose message it replaces."""
+    return {"view": dump_view(view), "edits": edits}
+
+
+def read_pulse(payload: dict[str, Any]) -> tuple[Pulse, str | None]:
+    """The pulse in a ``pulse`` payload, and the idempotency key of the message it edits (None: a new message)."""
+    edits = payload.get("edits")
+    return load_view(Pulse, payload["view"]), edits if isinstance(edits, str) else None
 
 
 def digest_payload(view: Digest) -> dict[str, Any]:

@@ -22,6 +22,8 @@ class Action(StrEnum):
     SURVEY_DOWN = "survey.thumbs_down"
     SURVEY_REASON = "survey.tell_us"
     SURVEY_REOPEN = "survey.reopen"
+    NPS_SCORE = "nps.score"
+    """A 0-10 button on an NPS pulse; its value is ``<pulse id>:<score>``."""
     NEW_TICKET = "ticket.new"
 
 

@@ -13,6 +13,7 @@ string once for their platform.
 from __future__ import annotations
 
 import re
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.views import Link, Moment, Span, Text, spans
@@ -22,7 +23,30 @@ _SCHEMES = r"(?:https?://|mailto:)"
 _URL = _SCHEMES + r"[^\s()<>\[\]\\]{1,2000}"
 _TOKEN = re.compile(r"\\([\\\[\]])|\[((?:\\.|[^\[\]\\\n]){1,500})\]\((" + _URL + r")\)|(\b" + _URL + ")")
 _UNESCAPE = re.compile(r"\\([\\\[\]])")
+# C0 and C1 control characters except tab, newline and carriage return (NUL is handled on its own).
+_CONTROLS = re.compile("[\x01-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 _TRAILING = ".,;:!?)'\""
+
+
+def without_controls(text: str) -> str:
+    """What a person typed, fit to store and send: NUL marked with U+FFFD (as ``bot.handlers.payloads`` marks it in
+    every inbound field), other control characters dropped, tabs and line breaks kept.
+
+    PostgreSQL refuses NUL in text; the others can't be typed, would split a summary (``str.splitlines`` breaks at
+    ``\\x0b``, ``\\x0c``, ``\\x1c``…) and only ever arrive forged.
+    """
+    return _CONTROLS.sub("", text.replace("\x00", "\ufffd"))
+
+
+def without_controls_in(value: Any) -> Any:
+    """``value`` (nested dicts and lists) with :func:`without_controls` applied to every string in it."""
+    if isinstance(value, str):
+        return without_controls(value)
+    if isinstance(value, dict):
+        return {without_controls_in(k): without_controls_in(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_controls_in(item) for item in value]
+    return value
 
 
 def escape_typed(text: str) -> str:

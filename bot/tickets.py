@@ -24,6 +24,7 @@ from bot.clock import Clock
 from bot.config import AppConfig
 from bot.messages import NOTICE, TEXT, notice_payload, text_payload
 from bot.people import AgentRoster, PersonRef, upsert_person
+from bot.text import without_controls
 from bot.views import Message, Notice
 from store.db import Database
 from store.intake import IntakeWriter, PeopleWriter
@@ -680,7 +681,7 @@ class _Duplicate(Exception):
 
 
 def _clean_text(text: str, what: str, limit: int, *, required: bool) -> str:
-    cleaned = (text or "").replace("\x00", "").strip()
+    cleaned = without_controls(text or "").strip()
     if required and not cleaned:
         raise InvalidInput(f"The {what} can't be empty.", field=what)
     if len(cleaned) > limit:
@@ -689,8 +690,8 @@ def _clean_text(text: str, what: str, limit: int, *, required: bool) -> str:
 
 
 def _clean_intake(summary: str, description: str) -> tuple[str, str]:
-    summary = (summary or "").replace("\x00", "").strip()
-    description = (description or "").replace("\x00", "").strip()
+    summary = without_controls(summary or "").strip()
+    description = without_controls(description or "").strip()
     if not summary:
         raise InvalidInput("Please describe the problem in a few words.", field="summary")
     first_line = summary.splitlines()[0].strip()

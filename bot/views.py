@@ -187,6 +187,20 @@ class Survey:
 
 
 @dataclass(frozen=True)
+class Pulse:
+    """A one-question pulse (NPS) to one person, about the desk rather than a ticket: the question (or the thanks),
+    a row of score buttons (the chosen one marked ``primary``), until when it can change."""
+
+    pulse_id: int
+    headline: Text
+    details: tuple[Text, ...] = ()
+    actions: tuple[CardAction, ...] = ()
+    expires_at: Moment | None = None
+    scale: tuple[str, str] | None = None
+    """Labels of the two ends of the scale (e.g. "0 = not at all likely", "10 = extremely likely")."""
+
+
+@dataclass(frozen=True)
 class Summary:
     """A report card for managers (the weekly summary): a title, lines of figures and a footnote."""
 
@@ -202,8 +216,8 @@ class Message:
     text: Text
 
 
-View = Notice | Survey | Digest | Summary | Message
-V = TypeVar("V", Notice, Survey, Digest, Summary, Message)
+View = Notice | Survey | Pulse | Digest | Summary | Message
+V = TypeVar("V", Notice, Survey, Pulse, Digest, Summary, Message)
 
 
 _ADAPTERS: dict[str, TypeAdapter[Any]] = {}

@@ -246,6 +246,12 @@ async def enqueue_message(session: AsyncSession, **row: Any) -> bool:
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+async def delivered_message_id(session: AsyncSession, idempotency_key: str) -> str | None:
+    """The platform message id the outbox row with this key was delivered as (None: not delivered, or gone)."""
+    return cast("str | None", await session.scalar(select(OutboxMessage.delivered_message_id).where(
+        OutboxMessage.idempotency_key == idempotency_key)))
+
+
 async def enqueue_messages(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Add several :func:`outbox_row` rows in one round trip (each skipped if its key exists)."""
     if rows:

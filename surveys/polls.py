@@ -36,6 +36,7 @@ from store.queries import cancel_timers, enqueue_message, schedule_timer
 from store.survey_models import ANSWERED, EXPIRED, PENDING, SENT, Survey
 from surveys import cards
 from surveys.cards import ANSWERS, DOWN, EMOJI, SurveyState
+from surveys.cooldown import nps_blocks_csat
 
 SEND, REMIND, EXPIRE = "survey.send", "survey.remind", "survey.expire"
 REF_ROLE = "survey"
@@ -86,7 +87,8 @@ class SurveyService:
             survey.created_at = now
             survey.revision += 1
         elif survey is None:
-            if await self._fatigued(session, change.requester.id, now):
+            if await self._fatigued(session, change.requester.id, now) or await nps_blocks_csat(
+                    session, change.requester.id, now, rules.cooldown):
                 return
             survey = Survey(ticket_id=ticket.id, requester_id=change.requester.id, status=PENDING, created_at=now,
                             revision=0)

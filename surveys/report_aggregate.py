@@ -25,6 +25,7 @@ from sqlalchemy.ext.compiler import compiles
 from bot.config import AppConfig
 from bot.sla_rules import MET, MISSED
 from store.db import Database
+from store.nps_models import NpsPulse
 from store.report_models import ReportFacts
 from surveys.report_data import TicketFacts, exact, names_of, scanned, ticket_facts
 from surveys.report_metrics import Metrics, Report
@@ -163,6 +164,23 @@ async def _add_hours(conn: Any, groups: dict[Any, Metrics], family: str, key: An
                 value / 3600 for value in map(float, joined.split(",")))
 
 
+async def _add_nps(db: Database, groups: dict[Any, Metrics], by: str | None, since: datetime,
+                   until: datetime) -> None:
+    """NPS pulses sent in the period, by each person's answer as of ``until``: desk-wide, or per day (weeks)."""
+    key = _DayOf(NpsPulse.sent_at) if by == "week" else literal("")
+    answered = and_(NpsPulse.score.is_not(None), NpsPulse.answered_at < until)
+    statement = (select(key, func.count(), _count(answered, NpsPulse.score >= 9),
+                        _count(answered, NpsPulse.score.between(7, 8)), _count(answered, NpsPulse.score <= 6))
+                 .where(NpsPulse.sent_at >= since, NpsPulse.sent_at < until).group_by(key))
+    async with db.reading() as session:
+        for group, sent, promoters, passives, detractors in (await session.execute(statement)).tuples():
+            metrics = groups.setdefault(group, Metrics())
+            metrics.nps_sent += int(sent)
+            metrics.promoters += int(promoters)
+            metrics.passives += int(passives)
+            metrics.detractors += int(detractors)
+
+
 def add_facts(metrics: Metrics, facts: TicketFacts, *, since: datetime, until: datetime,
               part: str | None = None) -> None:
     """Add one replayed ticket's ``facts`` to ``metrics`` (``part``: one family of facts, for weekly grouping)."""
@@ -243,8 +261,12 @@ async def compute_report(db: Database, config: AppConfig | None = None, *, since
         raise ValueError("since and until must be timezone-aware")
     raw = await _aggregate(db, by, since, until)
     await _add_replayed(db, raw, by, since, until)
+    if by in (None, "week"):  # NPS rates the desk, not an agent's or a category's tickets
+        await _add_nps(db, raw, by, since, until)
     groups = await _label(db, by, raw)
     total = Metrics()
     for metrics in groups.values():
         _merge(total, metrics)
+    if by not in (None, "week"):
+        await _add_nps(db, {"": total}, None, since, until)
     return Report(since=since, until=until, by=by, total=total, groups=groups if by is not None else {})

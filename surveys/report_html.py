@@ -246,6 +246,11 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+def _fmt_nps(value: float | None) -> str:
+    # NPS is a score from -100 to +100, not a percentage; the sign is part of it.
+    return "–" if value is None else f"{value:+.0f}"
+
+
 def render_html(report: Report) -> str:
     """A self-contained HTML page (no scripts, no network) with the charts and the table of numbers."""
     escape = html.escape
@@ -263,6 +268,7 @@ def render_html(report: Report) -> str:
                     f"{escape(text)}</div></div>" for label, text in (
                         ("CSAT", _fmt(total["csat_pct"], "%")),
                         ("Response rate", _fmt(total["response_rate_pct"], "%")),
+                        ("NPS", _fmt_nps(total["nps"])),
                         ("First response SLA", _fmt(total["first_response_sla_pct"], "%")),
                         ("Resolution SLA", _fmt(total["resolution_sla_pct"], "%")),
                         ("Opened", str(total["opened"])), ("Resolved", str(total["resolved"]))))

@@ -22,7 +22,9 @@ DEFINITIONS = (
     "then): business hours on each ticket's calendar while the ticket was with IT (not waiting on the requester, "
     "not resolved); a first response still running counts as missed once the clock marked it breached. "
     "Median = middle value; p90 = nearest-rank 90th percentile. CSAT = thumbs up / (up + down) of surveys sent "
-    "in the period; response rate = answered/sent; reopen rate = reopened/resolved."
+    "in the period; response rate = answered/sent; reopen rate = reopened/resolved. NPS = % promoters (9-10) minus "
+    "% detractors (0-6) of the NPS pulses sent in the period, by each person's final answer (desk-wide and per "
+    "week only: it rates the desk, not a ticket)."
 )
 TOTAL = "Total"
 
@@ -49,6 +51,20 @@ class Metrics:
     first_response_missed: int = 0
     resolution_met: int = 0
     resolution_missed: int = 0
+    nps_sent: int = 0
+    promoters: int = 0
+    passives: int = 0
+    detractors: int = 0
+
+    @property
+    def nps_answered(self) -> int:
+        return self.promoters + self.passives + self.detractors
+
+    @property
+    def nps(self) -> float | None:
+        """Net Promoter Score of the pulses sent in the period: % promoters (9-10) minus % detractors (0-6)."""
+        answered = self.nps_answered
+        return 100.0 * (self.promoters - self.detractors) / answered if answered else None
 
     @property
     def csat(self) -> float | None:
@@ -90,6 +106,12 @@ class Metrics:
             "surveys_sent": self.surveys_sent,
             "surveys_answered": self.surveys_answered,
             "response_rate_pct": _round(self.response_rate, 1),
+            "nps": _round(self.nps, 1),
+            "nps_promoters": self.promoters,
+            "nps_passives": self.passives,
+            "nps_detractors": self.detractors,
+            "nps_sent": self.nps_sent,
+            "nps_answered": self.nps_answered,
             "opened": self.opened,
             "resolved": self.resolved,
             "first_response_median_h": _round(median(first, ordered=True), 2),
@@ -110,7 +132,9 @@ class Metrics:
 COLUMNS: tuple[tuple[str, str], ...] = (
     ("grade", "Grade"), ("csat_pct", "CSAT %"), ("thumbs_up", "Thumbs up"), ("thumbs_down", "Thumbs down"),
     ("surveys_sent", "Surveys sent"), ("surveys_answered", "Surveys answered"),
-    ("response_rate_pct", "Response rate %"), ("opened", "Opened"), ("resolved", "Resolved"),
+    ("response_rate_pct", "Response rate %"), ("nps", "NPS"), ("nps_promoters", "NPS promoters (9-10)"),
+    ("nps_passives", "NPS passives (7-8)"), ("nps_detractors", "NPS detractors (0-6)"), ("nps_sent", "NPS pulses sent"),
+    ("nps_answered", "NPS answered"), ("opened", "Opened"), ("resolved", "Resolved"),
     ("first_response_median_h", "First response median (h)"), ("first_response_p90_h", "First response p90 (h)"),
     ("resolution_median_h", "Resolution median (h)"), ("resolution_p90_h", "Resolution p90 (h)"),
     ("first_response_sla_pct", "First response SLA %"), ("first_response_met", "First response met"),

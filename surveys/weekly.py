@@ -41,6 +41,10 @@ def summary_lines(total: Metrics, since: datetime, until: datetime, zone: ZoneIn
         f"p90 {numbers['resolution_p90_h'] or 0:.2f} h (business hours), SLA {_pct(total.resolution_attainment)}",
         GRADE_RULE,
     ]
+    if total.nps_sent:  # a week with an NPS round: its score next to CSAT
+        score = "n/a" if total.nps is None else f"{total.nps:+.0f}"
+        lines.insert(1, f"NPS {score} ({total.promoters} promoters, {total.passives} passives, {total.detractors} "
+                        f"detractors; {total.nps_answered} of {total.nps_sent} answered)")
     return title, lines
 
 

@@ -35,6 +35,9 @@ def slack(row: OutboxMessage) -> tuple[list[dict[str, Any]], str]:
     if row.kind == messages.SURVEY:
         survey = messages.read_survey(row.payload)
         return slack_blocks.survey_blocks(survey), slack_blocks.survey_text(survey)
+    if row.kind == messages.PULSE:
+        pulse, _ = messages.read_pulse(row.payload)
+        return slack_blocks.pulse_blocks(pulse), slack_blocks.pulse_text(pulse)
     if row.kind == messages.DIGEST:
         digest = messages.read_digest(row.payload)
         return slack_blocks.digest_blocks(digest), slack_blocks.digest_text(digest)
@@ -50,6 +53,8 @@ def teams(row: OutboxMessage) -> dict[str, Any]:
         return adaptive_cards.notice_card(messages.read_notice(row.payload).view)
     if row.kind == messages.SURVEY:
         return adaptive_cards.survey_card(messages.read_survey(row.payload))
+    if row.kind == messages.PULSE:
+        return adaptive_cards.pulse_card(messages.read_pulse(row.payload)[0])
     if row.kind == messages.DIGEST:
         return adaptive_cards.digest_card(messages.read_digest(row.payload))
     if row.kind == messages.SUMMARY:

@@ -8,6 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 import store.escalation_models
+import store.nps_models
 import store.report_models
 import store.survey_models  # noqa: F401  (their tables are part of the schema)
 from store.migrate import table_names

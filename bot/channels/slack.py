@@ -24,6 +24,7 @@ from bot.engine import Delivered, OutboxItem
 from bot.renderers import slack_blocks
 from store.db import Database
 from store.models import MessageRef
+from store.queries import delivered_message_id
 
 log = logging.getLogger("ithelp.slack")
 
@@ -108,6 +109,8 @@ class SlackChannel:
                 survey = messages.read_survey(item.payload)
                 return await self._post(item, slack_blocks.survey_blocks(survey), slack_blocks.survey_text(survey),
                                         role=item.payload.get("ref_role"))
+            if item.kind == messages.PULSE:
+                return await self._pulse(item)
             if item.kind == messages.DIGEST:
                 digest = messages.read_digest(item.payload)
                 return await self._post(item, slack_blocks.digest_blocks(digest), slack_blocks.digest_text(digest))
@@ -201,6 +204,24 @@ class SlackChannel:
         message_id = slack_ref(str(response["channel"]), str(response["ts"]))
         refs = [(item.ticket_id, own_role, "slack", channel, message_id)] if own_role else []
         return Delivered(message_id=message_id, refs=refs)
+
+    async def _pulse(self, item: OutboxItem) -> Delivered:
+        """A pulse: its first revision is posted; later ones edit the message that one became."""
+        pulse, edits = messages.read_pulse(item.payload)
+        blocks, text = slack_blocks.pulse_blocks(pulse), slack_blocks.pulse_text(pulse)
+        if edits is not None:
+            async with self.db.reading() as session:
+                message_id = await delivered_message_id(session, edits)
+            if message_id is not None:
+                conversation, ts = message_id.split("|", 1)
+                try:
+                    await self.client.chat_update(channel=conversation, ts=ts, blocks=blocks, text=text)
+                    return Delivered(message_id=message_id)
+                except SlackApiError as exc:
+                    if exc.response.get("error") != "message_not_found":
+                        raise
+                    log.warning("pulse message %s was deleted in Slack; posting a new one", message_id)
+        return await self._post(item, blocks, text)
 
     async def _post(self, item: OutboxItem, blocks: list[Any], text: str, *, role: str | None = None) -> Delivered:
         """A top-level message; with a ``role`` (the survey) later ones edit the first in place."""

@@ -41,7 +41,7 @@ from bot.renderers import adaptive_cards
 from bot.views import Fact, Notice
 from store.db import Database
 from store.models import ConversationRef, MessageRef, Person
-from store.queries import upsert_insert
+from store.queries import delivered_message_id, upsert_insert
 
 log = logging.getLogger("ithelp.teams")
 
@@ -156,6 +156,8 @@ class TeamsChannel:
             return await self._message(item.ticket_id, adaptive_cards.survey_card(survey),
                                        adaptive_cards.plain_text(survey.headline), item.payload.get("ref_role"),
                                        kind, key)
+        if item.kind == messages.PULSE:
+            return await self._pulse(item, kind, key)
         if item.kind == messages.DIGEST:
             digest = messages.read_digest(item.payload)
             return await self._message(item.ticket_id, adaptive_cards.digest_card(digest),
@@ -190,6 +192,23 @@ class TeamsChannel:
         message_id = await self._post(where, where.reference.conversation.id, card, summary)
         refs = [(ticket_id, role, "teams", key, message_id)] if role and ticket_id is not None else []
         return Delivered(message_id=message_id, refs=refs)
+
+    async def _pulse(self, item: OutboxItem, kind: str, key: str) -> Delivered:
+        """A pulse: its first revision is posted; later ones edit the activity that one became."""
+        pulse, edits = messages.read_pulse(item.payload)
+        card, summary = adaptive_cards.pulse_card(pulse), adaptive_cards.plain_text(pulse.headline)
+        where = await self._where(kind, key)
+        if edits is not None:
+            async with self.db.reading() as session:
+                message_id = await delivered_message_id(session, edits)
+            if message_id is not None:
+                conversation_id, activity_id = split_ref(message_id)
+                try:
+                    await self._update(where, conversation_id, activity_id, card, summary)
+                    return Delivered(message_id=message_id)
+                except _Gone:
+                    log.warning("pulse message %s was deleted in Teams; posting a new one", message_id)
+        return Delivered(message_id=await self._post(where, where.reference.conversation.id, card, summary))
 
     # -- what ---------------------------------------------------------------------------------------
     async def _card(self, ticket_id: int, audience: str, kind: str, key: str) -> Delivered:
@@ -357,7 +376,7 @@ class TeamsChannel:
             conversation=ConversationAccount(id=conversation_id, is_group=conversation.is_group,
                                              conversation_type=conversation.conversation_type,
                                              tenant_id=conversation.tenant_id),
-            attachments=[Attachment(content_type=adaptive_cards.CONTENT_TYPE, content=card)],
+            attachments=[Attachment(content_type=adaptive_cards.CONTENT_TYPE, content=adaptive_cards.clean(card))],
         )
 
     async def _call(self, where: _Where, operation: Callable[[Any], Awaitable[Any]]) -> Any:

@@ -375,7 +375,7 @@ class SlackAdapter:
             person = await self.person(user["id"], name=user.get("name") or user.get("username"))
             await perform(self.desk, Click(
                 Action(pressed["action_id"]), ticket_id, person,
-                choice=str((pressed.get("selected_option") or {}).get("value", "")),
+                choice=str((pressed.get("selected_option") or {}).get("value") or pressed.get("value") or ""),
                 # A page posted in a channel may be acknowledged by anyone in it (DMs name the person).
                 where=f"slack:channel:{channel}" if channel[:1] in ("C", "G") else None))
         except Exception as exc:

@@ -39,11 +39,12 @@ from bot.desk import Desk
 from bot.dialogs import new_ticket, resolve_note, survey_reason
 from bot.handlers import teams_text
 from bot.handlers.errors import OUTAGE, friendly
+from bot.handlers.payloads import contains_nul, without_nul
 from bot.handlers.teams_auth import HeaderCheck, install_key_sets
 from bot.people import PersonRef
 from bot.renderers import adaptive_cards
 from bot.routing import Action, Form
-from bot.text import escape_typed, to_plain, to_spans
+from bot.text import escape_typed, to_plain, to_spans, without_controls
 from bot.tickets import InvalidInput, Origin, TicketSnapshot
 from bot.views import Message, Notice, TicketList, TicketListItem
 from store.models import MessageRef, OutboxMessage
@@ -130,6 +131,8 @@ class TeamsAdapter:
     async def _read_activity(request: web.Request) -> Activity | web.Response:
         try:
             body = json.loads(await request.read())
+            if contains_nul(body):  # Slack's edge rule: a forged NUL names nothing and reaches no database
+                body = without_nul(body)
         except (ValueError, RecursionError):  # not JSON or not UTF-8, nested past the recursion limit, a huge number
             return web.json_response({"error": "the request body is not JSON"}, status=400)
         if not isinstance(body, dict) or not isinstance(body.get("type"), str):
@@ -467,7 +470,8 @@ class TeamsAdapter:
             return
         try:
             await perform(self.desk, Click(action, ticket_id, person, where=where,
-                                           choice=str(value.get(adaptive_cards.CHOICE_INPUT_ID) or "")))
+                                           choice=str(value.get(adaptive_cards.CHOICE_INPUT_ID)
+                                                      or value.get("value") or "")))
         except Exception as exc:
             await self._say(turn, friendly(exc, PLATFORM))
 
@@ -495,7 +499,7 @@ class TeamsAdapter:
     async def _say(self, turn: TurnContext, text: str, person: PersonRef | None = None) -> None:
         """Answer in plain text (it may quote what the person typed, which must not turn into markup); when
         Teams refuses the reply and we know who asked, the outbox owes it to them."""
-        message = MessageFactory.text(text)
+        message = MessageFactory.text(without_controls(text))
         message.text_format = "plain"
         if not await self._answer(turn, message) and person is not None:
             key = f"say:{turn.activity.conversation.id}|{turn.activity.id}"
@@ -527,7 +531,7 @@ class TeamsAdapter:
 
 
 def _attachment(card: dict[str, Any]) -> Attachment:
-    return Attachment(content_type=adaptive_cards.CONTENT_TYPE, content=card)
+    return Attachment(content_type=adaptive_cards.CONTENT_TYPE, content=adaptive_cards.clean(card))
 
 
 def _ticket_id(value: dict[str, Any]) -> int | None:

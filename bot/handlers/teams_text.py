@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from html.parser import HTMLParser
 
-from bot.text import escape_typed, link_markup
+from bot.text import escape_typed, link_markup, without_controls
 
 _LOOKS_LIKE_HTML = re.compile(r"<(?:p|div|span|a|at|br|b|i|em|strong|ul|ol|li|img|blockquote|pre|code)\b[^>]*>"
                               r"|&(?:[a-zA-Z]{2,8}|#\d{1,7}|#x[0-9a-fA-F]{1,6});", re.IGNORECASE)
@@ -22,6 +22,7 @@ def decode(text: str | None) -> str:
     """A Teams message's ``text`` as neutral text."""
     if not text:
         return ""
+    text = without_controls(text)
     if not _LOOKS_LIKE_HTML.search(text):
         return escape_typed(text)
     parser = _Neutral()

@@ -5,6 +5,7 @@ thousands of tickets costs no more memory than one with a few. Sections:
 
 ``person`` (their profile), ``tickets`` (as requester and as assignee, each with its events and survey),
 ``actions_on_other_tickets`` (what they did on tickets not theirs: comments, claims, notes), ``surveys``,
+``nps_pulses`` (the NPS questions they were sent and their scores),
 ``pages_to_them`` and ``messages_to_them`` (the outbox rows addressed to them), ``conversation_references``
 and ``escalations_acknowledged``. The privacy log records who exported whose data, and when.
 """
@@ -26,6 +27,7 @@ from bot.privacy.people import RequestError, erased_on, find_person, not_found, 
 from store.db import Database
 from store.escalation_models import Escalation
 from store.models import ConversationRef, OutboxMessage, Person, Ticket, TicketEvent, ticket_number
+from store.nps_models import NpsPulse
 from store.privacy_models import PrivacyLog
 from store.survey_models import Survey
 
@@ -69,6 +71,8 @@ async def export_person(db: Database, clock: Clock, address: str, out: TextIO, *
             "actions_on_other_tickets": _events(session, (TicketEvent.actor_id == person.id)
                                                 & TicketEvent.ticket_id.not_in(select(Ticket.id).where(mine))),
             "surveys": _rows(session, select(Survey).where(Survey.requester_id == person.id).order_by(Survey.id)),
+            "nps_pulses": _rows(session, select(NpsPulse).where(NpsPulse.person_id == person.id).order_by(
+                NpsPulse.id)),
             "pages_to_them": _rows(session, _outbox(target).where(OutboxMessage.kind == PAGE)),
             "messages_to_them": _rows(session, _outbox(target).where(OutboxMessage.kind != PAGE)),
             "conversation_references": _rows(session, select(ConversationRef).where(

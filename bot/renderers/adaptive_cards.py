@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC
 from typing import Any
 
-from bot.text import plain, text_length
+from bot.text import plain, text_length, without_controls_in
 from bot.views import (
     CardAction,
     Digest,
@@ -21,6 +21,7 @@ from bot.views import (
     Link,
     Moment,
     Notice,
+    Pulse,
     Summary,
     Survey,
     Text,
@@ -73,6 +74,13 @@ def _escape_line_start(match: re.Match[str]) -> str:
 def card_size(card: Card) -> int:
     """Serialized size in bytes, measured as the Bot Framework SDK sends it (ASCII-escaped JSON)."""
     return len(json.dumps(card))
+
+
+def clean(card: Card) -> Card:
+    """``card`` as it may leave for Teams: no NUL or other control character in any string, whichever code built it
+    (forms echo back what a person typed), by the rule inbound text follows (``bot.text.without_controls``)."""
+    cleaned: Card = without_controls_in(card)
+    return cleaned
 
 
 def attachment(card: Card) -> dict[str, Any]:
@@ -182,6 +190,31 @@ def survey_card(survey: Survey) -> Card:
         body.append(_text(md(("You can change your answer until ", survey.expires_at, ".")), isSubtle=True,
                           size="Small"))
     return _card(body, *_actions(survey.ticket_id, survey.actions))
+
+
+def pulse_card(pulse: Pulse) -> Card:
+    """A one-question pulse (NPS); the score buttons sit in the body in rows of six (Teams shows at most six
+    actions in a row), each submitting ``{action, value}`` with value ``<pulse id>:<score>``."""
+    body: list[dict[str, Any]] = [_text(md(pulse.headline), weight="Bolder")]
+    body.extend(_text(md(line), isSubtle=True) for line in pulse.details)
+    if pulse.actions:
+        if pulse.scale:
+            body.append(_text(md(f"{pulse.scale[0]} · {pulse.scale[1]}"), isSubtle=True, size="Small"))
+        for start in range(0, len(pulse.actions), 6):
+            body.append({"type": "ActionSet", "actions": [_pulse_submit(action)
+                                                          for action in pulse.actions[start:start + 6]]})
+        if pulse.expires_at is not None:
+            body.append(_text(md(("You can change your answer until ", pulse.expires_at, ".")), isSubtle=True,
+                              size="Small"))
+    return _card(body)
+
+
+def _pulse_submit(action: CardAction) -> dict[str, Any]:
+    submit: dict[str, Any] = {"type": "Action.Submit", "title": _clip(action.label, MAX_BUTTON_TITLE),
+                              "data": {"action": action.action.value, "value": action.value}}
+    if action.style in _BUTTON_STYLES:
+        submit["style"] = _BUTTON_STYLES[action.style]
+    return submit
 
 
 def digest_card(digest: Digest) -> Card:

@@ -24,6 +24,7 @@ from bot.views import (
     Link,
     Moment,
     Notice,
+    Pulse,
     Summary,
     Survey,
     Text,
@@ -213,6 +214,28 @@ def survey_blocks(survey: Survey) -> list[Block]:
 def survey_text(survey: Survey) -> str:
     """Fallback ``text``: the question (or the thanks), which names the ticket itself."""
     return mrkdwn(survey.headline, MAX_FALLBACK)
+
+
+def pulse_blocks(pulse: Pulse) -> list[Block]:
+    """A one-question pulse (NPS): the question, the scale, one row of score buttons; block ids ``pulse:{id}:…``."""
+    prefix = f"pulse:{pulse.pulse_id}"
+    blocks: list[Block] = [_section(mrkdwn(pulse.headline), prefix)]
+    if pulse.details:
+        blocks.append(_context(mrkdwn(_joined(pulse.details, "\n")), f"{prefix}:details"))
+    if pulse.actions:
+        if pulse.scale:
+            blocks.append(_context(mrkdwn(f"{pulse.scale[0]} · {pulse.scale[1]}"), f"{prefix}:scale"))
+        blocks.append({"type": "actions", "block_id": f"{prefix}:actions",
+                       "elements": [_button(action) for action in pulse.actions[:MAX_ACTION_ELEMENTS]]})
+        if pulse.expires_at is not None:
+            blocks.append(_context(mrkdwn(("You can change your answer until ", pulse.expires_at, ".")),
+                                   f"{prefix}:expiry"))
+    return blocks
+
+
+def pulse_text(pulse: Pulse) -> str:
+    """Fallback ``text``: the question (or the thanks)."""
+    return mrkdwn(pulse.headline, MAX_FALLBACK)
 
 
 def digest_blocks(digest: Digest) -> list[Block]:
