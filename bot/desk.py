@@ -21,6 +21,7 @@ from bot.clock import Clock
 from bot.config import AppConfig
 from bot.core import Core, CronJob, Wake
 from bot.digests import REQUESTER_TIMER, TRIAGE_TIMER, Digests
+from bot.directory import Directory
 from bot.engine import OutboxWorker, RequestsFirst, TimerEngine
 from bot.escalation import AUDIT_TIMER, STEP_TIMER, SUMMARY_TIMER, EscalationAudit, EscalationService, Paging
 from bot.metrics import Metrics
@@ -61,6 +62,8 @@ class Desk:
     weekly: WeeklySummary
     digests: Digests
     retention: RetentionService
+    directory: Directory
+    """Lookups by platform ids for the adapters (who someone is, which ticket a thread belongs to)."""
     cron_jobs: list[CronJob]
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """Called once when the server stops (the pagers' shared HTTP client)."""
@@ -191,7 +194,7 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
         core.outbox.register(prefix, channel)
 
     desk = Desk(core=core, sla=sla, cards=cards, escalation=escalation, surveys=surveys, nps=pulses, weekly=weekly,
-                digests=digests, retention=retention,
+                digests=digests, retention=retention, directory=Directory(db),
                 cron_jobs=[*digests.cron_jobs(), *retention.cron_jobs(), *weekly.cron_jobs()])
     if owns_http:
         desk.closers.append(http.aclose)

@@ -14,12 +14,19 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.channels import CredentialsRefused, PermanentDeliveryError, RateLimited, TransientDeliveryError
 from bot.clock import Clock
 from bot.config import EngineConfig
 from bot.engine.leases import LeaseKeeper
 from bot.engine.outbox_ledger import OutboxLedger
-from bot.engine.outbox_types import Channel, Delivered, OutboxItem
+from bot.engine.outbox_types import (
+    Channel,
+    CredentialsRefused,
+    Delivered,
+    OutboxItem,
+    PermanentDeliveryError,
+    RateLimited,
+    TransientDeliveryError,
+)
 from bot.engine.requests_first import RequestsFirst
 from bot.metrics import Metrics
 from store.db import Database
