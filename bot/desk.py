@@ -106,9 +106,9 @@ class Desk:
     def wake(self) -> Wake:
         return self.core.wake
 
-    def acknowledgement(self, ticket: TicketSnapshot) -> Text:
-        """The requester's "IT-1 opened — first response by …" line, in their own zone."""
-        return acknowledgement(ticket, ticket.requester_timezone, self.sla.calendar(ticket.calendar))
+    def acknowledgement(self, ticket: TicketSnapshot, *, zone_label: str = "your time") -> Text:
+        """The requester's "IT-1 opened — first response by …" line, in their own zone (named ``zone_label``)."""
+        return acknowledgement(ticket, ticket.requester_timezone, self.sla.calendar(ticket.calendar), zone_label)
 
     async def aclose(self) -> None:
         for close in self.closers:

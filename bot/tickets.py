@@ -564,6 +564,12 @@ class TicketService:
                                          idempotency_key=key[:200], now=self.clock.now())
 
     # -- reads --------------------------------------------------------------------------------------
+    async def first_sighting(self, source: str, key: str) -> bool:
+        """True the first time (``source``, ``key``) is seen within the dedup window: lets an edge stay silent
+        on a repeat of something it already answered (a retried reaction, the same person reacting twice)."""
+        async with self.db.transaction() as session:
+            return await mark_seen(session, source=source, key=key, expires_at=self.clock.now() + DEDUP_TTL)
+
     async def get(self, ticket_id: int) -> TicketSnapshot:
         async with self.db.reading() as session:
             return await self._snapshot(session, await self._load(session, ticket_id, lock=False))

@@ -287,10 +287,13 @@ class SlackAdapter:
             return
         await ack(response_type="ephemeral", text=self._ack_text(result.ticket))
 
-    def _ack_text(self, ticket: TicketSnapshot) -> str:
-        wording = self.desk.acknowledgement(ticket)
+    def _ack_text(self, ticket: TicketSnapshot, *, author: str | None = None) -> str:
+        """The acknowledgement; with ``author`` (a Slack user id) it is posted where others read it too, so it
+        names the person the ticket is for and whose clock its times are on."""
+        label = f"{to_plain(ticket.requester_name)}'s time" if author else "your time"
+        wording = self.desk.acknowledgement(ticket, zone_label=label)
         summary = slack_blocks.mrkdwn(to_plain(ticket.summary), slack_blocks.MAX_SUMMARY)
-        return (f"{slack_blocks.mrkdwn(wording)} — _{summary}_\n"
+        return (f"{f'<@{author}> ' if author else ''}{slack_blocks.mrkdwn(wording)} — _{summary}_\n"
                 "I'll keep you posted in a DM thread; reply there to add details.")
 
     def _priority_labels(self) -> dict[str, str]:
@@ -482,11 +485,16 @@ class SlackAdapter:
             ref = (await session.execute(query)).scalars().first()
             return (ref.ticket_id, ref.role) if ref else (None, None)
 
-    async def _on_reaction(self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
+    async def _on_reaction(self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient,
+                           request: AsyncBoltRequest) -> None:
         item = event.get("item") or {}
         if event.get("reaction") != "ticket" or item.get("type") != "message":
             return
         channel, ts = item["channel"], item["ts"]
+        reactor = event.get("user")
+        # Slack retrying the event, or the same person reacting again: the first answer stands, say nothing more.
+        retried = bool(request.headers.get("x-slack-retry-num"))
+        first = await self.desk.tickets.first_sighting("slack-reaction", f"{channel}:{ts}:{reactor}")
         message = await self._fetch_message(client, channel, ts)
         if message is None:
             return
@@ -494,7 +502,7 @@ class SlackAdapter:
         if not author or message.get("bot_id"):
             return
         await self._ticket_from_message(client, channel, ts, author, await self.neutral(message.get("text") or ""),
-                                        reporter=event.get("user"))
+                                        reporter=reactor, repeat=retried or not first)
 
     async def _on_message_shortcut(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
@@ -508,7 +516,9 @@ class SlackAdapter:
                                         await self.neutral(message.get("text") or ""), reporter=body["user"]["id"])
 
     async def _ticket_from_message(self, client: AsyncWebClient, channel: str, ts: str, author: str, text: str,
-                                   *, reporter: str | None) -> None:
+                                   *, reporter: str | None, repeat: bool = False) -> None:
+        """File ``author``'s message as their ticket; ``reporter`` (who reacted or used the shortcut) hears about
+        failures and, unless this is a ``repeat`` of their own request, that it was already a ticket."""
         try:
             person = await self.person(author)
             link = await self._permalink(client, channel, ts)
@@ -528,10 +538,11 @@ class SlackAdapter:
         if result.created:
             try:
                 await client.reactions_add(channel=channel, timestamp=ts, name="eyes")
-                await client.chat_postMessage(channel=channel, thread_ts=ts, text=self._ack_text(result.ticket))
+                await client.chat_postMessage(channel=channel, thread_ts=ts,
+                                              text=self._ack_text(result.ticket, author=author))
             except SlackApiError as exc:
                 log.warning("could not acknowledge ticket %s in %s: %s", result.ticket.number, channel, exc)
-        elif reporter:
+        elif reporter and not repeat:
             await client.chat_postEphemeral(channel=channel, user=reporter,
                                             text=f"That message is already {result.ticket.number}.")
 
