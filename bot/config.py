@@ -406,6 +406,26 @@ class RetentionConfig(Section):
         return self.text_after is not None or self.people_after is not None
 
 
+def _prefixes(value: list[str]) -> list[str]:
+    cleaned = [prefix.strip() for prefix in value]
+    if any(not prefix for prefix in cleaned):
+        raise ValueError("an empty prefix would match every message; remove it")
+    return cleaned
+
+
+Prefixes = Annotated[list[str], AfterValidator(_prefixes)]
+
+
+class TriageThreadConfig(Section):
+    """What an agent's message in a ticket's triage thread does: reach the requester, or stay among agents."""
+
+    default: Literal["reply", "note"] = "reply"
+    """``reply``: relayed to the requester unless it starts with a note prefix; ``note``: kept internal unless
+    it starts with a reply prefix."""
+    note_prefixes: Prefixes = Field(default_factory=lambda: ["note:", "//"])
+    reply_prefixes: Prefixes = Field(default_factory=lambda: ["reply:"])
+
+
 class AppConfig(Section):
     """The whole of ``app.yaml``."""
 
@@ -434,6 +454,7 @@ class AppConfig(Section):
     nps: NpsConfig = NpsConfig()
     engine: EngineConfig = EngineConfig()
     retention: RetentionConfig = RetentionConfig()
+    triage_thread: TriageThreadConfig = TriageThreadConfig()
 
     @model_validator(mode="after")
     def _cross_references(self) -> AppConfig:

@@ -38,6 +38,7 @@ from bot.sla import (
     sla_lines,
 )
 from bot.tickets import TicketChange, TicketService, TicketSnapshot
+from bot.triage_notes import TriageThread
 from bot.views import Text
 from store.db import Database
 from store.models import Ticket
@@ -62,6 +63,7 @@ class Desk:
     digests: Digests
     retention: RetentionService
     cron_jobs: list[CronJob]
+    triage_thread: TriageThread
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """Called once when the server stops (the pagers' shared HTTP client)."""
 
@@ -138,6 +140,7 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
     weekly = WeeklySummary(core)
     digests = Digests(core)
     retention = RetentionService(core)
+    triage_thread = TriageThread(core)
 
     def card_lines(ticket: Ticket, now: datetime, zone: str, audience: str) -> list[Text]:
         return sla_lines(ticket, now, sla.calendar(ticket.calendar), zone, audience)
@@ -159,6 +162,7 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
     tickets.subscribe(pulses.on_change)
     tickets.subscribe(digests.on_change)
     tickets.subscribe(retention.on_change)
+    tickets.subscribe(triage_thread.on_change)
     # A recorded SLA warning or breach starts the escalation chain, in the timer's transaction.
     sla.on_breach.append(escalation.on_breach)
 
@@ -192,7 +196,8 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
 
     desk = Desk(core=core, sla=sla, cards=cards, escalation=escalation, surveys=surveys, nps=pulses, weekly=weekly,
                 digests=digests, retention=retention,
-                cron_jobs=[*digests.cron_jobs(), *retention.cron_jobs(), *weekly.cron_jobs()])
+                cron_jobs=[*digests.cron_jobs(), *retention.cron_jobs(), *weekly.cron_jobs()],
+                triage_thread=triage_thread)
     if owns_http:
         desk.closers.append(http.aclose)
     return desk

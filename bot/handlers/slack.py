@@ -47,6 +47,7 @@ from bot.tickets import (
     TicketError,
     TicketSnapshot,
 )
+from bot.triage_notes import Posted
 from store.models import MessageRef, Person, Ticket
 
 PLATFORM = "Slack"
@@ -440,8 +441,13 @@ class SlackAdapter:
                 if role == "triage" and not self.desk.tickets.is_agent(person):
                     return  # colleagues chatting under the card: not relayed to the requester
                 try:
-                    await self.desk.tickets.comment(ticket_id, person, text, dedup=("slack-event", event_key),
-                                                    source=f"{role}_thread")
+                    if role == "triage":  # a reply or an internal note, marked as which on the message
+                        await self.desk.triage_thread.agent_message(
+                            ticket_id, person, text, dedup=("slack-event", event_key),
+                            posted=Posted(f"slack:channel:{channel}", slack_ref(channel, str(event.get("ts")))))
+                    else:
+                        await self.desk.tickets.comment(ticket_id, person, text, dedup=("slack-event", event_key),
+                                                        source=f"{role}_thread")
                 except TicketError as exc:
                     await client.chat_postMessage(channel=channel, thread_ts=thread_ts,
                                                   text=slack_blocks.escape_mrkdwn(str(exc)))

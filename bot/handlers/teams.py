@@ -46,6 +46,7 @@ from bot.renderers import adaptive_cards
 from bot.routing import Action, Form
 from bot.text import escape_typed, to_plain, to_spans, without_controls
 from bot.tickets import InvalidInput, Origin, TicketSnapshot
+from bot.triage_notes import Posted
 from bot.views import Message, Notice, TicketList, TicketListItem
 from store.models import MessageRef, OutboxMessage
 
@@ -359,7 +360,12 @@ class TeamsAdapter:
             return False
         if not self.desk.tickets.is_agent(person) or not text:
             return True  # colleagues chatting under the card: not relayed to the requester
-        await self._comment(turn, ticket_id, person, text, "triage_thread")
+        try:  # a reply or an internal note, marked as which in the thread
+            await self.desk.triage_thread.agent_message(
+                ticket_id, person, text, dedup=self._dedup(turn.activity),
+                posted=Posted(f"teams:channel:{channel}", teams_ref(conversation_id, str(turn.activity.id))))
+        except Exception as exc:
+            await self._say(turn, friendly(exc, PLATFORM), person)
         return True
 
     async def _reply_comment(self, turn: TurnContext, person: PersonRef, text: str) -> bool:
