@@ -416,6 +416,13 @@ def _prefixes(value: list[str]) -> list[str]:
 Prefixes = Annotated[list[str], AfterValidator(_prefixes)]
 
 
+class HelpContact(Section):
+    """One row of the escalation matrix that help shows requesters: what is handled, by whom, how to reach them."""
+
+    handles: str = Field(min_length=1, max_length=200)
+    contact: str = Field(min_length=1, max_length=300)
+
+
 class TriageThreadConfig(Section):
     """What an agent's message in a ticket's triage thread does: reach the requester, or stay among agents."""
 
@@ -455,6 +462,8 @@ class AppConfig(Section):
     engine: EngineConfig = EngineConfig()
     retention: RetentionConfig = RetentionConfig()
     triage_thread: TriageThreadConfig = TriageThreadConfig()
+    escalation_matrix: list[HelpContact] = Field(default_factory=list, max_length=20)
+    """Who handles what, shown by help; without it, help describes the escalation chains."""
 
     @model_validator(mode="after")
     def _cross_references(self) -> AppConfig:

@@ -37,6 +37,7 @@ from bot.handlers.errors import OUTAGE, friendly, is_database_outage
 from bot.handlers.payloads import contains_nul, without_nul
 from bot.people import PersonRef
 from bot.renderers import slack_blocks
+from bot.requester_escalation import NotYet, matrix_lines, parse_escalate
 from bot.routing import Action, Form, Shortcut
 from bot.text import escape_typed, to_plain
 from bot.tickets import (
@@ -272,7 +273,15 @@ class SlackAdapter:
                           "`/ithelp <what's wrong>` instead and I'll open the ticket straight away.")
             return
         if word == "help":
-            await ack(response_type="ephemeral", text=HELP)
+            await ack(response_type="ephemeral", text=self._help())
+            return
+        try:
+            escalating = parse_escalate(text)
+        except InvalidInput as exc:
+            await ack(response_type="ephemeral", text=slack_blocks.escape_mrkdwn(str(exc)))
+            return
+        if escalating is not None:
+            await ack(response_type="ephemeral", text=await self._escalate(user_id, *escalating))
             return
         if word in ("status", "list"):
             await ack(response_type="ephemeral", text=await self._status_text(user_id, open_only=word == "status"))
@@ -296,6 +305,21 @@ class SlackAdapter:
         summary = slack_blocks.mrkdwn(to_plain(ticket.summary), slack_blocks.MAX_SUMMARY)
         return (f"{f'<@{author}> ' if author else ''}{slack_blocks.mrkdwn(wording)} — _{summary}_\n"
                 "I'll keep you posted in a DM thread; reply there to add details.")
+
+    def _help(self) -> str:
+        lines = "\n".join(f"• {slack_blocks.escape_mrkdwn(line)}" for line in matrix_lines(self.desk.config))
+        return f"{HELP}\n\n*Who handles what, and how to escalate*\n{lines}".replace(
+            "`escalate ", f"`{self.config.command} escalate ")
+
+    async def _escalate(self, user_id: str, ticket_id: int, why: str) -> str:
+        """``/ithelp escalate N <why>``: what to answer, ephemerally."""
+        try:
+            said = await self.desk.requester_escalation.escalate(ticket_id, await self.person(user_id), why)
+        except NotYet as exc:
+            return slack_blocks.mrkdwn(exc.text)  # the target's time on the reader's own clock
+        except Exception as exc:
+            return slack_blocks.escape_mrkdwn(friendly(exc, PLATFORM))
+        return slack_blocks.escape_mrkdwn(said)
 
     def _priority_labels(self) -> dict[str, str]:
         return {code: f"{code} · {p.label}" for code, p in self.desk.config.priorities.items()}

@@ -43,6 +43,7 @@ from bot.handlers.payloads import contains_nul, without_nul
 from bot.handlers.teams_auth import HeaderCheck, install_key_sets
 from bot.people import PersonRef
 from bot.renderers import adaptive_cards
+from bot.requester_escalation import matrix_lines, parse_escalate
 from bot.routing import Action, Form
 from bot.text import escape_typed, to_plain, to_spans, without_controls
 from bot.tickets import InvalidInput, Origin, TicketSnapshot
@@ -299,7 +300,21 @@ class TeamsAdapter:
             await self._send_card(turn, new_ticket.teams_form(self.desk.config.categories, self._priority_labels()))
             return
         if word == "help":
-            await turn.send_activity(MessageFactory.text(HELP))
+            matrix = "\n".join(f"- {line}" for line in matrix_lines(self.desk.config))
+            await turn.send_activity(MessageFactory.text(f"{HELP}\n\n**Who handles what, and how to escalate**\n\n"
+                                                         f"{matrix}"))
+            return
+        try:
+            escalating = parse_escalate(text)
+        except InvalidInput as exc:
+            await self._say(turn, str(exc), person)
+            return
+        if escalating is not None:
+            try:
+                said = await self.desk.requester_escalation.escalate(escalating[0], person, escalating[1])
+            except Exception as exc:
+                said = friendly(exc, PLATFORM)  # "not yet" included: its time is written out in their zone
+            await self._say(turn, said, person)
             return
         if word in ("status", "list"):
             await self._send_card(turn, await self._list_card(person, open_only=word == "status"))
