@@ -156,9 +156,13 @@ class RequesterEscalation:
                             payload={"level": level + 1, "levels": levels, "text": why, "targets": targets})
         session.add(event)
         await session.flush()
-        for target in triage_targets(self.core.config):
+        requester = await session.get(Person, ticket.requester_id)
+        assert requester is not None
+        # The triage card shows the escalation; the requester's copy drops "Escalate" once no level is left.
+        cards = [(target, "triage") for target in triage_targets(self.core.config)]
+        for target, audience in [*cards, (person_target(requester), "requester")]:
             await enqueue_message(session, target=target, kind=TICKET_CARD, ticket_id=ticket.id, now=now,
-                                  payload={"ticket_id": ticket.id, "event_id": event.id, "audience": "triage"},
+                                  payload={"ticket_id": ticket.id, "event_id": event.id, "audience": audience},
                                   idempotency_key=f"card:{event.id}:{target}")
 
     async def card_line(self, session: AsyncSession, ticket_id: int) -> Text | None:
