@@ -117,3 +117,17 @@ async def test_teams_a_note_stays_internal_a_reply_is_relayed_and_the_thread_say
     await fake.wait_for(lambda c: posted_to(thread)(c) and "Sent to Alex Requester" in e2e.text_of(c))
     await settle(server)
     assert not [c for c in fake.activities if posted_to(PERSONAL)(c) and "5.1 has this bug" in e2e.text_of(c)]
+
+
+async def test_teams_the_same_note_delivered_twice_is_recorded_and_marked_once(
+        server: Server, fake: FakeBotConnector, db: Database) -> None:
+    card_id = await open_from_personal_chat(server, fake)
+    thread = f"{e2e.TRIAGE};messageid={card_id}"
+    note = ta.message("// the dock needs a firmware update", service_url=fake.service_url,
+                      **in_card_thread(card_id, AGENT))
+    await send(server, note)
+    await send(server, note)  # Teams redelivering the same activity
+    await fake.wait_for(lambda c: posted_to(thread)(c) and "Internal note" in e2e.text_of(c))
+    await settle(server)
+    assert await _notes(db) == ["the dock needs a firmware update"]
+    assert len([c for c in fake.activities if posted_to(thread)(c) and "Internal note" in e2e.text_of(c)]) == 1
