@@ -118,6 +118,10 @@ async def _claim_from_page(desk: Desk, click: Click) -> object:
     return await desk.escalation.acknowledge(click.ticket_id, click.person, claim=True, where=click.where)
 
 
+async def _escalate(desk: Desk, click: Click) -> object:
+    return await desk.requester_escalation.escalate(click.ticket_id, click.person)
+
+
 ACTIONS: dict[Action, Rule] = {
     Action.CLAIM: Rule(_claim, Who.AGENTS, "claim tickets"),
     Action.START: Rule(_start, Who.SERVICE, "change a ticket's status"),
@@ -132,6 +136,7 @@ ACTIONS: dict[Action, Rule] = {
     Action.NPS_SCORE: Rule(_nps_score, Who.SERVICE, "answer this pulse"),
     Action.ESCALATION_ACK: Rule(_acknowledge_page, Who.SERVICE, "acknowledge this page"),
     Action.ESCALATION_CLAIM: Rule(_claim_from_page, Who.SERVICE, "claim this ticket"),
+    Action.ESCALATE: Rule(_escalate, Who.SERVICE, "escalate this ticket"),
 }
 
 FORMS: dict[Action, tuple[Who, str]] = {

@@ -44,11 +44,14 @@ class CardBuilder:
     """Turns tickets into cards and lists; the SLA clock plugs in its lines via ``sla_lines``."""
 
     def __init__(self, config: AppConfig, sla_lines: SlaLines = _no_sla, *,
-                 escalation_state: Callable[[AsyncSession, int], Awaitable[Text | None]] | None = None) -> None:
+                 escalation_state: Callable[[AsyncSession, int], Awaitable[Text | None]] | None = None,
+                 can_escalate: Callable[[AsyncSession, Ticket], Awaitable[bool]] | None = None) -> None:
         self.config = config
         self.sla_lines = sla_lines
         # (session, ticket id) -> "Escalated: level 2 of 3 …" or None, when escalation is on.
         self.escalation_state = escalation_state
+        # (session, ticket) -> whether the requester's copy offers "Escalate" (a target has passed).
+        self.can_escalate = can_escalate
         self.desk_zone = config.calendars[config.default_calendar].timezone
 
     def priority_label(self, priority: str) -> str:
@@ -72,6 +75,9 @@ class CardBuilder:
         if ticket.category:
             facts.append(Fact("Category", ticket.category))
         zone = (requester.timezone or self.desk_zone) if audience == REQUESTER else self.desk_zone
+        actions = self._actions(ticket, audience)
+        if audience == REQUESTER and self.can_escalate is not None and await self.can_escalate(session, ticket):
+            actions = (*actions, CardAction(Action.ESCALATE, "Escalate", str(ticket.id), style="danger"))
         return TicketCard(
             ticket_id=ticket.id, number=ticket.number, summary=to_plain(ticket.summary),
             description=to_plain(ticket.description), audience=audience, status=ticket.status, status_label=label,
@@ -79,7 +85,7 @@ class CardBuilder:
             sla=tuple(self.sla_lines(ticket, now, zone, audience)),
             escalation=(await self.escalation_state(session, ticket.id)
                         if audience == TRIAGE and self.escalation_state else None),
-            link=ticket.origin_link, actions=self._actions(ticket, audience), updated_at=ticket.updated_at,
+            link=ticket.origin_link, actions=actions, updated_at=ticket.updated_at,
             opened_at=ticket.created_at, zone=zone,
         )
 

@@ -406,6 +406,33 @@ class RetentionConfig(Section):
         return self.text_after is not None or self.people_after is not None
 
 
+def _prefixes(value: list[str]) -> list[str]:
+    cleaned = [prefix.strip() for prefix in value]
+    if any(not prefix for prefix in cleaned):
+        raise ValueError("an empty prefix would match every message; remove it")
+    return cleaned
+
+
+Prefixes = Annotated[list[str], AfterValidator(_prefixes)]
+
+
+class HelpContact(Section):
+    """One row of the escalation matrix that help shows requesters: what is handled, by whom, how to reach them."""
+
+    handles: str = Field(min_length=1, max_length=200)
+    contact: str = Field(min_length=1, max_length=300)
+
+
+class TriageThreadConfig(Section):
+    """What an agent's message in a ticket's triage thread does: reach the requester, or stay among agents."""
+
+    default: Literal["reply", "note"] = "reply"
+    """``reply``: relayed to the requester unless it starts with a note prefix; ``note``: kept internal unless
+    it starts with a reply prefix."""
+    note_prefixes: Prefixes = Field(default_factory=lambda: ["note:", "//"])
+    reply_prefixes: Prefixes = Field(default_factory=lambda: ["reply:"])
+
+
 class AppConfig(Section):
     """The whole of ``app.yaml``."""
 
@@ -434,6 +461,9 @@ class AppConfig(Section):
     nps: NpsConfig = NpsConfig()
     engine: EngineConfig = EngineConfig()
     retention: RetentionConfig = RetentionConfig()
+    triage_thread: TriageThreadConfig = TriageThreadConfig()
+    escalation_matrix: list[HelpContact] = Field(default_factory=list, max_length=20)
+    """Who handles what, shown by help; without it, help describes the escalation chains."""
 
     @model_validator(mode="after")
     def _cross_references(self) -> AppConfig:

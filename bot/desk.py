@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.calendars import build_calendars
 from bot.cards import CardBuilder
@@ -28,6 +29,7 @@ from bot.metrics import Metrics
 from bot.notifications import enqueue_for_change
 from bot.people import AgentRoster
 from bot.privacy.retention import PEOPLE_TIMER, TEXT_TIMER, RetentionService
+from bot.requester_escalation import RequesterEscalation
 from bot.sla import (
     FIRST_RESPONSE_TIMER,
     RESOLUTION_TIMER,
@@ -39,7 +41,8 @@ from bot.sla import (
     sla_lines,
 )
 from bot.tickets import TicketChange, TicketService, TicketSnapshot
-from bot.views import Text
+from bot.triage_notes import TriageThread
+from bot.views import Text, spans
 from store.db import Database
 from store.models import Ticket
 from surveys import nps
@@ -65,6 +68,8 @@ class Desk:
     directory: Directory
     """Lookups by platform ids for the adapters (who someone is, which ticket a thread belongs to)."""
     cron_jobs: list[CronJob]
+    triage_thread: TriageThread
+    requester_escalation: RequesterEscalation
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """Called once when the server stops (the pagers' shared HTTP client)."""
 
@@ -109,9 +114,9 @@ class Desk:
     def wake(self) -> Wake:
         return self.core.wake
 
-    def acknowledgement(self, ticket: TicketSnapshot) -> Text:
-        """The requester's "IT-1 opened — first response by …" line, in their own zone."""
-        return acknowledgement(ticket, ticket.requester_timezone, self.sla.calendar(ticket.calendar))
+    def acknowledgement(self, ticket: TicketSnapshot, *, zone_label: str = "your time") -> Text:
+        """The requester's "IT-1 opened — first response by …" line, in their own zone (named ``zone_label``)."""
+        return acknowledgement(ticket, ticket.requester_timezone, self.sla.calendar(ticket.calendar), zone_label)
 
     async def aclose(self) -> None:
         for close in self.closers:
@@ -141,11 +146,20 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
     weekly = WeeklySummary(core)
     digests = Digests(core)
     retention = RetentionService(core)
+    triage_thread = TriageThread(core)
+    requester_escalation = RequesterEscalation(core, escalation)
 
     def card_lines(ticket: Ticket, now: datetime, zone: str, audience: str) -> list[Text]:
         return sla_lines(ticket, now, sla.calendar(ticket.calendar), zone, audience)
 
-    cards = CardBuilder(config, card_lines, escalation_state=escalation.escalation_state)
+    async def escalation_line(session: AsyncSession, ticket_id: int) -> Text | None:
+        # The chain's own state and the requester's latest escalation, side by side on the triage card.
+        paged = await escalation.escalation_state(session, ticket_id)
+        asked = await requester_escalation.card_line(session, ticket_id)
+        return (*spans(paged), " · ", *spans(asked)) if paged and asked else paged or asked
+
+    cards = CardBuilder(config, card_lines, escalation_state=escalation_line,
+                        can_escalate=requester_escalation.can_escalate)
 
     async def count(change: TicketChange) -> None:
         if change.event.kind == "opened":
@@ -162,8 +176,10 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
     tickets.subscribe(pulses.on_change)
     tickets.subscribe(digests.on_change)
     tickets.subscribe(retention.on_change)
+    tickets.subscribe(triage_thread.on_change)
     # A recorded SLA warning or breach starts the escalation chain, in the timer's transaction.
     sla.on_breach.append(escalation.on_breach)
+    sla.on_breach.append(requester_escalation.on_breach)  # the requester's card now offers "Escalate"
 
     timers = core.timers
     # SLA targets page people: short urgent leases, and a breach storm shares transactions (each touches only
@@ -195,7 +211,8 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
 
     desk = Desk(core=core, sla=sla, cards=cards, escalation=escalation, surveys=surveys, nps=pulses, weekly=weekly,
                 digests=digests, retention=retention, directory=Directory(db),
-                cron_jobs=[*digests.cron_jobs(), *retention.cron_jobs(), *weekly.cron_jobs()])
+                cron_jobs=[*digests.cron_jobs(), *retention.cron_jobs(), *weekly.cron_jobs()],
+                triage_thread=triage_thread, requester_escalation=requester_escalation)
     if owns_http:
         desk.closers.append(http.aclose)
     return desk

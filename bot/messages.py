@@ -31,7 +31,10 @@ SUMMARY = "summary"
 """The weekly report card for managers."""
 TEXT = "text"
 """A message that is only text, outside any ticket thread."""
-CHAT_KINDS = (TICKET_CARD, NOTICE, PAGE, SURVEY, PULSE, DIGEST, SUMMARY, TEXT)
+MARK = "mark"
+"""A marker on a person's own chat message (an agent's message in a triage thread): whether it went to the
+requester. Slack reacts to the message; Teams, which has no bot reactions, replies under it with the notice."""
+CHAT_KINDS = (TICKET_CARD, NOTICE, PAGE, SURVEY, PULSE, DIGEST, SUMMARY, TEXT, MARK)
 # Rows written before the outbox was neutral carried pre-rendered markup; a channel still delivers the few
 # that may be pending when a desk upgrades.
 LEGACY_SLACK_BLOCKS, LEGACY_TEAMS_CARD = "blocks", "card"
@@ -117,3 +120,23 @@ def text_payload(view: Message) -> dict[str, Any]:
 
 def read_text(payload: dict[str, Any]) -> Message:
     return load_view(Message, payload["view"])
+
+
+@dataclass(frozen=True)
+class MarkDelivery:
+    """A ``mark`` read back from its outbox payload."""
+
+    view: Notice
+    """The marker as a one-line notice (what Teams posts in the thread)."""
+    message: str
+    """The marked message, as the platform's channel names it (Slack ``<channel>|<ts>``)."""
+    internal: bool
+    """True: an internal note, not sent to the requester; False: relayed to them."""
+
+
+def mark_payload(view: Notice, *, message: str, internal: bool) -> dict[str, Any]:
+    return {"ticket_id": view.ticket_id, "view": dump_view(view), "message": message, "internal": internal}
+
+
+def read_mark(payload: dict[str, Any]) -> MarkDelivery:
+    return MarkDelivery(load_view(Notice, payload["view"]), str(payload["message"]), bool(payload["internal"]))

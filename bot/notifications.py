@@ -69,6 +69,8 @@ def _headline(change: TicketChange) -> tuple[Text, Text | None] | None:
 async def enqueue_for_change(change: TicketChange) -> None:
     """Subscriber: refresh every card showing the ticket and notify the requester / triage thread."""
     ticket, event, now = change.ticket, change.event, change.now
+    if event.kind == "noted":
+        return  # an internal note stays among agents: nothing to send or refresh
     base: dict[str, Any] = {"ticket_id": ticket.id, "event_id": event.id}
     rows = [outbox_row(target=target, kind=CARD, payload={**base, "audience": "triage"},
                        idempotency_key=f"card:{event.id}:{target}", now=now, ticket_id=ticket.id)

@@ -18,6 +18,8 @@ class Action(StrEnum):
     UNMUTE = "ticket.unmute_updates"
     ESCALATION_ACK = "escalation.acknowledge"
     ESCALATION_CLAIM = "escalation.claim"
+    ESCALATE = "ticket.escalate"
+    """The requester's "Escalate" on their ticket once a target has passed."""
     SURVEY_UP = "survey.thumbs_up"
     SURVEY_DOWN = "survey.thumbs_down"
     SURVEY_REASON = "survey.tell_us"

@@ -18,12 +18,12 @@ from store.models import Ticket
 
 
 def acknowledgement(ticket: TicketSnapshot | Ticket, requester_tz: str | None,
-                    calendar: BusinessCalendar) -> Text:
+                    calendar: BusinessCalendar, zone_label: str = "your time") -> Text:
     """The intake acknowledgement, "IT-3 opened — first response by …", with each target a moment every reader
-    sees on their own clock; the written-out fallback is on the requester's clock ("your time"), or the calendar's
-    when their zone is unknown."""
+    sees on their own clock; the written-out fallback is on the requester's clock (``zone_label``: "your time" when
+    the requester reads it, "Rita's time" when others do too), or the calendar's when their zone is unknown."""
     known = zone_or_none(requester_tz)
-    zone, label = (known.key, "your time") if known else (calendar.tz.key, None)
+    zone, label = (known.key, zone_label) if known else (calendar.tz.key, None)
     clauses: list[tuple[Span, ...]] = []
     if ticket.first_response_due is not None:
         clauses.append(("first response by ", Moment(ticket.first_response_due, zone, label=label)))

@@ -477,11 +477,13 @@ class TicketService:
     # -- anyone involved ----------------------------------------------------------------------------
     async def comment(
         self, ticket_id: int, author: PersonRef, text: str, *, dedup: tuple[str, str] | None = None,
-        source: str | None = None,
+        source: str | None = None, posted: dict[str, str] | None = None,
     ) -> TicketSnapshot | None:
         """Add a public comment. Returns None when ``dedup`` says this message was already recorded.
 
-        ``source`` names where it was written (e.g. ``slack:triage``) so relays skip the place it came from.
+        ``source`` names where it was written (e.g. ``slack:triage``) so relays skip the place it came from;
+        ``posted`` (outbox ``target`` and platform ``message`` id) is the chat message it was, kept on the event so
+        that message can be marked as sent to the requester.
         """
         text = _clean_text(text, "comment", MAX_DESCRIPTION, required=True)
 
@@ -501,7 +503,29 @@ class TicketService:
             elif ticket.status == WAITING:
                 # The requester answered: the ball is back with IT and the SLA clock resumes.
                 ticket.status = IN_PROGRESS if ticket.assignee_id else NEW
-            return "commented", {"text": text, "role": role, "source": source}
+            return "commented", {"text": text, "role": role, "source": source, **({"posted": posted} if posted else {})}
+
+        try:
+            return await self._change(ticket_id, author, change)
+        except _Duplicate:
+            return None
+
+    async def note(
+        self, ticket_id: int, author: PersonRef, text: str, *, dedup: tuple[str, str] | None = None,
+        source: str | None = None, posted: dict[str, str] | None = None,
+    ) -> TicketSnapshot | None:
+        """Record an agent's internal note (event ``noted``): kept on the ticket for agents, never sent to the
+        requester, never a response to them. Returns None when ``dedup`` says it was already recorded."""
+        text = _clean_text(text, "note", MAX_DESCRIPTION, required=True)
+
+        async def change(session: AsyncSession, ticket: Ticket, actor: Person) -> tuple[str, dict[str, Any]]:
+            if dedup is not None and not await mark_seen(
+                session, source=dedup[0], key=dedup[1], expires_at=self.clock.now() + DEDUP_TTL
+            ):
+                raise _Duplicate
+            if not actor.is_agent:
+                raise NotAllowed(f"Only IT agents can write internal notes on {ticket.number}.")
+            return "noted", {"text": text, "source": source, "internal": True, **({"posted": posted} if posted else {})}
 
         try:
             return await self._change(ticket_id, author, change)
@@ -564,6 +588,12 @@ class TicketService:
                                          idempotency_key=key[:200], now=self.clock.now())
 
     # -- reads --------------------------------------------------------------------------------------
+    async def first_sighting(self, source: str, key: str) -> bool:
+        """True the first time (``source``, ``key``) is seen within the dedup window: lets an edge stay silent
+        on a repeat of something it already answered (a retried reaction, the same person reacting twice)."""
+        async with self.db.transaction() as session:
+            return await mark_seen(session, source=source, key=key, expires_at=self.clock.now() + DEDUP_TTL)
+
     async def get(self, ticket_id: int) -> TicketSnapshot:
         async with self.db.reading() as session:
             return await self._snapshot(session, await self._load(session, ticket_id, lock=False))

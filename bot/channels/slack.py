@@ -122,6 +122,8 @@ class SlackChannel:
                 text = messages.read_text(item.payload).text
                 return await self._post(item, slack_blocks.plain_message_blocks(text),
                                         slack_blocks.mrkdwn(text, slack_blocks.MAX_FALLBACK))
+            if item.kind == messages.MARK:
+                return await self._mark(item)
             if item.kind == messages.LEGACY_SLACK_BLOCKS:
                 return await self._post(item, item.payload["blocks"], item.payload["text"],
                                         role=item.payload.get("ref_role"))
@@ -204,6 +206,21 @@ class SlackChannel:
         message_id = slack_ref(str(response["channel"]), str(response["ts"]))
         refs = [(item.ticket_id, own_role, "slack", channel, message_id)] if own_role else []
         return Delivered(message_id=message_id, refs=refs)
+
+    async def _mark(self, item: OutboxItem) -> Delivered:
+        """A reaction on the marked message (a bot can't edit a person's message, and a reaction adds no noise)."""
+        mark = messages.read_mark(item.payload)
+        conversation, ts = mark.message.split("|", 1)
+        try:
+            await self.client.reactions_add(channel=conversation, timestamp=ts,
+                                            name=slack_blocks.marker_reaction(mark.internal))
+        except SlackApiError as exc:
+            error = exc.response.get("error")
+            if error == "message_not_found":  # deleted before it could be marked: nothing left to mark
+                log.info("marked message %s is gone (ticket %s)", mark.message, item.ticket_id)
+            elif error != "already_reacted":
+                raise
+        return Delivered(message_id=mark.message)
 
     async def _pulse(self, item: OutboxItem) -> Delivered:
         """A pulse: its first revision is posted; later ones edit the message that one became."""

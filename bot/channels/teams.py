@@ -92,6 +92,10 @@ class TeamsChannel:
             return await self._card(item.ticket_id, item.payload.get("audience", "triage"), kind, key)
         if item.kind in (messages.NOTICE, messages.PAGE):
             return await self._notice(item.ticket_id, messages.read_notice(item.payload), kind, key)
+        if item.kind == messages.MARK:
+            # Teams has no bot reactions: the marker is a one-line reply in the message's thread.
+            mark = messages.read_mark(item.payload)
+            return await self._notice(item.ticket_id, messages.NoticeDelivery(mark.view, thread="triage"), kind, key)
         raise PermanentDeliveryError(f"Teams can't deliver messages of kind {item.kind!r}")
 
     async def _message(self, ticket_id: int | None, card: dict[str, Any], summary: str, role: str | None, kind: str,

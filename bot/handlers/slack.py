@@ -36,6 +36,7 @@ from bot.handlers.errors import OUTAGE, friendly, is_database_outage
 from bot.handlers.payloads import contains_nul, without_nul
 from bot.people import PersonRef
 from bot.renderers import slack_blocks
+from bot.requester_escalation import NotYet, matrix_lines, parse_escalate
 from bot.routing import Action, Form, Shortcut
 from bot.text import escape_typed, to_plain
 from bot.tickets import (
@@ -44,6 +45,7 @@ from bot.tickets import (
     TicketError,
     TicketSnapshot,
 )
+from bot.triage_notes import Posted
 
 PLATFORM = "Slack"
 # A renamed or relocated person shows up with their new name/zone within this long.
@@ -261,7 +263,15 @@ class SlackAdapter:
                           "`/ithelp <what's wrong>` instead and I'll open the ticket straight away.")
             return
         if word == "help":
-            await ack(response_type="ephemeral", text=HELP)
+            await ack(response_type="ephemeral", text=self._help())
+            return
+        try:
+            escalating = parse_escalate(text)
+        except InvalidInput as exc:
+            await ack(response_type="ephemeral", text=slack_blocks.escape_mrkdwn(str(exc)))
+            return
+        if escalating is not None:
+            await ack(response_type="ephemeral", text=await self._escalate(user_id, *escalating))
             return
         if word in ("status", "list"):
             await ack(response_type="ephemeral", text=await self._status_text(user_id, open_only=word == "status"))
@@ -277,11 +287,29 @@ class SlackAdapter:
             return
         await ack(response_type="ephemeral", text=self._ack_text(result.ticket))
 
-    def _ack_text(self, ticket: TicketSnapshot) -> str:
-        wording = self.desk.acknowledgement(ticket)
+    def _ack_text(self, ticket: TicketSnapshot, *, author: str | None = None) -> str:
+        """The acknowledgement; with ``author`` (a Slack user id) it is posted where others read it too, so it
+        names the person the ticket is for and whose clock its times are on."""
+        label = f"{to_plain(ticket.requester_name)}'s time" if author else "your time"
+        wording = self.desk.acknowledgement(ticket, zone_label=label)
         summary = slack_blocks.mrkdwn(to_plain(ticket.summary), slack_blocks.MAX_SUMMARY)
-        return (f"{slack_blocks.mrkdwn(wording)} — _{summary}_\n"
+        return (f"{f'<@{author}> ' if author else ''}{slack_blocks.mrkdwn(wording)} — _{summary}_\n"
                 "I'll keep you posted in a DM thread; reply there to add details.")
+
+    def _help(self) -> str:
+        lines = "\n".join(f"• {slack_blocks.escape_mrkdwn(line)}" for line in matrix_lines(self.desk.config))
+        return f"{HELP}\n\n*Who handles what, and how to escalate*\n{lines}".replace(
+            "`escalate ", f"`{self.config.command} escalate ")
+
+    async def _escalate(self, user_id: str, ticket_id: int, why: str) -> str:
+        """``/ithelp escalate N <why>``: what to answer, ephemerally."""
+        try:
+            said = await self.desk.requester_escalation.escalate(ticket_id, await self.person(user_id), why)
+        except NotYet as exc:
+            return slack_blocks.mrkdwn(exc.text)  # the target's time on the reader's own clock
+        except Exception as exc:
+            return slack_blocks.escape_mrkdwn(friendly(exc, PLATFORM))
+        return slack_blocks.escape_mrkdwn(said)
 
     def _priority_labels(self) -> dict[str, str]:
         return {code: f"{code} · {p.label}" for code, p in self.desk.config.priorities.items()}
@@ -427,8 +455,13 @@ class SlackAdapter:
                 if role == "triage" and not self.desk.tickets.is_agent(person):
                     return  # colleagues chatting under the card: not relayed to the requester
                 try:
-                    await self.desk.tickets.comment(ticket_id, person, text, dedup=("slack-event", event_key),
-                                                    source=f"{role}_thread")
+                    if role == "triage":  # a reply or an internal note, marked as which on the message
+                        await self.desk.triage_thread.agent_message(
+                            ticket_id, person, text, dedup=("slack-event", event_key),
+                            posted=Posted(f"slack:channel:{channel}", slack_ref(channel, str(event.get("ts")))))
+                    else:
+                        await self.desk.tickets.comment(ticket_id, person, text, dedup=("slack-event", event_key),
+                                                        source=f"{role}_thread")
                 except TicketError as exc:
                     await client.chat_postMessage(channel=channel, thread_ts=thread_ts,
                                                   text=slack_blocks.escape_mrkdwn(str(exc)))
@@ -469,11 +502,16 @@ class SlackAdapter:
         found = await self.desk.directory.ticket_for_message("slack", slack_ref(channel, thread_ts))
         return (found.ticket_id, found.role) if found else (None, None)
 
-    async def _on_reaction(self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
+    async def _on_reaction(self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient,
+                           request: AsyncBoltRequest) -> None:
         item = event.get("item") or {}
         if event.get("reaction") != "ticket" or item.get("type") != "message":
             return
         channel, ts = item["channel"], item["ts"]
+        reactor = event.get("user")
+        # Slack retrying the event, or the same person reacting again: the first answer stands, say nothing more.
+        retried = bool(request.headers.get("x-slack-retry-num"))
+        first = await self.desk.tickets.first_sighting("slack-reaction", f"{channel}:{ts}:{reactor}")
         message = await self._fetch_message(client, channel, ts)
         if message is None:
             return
@@ -481,7 +519,7 @@ class SlackAdapter:
         if not author or message.get("bot_id"):
             return
         await self._ticket_from_message(client, channel, ts, author, await self.neutral(message.get("text") or ""),
-                                        reporter=event.get("user"))
+                                        reporter=reactor, repeat=retried or not first)
 
     async def _on_message_shortcut(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
@@ -495,7 +533,9 @@ class SlackAdapter:
                                         await self.neutral(message.get("text") or ""), reporter=body["user"]["id"])
 
     async def _ticket_from_message(self, client: AsyncWebClient, channel: str, ts: str, author: str, text: str,
-                                   *, reporter: str | None) -> None:
+                                   *, reporter: str | None, repeat: bool = False) -> None:
+        """File ``author``'s message as their ticket; ``reporter`` (who reacted or used the shortcut) hears about
+        failures and, unless this is a ``repeat`` of their own request, that it was already a ticket."""
         try:
             person = await self.person(author)
             link = await self._permalink(client, channel, ts)
@@ -515,10 +555,11 @@ class SlackAdapter:
         if result.created:
             try:
                 await client.reactions_add(channel=channel, timestamp=ts, name="eyes")
-                await client.chat_postMessage(channel=channel, thread_ts=ts, text=self._ack_text(result.ticket))
+                await client.chat_postMessage(channel=channel, thread_ts=ts,
+                                              text=self._ack_text(result.ticket, author=author))
             except SlackApiError as exc:
                 log.warning("could not acknowledge ticket %s in %s: %s", result.ticket.number, channel, exc)
-        elif reporter:
+        elif reporter and not repeat:
             await client.chat_postEphemeral(channel=channel, user=reporter,
                                             text=f"That message is already {result.ticket.number}.")
 

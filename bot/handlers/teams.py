@@ -42,9 +42,11 @@ from bot.handlers.payloads import contains_nul, without_nul
 from bot.handlers.teams_auth import HeaderCheck, install_key_sets
 from bot.people import PersonRef
 from bot.renderers import adaptive_cards
+from bot.requester_escalation import matrix_lines, parse_escalate
 from bot.routing import Action, Form
 from bot.text import escape_typed, to_plain, to_spans, without_controls
 from bot.tickets import InvalidInput, Origin, TicketSnapshot
+from bot.triage_notes import Posted
 from bot.views import Message, Notice, TicketList, TicketListItem
 
 PLATFORM = "Teams"
@@ -296,7 +298,21 @@ class TeamsAdapter:
             await self._send_card(turn, new_ticket.teams_form(self.desk.config.categories, self._priority_labels()))
             return
         if word == "help":
-            await turn.send_activity(MessageFactory.text(HELP))
+            matrix = "\n".join(f"- {line}" for line in matrix_lines(self.desk.config))
+            await turn.send_activity(MessageFactory.text(f"{HELP}\n\n**Who handles what, and how to escalate**\n\n"
+                                                         f"{matrix}"))
+            return
+        try:
+            escalating = parse_escalate(text)
+        except InvalidInput as exc:
+            await self._say(turn, str(exc), person)
+            return
+        if escalating is not None:
+            try:
+                said = await self.desk.requester_escalation.escalate(escalating[0], person, escalating[1])
+            except Exception as exc:
+                said = friendly(exc, PLATFORM)  # "not yet" included: its time is written out in their zone
+            await self._say(turn, said, person)
             return
         if word in ("status", "list"):
             await self._send_card(turn, await self._list_card(person, open_only=word == "status"))
@@ -354,7 +370,12 @@ class TeamsAdapter:
             return False
         if not self.desk.tickets.is_agent(person) or not text:
             return True  # colleagues chatting under the card: not relayed to the requester
-        await self._comment(turn, ticket_id, person, text, "triage_thread")
+        try:  # a reply or an internal note, marked as which in the thread
+            await self.desk.triage_thread.agent_message(
+                ticket_id, person, text, dedup=self._dedup(turn.activity),
+                posted=Posted(f"teams:channel:{channel}", teams_ref(conversation_id, str(turn.activity.id))))
+        except Exception as exc:
+            await self._say(turn, friendly(exc, PLATFORM), person)
         return True
 
     async def _reply_comment(self, turn: TurnContext, person: PersonRef, text: str) -> bool:

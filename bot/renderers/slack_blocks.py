@@ -409,3 +409,8 @@ def _list_item_text(item: TicketListItem) -> str:
     if item.next_update:
         details.extend((" · next update ", *spans(item.next_update)))
     return f"*{_link(item.link, item.number)}* · {mrkdwn(item.summary, MAX_SUMMARY)}\n{mrkdwn(tuple(details), 500)}"
+
+
+def marker_reaction(internal: bool) -> str:
+    """The reaction that marks an agent's triage-thread message: kept internal, or sent to the requester."""
+    return "lock" if internal else "incoming_envelope"
