@@ -17,6 +17,7 @@ from bot.calendars import build_calendars
 from bot.cards import CardBuilder
 from bot.channels.pager_delivery import pager_channels
 from bot.channels.pagers import make_http_client
+from bot.chat_commands import ChatCommands
 from bot.clock import Clock
 from bot.config import AppConfig
 from bot.core import Core, CronJob, Wake
@@ -62,6 +63,8 @@ class Desk:
     digests: Digests
     retention: RetentionService
     cron_jobs: list[CronJob]
+    chat: ChatCommands
+    """Commands and small talk in direct messages (``status 13``, ``list``, ``hi``): answered, not filed."""
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """Called once when the server stops (the pagers' shared HTTP client)."""
 
@@ -191,7 +194,7 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
         core.outbox.register(prefix, channel)
 
     desk = Desk(core=core, sla=sla, cards=cards, escalation=escalation, surveys=surveys, nps=pulses, weekly=weekly,
-                digests=digests, retention=retention,
+                digests=digests, retention=retention, chat=ChatCommands(core),
                 cron_jobs=[*digests.cron_jobs(), *retention.cron_jobs(), *weekly.cron_jobs()])
     if owns_http:
         desk.closers.append(http.aclose)

@@ -30,9 +30,10 @@ from sqlalchemy import select
 from bot.actions import ACTIONS, Click, check_allowed, perform
 from bot.cards import CardBuilder
 from bot.channels.slack import SlackChannel, make_client, slack_ref
+from bot.chat_commands import read_command
 from bot.desk import Desk
 from bot.dialogs import new_ticket, resolve_note, survey_reason
-from bot.handlers import slack_text
+from bot.handlers import command_answers, slack_text
 from bot.handlers.errors import OUTAGE, friendly, is_database_outage
 from bot.handlers.payloads import contains_nul, without_nul
 from bot.people import PersonRef
@@ -59,8 +60,9 @@ HELP = (
     "*ITHelp* — ask IT for help right here.\n"
     "• `/ithelp <what's wrong>` opens a ticket, e.g. `/ithelp VPN keeps disconnecting`\n"
     "• `/ithelp` on its own opens a form\n"
-    "• `/ithelp status` shows your open tickets and where they stand\n"
-    "• `/ithelp list` lists your recent tickets\n"
+    "• `/ithelp status` shows your open tickets and where they stand; `/ithelp status 13` shows IT-13\n"
+    "• `/ithelp list` lists your open tickets\n"
+    "• In a DM with me, `help`, `status`, `status 13` and `list` work without `/ithelp`\n"
     "• Or just DM me, or react with :ticket: to any message to turn it into a ticket."
 )
 
@@ -259,7 +261,6 @@ class SlackAdapter:
     async def _on_command(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
         text = (await self.neutral(body.get("text") or "")).strip()
         user_id = body["user_id"]
-        word = text.lower()
         if not text:
             try:
                 await client.views_open(trigger_id=body["trigger_id"], view=new_ticket.slack_modal(
@@ -270,11 +271,11 @@ class SlackAdapter:
                 await ack(response_type="ephemeral", text="I couldn't open the form just now. Type "
                           "`/ithelp <what's wrong>` instead and I'll open the ticket straight away.")
             return
-        if word == "help":
-            await ack(response_type="ephemeral", text=HELP)
-            return
-        if word in ("status", "list"):
-            await ack(response_type="ephemeral", text=await self._status_text(user_id, open_only=word == "status"))
+        command = read_command(text)
+        if command is not None:
+            person = await self.person(user_id, name=body.get("user_name"))
+            answer = await command_answers.for_slack(self.desk.chat, person, command, HELP)
+            await ack(response_type="ephemeral", **answer)
             return
         try:
             requester = await self.person(user_id, name=body.get("user_name"))
@@ -295,15 +296,6 @@ class SlackAdapter:
 
     def _priority_labels(self) -> dict[str, str]:
         return {code: f"{code} · {p.label}" for code, p in self.desk.config.priorities.items()}
-
-    async def _status_text(self, user_id: str, *, open_only: bool) -> str:
-        tickets = await self.desk.tickets.tickets_of(PersonRef("slack", user_id), open_only=open_only)
-        if not tickets:
-            return "You have no open tickets." if open_only else "You haven't opened any tickets yet."
-        lines = [f"*{t.number}* {slack_blocks.escape_mrkdwn(to_plain(t.summary))} — {t.requester_status_label}"
-                 + (f", with {slack_blocks.escape_mrkdwn(t.assignee_name)}" if t.assignee_name else "")
-                 for t in tickets]
-        return ("Your open tickets:\n" if open_only else "Your recent tickets:\n") + "\n".join(lines)
 
     async def _on_new_ticket_submit(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         draft = new_ticket.parse_slack_submission(view["state"]["values"])
@@ -444,6 +436,12 @@ class SlackAdapter:
                                                   text=slack_blocks.escape_mrkdwn(str(exc)))
                 return
         if event.get("channel_type") != "im":
+            return
+        command = read_command(text)
+        if command is not None:
+            person = await self.person(user_id)
+            await client.chat_postMessage(channel=channel,
+                                          **await command_answers.for_slack(self.desk.chat, person, command, HELP))
             return
         try:
             person = await self.person(user_id)

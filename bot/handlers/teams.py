@@ -33,11 +33,12 @@ from bot.channels.teams import (
     remember_conversation,
     teams_ref,
 )
+from bot.chat_commands import read_command
 from bot.config import TeamsConfig
 from bot.deadlines import SAVED_LATE, DeadlineExceeded, within
 from bot.desk import Desk
 from bot.dialogs import new_ticket, resolve_note, survey_reason
-from bot.handlers import teams_text
+from bot.handlers import command_answers, teams_text
 from bot.handlers.errors import OUTAGE, friendly
 from bot.handlers.payloads import contains_nul, without_nul
 from bot.handlers.teams_auth import HeaderCheck, install_key_sets
@@ -46,7 +47,7 @@ from bot.renderers import adaptive_cards
 from bot.routing import Action, Form
 from bot.text import escape_typed, to_plain, to_spans, without_controls
 from bot.tickets import InvalidInput, Origin, TicketSnapshot
-from bot.views import Message, Notice, TicketList, TicketListItem
+from bot.views import Message, Notice
 from store.models import MessageRef, OutboxMessage
 
 PLATFORM = "Teams"
@@ -56,8 +57,8 @@ HELP = (
     "**ITHelp**: ask IT for help right here.\n\n"
     "- Just tell me what's wrong (or `ithelp <what's wrong>`) and I'll open a ticket\n"
     "- `ithelp` on its own or `new ticket` opens a form\n"
-    "- `status` shows your open tickets and where they stand\n"
-    "- `list` lists your recent tickets\n"
+    "- `status` shows your open tickets and where they stand; `status 13` shows IT-13\n"
+    "- `list` lists your open tickets\n"
     "- In a channel, mention me: `@ITHelp printer on floor 3 is jammed`\n"
     "- Reply to one of my messages about a ticket to add details to it"
 )
@@ -297,11 +298,15 @@ class TeamsAdapter:
         if word in ("", "new ticket"):
             await self._send_card(turn, new_ticket.teams_form(self.desk.config.categories, self._priority_labels()))
             return
-        if word == "help":
-            await turn.send_activity(MessageFactory.text(HELP))
-            return
-        if word in ("status", "list"):
-            await self._send_card(turn, await self._list_card(person, open_only=word == "status"))
+        command = read_command(text)
+        if command is not None:
+            answer = await command_answers.for_teams(self.desk.chat, person, command)
+            if answer is None:
+                await turn.send_activity(MessageFactory.text(HELP))
+            elif isinstance(answer, str):
+                await self._say(turn, answer, person)
+            else:
+                await self._send_card(turn, answer)
             return
         activity = turn.activity
         try:
@@ -333,15 +338,6 @@ class TeamsAdapter:
 
     def _priority_labels(self) -> dict[str, str]:
         return {code: f"{code} · {p.label}" for code, p in self.desk.config.priorities.items()}
-
-    async def _list_card(self, person: PersonRef, *, open_only: bool) -> dict[str, Any]:
-        tickets = await self.desk.tickets.tickets_of(person, open_only=open_only)
-        items = tuple(TicketListItem(number=t.number, summary=to_plain(t.summary),
-                                     status_label=t.requester_status_label, assignee=t.assignee_name,
-                                     next_update=None) for t in tickets)
-        title = "Your open tickets" if open_only else "Your recent tickets"
-        empty = "You have no open tickets." if open_only else "You haven't opened any tickets yet."
-        return adaptive_cards.ticket_list_card(TicketList(title=title, sections=((title, items),), empty_text=empty))
 
     # -- comments relayed from threads and replies ----------------------------------------------------
     async def _thread_comment(self, turn: TurnContext, person: PersonRef, text: str) -> bool:
