@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from bot.conversation import held_choice
 from bot.desk import Desk
 from bot.people import PersonRef
 from bot.routing import Action
@@ -118,6 +119,14 @@ async def _claim_from_page(desk: Desk, click: Click) -> object:
     return await desk.escalation.acknowledge(click.ticket_id, click.person, claim=True, where=click.where)
 
 
+async def _held_message(desk: Desk, click: Click) -> object:
+    # The question's buttons carry "<ticket id or 0>:<held id>"; the service checks the held message is theirs.
+    ticket_id, held_id = held_choice(click.choice)
+    if held_id is None:
+        raise NotAllowed("That question is out of date.")
+    return await desk.conversations.answer(click.person, held_id, ticket_id)
+
+
 ACTIONS: dict[Action, Rule] = {
     Action.CLAIM: Rule(_claim, Who.AGENTS, "claim tickets"),
     Action.START: Rule(_start, Who.SERVICE, "change a ticket's status"),
@@ -132,6 +141,8 @@ ACTIONS: dict[Action, Rule] = {
     Action.NPS_SCORE: Rule(_nps_score, Who.SERVICE, "answer this pulse"),
     Action.ESCALATION_ACK: Rule(_acknowledge_page, Who.SERVICE, "acknowledge this page"),
     Action.ESCALATION_CLAIM: Rule(_claim_from_page, Who.SERVICE, "claim this ticket"),
+    Action.CONVERSATION_JOIN: Rule(_held_message, Who.SERVICE, "answer this question"),
+    Action.CONVERSATION_NEW: Rule(_held_message, Who.SERVICE, "answer this question"),
 }
 
 FORMS: dict[Action, tuple[Who, str]] = {

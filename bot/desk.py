@@ -20,6 +20,7 @@ from bot.channels.pagers import make_http_client
 from bot.chat_commands import ChatCommands
 from bot.clock import Clock
 from bot.config import AppConfig
+from bot.conversation import Conversations
 from bot.core import Core, CronJob, Wake
 from bot.digests import REQUESTER_TIMER, TRIAGE_TIMER, Digests
 from bot.engine import OutboxWorker, RequestsFirst, TimerEngine
@@ -64,6 +65,8 @@ class Desk:
     retention: RetentionService
     cron_jobs: list[CronJob]
     chat: ChatCommands
+    conversations: Conversations
+    """Plain direct messages: a new ticket, an answer to the one waiting on its requester, or a question which."""
     """Commands and small talk in direct messages (``status 13``, ``list``, ``hi``): answered, not filed."""
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """Called once when the server stops (the pagers' shared HTTP client)."""
@@ -195,6 +198,7 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
 
     desk = Desk(core=core, sla=sla, cards=cards, escalation=escalation, surveys=surveys, nps=pulses, weekly=weekly,
                 digests=digests, retention=retention, chat=ChatCommands(core),
+                conversations=Conversations(core),
                 cron_jobs=[*digests.cron_jobs(), *retention.cron_jobs(), *weekly.cron_jobs()])
     if owns_http:
         desk.closers.append(http.aclose)

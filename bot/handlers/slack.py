@@ -445,9 +445,10 @@ class SlackAdapter:
             return
         try:
             person = await self.person(user_id)
-            await self.desk.tickets.open(person, text, origin=Origin("slack", conversation=channel,
-                                                                     thread=event.get("ts")),
-                                         dedup=("slack-event", event_key), defer_setup=True)
+            # A new ticket, or the answer to one waiting on them (or a question which, when that is unclear).
+            await self.desk.conversations.route(person, text, origin=Origin("slack", conversation=channel,
+                                                                            thread=event.get("ts")),
+                                                dedup=("slack-event", event_key))
         except Exception as exc:
             sorry = friendly(exc, PLATFORM)
             await client.chat_postMessage(channel=channel, text=f"{sorry}\n\nWhat you wrote: {_quote(text)}")

@@ -290,6 +290,7 @@ class TeamsAdapter:
         return mentioned
 
     async def _on_text(self, turn: TurnContext, person: PersonRef, text: str) -> None:
+        personal = (turn.activity.conversation.conversation_type or "personal") == "personal"
         word = text.lower()
         if word.startswith("ithelp"):
             rest = text[len("ithelp"):]
@@ -309,15 +310,21 @@ class TeamsAdapter:
                 await self._send_card(turn, answer)
             return
         activity = turn.activity
+        origin = Origin("teams", conversation=activity.conversation.id, thread=activity.id)
         try:
-            result = await self.desk.tickets.open(
-                person, text, origin=Origin("teams", conversation=activity.conversation.id, thread=activity.id),
-                dedup=self._dedup(activity), defer_setup=True)
+            if personal:
+                # A new ticket, or the answer to one waiting on them (or a question which, when that is unclear).
+                routed = await self.desk.conversations.route(person, text, origin=origin, dedup=self._dedup(activity))
+                ticket, created = routed.ticket, routed.outcome == "opened" and routed.created
+            else:
+                result = await self.desk.tickets.open(person, text, origin=origin, dedup=self._dedup(activity),
+                                                      defer_setup=True)
+                ticket, created = result.ticket, result.created
         except Exception as exc:
             await self._say(turn, f"{friendly(exc, PLATFORM)}\n\nWhat you wrote: {to_plain(text)}", person)
             return
-        if result.created:
-            await self._acknowledge(turn, person, result.ticket)
+        if created and ticket is not None:
+            await self._acknowledge(turn, person, ticket)
 
     def _ack_notice(self, ticket: TicketSnapshot) -> Notice:
         wording = self.desk.acknowledgement(ticket)

@@ -1,0 +1,31 @@
+"""Tables owned by conversations (kept apart so features migrate independently)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from store.models import Base, BigId
+
+
+class HeldMessage(Base):
+    """A direct message the bot holds while it asks its author which ticket it is about (or whether it is
+    something new); kept until answered, so nothing the person wrote is lost while the question is open."""
+
+    __tablename__ = "held_messages"
+    __table_args__ = (Index("ix_held_messages_person_answered", "person_id", "answered_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"))
+    platform: Mapped[str] = mapped_column(String(16))
+    conversation: Mapped[str | None] = mapped_column(String(255))
+    """Where the message was written, so a ticket it starts answers there."""
+    thread: Mapped[str | None] = mapped_column(String(255))
+    text: Mapped[str] = mapped_column(Text)
+    """The message as the desk stores text (neutral, decoded at the platform edge)."""
+    created_at: Mapped[datetime]
+    answered_at: Mapped[datetime | None]
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
+    """The ticket the message joined or started, once answered."""
