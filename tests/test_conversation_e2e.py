@@ -7,11 +7,14 @@ clicked.
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
 from sqlalchemy import func, select
 
+from bot.privacy.erasure import erase_person
+from bot.privacy.export import export_person
 from bot.routing import Action
 from bot.server import Server
 from bot.simulators import teams_activities as ta
@@ -163,3 +166,17 @@ async def test_teams_with_several_open_tickets_the_bot_asks_and_files_the_answer
     (relayed,) = await fake.wait_for(lambda c: "Still dropping after the restart" in e2e.text_of(c)
                                      and posted_to(f"{e2e.TRIAGE};messageid={card_id}")(c))
     assert "Alex Requester replied:" in e2e.text_of(relayed)
+
+
+async def test_slack_a_held_message_is_exported_and_erased_with_its_author(bot: SlackBot, db: Database,
+                                                                         clock: Any) -> None:
+    await bot.command("VPN drops every hour")
+    await bot.command("Printer on floor 3 jams")
+    await bot.click(Action.WAIT, "1", ALICE)
+    await bot.event(dm("My home address is 1 Main St", "1700000900.000100"), event_id="EvHeld3")
+    assert len(await held(db)) == 1
+    out = io.StringIO()
+    await export_person(db, clock, f"slack:{REQUESTER}", out, by="test")
+    assert "My home address is 1 Main St" in json.loads(out.getvalue())["held_messages"][0]["text"]
+    await erase_person(db, clock, f"slack:{REQUESTER}", by="test", force=True)
+    assert await held(db) == []
