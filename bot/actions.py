@@ -148,6 +148,7 @@ ACTIONS: dict[Action, Rule] = {
 FORMS: dict[Action, tuple[Who, str]] = {
     Action.RESOLVE: (Who.AGENTS, "resolve tickets"),
     Action.SURVEY_REASON: (Who.SERVICE, "answer this survey"),
+    Action.NEW_TICKET: (Who.SERVICE, "open a ticket"),
 }
 """Buttons that open a form; the adapter checks ``check_allowed`` first, then shows its platform's form."""
 

@@ -41,6 +41,7 @@ from bot.sla import (
 )
 from bot.tickets import TicketChange, TicketService, TicketSnapshot
 from bot.views import Text
+from bot.welcome import Welcomes
 from store.db import Database
 from store.models import Ticket
 from surveys import nps
@@ -66,6 +67,8 @@ class Desk:
     cron_jobs: list[CronJob]
     chat: ChatCommands
     conversations: Conversations
+    welcomes: Welcomes
+    """Who was greeted on installing the Teams app or first opening the Slack App Home."""
     """Plain direct messages: a new ticket, an answer to the one waiting on its requester, or a question which."""
     """Commands and small talk in direct messages (``status 13``, ``list``, ``hi``): answered, not filed."""
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -198,7 +201,7 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
 
     desk = Desk(core=core, sla=sla, cards=cards, escalation=escalation, surveys=surveys, nps=pulses, weekly=weekly,
                 digests=digests, retention=retention, chat=ChatCommands(core),
-                conversations=Conversations(core),
+                conversations=Conversations(core), welcomes=Welcomes(core),
                 cron_jobs=[*digests.cron_jobs(), *retention.cron_jobs(), *weekly.cron_jobs()])
     if owns_http:
         desk.closers.append(http.aclose)

@@ -29,3 +29,12 @@ class HeldMessage(Base):
     answered_at: Mapped[datetime | None]
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))
     """The ticket the message joined or started, once answered."""
+
+
+class Welcome(Base):
+    """That a person was greeted (Teams app installed, Slack App Home first opened): once per person."""
+
+    __tablename__ = "welcomes"
+
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), primary_key=True)
+    welcomed_at: Mapped[datetime]

@@ -48,6 +48,7 @@ from bot.tickets import (
     TicketError,
     TicketSnapshot,
 )
+from bot.welcome import welcome_view
 from store.models import MessageRef, Person, Ticket
 
 PLATFORM = "Slack"
@@ -256,6 +257,7 @@ class SlackAdapter:
         handlers: dict[Action, Callable[..., Awaitable[None]]] = dict.fromkeys(ACTIONS, self._on_click)
         handlers[Action.RESOLVE] = self._on_resolve_button
         handlers[Action.SURVEY_REASON] = self._on_survey_reason_button
+        handlers[Action.NEW_TICKET] = self._on_new_ticket_button
         return handlers
 
     async def _on_command(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
@@ -560,6 +562,31 @@ class SlackAdapter:
             return
         user_id = event["user"]
         await self.publish_home(user_id, client)
+        await self._welcome(user_id, client)
+
+    async def _welcome(self, user_id: str, client: AsyncWebClient) -> None:
+        """The first App Home open greets the person in the app's Messages tab, once (Slack retries events)."""
+        person = await self.person(user_id)
+        if not await self.desk.welcomes.first_time(person):
+            return
+        view = welcome_view("Message me here (or type `/ithelp <what's wrong>` anywhere), or press New ticket.")
+        try:
+            await client.chat_postMessage(channel=user_id, text=slack_blocks.ticket_list_text(view),
+                                          blocks=slack_blocks.ticket_list_blocks(view))
+        except SlackApiError as exc:
+            log.warning("could not welcome %s: %s", user_id, exc)
+            await self.desk.welcomes.forget(person)
+
+    async def _on_new_ticket_button(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        """The welcome's New ticket button: the same form as ``/ithelp`` on its own."""
+        await ack()
+        try:
+            check_allowed(self.desk, Action.NEW_TICKET, PersonRef("slack", body["user"]["id"]))
+            channel = (body.get("channel") or {}).get("id") or ""
+            await client.views_open(trigger_id=body["trigger_id"], view=new_ticket.slack_modal(
+                self.desk.config.categories, self._priority_labels(), private_metadata=channel))
+        except Exception as exc:
+            await self._refuse(client, body, friendly(exc, PLATFORM))
 
     async def publish_home(self, user_id: str, client: AsyncWebClient | None = None) -> None:
         person_ref = await self.person(user_id)

@@ -48,6 +48,7 @@ from bot.routing import Action, Form
 from bot.text import escape_typed, to_plain, to_spans, without_controls
 from bot.tickets import InvalidInput, Origin, TicketSnapshot
 from bot.views import Message, Notice
+from bot.welcome import welcome_view
 from store.models import MessageRef, OutboxMessage
 
 PLATFORM = "Teams"
@@ -191,10 +192,27 @@ class TeamsAdapter:
                 await self._remember(activity)
             except Exception:  # replying still works from the inbound activity; the next message retries
                 log.exception("could not store the conversation reference of activity %s", activity.id)
+        if activity.type == ActivityTypes.conversation_update:
+            await self._on_members_added(turn)
         if activity.type == ActivityTypes.message:
             await self._on_message(turn)
         elif activity.type == ActivityTypes.invoke:
             await self._on_invoke(turn)
+
+    async def _on_members_added(self, turn: TurnContext) -> None:
+        """The app installed in someone's personal scope: greet them, once (Teams may send the update again)."""
+        activity = turn.activity
+        bot_id = activity.recipient.id if activity.recipient is not None else None
+        added = {member.id for member in activity.members_added or []}
+        personal = (activity.conversation.conversation_type or "personal") == "personal"
+        person = self._person(activity)
+        if not personal or bot_id not in added or person is None:
+            return
+        if not await self.desk.welcomes.first_time(person):
+            return
+        view = welcome_view("Just tell me what's wrong here, or press New ticket for a form.")
+        if not await self._send_card(turn, adaptive_cards.ticket_list_card(view)):
+            await self.desk.welcomes.forget(person)
 
     async def _on_invoke(self, turn: TurnContext) -> None:
         """Action.Execute (``adaptiveCard/action``) takes the same path as Action.Submit; other invokes: 400."""
@@ -450,6 +468,9 @@ class TeamsAdapter:
         await self._replace_card(turn, resolve_note.teams_form(ticket_id, number, error=error, note=note))
 
     async def _on_action(self, turn: TurnContext, person: PersonRef, action: Action, value: dict[str, Any]) -> None:
+        if action == Action.NEW_TICKET:  # the welcome's button: the same form as "new ticket"
+            await self._send_card(turn, new_ticket.teams_form(self.desk.config.categories, self._priority_labels()))
+            return
         ticket_id = _ticket_id(value)
         if ticket_id is None:
             await self._say(turn, "That button doesn't point at a ticket any more.")

@@ -1,4 +1,4 @@
-"""conversations: direct messages held while the bot asks which ticket they are about
+"""conversations: direct messages held while the bot asks which ticket they are about; who was welcomed
 
 Revision ID: 0012
 Revises: 0010
@@ -34,8 +34,15 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id', name=op.f('pk_held_messages'))
     )
     op.create_index('ix_held_messages_person_answered', 'held_messages', ['person_id', 'answered_at'], unique=False)
+    op.create_table('welcomes',
+    sa.Column('person_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('welcomed_at', store.models.UTCDateTime(), nullable=False),
+    sa.ForeignKeyConstraint(['person_id'], ['people.id'], name=op.f('fk_welcomes_person_id_people')),
+    sa.PrimaryKeyConstraint('person_id', name=op.f('pk_welcomes'))
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('welcomes')
     op.drop_index('ix_held_messages_person_answered', table_name='held_messages')
     op.drop_table('held_messages')
