@@ -11,11 +11,13 @@ when a ticket is waiting on its requester, their next plain message in the DM is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from sqlalchemy import select, update
 
+from bot.attachments import Attachments, SharedFile, with_files
 from bot.core import Core
 from bot.messages import NOTICE, notice_payload
 from bot.people import PersonRef
@@ -57,25 +59,36 @@ def held_choice(choice: str) -> tuple[int | None, int | None]:
 class Conversations:
     """Decides what a plain direct message is about, and carries out the person's answer to the question."""
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, attachments: Attachments) -> None:
         self.core = core
+        self.attachments = attachments
 
-    async def route(self, person: PersonRef, text: str, *, origin: Origin, dedup: tuple[str, str]) -> Routed:
-        """File, join or hold ``text``; ``dedup`` (the inbound event) makes a platform's retry a no-op."""
+    async def route(self, person: PersonRef, text: str, *, origin: Origin, dedup: tuple[str, str],
+                    files: Sequence[SharedFile] = ()) -> Routed:
+        """File, join or hold ``text`` (and ``files``); ``dedup`` (the inbound event) makes a retry a no-op."""
         if await self._seen(dedup):
             return Routed("repeat")
         tickets = await self.core.tickets.tickets_of(person, open_only=True)
         waiting = [t for t in tickets if t.status == WAITING]
+        if not text and not (waiting and len(tickets) == 1):
+            await self.attachments.hold(person, files, origin, dedup)  # "What's the problem?"
+            return Routed("asked")
         if not waiting:
             result = await self.core.tickets.open(person, text, origin=origin, dedup=dedup, defer_setup=True)
+            if files:
+                await self.attachments.comment(result.ticket.id, person, "", files,
+                                               dedup=(dedup[0], f"{dedup[1]}:files"), source="requester_thread")
+            await self.attachments.attach_waiting(person, result.ticket.id)
             return Routed("opened", result.ticket, result.created)
         if len(tickets) == 1:
-            joined = await self.core.tickets.comment(tickets[0].id, person, text, dedup=dedup,
-                                                     source="requester_thread")
+            joined = await self.attachments.comment(tickets[0].id, person, text, files, dedup=dedup,
+                                                    source="requester_thread")
             if joined is not None:
+                await self.attachments.attach_waiting(person, joined.id)
                 await self._confirm(person, joined, key=f"joined:{dedup[0]}:{dedup[1]}")
             return Routed("joined" if joined else "repeat", joined)
-        await self._hold_and_ask(person, text, origin, dedup, waiting + [t for t in tickets if t.status != WAITING])
+        await self._hold_and_ask(person, with_files(text, files), origin, dedup,
+                                 waiting + [t for t in tickets if t.status != WAITING])
         return Routed("asked")
 
     async def answer(self, person: PersonRef, held_id: int, ticket_id: int | None) -> Routed:
@@ -102,6 +115,7 @@ class Conversations:
             if joined is not None:
                 await self._confirm(person, joined, key=f"joined:{HELD_SOURCE}:{held_id}")
         if routed.ticket is not None:
+            await self.attachments.attach_waiting(person, routed.ticket.id)
             async with self.core.db.transaction() as session:
                 await session.execute(update(HeldMessage).where(
                     HeldMessage.id == held_id, HeldMessage.answered_at.is_(None)).values(

@@ -13,6 +13,7 @@ from datetime import datetime
 
 import httpx
 
+from bot.attachments import Attachments
 from bot.calendars import build_calendars
 from bot.cards import CardBuilder
 from bot.channels.pager_delivery import pager_channels
@@ -68,6 +69,8 @@ class Desk:
     chat: ChatCommands
     conversations: Conversations
     welcomes: Welcomes
+    attachments: Attachments
+    """Files and screenshots people share: linked to the other side, listed on the ticket."""
     """Who was greeted on installing the Teams app or first opening the Slack App Home."""
     """Plain direct messages: a new ticket, an answer to the one waiting on its requester, or a question which."""
     """Commands and small talk in direct messages (``status 13``, ``list``, ``hi``): answered, not filed."""
@@ -147,6 +150,7 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
     weekly = WeeklySummary(core)
     digests = Digests(core)
     retention = RetentionService(core)
+    attachments = Attachments(core)
 
     def card_lines(ticket: Ticket, now: datetime, zone: str, audience: str) -> list[Text]:
         return sla_lines(ticket, now, sla.calendar(ticket.calendar), zone, audience)
@@ -201,7 +205,7 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
 
     desk = Desk(core=core, sla=sla, cards=cards, escalation=escalation, surveys=surveys, nps=pulses, weekly=weekly,
                 digests=digests, retention=retention, chat=ChatCommands(core),
-                conversations=Conversations(core), welcomes=Welcomes(core),
+                conversations=Conversations(core, attachments), attachments=attachments, welcomes=Welcomes(core),
                 cron_jobs=[*digests.cron_jobs(), *retention.cron_jobs(), *weekly.cron_jobs()])
     if owns_http:
         desk.closers.append(http.aclose)

@@ -477,11 +477,12 @@ class TicketService:
     # -- anyone involved ----------------------------------------------------------------------------
     async def comment(
         self, ticket_id: int, author: PersonRef, text: str, *, dedup: tuple[str, str] | None = None,
-        source: str | None = None,
+        source: str | None = None, attachments: list[dict[str, str]] | None = None,
     ) -> TicketSnapshot | None:
         """Add a public comment. Returns None when ``dedup`` says this message was already recorded.
 
-        ``source`` names where it was written (e.g. ``slack:triage``) so relays skip the place it came from.
+        ``source`` names where it was written (e.g. ``slack:triage``) so relays skip the place it came from;
+        ``attachments`` (``{"name", "url"}``) lists the files the message shared, on the ticket's event.
         """
         text = _clean_text(text, "comment", MAX_DESCRIPTION, required=True)
 
@@ -501,7 +502,8 @@ class TicketService:
             elif ticket.status == WAITING:
                 # The requester answered: the ball is back with IT and the SLA clock resumes.
                 ticket.status = IN_PROGRESS if ticket.assignee_id else NEW
-            return "commented", {"text": text, "role": role, "source": source}
+            payload = {"text": text, "role": role, "source": source}
+            return "commented", {**payload, "attachments": attachments} if attachments else payload
 
         try:
             return await self._change(ticket_id, author, change)

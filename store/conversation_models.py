@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from store.models import Base, BigId
@@ -24,7 +24,10 @@ class HeldMessage(Base):
     """Where the message was written, so a ticket it starts answers there."""
     thread: Mapped[str | None] = mapped_column(String(255))
     text: Mapped[str] = mapped_column(Text)
-    """The message as the desk stores text (neutral, decoded at the platform edge)."""
+    """The message as the desk stores text (neutral, decoded at the platform edge); empty for files alone."""
+    files: Mapped[list[dict[str, str]] | None] = mapped_column(JSON)
+    """Files shared with it (``{"name", "url"}``): a file-only message waits here for the ticket the next
+    message starts."""
     created_at: Mapped[datetime]
     answered_at: Mapped[datetime | None]
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id"))

@@ -419,7 +419,8 @@ class SlackAdapter:
             return  # our own posts, edits, joins: not something a person asked
         user_id = event.get("user")
         text = (await self.neutral(event.get("text") or "")).strip()
-        if not user_id or not text:
+        files = slack_text.shared_files(event)
+        if not user_id or not (text or files):
             return
         channel = event.get("channel", "")
         thread_ts = event.get("thread_ts")
@@ -431,15 +432,15 @@ class SlackAdapter:
                 if role == "triage" and not self.desk.tickets.is_agent(person):
                     return  # colleagues chatting under the card: not relayed to the requester
                 try:
-                    await self.desk.tickets.comment(ticket_id, person, text, dedup=("slack-event", event_key),
-                                                    source=f"{role}_thread")
+                    await self.desk.attachments.comment(ticket_id, person, text, files,
+                                                        dedup=("slack-event", event_key), source=f"{role}_thread")
                 except TicketError as exc:
                     await client.chat_postMessage(channel=channel, thread_ts=thread_ts,
                                                   text=slack_blocks.escape_mrkdwn(str(exc)))
                 return
         if event.get("channel_type") != "im":
             return
-        command = read_command(text)
+        command = read_command(text) if text else None
         if command is not None:
             person = await self.person(user_id)
             await client.chat_postMessage(channel=channel,
@@ -450,7 +451,7 @@ class SlackAdapter:
             # A new ticket, or the answer to one waiting on them (or a question which, when that is unclear).
             await self.desk.conversations.route(person, text, origin=Origin("slack", conversation=channel,
                                                                             thread=event.get("ts")),
-                                                dedup=("slack-event", event_key))
+                                                dedup=("slack-event", event_key), files=files)
         except Exception as exc:
             sorry = friendly(exc, PLATFORM)
             await client.chat_postMessage(channel=channel, text=f"{sorry}\n\nWhat you wrote: {_quote(text)}")

@@ -22,6 +22,7 @@ from botframework.connector.auth import AuthenticateRequestResult
 from sqlalchemy import select
 
 from bot.actions import ACTIONS, Click, check_allowed, perform
+from bot.attachments import SharedFile
 from bot.cards import CardBuilder
 from bot.channels.teams import (
     CHANNEL,
@@ -285,14 +286,15 @@ class TeamsAdapter:
         personal = (activity.conversation.conversation_type or "personal") == "personal"
         mentioned = self._strip_bot_mention(activity)
         text = teams_text.decode(activity.text).strip()
+        files = teams_text.shared_files(activity.attachments or [])
         if not personal:
-            if await self._thread_comment(turn, person, text):
+            if await self._thread_comment(turn, person, text, files):
                 return
             if not mentioned:
                 return  # channel chatter the bot was not asked about
-        elif await self._reply_comment(turn, person, text):
+        elif await self._reply_comment(turn, person, text, files):
             return
-        await self._on_text(turn, person, text)
+        await self._on_text(turn, person, text, files)
 
     @staticmethod
     def _strip_bot_mention(activity: Activity) -> bool:
@@ -307,32 +309,24 @@ class TeamsAdapter:
                     activity.text = (activity.text or "").replace(properties["text"], " ")
         return mentioned
 
-    async def _on_text(self, turn: TurnContext, person: PersonRef, text: str) -> None:
+    async def _on_text(self, turn: TurnContext, person: PersonRef, text: str,
+                       files: list[SharedFile] | None = None) -> None:
         personal = (turn.activity.conversation.conversation_type or "personal") == "personal"
-        word = text.lower()
-        if word.startswith("ithelp"):
+        if files and not text and not personal:
+            return  # a file in a channel with a mention and no words: nothing to file
+        if text.lower().startswith("ithelp"):
             rest = text[len("ithelp"):]
             if not rest or rest[0].isspace():
-                text, word = rest.strip(), rest.strip().lower()
-        if word in ("", "new ticket"):
-            await self._send_card(turn, new_ticket.teams_form(self.desk.config.categories, self._priority_labels()))
-            return
-        command = read_command(text)
-        if command is not None:
-            answer = await command_answers.for_teams(self.desk.chat, person, command)
-            if answer is None:
-                await turn.send_activity(MessageFactory.text(HELP))
-            elif isinstance(answer, str):
-                await self._say(turn, answer, person)
-            else:
-                await self._send_card(turn, answer)
+                text = rest.strip()
+        if (text or not files) and await self._answer_command(turn, person, text):
             return
         activity = turn.activity
         origin = Origin("teams", conversation=activity.conversation.id, thread=activity.id)
         try:
             if personal:
                 # A new ticket, or the answer to one waiting on them (or a question which, when that is unclear).
-                routed = await self.desk.conversations.route(person, text, origin=origin, dedup=self._dedup(activity))
+                routed = await self.desk.conversations.route(person, text, origin=origin, dedup=self._dedup(activity),
+                                                             files=files or ())
                 ticket, created = routed.ticket, routed.outcome == "opened" and routed.created
             else:
                 result = await self.desk.tickets.open(person, text, origin=origin, dedup=self._dedup(activity),
@@ -343,6 +337,23 @@ class TeamsAdapter:
             return
         if created and ticket is not None:
             await self._acknowledge(turn, person, ticket)
+
+    async def _answer_command(self, turn: TurnContext, person: PersonRef, text: str) -> bool:
+        """``ithelp`` alone or ``new ticket`` (the form), help, status, list, small talk: True if it was one."""
+        if text.lower() in ("", "new ticket"):
+            await self._send_card(turn, new_ticket.teams_form(self.desk.config.categories, self._priority_labels()))
+            return True
+        command = read_command(text)
+        if command is not None:
+            answer = await command_answers.for_teams(self.desk.chat, person, command)
+            if answer is None:
+                await turn.send_activity(MessageFactory.text(HELP))
+            elif isinstance(answer, str):
+                await self._say(turn, answer, person)
+            else:
+                await self._send_card(turn, answer)
+            return True
+        return False
 
     def _ack_notice(self, ticket: TicketSnapshot) -> Notice:
         wording = self.desk.acknowledgement(ticket)
@@ -365,7 +376,7 @@ class TeamsAdapter:
         return {code: f"{code} · {p.label}" for code, p in self.desk.config.priorities.items()}
 
     # -- comments relayed from threads and replies ----------------------------------------------------
-    async def _thread_comment(self, turn: TurnContext, person: PersonRef, text: str) -> bool:
+    async def _thread_comment(self, turn: TurnContext, person: PersonRef, text: str, files: list[SharedFile]) -> bool:
         """A message in the thread under a triage card: an agent's comment for the requester."""
         conversation_id = turn.activity.conversation.id
         if THREAD_MARK not in conversation_id:
@@ -378,12 +389,12 @@ class TeamsAdapter:
             ticket_id = ref.ticket_id if ref else None
         if ticket_id is None:
             return False
-        if not self.desk.tickets.is_agent(person) or not text:
+        if not self.desk.tickets.is_agent(person) or not (text or files):
             return True  # colleagues chatting under the card: not relayed to the requester
-        await self._comment(turn, ticket_id, person, text, "triage_thread")
+        await self._comment(turn, ticket_id, person, text, "triage_thread", files)
         return True
 
-    async def _reply_comment(self, turn: TurnContext, person: PersonRef, text: str) -> bool:
+    async def _reply_comment(self, turn: TurnContext, person: PersonRef, text: str, files: list[SharedFile]) -> bool:
         """A reply, in a 1:1 chat, to one of the bot's messages about a ticket: the requester's comment."""
         activity = turn.activity
         replied = activity.reply_to_id
@@ -391,7 +402,7 @@ class TeamsAdapter:
             found = _QUOTED_REPLY.search(str(attachment.content or ""))
             if found:
                 replied = found.group(1)
-        if not replied or not text:
+        if not replied or not (text or files):
             return False
         async with self.desk.db.reading() as session:
             ticket_id = await session.scalar(select(OutboxMessage.ticket_id).where(
@@ -399,12 +410,14 @@ class TeamsAdapter:
                 OutboxMessage.delivered_message_id == teams_ref(activity.conversation.id, replied)).limit(1))
         if ticket_id is None:
             return False
-        await self._comment(turn, ticket_id, person, text, "requester_thread")
+        await self._comment(turn, ticket_id, person, text, "requester_thread", files)
         return True
 
-    async def _comment(self, turn: TurnContext, ticket_id: int, person: PersonRef, text: str, source: str) -> None:
+    async def _comment(self, turn: TurnContext, ticket_id: int, person: PersonRef, text: str, source: str,
+                       files: list[SharedFile]) -> None:
         try:
-            await self.desk.tickets.comment(ticket_id, person, text, dedup=self._dedup(turn.activity), source=source)
+            await self.desk.attachments.comment(ticket_id, person, text, files, dedup=self._dedup(turn.activity),
+                                                source=source)
         except Exception as exc:
             await self._say(turn, friendly(exc, PLATFORM), person)
 

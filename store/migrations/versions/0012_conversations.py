@@ -26,6 +26,7 @@ def upgrade() -> None:
     sa.Column('conversation', sa.String(length=255), nullable=True),
     sa.Column('thread', sa.String(length=255), nullable=True),
     sa.Column('text', sa.Text(), nullable=False),
+    sa.Column('files', sa.JSON(), nullable=True),
     sa.Column('created_at', store.models.UTCDateTime(), nullable=False),
     sa.Column('answered_at', store.models.UTCDateTime(), nullable=True),
     sa.Column('ticket_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
