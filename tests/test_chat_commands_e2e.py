@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+from bot import teams_app
 from bot.chat_commands import Command, Said, read_command
 from bot.server import Server
 from bot.simulators import teams_activities as ta
@@ -104,3 +106,14 @@ async def test_teams_status_of_a_ticket_shows_it_to_its_requester_and_agents_onl
     await send(server, ta.message("list", service_url=fake.service_url))
     assert "Your open tickets" in json.dumps(fake.sent_to(PERSONAL)[-1])
     assert await ticket_count(db) == 1
+
+
+async def test_teams_every_command_the_manifest_lists_is_answered_not_filed(
+    server: Server, fake: FakeBotConnector, db: Database
+) -> None:
+    manifest = json.loads((Path(teams_app.__file__).parent / "manifest.json").read_text())
+    titles = [c["title"] for bot in manifest["bots"] for group in bot["commandLists"] for c in group["commands"]]
+    assert {"help", "list", "status", "new ticket"} <= set(titles)
+    for title in titles:
+        await send(server, ta.message(title, service_url=fake.service_url))
+    assert len(fake.sent_to(PERSONAL)) == len(titles) and await ticket_count(db) == 0

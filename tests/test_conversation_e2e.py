@@ -180,3 +180,18 @@ async def test_slack_a_held_message_is_exported_and_erased_with_its_author(bot: 
     assert "My home address is 1 Main St" in json.loads(out.getvalue())["held_messages"][0]["text"]
     await erase_person(db, clock, f"slack:{REQUESTER}", by="test", force=True)
     assert await held(db) == []
+
+
+async def test_slack_the_question_quotes_the_held_message_escaped_once_and_pinging_nobody(
+    bot: SlackBot, db: Database
+) -> None:
+    await bot.command("VPN drops every hour")
+    await bot.command("Printer on floor 3 jams")
+    await bot.click(Action.WAIT, "1", ALICE)
+    await bot.event(dm("<!channel> still &lt;broken&gt; &amp; slow", "1700001300.000100"), event_id="EvHeld4")
+    await bot.settle()
+    [question] = [c for c in bot.slack.calls_to("chat.postMessage")
+                  if c["channel"] == REQUESTER and "something new" in json.dumps(c)]
+    quoted = json.dumps(question["blocks"])
+    assert "<!channel>" not in quoted and "@channel" in quoted
+    assert "&lt;broken&gt; &amp; slow" in quoted and "&amp;amp;" not in quoted and "&amp;lt;" not in quoted
