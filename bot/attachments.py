@@ -23,7 +23,7 @@ from store.conversation_models import HeldMessage
 from store.models import Person
 from store.queries import mark_seen
 
-__all__ = ["WHATS_THE_PROBLEM", "Attachments", "SharedFile", "with_files"]
+__all__ = ["WHATS_THE_PROBLEM", "Attachments", "SharedFile", "listed", "stored", "with_files"]
 
 WHATS_THE_PROBLEM = ("Thanks, I've got your file. What's the problem? Tell me in a sentence or two and I'll open a "
                      "ticket with the file attached.")
@@ -46,8 +46,14 @@ def with_files(text: str, files: Sequence[SharedFile]) -> str:
     return f"{text}\n\nAttached: {links}" if text else f"Attached: {links}"
 
 
-def _listed(files: Sequence[SharedFile]) -> list[dict[str, str]]:
+def listed(files: Sequence[SharedFile]) -> list[dict[str, str]]:
+    """Files as stored on an event or a held message: ``{"name", "url"}`` each."""
     return [{"name": f.name, "url": f.url} for f in files[:MAX_FILES]]
+
+
+def stored(files: list[dict[str, str]] | None) -> list[SharedFile]:
+    """Files read back from an event or a held message."""
+    return [SharedFile(str(f.get("name", "")), str(f.get("url", ""))) for f in files or []]
 
 
 class Attachments:
@@ -60,7 +66,7 @@ class Attachments:
                       dedup: tuple[str, str], source: str) -> TicketSnapshot | None:
         """A comment with its files: linked in the text, listed on the event; None for a repeat."""
         return await self.core.tickets.comment(ticket_id, person, with_files(text, files), dedup=dedup,
-                                               source=source, attachments=_listed(files) or None)
+                                               source=source, attachments=listed(files) or None)
 
     async def hold(self, person: PersonRef, files: Sequence[SharedFile], origin: Origin,
                    dedup: tuple[str, str]) -> None:
@@ -71,7 +77,7 @@ class Attachments:
                 return
             owner = await self.core.tickets.person(session, person)
             session.add(HeldMessage(person_id=owner.id, platform=origin.platform, conversation=origin.conversation,
-                                    thread=origin.thread, text="", files=_listed(files), created_at=now))
+                                    thread=origin.thread, text="", files=listed(files), created_at=now))
         await self.core.tickets.tell(person, Message(WHATS_THE_PROBLEM), key=f"files:{dedup[0]}:{dedup[1]}"[:200])
 
     async def attach_waiting(self, person: PersonRef, ticket_id: int) -> None:
@@ -83,7 +89,7 @@ class Attachments:
                 HeldMessage.person_id == owner, HeldMessage.text == "", HeldMessage.files.is_not(None),
                 HeldMessage.answered_at.is_(None)).order_by(HeldMessage.id))).scalars()) if owner else []
         for held in waiting:
-            files = [SharedFile(str(f.get("name", "")), str(f.get("url", ""))) for f in held.files or []]
+            files = stored(held.files)
             # Keyed on the held row: a retry, or another replica doing the same, attaches nothing twice.
             await self.comment(ticket_id, person, "", files, dedup=("held-files", str(held.id)),
                                source="requester_thread")

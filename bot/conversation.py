@@ -17,7 +17,7 @@ from typing import Literal
 
 from sqlalchemy import select, update
 
-from bot.attachments import Attachments, SharedFile, with_files
+from bot.attachments import Attachments, SharedFile, listed, stored, with_files
 from bot.core import Core
 from bot.messages import NOTICE, notice_payload
 from bot.people import PersonRef
@@ -87,7 +87,7 @@ class Conversations:
                 await self.attachments.attach_waiting(person, joined.id)
                 await self._confirm(person, joined, key=f"joined:{dedup[0]}:{dedup[1]}")
             return Routed("joined" if joined else "repeat", joined)
-        await self._hold_and_ask(person, with_files(text, files), origin, dedup,
+        await self._hold_and_ask(person, text, files, origin, dedup,
                                  waiting + [t for t in tickets if t.status != WAITING])
         return Routed("asked")
 
@@ -100,7 +100,8 @@ class Conversations:
                 Person.platform == person.platform, Person.platform_user_id == person.user_id))
             if held is None or owner is None or held.person_id != owner:
                 raise NotAllowed("That question was for someone else.")
-            text, origin = held.text, Origin(held.platform, conversation=held.conversation, thread=held.thread)
+            text, files = held.text, stored(held.files)
+            origin = Origin(held.platform, conversation=held.conversation, thread=held.thread)
             if held.answered_at is not None:
                 return Routed("repeat")
         dedup = (HELD_SOURCE, str(held_id))
@@ -109,8 +110,12 @@ class Conversations:
             result: OpenResult = await self.core.tickets.open(person, text, origin=origin, dedup=dedup,
                                                               defer_setup=True)
             routed = Routed("opened", result.ticket, result.created)
+            if files:
+                await self.attachments.comment(result.ticket.id, person, "", files,
+                                               dedup=(HELD_SOURCE, f"{held_id}:files"), source="requester_thread")
         else:
-            joined = await self.core.tickets.comment(ticket_id, person, text, dedup=dedup, source="requester_thread")
+            joined = await self.attachments.comment(ticket_id, person, text, files, dedup=dedup,
+                                                    source="requester_thread")
             routed = Routed("joined" if joined else "repeat", joined)
             if joined is not None:
                 await self._confirm(person, joined, key=f"joined:{HELD_SOURCE}:{held_id}")
@@ -128,8 +133,8 @@ class Conversations:
             return await session.scalar(select(InboundDedup.key).where(
                 InboundDedup.source == dedup[0], InboundDedup.key == dedup[1])) is not None
 
-    async def _hold_and_ask(self, person: PersonRef, text: str, origin: Origin, dedup: tuple[str, str],
-                            tickets: list[TicketSnapshot]) -> None:
+    async def _hold_and_ask(self, person: PersonRef, text: str, files: Sequence[SharedFile], origin: Origin,
+                            dedup: tuple[str, str], tickets: list[TicketSnapshot]) -> None:
         # One transaction: the retry mark, the held message and the question commit together or not at all.
         now = self.core.clock.now()
         async with self.core.db.transaction() as session:
@@ -137,10 +142,10 @@ class Conversations:
                 return
             owner = await self.core.tickets.person(session, person)
             held = HeldMessage(person_id=owner.id, platform=origin.platform, conversation=origin.conversation,
-                               thread=origin.thread, text=text, created_at=now)
+                               thread=origin.thread, text=text, files=listed(files) or None, created_at=now)
             session.add(held)
             await session.flush()
-            question = _question(held.id, text, tickets[:MAX_CHOICES])
+            question = _question(held.id, with_files(text, files), tickets[:MAX_CHOICES])
             await enqueue_message(session, target=f"{person.platform}:user:{person.user_id}", kind=NOTICE,
                                   payload=notice_payload(question), ticket_id=question.ticket_id,
                                   idempotency_key=f"ask:{held.id}", now=now)

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from bot.routing import Action
 from bot.server import Server
 from bot.simulators import teams_activities as ta
 from bot.simulators.bot_connector import FakeBotConnector
@@ -133,3 +134,22 @@ async def test_teams_an_agents_file_in_the_triage_thread_reaches_the_requester(
     (relayed,) = await fake.wait_for(lambda c: posted_to(PERSONAL)(c) and "Here is the tool" in e2e.text_of(c))
     assert "logs.zip" in e2e.text_of(relayed) and TEAMS_FILE.split("?")[0] in e2e.text_of(relayed)
     assert await attachments_on_tickets(db) == [(1, [{"name": "logs.zip", "url": TEAMS_FILE}])]
+
+
+async def test_slack_a_screenshot_held_while_the_bot_asks_which_ticket_goes_with_the_answer(
+    bot: SlackBot, db: Database
+) -> None:
+    await bot.command("VPN drops every hour")
+    await bot.command("Printer on floor 3 jams")
+    await bot.click(Action.WAIT, "1", ALICE)
+    await bot.event(shot("This is what I see", "1700001400.000100"), event_id="EvShot4")
+    await bot.settle()
+    assert await attachments_on_tickets(db) == []
+    [question] = [c for c in bot.slack.calls_to("chat.postMessage")
+                  if c["channel"] == REQUESTER and "something new" in json.dumps(c)]
+    join_vpn = next(e for b in question["blocks"] if b["type"] == "actions" for e in b["elements"])
+    await bot.click(Action(join_vpn["action_id"]), join_vpn["value"], REQUESTER, channel_id=f"D{REQUESTER}")
+    await bot.settle()
+    assert await attachments_on_tickets(db) == [(1, [{"name": "vpn-error.png", "url": SLACK_PERMALINK}])]
+    assert any(SLACK_PERMALINK in json.dumps(c) and "This is what I see" in json.dumps(c)
+               for c in bot.slack.calls_to("chat.postMessage") if c["channel"] == TRIAGE and c.get("thread_ts"))
