@@ -7,6 +7,7 @@ clicked.
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from typing import Any
@@ -195,3 +196,19 @@ async def test_slack_the_question_quotes_the_held_message_escaped_once_and_pingi
     quoted = json.dumps(question["blocks"])
     assert "<!channel>" not in quoted and "@channel" in quoted
     assert "&lt;broken&gt; &amp; slow" in quoted and "&amp;amp;" not in quoted and "&amp;lt;" not in quoted
+
+
+async def test_slack_answers_clicked_at_once_file_the_held_message_exactly_once(bot: SlackBot, db: Database) -> None:
+    await bot.command("VPN drops every hour")
+    await bot.command("Printer on floor 3 jams")
+    await bot.click(Action.WAIT, "1", ALICE)
+    await bot.event(dm("Still dropping", "1700001500.000100"), event_id="EvHeld5")
+    await bot.settle()
+    join, _, new = slack_buttons(bot)
+    await asyncio.gather(*(bot.click(Action(b["action_id"]), b["value"], REQUESTER, channel_id=f"D{REQUESTER}")
+                           for b in (join, new, join, new)))
+    await bot.settle()
+    filed = len(await bot.tickets()) - 2 + len(await comments(db))
+    assert filed == 1  # a comment on IT-1 or a new ticket, never both, never twice
+    [answered] = await held(db)
+    assert answered.answered_at is not None and answered.ticket_id is not None
