@@ -24,6 +24,7 @@ from bot.config import AppConfig
 from bot.conversation import Conversations
 from bot.core import Core, CronJob, Wake
 from bot.digests import REQUESTER_TIMER, TRIAGE_TIMER, Digests
+from bot.directory import Directory
 from bot.engine import OutboxWorker, RequestsFirst, TimerEngine
 from bot.escalation import AUDIT_TIMER, STEP_TIMER, SUMMARY_TIMER, EscalationAudit, EscalationService, Paging
 from bot.metrics import Metrics
@@ -65,15 +66,17 @@ class Desk:
     weekly: WeeklySummary
     digests: Digests
     retention: RetentionService
+    directory: Directory
+    """Lookups by platform ids for the adapters (who someone is, which ticket a thread belongs to)."""
     cron_jobs: list[CronJob]
     chat: ChatCommands
+    """Commands and small talk in direct messages (``status 13``, ``list``, ``hi``): answered, not filed."""
     conversations: Conversations
+    """Plain direct messages: a new ticket, an answer to the one waiting on its requester, or a question which."""
     welcomes: Welcomes
+    """Who was greeted on installing the Teams app or first opening the Slack App Home."""
     attachments: Attachments
     """Files and screenshots people share: linked to the other side, listed on the ticket."""
-    """Who was greeted on installing the Teams app or first opening the Slack App Home."""
-    """Plain direct messages: a new ticket, an answer to the one waiting on its requester, or a question which."""
-    """Commands and small talk in direct messages (``status 13``, ``list``, ``hi``): answered, not filed."""
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """Called once when the server stops (the pagers' shared HTTP client)."""
 
@@ -204,7 +207,7 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
         core.outbox.register(prefix, channel)
 
     desk = Desk(core=core, sla=sla, cards=cards, escalation=escalation, surveys=surveys, nps=pulses, weekly=weekly,
-                digests=digests, retention=retention, chat=ChatCommands(core),
+                digests=digests, retention=retention, directory=Directory(db), chat=ChatCommands(core),
                 conversations=Conversations(core, attachments), attachments=attachments, welcomes=Welcomes(core),
                 cron_jobs=[*digests.cron_jobs(), *retention.cron_jobs(), *weekly.cron_jobs()])
     if owns_http:

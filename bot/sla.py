@@ -29,14 +29,11 @@ Rules chosen here:
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import report_facts
@@ -44,9 +41,20 @@ from bot.business_time import BusinessCalendar
 from bot.calendars import calendar_for
 from bot.config import AppConfig, SlaPolicy
 from bot.engine import TimerRun
-from bot.local_time import within_hours, zone_or_none
+from bot.local_time import zone_or_none
 from bot.notifications import CARD, triage_targets
 from bot.report_facts import change_facts
+from bot.sla_locks import (
+    LockedTicket,
+    Mark,
+    add_event,
+    cancel_unlocked,
+    is_current,
+    load_events,
+    lock_tickets_of,
+    locked_ticket,
+    marks_of,
+)
 from bot.sla_rules import (
     AUTO_UPDATE,
     FIRST_RESPONSE,
@@ -66,13 +74,14 @@ from bot.sla_rules import (
     sla_outcomes,
     stop_verdict,
 )
-from bot.sla_updates import send_update, updates_sent_on_day
+from bot.sla_updates import UPDATES_ANY_HOUR, UpdateHours, send_update, updates_sent_on_day
 from bot.sla_wording import acknowledgement, sla_lines
 from bot.tickets import WAITING, TicketChange
-from store.models import Person, Ticket, TicketEvent, Timer
+from store.models import Ticket, TicketEvent, Timer
 from store.queries import enqueue_message, schedule_timers, timer_row
 
-__all__ = ["AUTO_UPDATE", "UPDATES_ANY_HOUR", "SlaClock", "SlaOutcome", "acknowledgement", "sla_lines", "sla_outcomes"]
+__all__ = ["AUTO_UPDATE", "UPDATES_ANY_HOUR", "SlaClock", "SlaOutcome", "acknowledgement", "lock_tickets_of",
+           "sla_lines", "sla_outcomes"]
 
 FIRST_RESPONSE_TIMER = "sla.first_response"
 RESOLUTION_TIMER = "sla.resolution"
@@ -80,8 +89,6 @@ UPDATE_DUE_TIMER = "sla.update_due"
 WARN_TIMER = "sla.warn"
 TIMER_KINDS = (FIRST_RESPONSE_TIMER, RESOLUTION_TIMER, UPDATE_DUE_TIMER, WARN_TIMER)
 
-UPDATES_ANY_HOUR = frozenset({"P1"})
-"""Priorities whose automatic updates go out even outside the requester's working hours."""
 
 Level = Literal["warn", "breach"]
 BreachHook = Callable[[TimerRun, Ticket, str, Level], Awaitable[None]]
@@ -99,7 +106,7 @@ class SlaClock:
         self.calendars = calendars
         self.on_breach: list[BreachHook] = []
         """Called inside the timer's transaction after a warning or breach is recorded (escalation)."""
-        self._requester_hours: dict[tuple[str, str], BusinessCalendar] = {}
+        self._updates = UpdateHours()
 
     def calendar(self, name: str) -> BusinessCalendar:
         """A ticket's calendar by name (the default calendar if the name is no longer configured)."""
@@ -142,7 +149,7 @@ class SlaClock:
         if _tells_requester(event):
             ticket.last_requester_update_at = now
 
-        events = await _load_events(session, ticket.id)
+        events = await load_events(session, ticket.id)
         if event.kind == "reopened":
             # Resolved until now, the clock stood still: count it with the waits, so a card's "took" for the
             # next resolution is the running time the clock judges by.
@@ -194,7 +201,7 @@ class SlaClock:
             # Missed before the breach timer ran (a lagging tick): the breach still belongs in history.
             due = ticket.first_response_due if metric == FIRST_RESPONSE else ticket.resolution_due
             await self._mark(session, ticket, SLA_BREACHED, metric, due, now)
-        await _add_event(session, ticket, verdict, now, {
+        await add_event(session, ticket, verdict, now, {
             "metric": metric, "elapsed_seconds": elapsed.total_seconds(), "target_seconds": target.total_seconds(),
         })
         return report_facts.verdict_facts(metric, verdict, elapsed.total_seconds())
@@ -213,8 +220,8 @@ class SlaClock:
         if policy is not None and ticket.status in _RUNNING:
             cal = self.calendar(ticket.calendar)
             budget = budgets(policy, cal, ticket.created_at)
-            marks = set() if new_ticket else _marks(
-                await _load_events(session, ticket.id, (SLA_WARNING, SLA_BREACHED)))
+            marks = set() if new_ticket else marks_of(
+                await load_events(session, ticket.id, (SLA_WARNING, SLA_BREACHED)))
             targets = (
                 (FIRST_RESPONSE, FIRST_RESPONSE_TIMER, None if ticket.first_response_at else ticket.first_response_due,
                  budget.first_response),
@@ -229,7 +236,7 @@ class SlaClock:
                     _want(wanted, WARN_TIMER, cal.add(now, max(target * policy.warn_at - used, timedelta(0))),
                           metric, due)
             if ticket.next_update_due is not None and not ticket.updates_muted:
-                send_at = await self._update_send_at(session, ticket, cal, max(ticket.next_update_due, now))
+                send_at = await self._updates.send_at(session, ticket, cal, max(ticket.next_update_due, now))
                 _want(wanted, UPDATE_DUE_TIMER, send_at, UPDATE, ticket.next_update_due)
         if not new_ticket:
             pending = await session.execute(select(Timer.id, Timer.kind, Timer.due_at, Timer.payload).where(
@@ -237,7 +244,7 @@ class SlaClock:
             stale = [timer_id for timer_id, kind, due_at, payload in pending if timer_id != running
                      and wanted.pop((kind, due_at, payload.get("metric", ""), payload.get("due", "")), None) is None]
             if stale:
-                await _cancel_unlocked(session, stale, now)
+                await cancel_unlocked(session, stale, now)
         await schedule_timers(session, [
             timer_row(kind=kind, due_at=due_at, now=now, ticket_id=ticket.id, payload=payload,
                       dedup_key=f"sla:{ticket.id}:{kind}:{metric}:{generation}:{int(due_at.timestamp())}")
@@ -254,7 +261,7 @@ class SlaClock:
 
     async def _on_target_timer(self, run: TimerRun, metric: str, level: Level) -> None:
         # `locked` holds the requester for the session's identity map, where an escalation page looks it up.
-        locked = run.prepared if isinstance(run.prepared, _Locked) else await _locked_ticket(run)
+        locked = run.prepared if isinstance(run.prepared, LockedTicket) else await locked_ticket(run)
         if locked is None:
             return
         ticket = locked.ticket
@@ -263,7 +270,7 @@ class SlaClock:
         if metric == FIRST_RESPONSE and ticket.first_response_at is not None:
             return
         due = ticket.first_response_due if metric == FIRST_RESPONSE else ticket.resolution_due
-        if _is_current(run.timer, due):
+        if is_current(run.timer, due):
             await self.record_breach(run, ticket, metric, due, level, marks=locked.marks)
 
     async def record_breach(self, run: TimerRun, ticket: Ticket, metric: str, due: datetime | None, level: Level,
@@ -295,26 +302,26 @@ class SlaClock:
         # `marks`: the ticket's warnings and breaches, when the caller read them under the ticket's lock.
         due_text = due.isoformat() if due is not None else None
         if marks is None:
-            marks = _marks(await _load_events(session, ticket.id, (SLA_WARNING, SLA_BREACHED)))
+            marks = marks_of(await load_events(session, ticket.id, (SLA_WARNING, SLA_BREACHED)))
         own = (kind, metric, (due_text or "") if metric == UPDATE else "")
         if own in marks or (kind == SLA_WARNING and (SLA_BREACHED, metric, "") in marks):
             return None
-        return await _add_event(session, ticket, kind, now, {"metric": metric, "due": due_text}, flush=flush)
+        return await add_event(session, ticket, kind, now, {"metric": metric, "due": due_text}, flush=flush)
 
     # -- progress updates ---------------------------------------------------------------------------
     async def on_update_due(self, run: TimerRun) -> None:
         session, now = run.session, run.now
-        locked = await _locked_ticket(run)
+        locked = await locked_ticket(run)
         if locked is None:
             return
         ticket, requester = locked.ticket, locked.requester
-        if ticket.status not in _RUNNING or ticket.updates_muted or not _is_current(run.timer, ticket.next_update_due):
+        if ticket.status not in _RUNNING or ticket.updates_muted or not is_current(run.timer, ticket.next_update_due):
             return
         policy = self.config.sla_policy(ticket.priority)
         if policy is None or policy.update_every is None:
             return
         cal = self.calendar(ticket.calendar)
-        if await self._update_send_at(session, ticket, cal, now) > now:
+        if await self._updates.send_at(session, ticket, cal, now) > now:
             await self._sync_timers(session, ticket, f"t{run.timer.id}", now, running=run.timer.id)
             return
         await self.record_breach(run, ticket, UPDATE, ticket.next_update_due, "breach")
@@ -323,25 +330,6 @@ class SlaClock:
             await send_update(run, ticket, requester, zone, nudge_assignee=self.config.updates.nudge_assignee)
         ticket.next_update_due = policy.update_every.after(cal, now)
         await self._sync_timers(session, ticket, f"t{run.timer.id}", now, running=run.timer.id)
-
-    async def _update_send_at(
-        self, session: AsyncSession, ticket: Ticket, cal: BusinessCalendar, at: datetime,
-    ) -> datetime:
-        # `at`, or the next start of the requester's working hours when `at` falls outside them.
-        if ticket.priority in UPDATES_ANY_HOUR:
-            return at
-        requester = await session.get(Person, ticket.requester_id)
-        hours = self._hours_for(cal, zone_or_none(requester.timezone) if requester else None)
-        return at if within_hours(hours, at) else hours.next_open(at)
-
-    def _hours_for(self, cal: BusinessCalendar, zone: ZoneInfo | None) -> BusinessCalendar:
-        # The desk's weekly hours and holidays, but on the requester's wall clock.
-        if zone is None or zone.key == cal.tz.key:
-            return cal
-        key = (cal.name, zone.key)
-        if key not in self._requester_hours:
-            self._requester_hours[key] = dataclasses.replace(cal, tz=zone)
-        return self._requester_hours[key]
 
 
 # -- helpers ----------------------------------------------------------------------------------------
@@ -355,89 +343,3 @@ def _want(wanted: dict[tuple[str, datetime, str, str], dict[str, Any]], kind: st
     wanted[(kind, at, metric, due.isoformat())] = {"metric": metric, "due": due.isoformat()}
 
 
-Mark = tuple[str, str, str]
-
-
-def _marks(events: Iterable[TicketEvent]) -> set[Mark]:
-    # A first-response/resolution target is warned/breached once per ticket; each update due once.
-    return {(e.kind, e.payload.get("metric", ""),
-             (e.payload.get("due") or "") if e.payload.get("metric") == UPDATE else "") for e in events}
-
-
-def _is_current(timer: Timer, due: datetime | None) -> bool:
-    # A timer from before a re-schedule that slipped past cancellation carries an old due time.
-    stamped = timer.payload.get("due")
-    return due is not None and stamped is not None and datetime.fromisoformat(stamped) == due
-
-
-# Built once: a statement built per call spends more CPU on construction and cache keys than the
-# database spends running it, and a breach storm runs these thousands of times a minute.
-# The requester comes along with the ticket (pages and updates name them), in the same round trip.
-_WITH_REQUESTER = select(Ticket, Person).join(Person, Person.id == Ticket.requester_id).with_for_update(of=Ticket)
-_TICKET_LOCKED_WITH_REQUESTER = _WITH_REQUESTER.where(Ticket.id == bindparam("ticket_id"))
-_TICKETS_LOCKED_WITH_REQUESTERS = (
-    _WITH_REQUESTER.where(Ticket.id.in_(bindparam("ticket_ids", expanding=True))).order_by(Ticket.id))
-_EVENTS = select(TicketEvent).where(TicketEvent.ticket_id == bindparam("ticket_id")).order_by(TicketEvent.id)
-_EVENTS_OF_KINDS = _EVENTS.where(TicketEvent.kind.in_(bindparam("kinds", expanding=True)))
-_MARKS_OF_TICKETS = select(TicketEvent).where(TicketEvent.ticket_id.in_(bindparam("ticket_ids", expanding=True)),
-                                              TicketEvent.kind.in_((SLA_WARNING, SLA_BREACHED)))
-
-
-@dataclass(frozen=True)
-class _Locked:
-    """A timer's ticket, locked, with its requester and (when read with it) its SLA marks.
-
-    The caller keeps it referenced: the session's identity map holds objects weakly, and a
-    `session.get(Person, …)` later in the transaction only skips its query while the object lives."""
-
-    ticket: Ticket
-    requester: Person
-    marks: set[Mark] | None = None
-
-
-async def _locked_ticket(run: TimerRun) -> _Locked | None:
-    if run.timer.ticket_id is None:
-        return None
-    row = (await run.session.execute(_TICKET_LOCKED_WITH_REQUESTER, {"ticket_id": run.timer.ticket_id})).first()
-    return _Locked(row[0], row[1]) if row is not None else None
-
-
-async def lock_tickets_of(session: AsyncSession, timers: Sequence[Timer]) -> dict[int, _Locked]:
-    # A group of breach timers (one per ticket): every ticket locked in one statement, in id order,
-    # then their marks in one more, instead of two statements per breach.
-    ticket_ids = sorted({timer.ticket_id for timer in timers if timer.ticket_id is not None})
-    locked = {ticket.id: (ticket, person) for ticket, person in
-              (await session.execute(_TICKETS_LOCKED_WITH_REQUESTERS, {"ticket_ids": ticket_ids})).tuples()}
-    events: dict[int, list[TicketEvent]] = {}
-    for event in (await session.execute(_MARKS_OF_TICKETS, {"ticket_ids": ticket_ids})).scalars():
-        events.setdefault(event.ticket_id, []).append(event)
-    return {timer.id: _Locked(*locked[timer.ticket_id], marks=_marks(events.get(timer.ticket_id, ())))
-            for timer in timers if timer.ticket_id in locked}
-
-
-async def _load_events(session: AsyncSession, ticket_id: int, kinds: Sequence[str] = ()) -> list[TicketEvent]:
-    if kinds:
-        result = await session.execute(_EVENTS_OF_KINDS, {"ticket_id": ticket_id, "kinds": list(kinds)})
-    else:
-        result = await session.execute(_EVENTS, {"ticket_id": ticket_id})
-    return list(result.scalars())
-
-
-async def _cancel_unlocked(session: AsyncSession, timer_ids: list[int], now: datetime) -> None:
-    # A timer another replica is running holds its row lock while it waits for the ticket we hold:
-    # waiting for that row would deadlock. Skip it; its handler finds its due time stale and does nothing.
-    unlocked = select(Timer.id).where(Timer.id.in_(timer_ids), Timer.done_at.is_(None))
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
-        unlocked = unlocked.with_for_update(skip_locked=True)
-    await session.execute(update(Timer).where(Timer.id.in_(unlocked.scalar_subquery()))
-                          .values(done_at=now, outcome="cancelled").execution_options(synchronize_session=False))
-
-
-async def _add_event(session: AsyncSession, ticket: Ticket, kind: str, now: datetime,
-                     payload: dict[str, Any], *, flush: bool = True) -> TicketEvent:
-    # flush=False: the caller needs no id yet, and the row can share a later flush with others.
-    event = TicketEvent(ticket_id=ticket.id, at=now, actor_id=None, kind=kind, payload=payload)
-    session.add(event)
-    if flush:
-        await session.flush()
-    return event

@@ -3,14 +3,16 @@ many went out that day (``updates.max_per_ticket_per_day`` counts these and dige
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.business_time import BusinessCalendar
 from bot.engine import TimerRun
-from bot.local_time import zone_or_none
+from bot.local_time import within_hours, zone_or_none
 from bot.messages import NOTICE, notice_payload
 from bot.notifications import person_target
 from bot.sla_rules import AUTO_UPDATE
@@ -18,6 +20,35 @@ from bot.tickets import NEW, REOPENED
 from bot.views import Moment, Notice, Span
 from store.models import Person, Ticket, TicketEvent
 from store.queries import enqueue_message
+
+UPDATES_ANY_HOUR = frozenset({"P1"})
+"""Priorities whose automatic updates go out even outside the requester's working hours."""
+
+
+class UpdateHours:
+    """When an automatic update may go out: within the requester's working hours (urgent priorities any hour)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, str], BusinessCalendar] = {}
+
+    async def send_at(
+        self, session: AsyncSession, ticket: Ticket, cal: BusinessCalendar, at: datetime,
+    ) -> datetime:
+        """``at``, or the next start of the requester's working hours when ``at`` falls outside them."""
+        if ticket.priority in UPDATES_ANY_HOUR:
+            return at
+        requester = await session.get(Person, ticket.requester_id)
+        hours = self.hours_for(cal, zone_or_none(requester.timezone) if requester else None)
+        return at if within_hours(hours, at) else hours.next_open(at)
+
+    def hours_for(self, cal: BusinessCalendar, zone: ZoneInfo | None) -> BusinessCalendar:
+        """The desk's weekly hours and holidays, but on the requester's wall clock."""
+        if zone is None or zone.key == cal.tz.key:
+            return cal
+        key = (cal.name, zone.key)
+        if key not in self._cache:
+            self._cache[key] = dataclasses.replace(cal, tz=zone)
+        return self._cache[key]
 
 
 async def send_update(run: TimerRun, ticket: Ticket, requester: Person, zone: ZoneInfo, *,

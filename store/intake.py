@@ -24,32 +24,22 @@ import logging
 from contextvars import Context
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, cast
 
-import asyncpg
 from sqlalchemy import Table, insert
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.exc import IntegrityError
 
+from store.batching import raise_into, take_batch, time_left, until_answered
 from store.db import REQUEST_DEADLINE, Database, RequestDeadline
-from store.models import InboundDedup, Person, Ticket
-from store.queries import _insert_ignoring, mark_seen_statement
+from store.held_connection import HeldConnection
+from store.models import InboundDedup, Ticket
+from store.people_writer import PeopleWriter
+from store.queries import mark_seen_statement
 
 log = logging.getLogger("ithelp.store")
 _TICKETS = cast(Table, Ticket.__table__)
 _INSERT_TICKETS = insert(_TICKETS).returning(_TICKETS.c.id, sort_by_parameter_order=True)
-
-
-MIN_TIME_LEFT = 0.1
-"""Seconds a request must have left before its deadline to go into a batch: one closer to it is left out
-(its caller answers that nothing was saved) rather than cut its batch's time short."""
-SETTLE_MARGIN = 0.05
-"""Seconds before the first deadline in it that a batch gives up: room to tell its requests they got a ticket
-before their deadline answers for them."""
-UNANSWERED_GRACE = 1.0
-"""Seconds past its deadline after which a request left out of the batches is failed here: nobody else
-answered it (its caller set no deadline of its own)."""
 
 
 @dataclass
@@ -59,74 +49,6 @@ class _Request:
     done: asyncio.Future[int | None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     deadline: RequestDeadline | None = field(default_factory=REQUEST_DEADLINE.get)
     """When the request that wants this row must be answered; its batch gives up then."""
-
-
-class _HeldConnection:
-    """A writer's PostgreSQL connection, kept while batches keep coming and given back after.
-
-    The batch runs on the asyncpg connection underneath: one statement, no transaction, no result
-    processing to speak of, so SQLAlchemy's execution machinery (and its greenlet hop) would be most
-    of what the batch costs us. Errors are translated back into SQLAlchemy's, which is what the rest
-    of the bot (and the outage handling in front of it) understands.
-    """
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-        self._connection: AsyncConnection | None = None
-        self._driver: Any = None
-
-    async def fetch(self, sql: str, *parameters: object, time_limit: float | None = None) -> list[tuple[Any, ...]]:
-        """Run ``sql`` (connecting first if need be), giving up after ``time_limit`` seconds in all."""
-        if self._connection is None:
-            started = asyncio.get_running_loop().time()
-            try:
-                async with asyncio.timeout(time_limit):
-                    connection = await self.db.autocommit_connection()
-            except TimeoutError as exc:
-                raise _as_sqlalchemy_error(sql, exc, connection_lost=True) from exc
-            if time_limit is not None:
-                time_limit = max(0.001, time_limit - (asyncio.get_running_loop().time() - started))
-            try:
-                self._driver = (await connection.get_raw_connection()).driver_connection
-            except BaseException:
-                await connection.close()
-                raise
-            self._connection = connection
-        try:
-            # asyncpg's own timeout, not a cancellation: it cancels the statement on the server and leaves
-            # the connection in a known state (which is then thrown away).
-            return cast("list[tuple[Any, ...]]", await self._driver.fetch(sql, *parameters, timeout=time_limit))
-        except Exception as exc:
-            translated = _as_sqlalchemy_error(sql, exc, connection_lost=self._driver.is_closed())
-            if isinstance(translated, DBAPIError) and translated.connection_invalidated:
-                await self.release(invalidate=True)  # the next batch starts on a fresh one
-            raise translated from exc
-
-    async def release(self, *, invalidate: bool = False) -> None:
-        connection, self._connection, self._driver = self._connection, None, None
-        if connection is not None:
-            try:
-                if invalidate:
-                    await connection.invalidate()
-                await connection.close()
-            except Exception as exc:  # already broken (the database went away): nothing left to give back
-                log.debug("closing the intake connection failed: %s", exc)
-
-
-def _as_sqlalchemy_error(sql: str, exc: Exception, *, connection_lost: bool) -> Exception:
-    # What SQLAlchemy raises for the same asyncpg error: a refused row is an IntegrityError; a lost
-    # connection or a server going down (SQLSTATE classes 08 and 57; or whatever asyncpg raised on
-    # finding its session gone) an OperationalError with the connection invalidated, so the handlers
-    # say "the database is unavailable" instead of "something went wrong".
-    sqlstate = str(getattr(exc, "sqlstate", "") or "")
-    if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
-        return IntegrityError(sql, None, exc)
-    if (connection_lost or isinstance(exc, asyncpg.InterfaceError | OSError | TimeoutError)
-            or sqlstate[:2] in ("08", "57")):
-        return OperationalError(sql, None, exc, connection_invalidated=True)
-    if isinstance(exc, asyncpg.PostgresError):
-        return DBAPIError(sql, None, exc)
-    return exc
 
 
 class IntakeWriter:
@@ -157,14 +79,14 @@ class IntakeWriter:
         return await request.done
 
     async def _write_queued(self) -> None:
-        connection = _HeldConnection(self.db)
+        connection = HeldConnection(self.db)
         try:
             while self._queue:
                 batch, self._queue = self._take_batch()
                 if batch:
                     await self._write_and_settle(batch, connection)
                 elif self._queue:
-                    await _until_answered(self._queue)
+                    await until_answered(self._queue)
         finally:
             # Gone before the first await: a request that comes while this writer gives its connection
             # back must start a writer of its own, not wait for one that is leaving.
@@ -172,35 +94,35 @@ class IntakeWriter:
             await connection.release()
 
     def _take_batch(self) -> tuple[list[_Request], list[_Request]]:
-        return _take_batch(self._queue, self.max_batch)
+        return take_batch(self._queue, self.max_batch)
 
-    async def _write_and_settle(self, batch: list[_Request], connection: _HeldConnection) -> None:
+    async def _write_and_settle(self, batch: list[_Request], connection: HeldConnection) -> None:
         try:
             results = await self._write(batch, connection)
         except IntegrityError as exc:
             if len(batch) == 1:
-                _raise_into(batch[0], exc)
+                raise_into(batch[0], exc)
                 return
             # One bad row must not cost its neighbours their tickets: write them one by one.
             for request in batch:
                 try:
                     _settle(request, (await self._write([request], connection))[0])
                 except Exception as exc:
-                    _raise_into(request, exc)
+                    raise_into(request, exc)
             return
         except BaseException as exc:  # database down, or shutting down: everyone waiting hears about it
             for request in batch:
-                _raise_into(request, exc)
+                raise_into(request, exc)
             if not isinstance(exc, Exception):
                 for request in self._queue:
-                    _raise_into(request, exc)
+                    raise_into(request, exc)
                 self._queue = []
                 raise
             return
         for request, result in zip(batch, results, strict=True):
             _settle(request, result)
 
-    async def _write(self, batch: list[_Request], connection: _HeldConnection) -> list[int | None]:
+    async def _write(self, batch: list[_Request], connection: HeldConnection) -> list[int | None]:
         # A retry racing its original in the same batch: only the first with a key may write.
         first_with_key: dict[tuple[str, str], _Request] = {}
         for request in batch:
@@ -209,7 +131,7 @@ class IntakeWriter:
         candidates = [r for r in batch if r.dedup is None
                       or first_with_key[(r.dedup["source"], r.dedup["key"])] is r]
         if self.db.is_postgres:
-            ids = await self._write_postgres(candidates, connection, _time_left(batch))
+            ids = await self._write_postgres(candidates, connection, time_left(batch))
         else:
             ids = await self._write_sqlite(candidates, batch)
         return [ids.get(id(request)) for request in batch]
@@ -231,7 +153,7 @@ class IntakeWriter:
             _committing(batch)
         return dict(zip(map(id, writing), ids, strict=True))
 
-    async def _write_postgres(self, candidates: list[_Request], connection: _HeldConnection,
+    async def _write_postgres(self, candidates: list[_Request], connection: HeldConnection,
                               time_left: float | None) -> dict[int, int]:
         # id(request) -> ticket id, for the candidates that wrote a ticket (not repeats).
         columns = tuple(candidates[0].ticket)
@@ -304,120 +226,15 @@ def _json_value(value: object) -> str:
     raise TypeError(f"{type(value).__name__} can't go into an intake batch")
 
 
-class _Waiting(Protocol):
-    done: asyncio.Future[Any]
-    deadline: RequestDeadline | None
-
-
-W = TypeVar("W", bound=_Waiting)
-
-
-def _take_batch(queue: list[W], max_batch: int) -> tuple[list[W], list[W]]:
-    """The next batch and what stays queued. A request whose caller has gone (answered already, e.g. past its
-    deadline: told nothing was saved) is dropped; one too close to its deadline is left out, to be answered
-    the same way, because writing its row now could make that answer a lie."""
-    now = asyncio.get_running_loop().time()
-    batch: list[W] = []
-    waiting: list[W] = []
-    for index, request in enumerate(queue):
-        if request.done.done():
-            continue
-        if request.deadline is not None and request.deadline.at - now < MIN_TIME_LEFT:
-            if now - request.deadline.at > UNANSWERED_GRACE:
-                _raise_into(request, TimeoutError("no time left to write before the request's deadline"))
-            else:
-                waiting.append(request)
-            continue
-        batch.append(request)
-        if len(batch) == max_batch:
-            return batch, waiting + queue[index + 1:]
-    return batch, waiting
-
-
 def _committing(batch: list[_Request]) -> None:
     """About to commit: past the batch's deadline (its requests told nothing was saved), roll back instead;
     otherwise the requests may be saved from here on, and their deadlines must wait for their answers."""
-    time_left = _time_left(batch)
-    if time_left is not None and time_left <= 0.001:
+    remaining = time_left(batch)
+    if remaining is not None and remaining <= 0.001:
         raise TimeoutError("the batch's deadline passed before it could commit")
     for request in batch:
         if request.deadline is not None:
             request.deadline.wrote = True
-
-
-async def _until_answered(waiting: list[W]) -> None:
-    """Wait while only requests past their deadline are queued, until one of them is answered (or given up)."""
-    await asyncio.wait([r.done for r in waiting], timeout=UNANSWERED_GRACE, return_when=asyncio.FIRST_COMPLETED)
-
-
-def _time_left(batch: list[W]) -> float | None:
-    # A batch gives up when the first of its requests must be answered, so that a row is never written
-    # after its requester was told nothing was saved.
-    deadlines = [r.deadline.at for r in batch if r.deadline is not None]
-    if not deadlines:
-        return None
-    return max(0.001, min(deadlines) - SETTLE_MARGIN - asyncio.get_running_loop().time())
-
-
-@dataclass
-class _NewPerson:
-    row: dict[str, Any]
-    done: asyncio.Future[int | None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-    deadline: RequestDeadline | None = field(default_factory=REQUEST_DEADLINE.get)
-
-
-class PeopleWriter:
-    """Writes first-time requesters' ``people`` rows in shared transactions, like :class:`IntakeWriter`.
-
-    An outage brings many people who never asked before at once. Each in a transaction of its own, they
-    queue one by one for SQLite's single writer (and ahead of the intake batches), so everyone waits for
-    everyone; together they are one ``INSERT … ON CONFLICT DO NOTHING RETURNING`` per batch.
-    """
-
-    def __init__(self, db: Database, *, max_batch: int = 100) -> None:
-        self.db = db
-        self.max_batch = max_batch
-        self._queue: list[_NewPerson] = []
-        self._writer: asyncio.Task[None] | None = None
-
-    async def write(self, row: dict[str, Any]) -> int | None:
-        """Insert a ``people`` row; its id, or None when the person was stored already (read them instead)."""
-        request = _NewPerson(row)
-        self._queue.append(request)
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write_queued(), context=Context())
-        return await request.done
-
-    async def _write_queued(self) -> None:
-        try:
-            while self._queue:
-                batch, self._queue = _take_batch(self._queue, self.max_batch)
-                if batch:
-                    await self._write_and_settle(batch)
-                elif self._queue:
-                    await _until_answered(self._queue)
-        finally:
-            self._writer = None
-
-    async def _write_and_settle(self, batch: list[_NewPerson]) -> None:
-        try:
-            async with asyncio.timeout(_time_left(batch)), self.db.writing() as conn:
-                statement = _insert_ignoring(conn.dialect.name, Person, ("platform", "platform_user_id"))
-                written = await conn.execute(statement.returning(Person.id, Person.platform, Person.platform_user_id),
-                                             [r.row for r in batch])
-                ids = {(platform, user): person_id for person_id, platform, user in written}
-        except BaseException as exc:
-            for request in batch:
-                _raise_into(request, exc)
-            if not isinstance(exc, Exception):
-                for request in self._queue:
-                    _raise_into(request, exc)
-                self._queue = []
-                raise
-            return
-        for request in batch:
-            if not request.done.done():
-                request.done.set_result(ids.get((request.row["platform"], request.row["platform_user_id"])))
 
 
 def _settle(request: _Request, result: int | None) -> None:
@@ -427,10 +244,4 @@ def _settle(request: _Request, result: int | None) -> None:
         request.done.set_result(result)
 
 
-def _raise_into(request: _Waiting, exc: BaseException) -> None:
-    if request.done.done():
-        return
-    if isinstance(exc, asyncio.CancelledError):
-        request.done.cancel()
-    else:
-        request.done.set_exception(exc)
+__all__ = ["IntakeWriter", "PeopleWriter"]

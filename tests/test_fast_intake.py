@@ -246,19 +246,20 @@ async def test_retries_racing_their_originals_into_the_next_batch_open_each_tick
 
 async def test_a_request_that_comes_while_the_writer_gives_its_connection_back_is_still_written(
         desk: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from store import held_connection
     from store import intake as intake_module
 
     row = await a_ticket_row(desk)
     leaving = asyncio.Event()
     go_on = asyncio.Event()
-    give_back = intake_module._HeldConnection.release
+    give_back = held_connection.HeldConnection.release
 
     async def slow_release(self: Any, **how: Any) -> None:  # the window: a PostgreSQL connection's close() awaits
         leaving.set()
         await go_on.wait()
         await give_back(self, **how)
 
-    monkeypatch.setattr(intake_module._HeldConnection, "release", slow_release)
+    monkeypatch.setattr(held_connection.HeldConnection, "release", slow_release)
     writer = intake_module.IntakeWriter(desk.db)
     first = await writer.write(row, None)
     await asyncio.wait_for(leaving.wait(), 5)  # the only writer is on its way out

@@ -14,12 +14,19 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.channels import CredentialsRefused, PermanentDeliveryError, RateLimited, TransientDeliveryError
 from bot.clock import Clock
 from bot.config import EngineConfig
 from bot.engine.leases import LeaseKeeper
 from bot.engine.outbox_ledger import OutboxLedger
-from bot.engine.outbox_types import Channel, Delivered, OutboxItem
+from bot.engine.outbox_types import (
+    Channel,
+    CredentialsRefused,
+    Delivered,
+    OutboxItem,
+    PermanentDeliveryError,
+    RateLimited,
+    TransientDeliveryError,
+)
 from bot.engine.requests_first import RequestsFirst
 from bot.metrics import Metrics
 from store.db import Database
@@ -133,7 +140,7 @@ class OutboxWorker:
             rows = (await session.execute(
                 select(OutboxMessage).where(OutboxMessage.id.in_(ids)).order_by(OutboxMessage.id)
             )).scalars().all() if ids else []
-            newest = await self._newest_cards(session, rows)
+            newest = await newest_cards(session, rows)
             items = [
                 OutboxItem(row.id, row.target, row.kind, row.ticket_id, dict(row.payload), row.attempts,
                            superseded=row.kind == CARD and newest.get(
@@ -302,20 +309,19 @@ class OutboxWorker:
             self.ledger.credentials_accepted(prefix)
             await self.ledger.record(item, delivered)
 
-    @staticmethod
-    async def _newest_cards(session: AsyncSession, rows: Sequence[OutboxMessage]
-                            ) -> dict[tuple[str, int | None, str], int]:
-        # A card refresh renders the ticket as it is now, so an older pending refresh of the same card
-        # (target, ticket, audience) is redundant: one query per batch finds, for each claimed card, the
-        # newest pending refresh of it.
-        cards = [row for row in rows if row.kind == CARD]
-        if not cards:
-            return {}
-        audience = func.coalesce(OutboxMessage.payload["audience"].as_string(), "triage")
-        newest = await session.execute(
-            select(OutboxMessage.target, OutboxMessage.ticket_id, audience, func.max(OutboxMessage.id)).where(
-                OutboxMessage.kind == CARD, OutboxMessage.ticket_id.in_({row.ticket_id for row in cards}),
-                OutboxMessage.delivered_at.is_(None), OutboxMessage.dead_at.is_(None),
-            ).group_by(OutboxMessage.target, OutboxMessage.ticket_id, audience))
-        return {(target, ticket_id, str(shown_to)): newest_id for target, ticket_id, shown_to, newest_id in newest}
 
+async def newest_cards(session: AsyncSession, rows: Sequence[OutboxMessage]
+                       ) -> dict[tuple[str, int | None, str], int]:
+    # A card refresh renders the ticket as it is now, so an older pending refresh of the same card
+    # (target, ticket, audience) is redundant: one query per batch finds, for each claimed card, the
+    # newest pending refresh of it.
+    cards = [row for row in rows if row.kind == CARD]
+    if not cards:
+        return {}
+    audience = func.coalesce(OutboxMessage.payload["audience"].as_string(), "triage")
+    newest = await session.execute(
+        select(OutboxMessage.target, OutboxMessage.ticket_id, audience, func.max(OutboxMessage.id)).where(
+            OutboxMessage.kind == CARD, OutboxMessage.ticket_id.in_({row.ticket_id for row in cards}),
+            OutboxMessage.delivered_at.is_(None), OutboxMessage.dead_at.is_(None),
+        ).group_by(OutboxMessage.target, OutboxMessage.ticket_id, audience))
+    return {(target, ticket_id, str(shown_to)): newest_id for target, ticket_id, shown_to, newest_id in newest}

@@ -25,7 +25,6 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
-from sqlalchemy import select
 
 from bot.actions import ACTIONS, Click, check_allowed, perform
 from bot.cards import CardBuilder
@@ -41,15 +40,12 @@ from bot.renderers import slack_blocks
 from bot.routing import Action, Form, Shortcut
 from bot.text import escape_typed, to_plain
 from bot.tickets import (
-    CLOSED,
-    OPEN_STATUSES,
     InvalidInput,
     Origin,
     TicketError,
     TicketSnapshot,
 )
 from bot.welcome import welcome_view
-from store.models import MessageRef, Person, Ticket
 
 PLATFORM = "Slack"
 # A renamed or relocated person shows up with their new name/zone within this long.
@@ -192,15 +188,13 @@ class SlackAdapter:
         cached = self._people.get(user_id)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        async with self.desk.db.reading() as session:
-            known = (await session.execute(select(Person).where(
-                Person.platform == "slack", Person.platform_user_id == user_id))).scalar_one_or_none()
-            if known is not None and known.timezone:
-                ref = PersonRef("slack", user_id, known.display_name, known.timezone, known.email)
-                if len(self._people) >= PEOPLE_CACHE_SIZE:
-                    self._people.clear()
-                self._people[user_id] = (time.monotonic() + PEOPLE_CACHE_SECONDS, ref)
-                return ref
+        known = await self.desk.directory.known_person("slack", user_id)
+        if known is not None and known.timezone:
+            ref = PersonRef("slack", user_id, known.display_name, known.timezone, known.email)
+            if len(self._people) >= PEOPLE_CACHE_SIZE:
+                self._people.clear()
+            self._people[user_id] = (time.monotonic() + PEOPLE_CACHE_SECONDS, ref)
+            return ref
         try:
             info = await asyncio.wait_for(self.client.users_info(user=user_id), timeout=2)
             user: dict[str, Any] = info["user"]
@@ -217,14 +211,10 @@ class SlackAdapter:
         """Slack message text as the desk stores it (``bot.text``): entities decoded once, links kept, mentions
         as display names."""
         users = slack_text.mentioned_users(text)
-        names: dict[str, str] = {}
-        if users:
-            async with self.desk.db.reading() as session:
-                rows = await session.execute(select(Person.platform_user_id, Person.display_name).where(
-                    Person.platform == "slack", Person.platform_user_id.in_(users)))
-                names = {user: name for user, name in rows.tuples()}
-            for user in users - names.keys():
-                names[user] = (await self.person(user)).display_name or user
+        stored = await self.desk.directory.display_names("slack", users)
+        names = {user: name for user, name in stored.items() if name}
+        for user in users - names.keys():
+            names[user] = (await self.person(user)).display_name or user
         return slack_text.decode(text, names)
 
     async def refresh_agent_groups(self) -> None:
@@ -478,11 +468,8 @@ class SlackAdapter:
             await client.chat_postMessage(channel=event["channel"], thread_ts=event["ts"], text=friendly(exc, PLATFORM))
 
     async def _ticket_for_thread(self, channel: str, thread_ts: str) -> tuple[int | None, str | None]:
-        async with self.desk.db.reading() as session:
-            query = select(MessageRef).where(
-                MessageRef.platform == "slack", MessageRef.message_id == slack_ref(channel, thread_ts))
-            ref = (await session.execute(query)).scalars().first()
-            return (ref.ticket_id, ref.role) if ref else (None, None)
+        found = await self.desk.directory.ticket_for_message("slack", slack_ref(channel, thread_ts))
+        return (found.ticket_id, found.role) if found else (None, None)
 
     async def _on_reaction(self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
         item = event.get("item") or {}
@@ -613,4 +600,4 @@ def _quote(text: str) -> str:
     return "\n".join(f"> {line}" for line in escaped.splitlines()) or "> (empty)"
 
 
-__all__ = ["CLOSED", "OPEN_STATUSES", "SlackAdapter", "Ticket"]
+__all__ = ["SlackAdapter"]

@@ -19,7 +19,6 @@ from botbuilder.core import InvokeResponse, MessageFactory, TurnContext
 from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFrameworkAuthentication
 from botbuilder.schema import Activity, ActivityTypes, Attachment
 from botframework.connector.auth import AuthenticateRequestResult
-from sqlalchemy import select
 
 from bot.actions import ACTIONS, Click, check_allowed, perform
 from bot.attachments import SharedFile
@@ -50,7 +49,6 @@ from bot.text import escape_typed, to_plain, to_spans, without_controls
 from bot.tickets import InvalidInput, Origin, TicketSnapshot
 from bot.views import Message, Notice
 from bot.welcome import welcome_view
-from store.models import MessageRef, OutboxMessage
 
 PLATFORM = "Teams"
 log = logging.getLogger("ithelp.teams")
@@ -382,11 +380,8 @@ class TeamsAdapter:
         if THREAD_MARK not in conversation_id:
             return False
         channel, _, root = conversation_id.partition(THREAD_MARK)
-        async with self.desk.db.reading() as session:
-            ref = (await session.execute(select(MessageRef).where(
-                MessageRef.platform == "teams", MessageRef.role == "triage",
-                MessageRef.message_id == teams_ref(channel, root)))).scalars().first()
-            ticket_id = ref.ticket_id if ref else None
+        found = await self.desk.directory.ticket_for_message("teams", teams_ref(channel, root), role="triage")
+        ticket_id = found.ticket_id if found else None
         if ticket_id is None:
             return False
         if not self.desk.tickets.is_agent(person) or not (text or files):
@@ -404,10 +399,8 @@ class TeamsAdapter:
                 replied = found.group(1)
         if not replied or not (text or files):
             return False
-        async with self.desk.db.reading() as session:
-            ticket_id = await session.scalar(select(OutboxMessage.ticket_id).where(
-                OutboxMessage.target == f"teams:user:{person.user_id}",
-                OutboxMessage.delivered_message_id == teams_ref(activity.conversation.id, replied)).limit(1))
+        ticket_id = await self.desk.directory.ticket_for_delivered(
+            f"teams:user:{person.user_id}", teams_ref(activity.conversation.id, replied))
         if ticket_id is None:
             return False
         await self._comment(turn, ticket_id, person, text, "requester_thread", files)
