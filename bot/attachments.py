@@ -96,4 +96,4 @@ class Attachments:
             async with self.core.db.transaction() as session:
                 await session.execute(update(HeldMessage).where(
                     HeldMessage.id == held.id, HeldMessage.answered_at.is_(None)).values(
-                    answered_at=self.core.clock.now(), ticket_id=ticket_id))
+                    answered_at=self.core.clock.now(), ticket_id=ticket_id, files=None))

@@ -121,10 +121,11 @@ class Conversations:
                 await self._confirm(person, joined, key=f"joined:{HELD_SOURCE}:{held_id}")
         if routed.ticket is not None:
             await self.attachments.attach_waiting(person, routed.ticket.id)
+            # The words now live on the ticket (where retention and erasure find them): no copy stays behind.
             async with self.core.db.transaction() as session:
                 await session.execute(update(HeldMessage).where(
                     HeldMessage.id == held_id, HeldMessage.answered_at.is_(None)).values(
-                    answered_at=self.core.clock.now(), ticket_id=routed.ticket.id))
+                    answered_at=self.core.clock.now(), ticket_id=routed.ticket.id, text="", files=None))
         self.core.wake()
         return routed
 

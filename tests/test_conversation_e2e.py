@@ -100,7 +100,8 @@ async def test_slack_with_several_open_tickets_the_bot_asks_and_files_the_answer
     await bot.click(Action(buttons[2]["action_id"]), buttons[2]["value"], REQUESTER, channel_id=f"D{REQUESTER}")
     await bot.settle()
     assert await comments(db) == ["Still dropping after the restart"] and len(await bot.tickets()) == 2
-    assert (await held(db))[0].ticket_id == 1 and await statuses(db) == ["in_progress", "new"]
+    [answered] = await held(db)
+    assert answered.ticket_id == 1 and answered.text == "" and await statuses(db) == ["in_progress", "new"]
 
     await bot.click(Action.WAIT, "2", ALICE)
     await bot.event(dm("The toner light is on too", "1700000800.000100"), event_id="EvHeld2")
