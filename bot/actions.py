@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 
+from bot.conversation import held_choice
 from bot.desk import Desk
 from bot.people import PersonRef
 from bot.routing import Action
@@ -122,6 +123,14 @@ async def _escalate(desk: Desk, click: Click) -> object:
     return await desk.requester_escalation.escalate(click.ticket_id, click.person)
 
 
+async def _held_message(desk: Desk, click: Click) -> object:
+    # The question's buttons carry "<ticket id or 0>:<held id>"; the service checks the held message is theirs.
+    ticket_id, held_id = held_choice(click.choice)
+    if held_id is None:
+        raise NotAllowed("That question is out of date.")
+    return await desk.conversations.answer(click.person, held_id, ticket_id)
+
+
 ACTIONS: dict[Action, Rule] = {
     Action.CLAIM: Rule(_claim, Who.AGENTS, "claim tickets"),
     Action.START: Rule(_start, Who.SERVICE, "change a ticket's status"),
@@ -137,11 +146,14 @@ ACTIONS: dict[Action, Rule] = {
     Action.ESCALATION_ACK: Rule(_acknowledge_page, Who.SERVICE, "acknowledge this page"),
     Action.ESCALATION_CLAIM: Rule(_claim_from_page, Who.SERVICE, "claim this ticket"),
     Action.ESCALATE: Rule(_escalate, Who.SERVICE, "escalate this ticket"),
+    Action.CONVERSATION_JOIN: Rule(_held_message, Who.SERVICE, "answer this question"),
+    Action.CONVERSATION_NEW: Rule(_held_message, Who.SERVICE, "answer this question"),
 }
 
 FORMS: dict[Action, tuple[Who, str]] = {
     Action.RESOLVE: (Who.AGENTS, "resolve tickets"),
     Action.SURVEY_REASON: (Who.SERVICE, "answer this survey"),
+    Action.NEW_TICKET: (Who.SERVICE, "open a ticket"),
 }
 """Buttons that open a form; the adapter checks ``check_allowed`` first, then shows its platform's form."""
 

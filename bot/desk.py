@@ -14,12 +14,15 @@ from datetime import datetime
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.attachments import Attachments
 from bot.calendars import build_calendars
 from bot.cards import CardBuilder
 from bot.channels.pager_delivery import pager_channels
 from bot.channels.pagers import make_http_client
+from bot.chat_commands import ChatCommands
 from bot.clock import Clock
 from bot.config import AppConfig
+from bot.conversation import Conversations
 from bot.core import Core, CronJob, Wake
 from bot.digests import REQUESTER_TIMER, TRIAGE_TIMER, Digests
 from bot.directory import Directory
@@ -43,6 +46,7 @@ from bot.sla import (
 from bot.tickets import TicketChange, TicketService, TicketSnapshot
 from bot.triage_notes import TriageThread
 from bot.views import Text, spans
+from bot.welcome import Welcomes
 from store.db import Database
 from store.models import Ticket
 from surveys import nps
@@ -70,6 +74,14 @@ class Desk:
     cron_jobs: list[CronJob]
     triage_thread: TriageThread
     requester_escalation: RequesterEscalation
+    chat: ChatCommands
+    """Commands and small talk in direct messages (``status 13``, ``list``, ``hi``): answered, not filed."""
+    conversations: Conversations
+    """Plain direct messages: a new ticket, an answer to the one waiting on its requester, or a question which."""
+    welcomes: Welcomes
+    """Who was greeted on installing the Teams app or first opening the Slack App Home."""
+    attachments: Attachments
+    """Files and screenshots people share: linked to the other side, listed on the ticket."""
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """Called once when the server stops (the pagers' shared HTTP client)."""
 
@@ -148,6 +160,7 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
     retention = RetentionService(core)
     triage_thread = TriageThread(core)
     requester_escalation = RequesterEscalation(core, escalation)
+    attachments = Attachments(core)
 
     def card_lines(ticket: Ticket, now: datetime, zone: str, audience: str) -> list[Text]:
         return sla_lines(ticket, now, sla.calendar(ticket.calendar), zone, audience)
@@ -210,7 +223,8 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
         core.outbox.register(prefix, channel)
 
     desk = Desk(core=core, sla=sla, cards=cards, escalation=escalation, surveys=surveys, nps=pulses, weekly=weekly,
-                digests=digests, retention=retention, directory=Directory(db),
+                digests=digests, retention=retention, directory=Directory(db), chat=ChatCommands(core),
+                conversations=Conversations(core, attachments), attachments=attachments, welcomes=Welcomes(core),
                 cron_jobs=[*digests.cron_jobs(), *retention.cron_jobs(), *weekly.cron_jobs()],
                 triage_thread=triage_thread, requester_escalation=requester_escalation)
     if owns_http:

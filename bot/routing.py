@@ -27,6 +27,10 @@ class Action(StrEnum):
     NPS_SCORE = "nps.score"
     """A 0-10 button on an NPS pulse; its value is ``<pulse id>:<score>``."""
     NEW_TICKET = "ticket.new"
+    CONVERSATION_JOIN = "conversation.join"
+    """"It's about IT-3": a held direct message joins that ticket; value ``<ticket id>:<held id>``."""
+    CONVERSATION_NEW = "conversation.new"
+    """"Something new": a held direct message opens a ticket; value ``0:<held id>``."""
 
 
 class Form(StrEnum):

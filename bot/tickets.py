@@ -478,12 +478,14 @@ class TicketService:
     async def comment(
         self, ticket_id: int, author: PersonRef, text: str, *, dedup: tuple[str, str] | None = None,
         source: str | None = None, posted: dict[str, str] | None = None,
+        attachments: list[dict[str, str]] | None = None,
     ) -> TicketSnapshot | None:
         """Add a public comment. Returns None when ``dedup`` says this message was already recorded.
 
         ``source`` names where it was written (e.g. ``slack:triage``) so relays skip the place it came from;
         ``posted`` (outbox ``target`` and platform ``message`` id) is the chat message it was, kept on the event so
         that message can be marked as sent to the requester.
+        ``attachments`` (``{"name", "url"}``) lists the files the message shared, on the ticket's event.
         """
         text = _clean_text(text, "comment", MAX_DESCRIPTION, required=True)
 
@@ -503,7 +505,12 @@ class TicketService:
             elif ticket.status == WAITING:
                 # The requester answered: the ball is back with IT and the SLA clock resumes.
                 ticket.status = IN_PROGRESS if ticket.assignee_id else NEW
-            return "commented", {"text": text, "role": role, "source": source, **({"posted": posted} if posted else {})}
+            payload: dict[str, Any] = {"text": text, "role": role, "source": source}
+            if posted:
+                payload["posted"] = posted
+            if attachments:
+                payload["attachments"] = attachments
+            return "commented", payload
 
         try:
             return await self._change(ticket_id, author, change)

@@ -8,8 +8,10 @@ see it, so nobody has to guess whether the requester read it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from bot.attachments import SharedFile, listed, with_files
 from bot.config import TriageThreadConfig
 from bot.core import Core
 from bot.messages import MARK, mark_payload
@@ -62,15 +64,17 @@ class TriageThread:
         self.core = core
 
     async def agent_message(self, ticket_id: int, agent: PersonRef, text: str, *, dedup: tuple[str, str],
-                            posted: Posted) -> TicketSnapshot | None:
-        """An agent wrote ``text`` under the ticket's triage card: relay it or keep it as a note (None: a repeat
-        of a message already recorded)."""
+                            posted: Posted, files: Sequence[SharedFile] = ()) -> TicketSnapshot | None:
+        """An agent wrote ``text`` (and shared ``files``) under the ticket's triage card: relay it or keep it as a
+        note (None: a repeat of a message already recorded)."""
         split = split_note(text, self.core.config.triage_thread)
+        body = with_files(split.text, files)
         where = {"target": posted.target, "message": posted.message}
         tickets = self.core.tickets
         if split.internal:
-            return await tickets.note(ticket_id, agent, split.text, dedup=dedup, source=TRIAGE_THREAD, posted=where)
-        return await tickets.comment(ticket_id, agent, split.text, dedup=dedup, source=TRIAGE_THREAD, posted=where)
+            return await tickets.note(ticket_id, agent, body, dedup=dedup, source=TRIAGE_THREAD, posted=where)
+        return await tickets.comment(ticket_id, agent, body, dedup=dedup, source=TRIAGE_THREAD, posted=where,
+                                     attachments=listed(files) or None)
 
     async def on_change(self, change: TicketChange) -> None:
         """Subscriber: a recorded triage-thread message gets its marker, in the same transaction."""

@@ -7,6 +7,7 @@ from typing import Any
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
+import store.conversation_models
 import store.escalation_models
 import store.nps_models
 import store.report_models

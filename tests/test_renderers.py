@@ -245,10 +245,13 @@ def test_a_card_with_hundreds_of_facts_and_actions_stays_within_50_blocks() -> N
     blocks = slack.ticket_card_blocks(make_card(facts=facts, actions=actions))
 
     assert_valid_blocks(blocks)
-    assert [block["block_id"] for block in blocks if block["type"] == "actions"] == [
-        "ticket:42:actions",
-        "ticket:42:actions:1",
-    ]
+    action_blocks = [block for block in blocks if block["type"] == "actions"]
+    assert len(blocks) <= 50 and action_blocks[0]["block_id"] == "ticket:42:actions"
+    assert len({block["block_id"] for block in action_blocks}) == len(action_blocks)
+    # Slack refuses a block whose elements share an action id, so a repeated button starts a new block.
+    for block in action_blocks:
+        ids = [element["action_id"] for element in block["elements"]]
+        assert len(ids) == len(set(ids))
 
 
 def test_long_labels_are_clipped_to_slack_limits() -> None:

@@ -208,7 +208,7 @@ async def test_status_list_and_help_answer_in_the_chat(server: Server, fake: Fak
         await send(server, ta.message(word, service_url=fake.service_url))
     answers = fake.sent_to(PERSONAL)[-3:]
     assert "Your open tickets" in json.dumps(answers[0]) and "VPN keeps disconnecting" in json.dumps(answers[0])
-    assert "Your recent tickets" in json.dumps(answers[1])
+    assert "Your open tickets" in json.dumps(answers[1])  # list: *your open* tickets, as the manifest says
     assert "new ticket" in answers[2]["text"]
 
 

@@ -29,9 +29,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.actions import ACTIONS, Click, check_allowed, perform
 from bot.cards import CardBuilder
 from bot.channels.slack import SlackChannel, make_client, slack_ref
+from bot.chat_commands import read_command
 from bot.desk import Desk
 from bot.dialogs import new_ticket, resolve_note, survey_reason
-from bot.handlers import slack_text
+from bot.handlers import command_answers, slack_text
 from bot.handlers.errors import OUTAGE, friendly, is_database_outage
 from bot.handlers.payloads import contains_nul, without_nul
 from bot.people import PersonRef
@@ -46,6 +47,7 @@ from bot.tickets import (
     TicketSnapshot,
 )
 from bot.triage_notes import Posted
+from bot.welcome import welcome_view
 
 PLATFORM = "Slack"
 # A renamed or relocated person shows up with their new name/zone within this long.
@@ -57,8 +59,9 @@ HELP = (
     "*ITHelp* — ask IT for help right here.\n"
     "• `/ithelp <what's wrong>` opens a ticket, e.g. `/ithelp VPN keeps disconnecting`\n"
     "• `/ithelp` on its own opens a form\n"
-    "• `/ithelp status` shows your open tickets and where they stand\n"
-    "• `/ithelp list` lists your recent tickets\n"
+    "• `/ithelp status` shows your open tickets and where they stand; `/ithelp status 13` shows IT-13\n"
+    "• `/ithelp list` lists your open tickets\n"
+    "• In a DM with me, `help`, `status`, `status 13` and `list` work without `/ithelp`\n"
     "• Or just DM me, or react with :ticket: to any message to turn it into a ticket."
 )
 
@@ -246,12 +249,12 @@ class SlackAdapter:
         handlers: dict[Action, Callable[..., Awaitable[None]]] = dict.fromkeys(ACTIONS, self._on_click)
         handlers[Action.RESOLVE] = self._on_resolve_button
         handlers[Action.SURVEY_REASON] = self._on_survey_reason_button
+        handlers[Action.NEW_TICKET] = self._on_new_ticket_button
         return handlers
 
     async def _on_command(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
         text = (await self.neutral(body.get("text") or "")).strip()
         user_id = body["user_id"]
-        word = text.lower()
         if not text:
             try:
                 await client.views_open(trigger_id=body["trigger_id"], view=new_ticket.slack_modal(
@@ -262,9 +265,6 @@ class SlackAdapter:
                 await ack(response_type="ephemeral", text="I couldn't open the form just now. Type "
                           "`/ithelp <what's wrong>` instead and I'll open the ticket straight away.")
             return
-        if word == "help":
-            await ack(response_type="ephemeral", text=self._help())
-            return
         try:
             escalating = parse_escalate(text)
         except InvalidInput as exc:
@@ -273,8 +273,11 @@ class SlackAdapter:
         if escalating is not None:
             await ack(response_type="ephemeral", text=await self._escalate(user_id, *escalating))
             return
-        if word in ("status", "list"):
-            await ack(response_type="ephemeral", text=await self._status_text(user_id, open_only=word == "status"))
+        command = read_command(text)
+        if command is not None:
+            person = await self.person(user_id, name=body.get("user_name"))
+            answer = await command_answers.for_slack(self.desk.chat, person, command, self._help())
+            await ack(response_type="ephemeral", **answer)
             return
         try:
             requester = await self.person(user_id, name=body.get("user_name"))
@@ -313,15 +316,6 @@ class SlackAdapter:
 
     def _priority_labels(self) -> dict[str, str]:
         return {code: f"{code} · {p.label}" for code, p in self.desk.config.priorities.items()}
-
-    async def _status_text(self, user_id: str, *, open_only: bool) -> str:
-        tickets = await self.desk.tickets.tickets_of(PersonRef("slack", user_id), open_only=open_only)
-        if not tickets:
-            return "You have no open tickets." if open_only else "You haven't opened any tickets yet."
-        lines = [f"*{t.number}* {slack_blocks.escape_mrkdwn(to_plain(t.summary))} — {t.requester_status_label}"
-                 + (f", with {slack_blocks.escape_mrkdwn(t.assignee_name)}" if t.assignee_name else "")
-                 for t in tickets]
-        return ("Your open tickets:\n" if open_only else "Your recent tickets:\n") + "\n".join(lines)
 
     async def _on_new_ticket_submit(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         draft = new_ticket.parse_slack_submission(view["state"]["values"])
@@ -443,7 +437,8 @@ class SlackAdapter:
             return  # our own posts, edits, joins: not something a person asked
         user_id = event.get("user")
         text = (await self.neutral(event.get("text") or "")).strip()
-        if not user_id or not text:
+        files = slack_text.shared_files(event)
+        if not user_id or not (text or files):
             return
         channel = event.get("channel", "")
         thread_ts = event.get("thread_ts")
@@ -458,21 +453,30 @@ class SlackAdapter:
                     if role == "triage":  # a reply or an internal note, marked as which on the message
                         await self.desk.triage_thread.agent_message(
                             ticket_id, person, text, dedup=("slack-event", event_key),
-                            posted=Posted(f"slack:channel:{channel}", slack_ref(channel, str(event.get("ts")))))
+                            posted=Posted(f"slack:channel:{channel}", slack_ref(channel, str(event.get("ts")))),
+                            files=files)
                     else:
-                        await self.desk.tickets.comment(ticket_id, person, text, dedup=("slack-event", event_key),
-                                                        source=f"{role}_thread")
+                        await self.desk.attachments.comment(ticket_id, person, text, files,
+                                                            dedup=("slack-event", event_key), source=f"{role}_thread")
                 except TicketError as exc:
                     await client.chat_postMessage(channel=channel, thread_ts=thread_ts,
                                                   text=slack_blocks.escape_mrkdwn(str(exc)))
                 return
         if event.get("channel_type") != "im":
             return
+        command = read_command(text) if text else None
+        if command is not None:
+            person = await self.person(user_id)
+            await client.chat_postMessage(channel=channel,
+                                          **await command_answers.for_slack(self.desk.chat, person, command,
+                                                                            self._help()))
+            return
         try:
             person = await self.person(user_id)
-            await self.desk.tickets.open(person, text, origin=Origin("slack", conversation=channel,
-                                                                     thread=event.get("ts")),
-                                         dedup=("slack-event", event_key), defer_setup=True)
+            # A new ticket, or the answer to one waiting on them (or a question which, when that is unclear).
+            await self.desk.conversations.route(person, text, origin=Origin("slack", conversation=channel,
+                                                                            thread=event.get("ts")),
+                                                dedup=("slack-event", event_key), files=files)
         except Exception as exc:
             sorry = friendly(exc, PLATFORM)
             await client.chat_postMessage(channel=channel, text=f"{sorry}\n\nWhat you wrote: {_quote(text)}")
@@ -589,6 +593,31 @@ class SlackAdapter:
             return
         user_id = event["user"]
         await self.publish_home(user_id, client)
+        await self._welcome(user_id, client)
+
+    async def _welcome(self, user_id: str, client: AsyncWebClient) -> None:
+        """The first App Home open greets the person in the app's Messages tab, once (Slack retries events)."""
+        person = await self.person(user_id)
+        if not await self.desk.welcomes.first_time(person):
+            return
+        view = welcome_view("Message me here (or type `/ithelp <what's wrong>` anywhere), or press New ticket.")
+        try:
+            await client.chat_postMessage(channel=user_id, text=slack_blocks.ticket_list_text(view),
+                                          blocks=slack_blocks.ticket_list_blocks(view))
+        except SlackApiError as exc:
+            log.warning("could not welcome %s: %s", user_id, exc)
+            await self.desk.welcomes.forget(person)
+
+    async def _on_new_ticket_button(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        """The welcome's New ticket button: the same form as ``/ithelp`` on its own."""
+        await ack()
+        try:
+            check_allowed(self.desk, Action.NEW_TICKET, PersonRef("slack", body["user"]["id"]))
+            channel = (body.get("channel") or {}).get("id") or ""
+            await client.views_open(trigger_id=body["trigger_id"], view=new_ticket.slack_modal(
+                self.desk.config.categories, self._priority_labels(), private_metadata=channel))
+        except Exception as exc:
+            await self._refuse(client, body, friendly(exc, PLATFORM))
 
     async def publish_home(self, user_id: str, client: AsyncWebClient | None = None) -> None:
         person_ref = await self.person(user_id)

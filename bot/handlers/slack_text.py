@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Any
 
+from bot.attachments import SharedFile
 from bot.text import escape_typed, link_markup
 
 _TOKEN = re.compile(r"<([^<>\n]*)>")
@@ -62,3 +64,17 @@ def _token(inner: str, names: Mapping[str, str]) -> str:
     if url.startswith(_LINKABLE) and not any(c.isspace() for c in url):
         return link_markup(label, url)
     return escape_typed(label or url)
+
+
+def shared_files(event: Mapping[str, Any]) -> list[SharedFile]:
+    """The files a message event shared (``files``), each by its permalink: a link any member of the workspace
+    can open, so the other side sees the screenshot without the bot copying it."""
+    found: list[SharedFile] = []
+    for item in event.get("files") or []:
+        if not isinstance(item, Mapping):
+            continue
+        url = item.get("permalink") or item.get("url_private")
+        if isinstance(url, str) and url.startswith("https://"):
+            name = item.get("title") or item.get("name") or "file"
+            found.append(SharedFile(str(name), url))
+    return found

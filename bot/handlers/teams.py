@@ -21,6 +21,7 @@ from botbuilder.schema import Activity, ActivityTypes, Attachment
 from botframework.connector.auth import AuthenticateRequestResult
 
 from bot.actions import ACTIONS, Click, check_allowed, perform
+from bot.attachments import SharedFile
 from bot.cards import CardBuilder
 from bot.channels.teams import (
     CHANNEL,
@@ -32,11 +33,12 @@ from bot.channels.teams import (
     remember_conversation,
     teams_ref,
 )
+from bot.chat_commands import read_command
 from bot.config import TeamsConfig
 from bot.deadlines import SAVED_LATE, DeadlineExceeded, within
 from bot.desk import Desk
 from bot.dialogs import new_ticket, resolve_note, survey_reason
-from bot.handlers import teams_text
+from bot.handlers import command_answers, teams_text
 from bot.handlers.errors import OUTAGE, friendly
 from bot.handlers.payloads import contains_nul, without_nul
 from bot.handlers.teams_auth import HeaderCheck, install_key_sets
@@ -47,7 +49,8 @@ from bot.routing import Action, Form
 from bot.text import escape_typed, to_plain, to_spans, without_controls
 from bot.tickets import InvalidInput, Origin, TicketSnapshot
 from bot.triage_notes import Posted
-from bot.views import Message, Notice, TicketList, TicketListItem
+from bot.views import Message, Notice
+from bot.welcome import welcome_view
 
 PLATFORM = "Teams"
 log = logging.getLogger("ithelp.teams")
@@ -56,8 +59,8 @@ HELP = (
     "**ITHelp**: ask IT for help right here.\n\n"
     "- Just tell me what's wrong (or `ithelp <what's wrong>`) and I'll open a ticket\n"
     "- `ithelp` on its own or `new ticket` opens a form\n"
-    "- `status` shows your open tickets and where they stand\n"
-    "- `list` lists your recent tickets\n"
+    "- `status` shows your open tickets and where they stand; `status 13` shows IT-13\n"
+    "- `list` lists your open tickets\n"
     "- In a channel, mention me: `@ITHelp printer on floor 3 is jammed`\n"
     "- Reply to one of my messages about a ticket to add details to it"
 )
@@ -190,10 +193,27 @@ class TeamsAdapter:
                 await self._remember(activity)
             except Exception:  # replying still works from the inbound activity; the next message retries
                 log.exception("could not store the conversation reference of activity %s", activity.id)
+        if activity.type == ActivityTypes.conversation_update:
+            await self._on_members_added(turn)
         if activity.type == ActivityTypes.message:
             await self._on_message(turn)
         elif activity.type == ActivityTypes.invoke:
             await self._on_invoke(turn)
+
+    async def _on_members_added(self, turn: TurnContext) -> None:
+        """The app installed in someone's personal scope: greet them, once (Teams may send the update again)."""
+        activity = turn.activity
+        bot_id = activity.recipient.id if activity.recipient is not None else None
+        added = {member.id for member in activity.members_added or []}
+        personal = (activity.conversation.conversation_type or "personal") == "personal"
+        person = self._person(activity)
+        if not personal or bot_id not in added or person is None:
+            return
+        if not await self.desk.welcomes.first_time(person):
+            return
+        view = welcome_view("Just tell me what's wrong here, or press New ticket for a form.")
+        if not await self._send_card(turn, adaptive_cards.ticket_list_card(view)):
+            await self.desk.welcomes.forget(person)
 
     async def _on_invoke(self, turn: TurnContext) -> None:
         """Action.Execute (``adaptiveCard/action``) takes the same path as Action.Submit; other invokes: 400."""
@@ -266,14 +286,15 @@ class TeamsAdapter:
         personal = (activity.conversation.conversation_type or "personal") == "personal"
         mentioned = self._strip_bot_mention(activity)
         text = teams_text.decode(activity.text).strip()
+        files = teams_text.shared_files(activity.attachments or [])
         if not personal:
-            if await self._thread_comment(turn, person, text):
+            if await self._thread_comment(turn, person, text, files):
                 return
             if not mentioned:
                 return  # channel chatter the bot was not asked about
-        elif await self._reply_comment(turn, person, text):
+        elif await self._reply_comment(turn, person, text, files):
             return
-        await self._on_text(turn, person, text)
+        await self._on_text(turn, person, text, files)
 
     @staticmethod
     def _strip_bot_mention(activity: Activity) -> bool:
@@ -288,45 +309,65 @@ class TeamsAdapter:
                     activity.text = (activity.text or "").replace(properties["text"], " ")
         return mentioned
 
-    async def _on_text(self, turn: TurnContext, person: PersonRef, text: str) -> None:
-        word = text.lower()
-        if word.startswith("ithelp"):
+    async def _on_text(self, turn: TurnContext, person: PersonRef, text: str,
+                       files: list[SharedFile] | None = None) -> None:
+        personal = (turn.activity.conversation.conversation_type or "personal") == "personal"
+        if files and not text and not personal:
+            return  # a file in a channel with a mention and no words: nothing to file
+        if text.lower().startswith("ithelp"):
             rest = text[len("ithelp"):]
             if not rest or rest[0].isspace():
-                text, word = rest.strip(), rest.strip().lower()
-        if word in ("", "new ticket"):
+                text = rest.strip()
+        if (text or not files) and await self._answer_command(turn, person, text):
+            return
+        activity = turn.activity
+        origin = Origin("teams", conversation=activity.conversation.id, thread=activity.id)
+        try:
+            if personal:
+                # A new ticket, or the answer to one waiting on them (or a question which, when that is unclear).
+                routed = await self.desk.conversations.route(person, text, origin=origin, dedup=self._dedup(activity),
+                                                             files=files or ())
+                ticket, created = routed.ticket, routed.outcome == "opened" and routed.created
+            else:
+                result = await self.desk.tickets.open(person, text, origin=origin, dedup=self._dedup(activity),
+                                                      defer_setup=True)
+                ticket, created = result.ticket, result.created
+        except Exception as exc:
+            await self._say(turn, f"{friendly(exc, PLATFORM)}\n\nWhat you wrote: {to_plain(text)}", person)
+            return
+        if created and ticket is not None:
+            await self._acknowledge(turn, person, ticket)
+
+    async def _answer_command(self, turn: TurnContext, person: PersonRef, text: str) -> bool:
+        """``ithelp`` alone or ``new ticket`` (the form), help, status, list, small talk: True if it was one."""
+        if text.lower() in ("", "new ticket"):
             await self._send_card(turn, new_ticket.teams_form(self.desk.config.categories, self._priority_labels()))
-            return
-        if word == "help":
-            matrix = "\n".join(f"- {line}" for line in matrix_lines(self.desk.config))
-            await turn.send_activity(MessageFactory.text(f"{HELP}\n\n**Who handles what, and how to escalate**\n\n"
-                                                         f"{matrix}"))
-            return
+            return True
         try:
             escalating = parse_escalate(text)
         except InvalidInput as exc:
             await self._say(turn, str(exc), person)
-            return
+            return True
         if escalating is not None:
             try:
                 said = await self.desk.requester_escalation.escalate(escalating[0], person, escalating[1])
             except Exception as exc:
                 said = friendly(exc, PLATFORM)  # "not yet" included: its time is written out in their zone
             await self._say(turn, said, person)
-            return
-        if word in ("status", "list"):
-            await self._send_card(turn, await self._list_card(person, open_only=word == "status"))
-            return
-        activity = turn.activity
-        try:
-            result = await self.desk.tickets.open(
-                person, text, origin=Origin("teams", conversation=activity.conversation.id, thread=activity.id),
-                dedup=self._dedup(activity), defer_setup=True)
-        except Exception as exc:
-            await self._say(turn, f"{friendly(exc, PLATFORM)}\n\nWhat you wrote: {to_plain(text)}", person)
-            return
-        if result.created:
-            await self._acknowledge(turn, person, result.ticket)
+            return True
+        command = read_command(text)
+        if command is not None:
+            answer = await command_answers.for_teams(self.desk.chat, person, command)
+            if answer is None:
+                matrix = "\n".join(f"- {line}" for line in matrix_lines(self.desk.config))
+                await turn.send_activity(MessageFactory.text(
+                    f"{HELP}\n\n**Who handles what, and how to escalate**\n\n{matrix}"))
+            elif isinstance(answer, str):
+                await self._say(turn, answer, person)
+            else:
+                await self._send_card(turn, answer)
+            return True
+        return False
 
     def _ack_notice(self, ticket: TicketSnapshot) -> Notice:
         wording = self.desk.acknowledgement(ticket)
@@ -348,17 +389,8 @@ class TeamsAdapter:
     def _priority_labels(self) -> dict[str, str]:
         return {code: f"{code} · {p.label}" for code, p in self.desk.config.priorities.items()}
 
-    async def _list_card(self, person: PersonRef, *, open_only: bool) -> dict[str, Any]:
-        tickets = await self.desk.tickets.tickets_of(person, open_only=open_only)
-        items = tuple(TicketListItem(number=t.number, summary=to_plain(t.summary),
-                                     status_label=t.requester_status_label, assignee=t.assignee_name,
-                                     next_update=None) for t in tickets)
-        title = "Your open tickets" if open_only else "Your recent tickets"
-        empty = "You have no open tickets." if open_only else "You haven't opened any tickets yet."
-        return adaptive_cards.ticket_list_card(TicketList(title=title, sections=((title, items),), empty_text=empty))
-
     # -- comments relayed from threads and replies ----------------------------------------------------
-    async def _thread_comment(self, turn: TurnContext, person: PersonRef, text: str) -> bool:
+    async def _thread_comment(self, turn: TurnContext, person: PersonRef, text: str, files: list[SharedFile]) -> bool:
         """A message in the thread under a triage card: an agent's comment for the requester."""
         conversation_id = turn.activity.conversation.id
         if THREAD_MARK not in conversation_id:
@@ -368,17 +400,18 @@ class TeamsAdapter:
         ticket_id = found.ticket_id if found else None
         if ticket_id is None:
             return False
-        if not self.desk.tickets.is_agent(person) or not text:
+        if not self.desk.tickets.is_agent(person) or not (text or files):
             return True  # colleagues chatting under the card: not relayed to the requester
         try:  # a reply or an internal note, marked as which in the thread
             await self.desk.triage_thread.agent_message(
                 ticket_id, person, text, dedup=self._dedup(turn.activity),
-                posted=Posted(f"teams:channel:{channel}", teams_ref(conversation_id, str(turn.activity.id))))
+                posted=Posted(f"teams:channel:{channel}", teams_ref(conversation_id, str(turn.activity.id))),
+                files=files)
         except Exception as exc:
             await self._say(turn, friendly(exc, PLATFORM), person)
         return True
 
-    async def _reply_comment(self, turn: TurnContext, person: PersonRef, text: str) -> bool:
+    async def _reply_comment(self, turn: TurnContext, person: PersonRef, text: str, files: list[SharedFile]) -> bool:
         """A reply, in a 1:1 chat, to one of the bot's messages about a ticket: the requester's comment."""
         activity = turn.activity
         replied = activity.reply_to_id
@@ -386,18 +419,20 @@ class TeamsAdapter:
             found = _QUOTED_REPLY.search(str(attachment.content or ""))
             if found:
                 replied = found.group(1)
-        if not replied or not text:
+        if not replied or not (text or files):
             return False
         ticket_id = await self.desk.directory.ticket_for_delivered(
             f"teams:user:{person.user_id}", teams_ref(activity.conversation.id, replied))
         if ticket_id is None:
             return False
-        await self._comment(turn, ticket_id, person, text, "requester_thread")
+        await self._comment(turn, ticket_id, person, text, "requester_thread", files)
         return True
 
-    async def _comment(self, turn: TurnContext, ticket_id: int, person: PersonRef, text: str, source: str) -> None:
+    async def _comment(self, turn: TurnContext, ticket_id: int, person: PersonRef, text: str, source: str,
+                       files: list[SharedFile]) -> None:
         try:
-            await self.desk.tickets.comment(ticket_id, person, text, dedup=self._dedup(turn.activity), source=source)
+            await self.desk.attachments.comment(ticket_id, person, text, files, dedup=self._dedup(turn.activity),
+                                                source=source)
         except Exception as exc:
             await self._say(turn, friendly(exc, PLATFORM), person)
 
@@ -461,6 +496,9 @@ class TeamsAdapter:
         await self._replace_card(turn, resolve_note.teams_form(ticket_id, number, error=error, note=note))
 
     async def _on_action(self, turn: TurnContext, person: PersonRef, action: Action, value: dict[str, Any]) -> None:
+        if action == Action.NEW_TICKET:  # the welcome's button: the same form as "new ticket"
+            await self._send_card(turn, new_ticket.teams_form(self.desk.config.categories, self._priority_labels()))
+            return
         ticket_id = _ticket_id(value)
         if ticket_id is None:
             await self._say(turn, "That button doesn't point at a ticket any more.")

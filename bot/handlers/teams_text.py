@@ -8,8 +8,11 @@ mentions become ``@Name``, everything else is literal.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from html.parser import HTMLParser
+from typing import Any
 
+from bot.attachments import SharedFile
 from bot.text import escape_typed, link_markup, without_controls
 
 _LOOKS_LIKE_HTML = re.compile(r"<(?:p|div|span|a|at|br|b|i|em|strong|ul|ol|li|img|blockquote|pre|code)\b[^>]*>"
@@ -77,3 +80,27 @@ class _Neutral(HTMLParser):
 
     def result(self) -> str:
         return "".join(self._out).strip()
+
+
+_FILE_DOWNLOAD = "application/vnd.microsoft.teams.file.download.info"
+
+
+def shared_files(attachments: Sequence[Any]) -> list[SharedFile]:
+    """The files and inline images of a message (botbuilder ``Attachment``s), as links: an inline image by its
+    ``contentUrl``, a file by its ``downloadUrl``. The HTML copy of the message and cards are not files."""
+    found: list[SharedFile] = []
+    for attachment in attachments:
+        kind = str(getattr(attachment, "content_type", "") or "")
+        name = str(getattr(attachment, "name", "") or "")
+        content = getattr(attachment, "content", None)
+        if kind == _FILE_DOWNLOAD and isinstance(content, dict):
+            url = content.get("downloadUrl")
+            name = name or "file"
+        elif kind.startswith("image/"):
+            url = getattr(attachment, "content_url", None)
+            name = name or "image"
+        else:
+            continue
+        if isinstance(url, str) and url.startswith("https://"):
+            found.append(SharedFile(name, url))
+    return found

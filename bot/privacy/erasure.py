@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
@@ -29,6 +29,7 @@ from bot.privacy.people import ERASED, RequestError, erased_on, find_person, fin
 from bot.privacy.redaction import clean_copies, redact_events, redact_tickets
 from bot.privacy.scrub import Needles
 from bot.tickets import OPEN_STATUSES
+from store.conversation_models import HeldMessage
 from store.db import Database
 from store.models import Person, Ticket, TicketEvent, Timer, ticket_number
 from store.privacy_models import PrivacyLog
@@ -111,6 +112,10 @@ async def _erase(session: AsyncSession, person: Person, now: datetime) -> dict[s
         Timer.done_at.is_(None), Timer.dedup_key.like(f"digest:{person.id}:%")).values(
         done_at=now, outcome="cancelled").execution_options(synchronize_session=False))
     _merge(rows, {"timers": int(cancelled.rowcount)})
+    # Messages held while the bot asked which ticket they were about: their words, nothing else needs them.
+    held: Any = await session.execute(delete(HeldMessage).where(HeldMessage.person_id == person.id)
+                                      .execution_options(synchronize_session=False))
+    _merge(rows, {"held_messages": int(held.rowcount)})
     anonymised = await anonymise_people(session, [person], now)
     _merge(rows, {"people": anonymised.people, **anonymised.rows})
     return rows

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.clock import Clock
 from bot.messages import PAGE
 from bot.privacy.people import RequestError, erased_on, find_person, not_found, parse_address
+from store.conversation_models import HeldMessage
 from store.db import Database
 from store.escalation_models import Escalation
 from store.models import ConversationRef, OutboxMessage, Person, Ticket, TicketEvent, ticket_number
@@ -73,6 +74,8 @@ async def export_person(db: Database, clock: Clock, address: str, out: TextIO, *
             "surveys": _rows(session, select(Survey).where(Survey.requester_id == person.id).order_by(Survey.id)),
             "nps_pulses": _rows(session, select(NpsPulse).where(NpsPulse.person_id == person.id).order_by(
                 NpsPulse.id)),
+            "held_messages": _rows(session, select(HeldMessage).where(HeldMessage.person_id == person.id).order_by(
+                HeldMessage.id)),
             "pages_to_them": _rows(session, _outbox(target).where(OutboxMessage.kind == PAGE)),
             "messages_to_them": _rows(session, _outbox(target).where(OutboxMessage.kind != PAGE)),
             "conversation_references": _rows(session, select(ConversationRef).where(

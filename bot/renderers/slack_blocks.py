@@ -361,8 +361,14 @@ def _fact_sections(ticket_id: int, facts: Sequence[Fact], *, max_sections: int) 
 
 
 def _action_blocks(ticket_id: int, actions: Sequence[CardAction], *, part: str = "actions") -> list[Block]:
-    elements = [_select(action) if action.choices else _button(action) for action in actions]
-    chunks = [elements[i : i + MAX_ACTION_ELEMENTS] for i in range(0, len(elements), MAX_ACTION_ELEMENTS)]
+    # Slack wants action ids unique within a block: a repeated one (a button per ticket) starts a new block.
+    chunks: list[list[dict[str, Any]]] = []
+    for action in actions:
+        element = _select(action) if action.choices else _button(action)
+        if not chunks or len(chunks[-1]) >= MAX_ACTION_ELEMENTS or any(
+                e["action_id"] == element["action_id"] for e in chunks[-1]):
+            chunks.append([])
+        chunks[-1].append(element)
     return [
         {"type": "actions", "block_id": _block_id(ticket_id, f"{part}:{n}" if n else part), "elements": chunk}
         for n, chunk in enumerate(chunks)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+import store.conversation_models
 import store.escalation_models
 import store.nps_models
 import store.privacy_models
