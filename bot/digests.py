@@ -230,22 +230,10 @@ class Digests:
         zone = cal.tz.key
 
         def unclaimed_line(t: Ticket) -> DigestLine:
-            detail: list[Span] = [f"{t.priority} · {STATUS_LABELS.get(t.status, t.status)} · waiting since ",
-                                  Moment(t.created_at, zone)]
-            due = _earliest_due(t, end)
-            if due is not None:
-                detail.extend((" · ", *_due_text(t, due, zone, now)))
-            return DigestLine(t.id, t.number, to_plain(t.summary), tuple(detail),
-                              CardAction(Action.CLAIM, "Claim", str(t.id), style="primary"))
+            return _unclaimed_line(t, end, zone, now)
 
         def breaching_line(t: Ticket) -> DigestLine:
-            owner = names.get(t.assignee_id) if t.assignee_id else None
-            due = _earliest_due(t, end)
-            detail: list[Span] = [" · ".join((t.priority, STATUS_LABELS.get(t.status, t.status), owner or "unclaimed"))]
-            if due is not None:
-                detail.extend((" · ", *_due_text(t, due, zone, now)))
-            action = None if owner else CardAction(Action.CLAIM, "Claim", str(t.id), style="primary")
-            return DigestLine(t.id, t.number, to_plain(t.summary), tuple(detail), action)
+            return _breaching_line(t, end, zone, now, names)
 
         sections = []
         if unclaimed_count:
@@ -351,4 +339,23 @@ def _due_text(ticket: Ticket, due: datetime, zone: str, now: datetime) -> tuple[
     return (f"{what} due ", Moment(due, zone))
 
 
+def _unclaimed_line(t: Ticket, end: datetime, zone: str, now: datetime) -> DigestLine:
+    """An unclaimed ticket in the morning triage digest, with a Claim button."""
+    detail: list[Span] = [f"{t.priority} · {STATUS_LABELS.get(t.status, t.status)} · waiting since ",
+                          Moment(t.created_at, zone)]
+    due = _earliest_due(t, end)
+    if due is not None:
+        detail.extend((" · ", *_due_text(t, due, zone, now)))
+    return DigestLine(t.id, t.number, to_plain(t.summary), tuple(detail),
+                      CardAction(Action.CLAIM, "Claim", str(t.id), style="primary"))
 
+
+def _breaching_line(t: Ticket, end: datetime, zone: str, now: datetime, names: dict[int | None, str]) -> DigestLine:
+    """A ticket with a target before the day ends, its owner named (or a Claim button when it has none)."""
+    owner = names.get(t.assignee_id) if t.assignee_id else None
+    due = _earliest_due(t, end)
+    detail: list[Span] = [" · ".join((t.priority, STATUS_LABELS.get(t.status, t.status), owner or "unclaimed"))]
+    if due is not None:
+        detail.extend((" · ", *_due_text(t, due, zone, now)))
+    action = None if owner else CardAction(Action.CLAIM, "Claim", str(t.id), style="primary")
+    return DigestLine(t.id, t.number, to_plain(t.summary), tuple(detail), action)

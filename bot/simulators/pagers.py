@@ -6,148 +6,24 @@ Use them as async context managers; each records what it accepted, supports faul
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Generic, Literal, Self, TypeGuard, TypeVar
+from typing import Any, Literal
 
 from aiohttp import web
-from aiohttp.typedefs import Handler, Middleware
 
 from bot.channels.pagers import verify_webhook_signature
+from bot.simulators.pager_server import FakeServer, json_body, present
 
 __all__ = ["FakeAlert", "FakeOpsgenie", "FakePagerDuty", "FakeWebhookReceiver", "OpsgenieCall"]
-
-_T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class _Fault:
-    status: int | None  # None: answer normally once the delay is over
-    retry_after: int | str | None = None
-    delay: float = 0.0
-
-
-class _FakeServer(Generic[_T]):
-    """One aiohttp server with fault injection and waiting on the records it accepted."""
-
-    def __init__(self) -> None:
-        self._records: list[_T] = []
-        self._condition = asyncio.Condition()
-        self._faults: deque[_Fault] = deque()
-        # Set on exit so a delayed handler stops waiting instead of holding up the server's shutdown.
-        self._closing = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
-
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:54321`` (only while running)."""
-        if self._port is None:
-            raise RuntimeError(f"{type(self).__name__} is not running; use it with 'async with'")
-        return f"http://127.0.0.1:{self._port}"
-
-    def fail_next(self, status: int, times: int = 1, retry_after: int | str | None = None) -> None:
-        """Answer the next ``times`` requests with ``status`` (and ``Retry-After``, seconds or HTTP-date)."""
-        self._faults.extend([_Fault(status, retry_after)] * times)
-
-    def delay_next(self, seconds: float, times: int = 1) -> None:
-        """Hold the next ``times`` requests for ``seconds`` before answering them normally."""
-        self._faults.extend([_Fault(None, delay=seconds)] * times)
-
-    # The deadline is the point of this helper, so it takes one despite ASYNC109.
-    async def wait_for(self, count: int, timeout: float = 5.0) -> list[_T]:  # noqa: ASYNC109
-        """Wait until at least ``count`` requests were accepted and return the records.
-
-        Raises AssertionError listing what was seen if that does not happen within ``timeout`` seconds.
-        """
-        async with self._condition:
-            try:
-                async with asyncio.timeout(timeout):
-                    await self._condition.wait_for(lambda: len(self._records) >= count)
-            except TimeoutError:
-                raise AssertionError(
-                    f"{type(self).__name__}: waited {timeout}s for {count} accepted request(s), "
-                    f"saw {len(self._records)}: {self._describe()}"
-                ) from None
-            return list(self._records)
-
-    async def __aenter__(self) -> Self:
-        app = web.Application(middlewares=[self._fault_middleware()])
-        self._add_routes(app)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        self._runner = runner
-        self._port = int(runner.addresses[0][1])
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._closing.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-        self._runner = None
-        self._port = None
-
-    def _add_routes(self, app: web.Application) -> None:
-        raise NotImplementedError
-
-    def _describe(self) -> str:
-        return repr(self._records)
-
-    async def _record(self, item: _T) -> None:
-        async with self._condition:
-            self._records.append(item)
-            self._condition.notify_all()
-
-    def _fault_middleware(self) -> Middleware:
-        @web.middleware
-        async def inject_faults(request: web.Request, handler: Handler) -> web.StreamResponse:
-            fault = self._faults.popleft() if self._faults else None
-            if fault is not None and fault.delay:
-                try:
-                    await asyncio.wait_for(self._closing.wait(), fault.delay)
-                except TimeoutError:
-                    pass
-                else:
-                    return web.json_response({"message": "fake is shutting down"}, status=503)
-            if fault is not None and fault.status is not None:
-                headers = {} if fault.retry_after is None else {"Retry-After": str(fault.retry_after)}
-                return web.json_response(
-                    {"status": "injected failure", "message": f"injected HTTP {fault.status}"},
-                    status=fault.status,
-                    headers=headers,
-                )
-            return await handler(request)
-
-        return inject_faults
-
-
-async def _json_body(request: web.Request) -> Any:
-    try:
-        return await request.json()
-    except ValueError:
-        return None
-
-
-def _present(value: Any) -> TypeGuard[str]:
-    return isinstance(value, str) and bool(value.strip())
-
 
 _PD_ACTIONS = ("trigger", "acknowledge", "resolve")
 _PD_SEVERITIES = ("critical", "error", "warning", "info")
 
 
-class FakePagerDuty(_FakeServer[dict[str, Any]]):
+class FakePagerDuty(FakeServer[dict[str, Any]]):
     """PagerDuty Events API v2 (``POST /v2/enqueue``), validating events the way the real API does.
 
     With ``routing_key`` set, events for any other key are refused with "Invalid routing key".
@@ -179,7 +55,7 @@ class FakePagerDuty(_FakeServer[dict[str, Any]]):
         app.router.add_post("/v2/enqueue", self._enqueue)
 
     async def _enqueue(self, request: web.Request) -> web.Response:
-        event = await _json_body(request)
+        event = await json_body(request)
         errors = self._validate(event)
         if errors:
             return web.json_response(
@@ -198,7 +74,7 @@ class FakePagerDuty(_FakeServer[dict[str, Any]]):
             return ["Event object must be a JSON object"]
         errors: list[str] = []
         routing_key = event.get("routing_key")
-        if not _present(routing_key):
+        if not present(routing_key):
             errors.append("'routing_key' is missing or blank")
         elif self._routing_key is not None and routing_key != self._routing_key:
             errors.append("Invalid routing key")
@@ -206,7 +82,7 @@ class FakePagerDuty(_FakeServer[dict[str, Any]]):
         if action not in _PD_ACTIONS:
             errors.append("'event_action' is invalid (must be one of: trigger, acknowledge, resolve)")
         dedup_key = event.get("dedup_key")
-        if action in ("acknowledge", "resolve") and not _present(dedup_key):
+        if action in ("acknowledge", "resolve") and not present(dedup_key):
             errors.append("'dedup_key' is missing or blank")
         if dedup_key is not None and (not isinstance(dedup_key, str) or len(dedup_key) > 255):
             errors.append("'dedup_key' must be a string of at most 255 characters")
@@ -221,11 +97,11 @@ class FakePagerDuty(_FakeServer[dict[str, Any]]):
             return ["'payload' is missing or not an object"]
         errors: list[str] = []
         summary = payload.get("summary")
-        if not _present(summary):
+        if not present(summary):
             errors.append("'payload.summary' is missing or blank")
         elif len(summary) > 1024:
             errors.append("'payload.summary' is longer than 1024 characters")
-        if not _present(payload.get("source")):
+        if not present(payload.get("source")):
             errors.append("'payload.source' is missing or blank")
         if payload.get("severity") not in _PD_SEVERITIES:
             errors.append("'payload.severity' is invalid (must be one of: critical, error, warning, info)")
@@ -233,7 +109,7 @@ class FakePagerDuty(_FakeServer[dict[str, Any]]):
             errors.append("'payload.custom_details' must be an object")
         links = event.get("links", [])
         if not isinstance(links, list) or not all(
-            isinstance(link, dict) and _present(link.get("href")) for link in links
+            isinstance(link, dict) and present(link.get("href")) for link in links
         ):
             errors.append("'links' must be a list of objects with an 'href'")
         return errors
@@ -263,7 +139,7 @@ class OpsgenieCall:
     body: dict[str, Any]
 
 
-class FakeOpsgenie(_FakeServer[OpsgenieCall]):
+class FakeOpsgenie(FakeServer[OpsgenieCall]):
     """Opsgenie Alert API v2: create, and acknowledge/close by alias; requires ``GenieKey <api_key>``.
 
     Like Opsgenie, which processes requests asynchronously, acknowledging or closing an unknown alias
@@ -287,14 +163,14 @@ class FakeOpsgenie(_FakeServer[OpsgenieCall]):
     async def _create(self, request: web.Request) -> web.Response:
         if not self._authorized(request):
             return self._unauthorized()
-        body = await _json_body(request)
+        body = await json_body(request)
         if not isinstance(body, dict):
             return self._unprocessable({"body": "Request body must be a JSON object."})
         errors = {}
         message, alias, priority = body.get("message"), body.get("alias"), body.get("priority", "P3")
-        if not _present(message) or len(message) > 130:
+        if not present(message) or len(message) > 130:
             errors["message"] = "Message must be 1 to 130 characters."
-        if alias is not None and (not _present(alias) or len(alias) > 512):
+        if alias is not None and (not present(alias) or len(alias) > 512):
             errors["alias"] = "Alias must be 1 to 512 characters."
         if priority not in ("P1", "P2", "P3", "P4", "P5"):
             errors["priority"] = "Priority must be one of P1..P5."
@@ -321,7 +197,7 @@ class FakeOpsgenie(_FakeServer[OpsgenieCall]):
             return self._unauthorized()
         if request.query.get("identifierType") != "alias":
             return self._unprocessable({"identifierType": "This fake supports identifierType=alias only."})
-        body = await _json_body(request) or {}
+        body = await json_body(request) or {}
         alias = request.match_info["identifier"]
         action: Literal["acknowledge", "close"] = (
             "acknowledge" if request.match_info["action"] == "acknowledge" else "close"
@@ -362,7 +238,7 @@ class FakeOpsgenie(_FakeServer[OpsgenieCall]):
         )
 
 
-class FakeWebhookReceiver(_FakeServer[dict[str, Any]]):
+class FakeWebhookReceiver(FakeServer[dict[str, Any]]):
     """Accepts ``POST`` on any path; checks ``X-Ithelp-Signature`` with ``verify_webhook_signature``.
 
     With ``secret=None`` every JSON body is accepted. Bad signatures get 401, non-JSON bodies 400;
@@ -399,7 +275,7 @@ class FakeWebhookReceiver(_FakeServer[dict[str, Any]]):
         ):
             self.rejected.append(body)
             return web.json_response({"error": "invalid signature"}, status=401)
-        event = await _json_body(request)
+        event = await json_body(request)
         if not isinstance(event, dict):
             self.rejected.append(body)
             return web.json_response({"error": "body must be a JSON object"}, status=400)

@@ -10,27 +10,25 @@ import asyncio
 import json
 import math
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
-from zoneinfo import ZoneInfo
 
-import aiohttp
 from aiohttp import web
 
-Json = dict[str, Any]
-
-BOT_USER_ID = "UBOT"
-BOT_ID = "B0001"
-TEAM_ID = "T0001"
-APP_ID = "A0001"
-BOT_NAME = "ithelp"
+from bot.simulators.slack_socket_mode import SocketModeFake
+from bot.simulators.slack_workspace import (
+    APP_ID,
+    BOT_ID,
+    BOT_NAME,
+    BOT_USER_ID,
+    TEAM_ID,
+    Json,
+    SlackWorkspace,
+    _MethodError,
+)
 
 _RATE_LIMITED_METHODS = frozenset({"chat.postMessage", "chat.update"})
-_FIRST_TS_MICROS = 1_700_000_000_000_000
 
 
 @dataclass
@@ -66,29 +64,27 @@ class _RateLimit:
     last_by_channel: dict[str, float] = field(default_factory=dict)
     workspace_window: deque[float] = field(default_factory=deque)
 
+    def retry_after(self, channel: str, now: float) -> int | None:
+        """Seconds to answer in ``Retry-After`` if a call to ``channel`` now is over a limit, else None."""
+        waits: list[float] = []
+        last = self.last_by_channel.get(channel)
+        if self.per_channel_per_second is not None and last is not None:
+            interval = 1.0 / self.per_channel_per_second
+            if now - last < interval:
+                waits.append(last + interval - now)
+        window = self.workspace_window
+        while window and window[0] <= now - 60.0:
+            window.popleft()
+        if self.workspace_per_minute is not None and len(window) >= self.workspace_per_minute:
+            waits.append(window[0] + 60.0 - now)
+        if not waits:
+            return None
+        return max(1, math.ceil(max(waits)))
 
-class _MethodError(Exception):
-    """Raised by a method implementation to answer ``{"ok": false, "error": ...}``."""
-
-    def __init__(self, error: str) -> None:
-        super().__init__(error)
-        self.error = error
-
-
-def _ts_micros(ts: object) -> int:
-    """Slack ``ts`` ("1700000000.000100") as integer microseconds, for ordering and comparison."""
-    seconds, _, fraction = str(ts).partition(".")
-    return int(seconds or "0") * 1_000_000 + int((fraction + "000000")[:6])
-
-
-def _format_ts(micros: int) -> str:
-    return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
-
-
-def _truthy(value: object) -> bool:
-    if isinstance(value, str):
-        return value.lower() in {"1", "true", "yes"}
-    return bool(value)
+    def accepted(self, channel: str, now: float) -> None:
+        """Count a call to ``channel`` answered ok at ``now``."""
+        self.last_by_channel[channel] = now
+        self.workspace_window.append(now)
 
 
 def _maybe_json(value: str) -> object:
@@ -102,13 +98,35 @@ def _maybe_json(value: str) -> object:
     return decoded if isinstance(decoded, list | dict) else value
 
 
-def _required(args: Json, *names: str) -> None:
-    for name in names:
-        if not args.get(name):
-            raise _MethodError("invalid_arguments")
+async def _read_args(request: web.Request) -> Json:
+    args: Json = {k: _maybe_json(v) for k, v in request.query.items()}
+    if request.content_type == "application/json":
+        body = await request.json()
+        if isinstance(body, dict):
+            args.update(body)
+    elif request.can_read_body:
+        form = await request.post()
+        args.update({k: _maybe_json(v) for k, v in form.items() if isinstance(v, str)})
+    return args
 
 
-class FakeSlackApi:
+def _error(call: SlackCall, error: str) -> web.Response:
+    call.error = error
+    return web.json_response({"ok": False, "error": error})
+
+
+def _take_fault(faults: dict[str, list[_Fault]], method: str, channel: str) -> _Fault | None:
+    pending = faults.get(method)
+    fault = next((f for f in pending or () if f.channel in (None, channel)), None)
+    if fault is None or pending is None:
+        return None
+    fault.remaining -= 1
+    if fault.remaining <= 0:
+        pending.remove(fault)
+    return fault
+
+
+class FakeSlackApi(SlackWorkspace):
     """An aiohttp server on 127.0.0.1 that answers Slack Web API methods like Slack does.
 
     Every call is recorded in :attr:`calls`. Posted messages are kept per channel (see
@@ -118,45 +136,22 @@ class FakeSlackApi:
     """
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
         self.calls: list[SlackCall] = []
-        self.messages: dict[str, list[Json]] = {}
-        self.views: dict[str, Json] = {}
-        self.home_views: dict[str, Json] = {}
         self.accepted = 0
         self.rejected_429 = 0
         self._clock = clock
-        self._users: dict[str, Json] = {}
-        self._usergroups: dict[str, list[str]] = {}
         self._faults: dict[str, list[_Fault]] = {}
         self._revoked: str | None = None
         self._paused: frozenset[str] = frozenset()
         self._resumed = asyncio.Event()
         self._rate_limit: _RateLimit | None = None
-        self._next_ts = _FIRST_TS_MICROS
-        self._next_view = 0
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
-        self._methods: dict[str, Callable[[Json], Json]] = {
-            "auth.test": self._auth_test,
-            "chat.postMessage": self._chat_post_message,
-            "chat.update": self._chat_update,
-            "chat.postEphemeral": self._chat_post_ephemeral,
-            "chat.getPermalink": self._chat_get_permalink,
-            "views.open": self._views_open,
-            "views.push": self._views_push,
-            "views.update": self._views_update,
-            "views.publish": self._views_publish,
-            "users.info": self._users_info,
-            "usergroups.users.list": self._usergroups_users_list,
-            "conversations.open": self._conversations_open,
-            "conversations.history": self._conversations_history,
-            "conversations.replies": self._conversations_replies,
-            "reactions.add": self._reactions_add,
-            "apps.connections.open": self._apps_connections_open,
-        }
-        self.socket_acks: dict[str, Json] = {}
-        self._sockets: list[web.WebSocketResponse] = []
+        self._methods["apps.connections.open"] = self._apps_connections_open
+        self.socket_mode = SocketModeFake()
+        self.socket_acks = self.socket_mode.socket_acks
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -164,7 +159,7 @@ class FakeSlackApi:
         """Start serving on an ephemeral port."""
         app = web.Application()
         app.router.add_route("*", "/api/{method}", self._handle)
-        app.router.add_get("/socket-mode", self._socket_mode)
+        app.router.add_get("/socket-mode", self.socket_mode.serve)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -174,8 +169,7 @@ class FakeSlackApi:
     async def stop(self) -> None:
         """Stop serving."""
         self.resume()  # a held answer must not hold up the shutdown
-        for socket in list(self._sockets):
-            await socket.close()
+        await self.socket_mode.close()
         if self._runner is not None:
             await self._runner.cleanup()
         self._runner = None
@@ -196,61 +190,6 @@ class FakeSlackApi:
         return f"http://127.0.0.1:{self._port}/api/"
 
     # -- seeding and configuration ---------------------------------------------------------------
-
-    def add_user(
-        self,
-        user_id: str,
-        *,
-        name: str | None = None,
-        real_name: str | None = None,
-        tz: str = "Europe/London",
-        is_bot: bool = False,
-        email: str | None = None,
-    ) -> Json:
-        """Add a person to the directory served by ``users.info``; returns the user object."""
-        now = datetime.fromtimestamp(time.time(), ZoneInfo(tz))
-        offset = now.utcoffset()
-        handle = name or user_id.lower()
-        display = real_name or handle
-        profile: Json = {
-            "real_name": display,
-            "real_name_normalized": display,
-            "display_name": handle,
-            "display_name_normalized": handle,
-            "team": TEAM_ID,
-        }
-        if email is not None:
-            profile["email"] = email
-        user: Json = {
-            "id": user_id,
-            "team_id": TEAM_ID,
-            "name": handle,
-            "deleted": False,
-            "real_name": display,
-            "tz": tz,
-            "tz_label": now.tzname(),
-            "tz_offset": int(offset.total_seconds()) if offset is not None else 0,
-            "is_admin": False,
-            "is_owner": False,
-            "is_bot": is_bot,
-            "is_app_user": False,
-            "profile": profile,
-        }
-        self._users[user_id] = user
-        return user
-
-    def add_usergroup(self, group_id: str, user_ids: list[str]) -> None:
-        """Define the members returned by ``usergroups.users.list`` for ``group_id``."""
-        self._usergroups[group_id] = list(user_ids)
-
-    def add_message(self, channel: str, ts: str, user: str, text: str, thread_ts: str | None = None) -> Json:
-        """Seed a message for ``conversations.history``/``replies``; returns the stored message."""
-        message: Json = {"type": "message", "user": user, "text": text, "ts": ts, "team": TEAM_ID}
-        if thread_ts is not None:
-            message["thread_ts"] = thread_ts
-        self._next_ts = max(self._next_ts, _ts_micros(ts))
-        self._store(channel, message)
-        return message
 
     def fail_next(
         self,
@@ -361,7 +300,7 @@ class FakeSlackApi:
 
     async def _handle(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
-        args = await self._read_args(request)
+        args = await _read_args(request)
         if method in self._paused:
             await self._resumed.wait()
         call = SlackCall(method, args, dict(request.headers), self._clock())
@@ -372,50 +311,36 @@ class FakeSlackApi:
             self._changed.notify_all()
         return response
 
-    @staticmethod
-    async def _read_args(request: web.Request) -> Json:
-        args: Json = {k: _maybe_json(v) for k, v in request.query.items()}
-        if request.content_type == "application/json":
-            body = await request.json()
-            if isinstance(body, dict):
-                args.update(body)
-        elif request.can_read_body:
-            form = await request.post()
-            args.update({k: _maybe_json(v) for k, v in form.items() if isinstance(v, str)})
-        return args
-
     def _answer(self, call: SlackCall, authorization: str) -> web.Response:
         # Socket Mode connections are opened with the app-level token (xapp-), everything else with xox*.
         token_prefix = "Bearer xapp" if call.method == "apps.connections.open" else "Bearer xox"
         if not authorization.startswith(token_prefix):
-            return self._error(call, "not_authed")
+            return _error(call, "not_authed")
         if self._revoked is not None:
-            return self._error(call, self._revoked)
-        fault = self._take_fault(call.method, self._channel(call.args))
+            return _error(call, self._revoked)
+        fault = _take_fault(self._faults, call.method, self._channel(call.args))
         if fault is not None:
             if fault.error is not None:
-                return self._error(call, fault.error)
+                return _error(call, fault.error)
             return self._http_error(call, fault.status, fault.retry_after)
         implementation = self._methods.get(call.method)
         if implementation is None:
-            return self._error(call, "unknown_method")
+            return _error(call, "unknown_method")
         rate_limited = call.method in _RATE_LIMITED_METHODS
         if rate_limited:
-            retry_after = self._rate_limit_retry_after(self._channel(call.args))
+            limit = self._rate_limit
+            retry_after = limit.retry_after(self._channel(call.args), self._clock()) if limit else None
             if retry_after is not None:
                 return self._http_error(call, 429, retry_after)
         try:
             body = implementation(call.args)
         except _MethodError as e:
-            return self._error(call, e.error)
+            return _error(call, e.error)
         if rate_limited:
-            self._record_accepted(self._channel(call.args))
+            self.accepted += 1
+            if self._rate_limit is not None:
+                self._rate_limit.accepted(self._channel(call.args), self._clock())
         return web.json_response({"ok": True, **body})
-
-    @staticmethod
-    def _error(call: SlackCall, error: str) -> web.Response:
-        call.error = error
-        return web.json_response({"ok": False, "error": error})
 
     def _http_error(self, call: SlackCall, status: int, retry_after: int) -> web.Response:
         if status == 429:
@@ -429,329 +354,25 @@ class FakeSlackApi:
         call.error = "internal_error"
         return web.json_response({"ok": False, "error": "internal_error"}, status=status)
 
-    def _take_fault(self, method: str, channel: str) -> _Fault | None:
-        pending = self._faults.get(method)
-        fault = next((f for f in pending or () if f.channel in (None, channel)), None)
-        if fault is None or pending is None:
-            return None
-        fault.remaining -= 1
-        if fault.remaining <= 0:
-            pending.remove(fault)
-        return fault
-
-    # -- rate limiting ---------------------------------------------------------------------------
-
-    def _rate_limit_retry_after(self, channel: str) -> int | None:
-        limit = self._rate_limit
-        if limit is None:
-            return None
-        now = self._clock()
-        waits: list[float] = []
-        last = limit.last_by_channel.get(channel)
-        if limit.per_channel_per_second is not None and last is not None:
-            interval = 1.0 / limit.per_channel_per_second
-            if now - last < interval:
-                waits.append(last + interval - now)
-        window = limit.workspace_window
-        while window and window[0] <= now - 60.0:
-            window.popleft()
-        if limit.workspace_per_minute is not None and len(window) >= limit.workspace_per_minute:
-            waits.append(window[0] + 60.0 - now)
-        if not waits:
-            return None
-        return max(1, math.ceil(max(waits)))
-
-    def _record_accepted(self, channel: str) -> None:
-        self.accepted += 1
-        if self._rate_limit is not None:
-            now = self._clock()
-            self._rate_limit.last_by_channel[channel] = now
-            self._rate_limit.workspace_window.append(now)
-
-    # -- messages --------------------------------------------------------------------------------
-
-    @staticmethod
-    def _channel(args: Json) -> str:
-        """The conversation a chat call lands in: a user id posts to that user's IM ``D<user id>``."""
-        channel = str(args.get("channel") or "")
-        return f"D{channel}" if channel[:1] in {"U", "W"} else channel
-
-    def _new_ts(self) -> str:
-        self._next_ts += 100
-        return _format_ts(self._next_ts)
-
-    def _store(self, channel: str, message: Json) -> None:
-        messages = self.messages.setdefault(channel, [])
-        messages.append(message)
-        messages.sort(key=lambda m: _ts_micros(m["ts"]))
-        thread_ts = message.get("thread_ts")
-        if thread_ts is None or thread_ts == message["ts"]:
-            return
-        parent = self._find(channel, thread_ts)
-        if parent is not None:
-            parent["thread_ts"] = thread_ts
-            parent["reply_count"] = int(parent.get("reply_count", 0)) + 1
-            users = parent.setdefault("reply_users", [])
-            if message.get("user") not in users:
-                users.append(message.get("user"))
-            parent["latest_reply"] = message["ts"]
-
-    def _find(self, channel: str, ts: object) -> Json | None:
-        return next((m for m in self.messages.get(channel, []) if m["ts"] == str(ts)), None)
-
-    def _find_or_fail(self, channel: str, ts: object) -> Json:
-        message = self._find(channel, ts)
-        if message is None:
-            raise _MethodError("message_not_found")
-        return message
-
     # -- method implementations ------------------------------------------------------------------
-
-    def _auth_test(self, args: Json) -> Json:
-        return {
-            "url": "https://t0001.slack.com/",
-            "team": "IT Help Test",
-            "user": BOT_NAME,
-            "team_id": TEAM_ID,
-            "user_id": BOT_USER_ID,
-            "bot_id": BOT_ID,
-            "is_enterprise_install": False,
-        }
-
-    def _chat_post_message(self, args: Json) -> Json:
-        channel = self._channel(args)
-        if not channel:
-            raise _MethodError("channel_not_found")
-        if not (args.get("text") or args.get("blocks") or args.get("attachments")):
-            raise _MethodError("no_text")
-        message: Json = {
-            "type": "message",
-            "user": BOT_USER_ID,
-            "bot_id": BOT_ID,
-            "app_id": APP_ID,
-            "team": TEAM_ID,
-            "text": args.get("text", ""),
-            "ts": self._new_ts(),
-        }
-        for key in ("blocks", "attachments", "metadata"):
-            if key in args:
-                message[key] = args[key]
-        if args.get("thread_ts"):
-            message["thread_ts"] = str(args["thread_ts"])
-            if _truthy(args.get("reply_broadcast")):
-                message["subtype"] = "thread_broadcast"
-        self._store(channel, message)
-        return {"channel": channel, "ts": message["ts"], "message": dict(message)}
-
-    def _chat_update(self, args: Json) -> Json:
-        _required(args, "channel", "ts")
-        channel = str(args["channel"])
-        message = self._find_or_fail(channel, args["ts"])
-        for key in ("text", "blocks", "attachments", "metadata"):
-            if key in args:
-                message[key] = args[key]
-        message["edited"] = {"user": BOT_USER_ID, "ts": self._new_ts()}
-        return {
-            "channel": channel,
-            "ts": message["ts"],
-            "text": message.get("text", ""),
-            "message": dict(message),
-        }
-
-    def _chat_post_ephemeral(self, args: Json) -> Json:
-        _required(args, "channel", "user")
-        return {"message_ts": self._new_ts()}
-
-    def _chat_get_permalink(self, args: Json) -> Json:
-        _required(args, "channel", "message_ts")
-        channel = str(args["channel"])
-        message = self._find_or_fail(channel, args["message_ts"])
-        path = "p" + message["ts"].replace(".", "")
-        return {"channel": channel, "permalink": f"https://t0001.slack.com/archives/{channel}/{path}"}
-
-    def _make_view(self, view: Json, *, view_id: str | None = None, previous: str | None = None) -> Json:
-        if not isinstance(view, dict) or "type" not in view:
-            raise _MethodError("invalid_arguments")
-        self._next_view += 1
-        if view_id is None:
-            view_id = f"V{self._next_view:04d}"
-        stored: Json = {
-            "id": view_id,
-            "team_id": TEAM_ID,
-            "app_id": APP_ID,
-            "bot_id": BOT_ID,
-            "callback_id": "",
-            "private_metadata": "",
-            "external_id": "",
-            "blocks": [],
-            "clear_on_close": False,
-            "notify_on_close": False,
-            "previous_view_id": previous,
-            "root_view_id": view_id,
-            **view,
-            "state": {"values": {}},
-            "hash": f"1700000000.{self._next_view:08x}",
-        }
-        self.views[view_id] = stored
-        return stored
-
-    def _views_open(self, args: Json) -> Json:
-        if not (args.get("trigger_id") or args.get("interactivity_pointer")):
-            raise _MethodError("invalid_arguments")
-        _required(args, "view")
-        return {"view": self._make_view(args["view"])}
-
-    def _views_push(self, args: Json) -> Json:
-        return self._views_open(args)
-
-    def _views_update(self, args: Json) -> Json:
-        _required(args, "view")
-        view_id = args.get("view_id")
-        if not view_id and args.get("external_id"):
-            view_id = next((v["id"] for v in self.views.values() if v.get("external_id") == args["external_id"]), None)
-        current = self.views.get(str(view_id))
-        if current is None:
-            raise _MethodError("not_found")
-        if args.get("hash") and args["hash"] != current["hash"]:
-            raise _MethodError("hash_conflict")
-        view = self._make_view(args["view"], view_id=current["id"], previous=current["previous_view_id"])
-        return {"view": view}
-
-    def _views_publish(self, args: Json) -> Json:
-        _required(args, "user_id", "view")
-        user_id = str(args["user_id"])
-        current = self.home_views.get(user_id)
-        view = self._make_view(args["view"], view_id=current["id"] if current else None)
-        self.home_views[user_id] = view
-        return {"view": view}
-
-    def _users_info(self, args: Json) -> Json:
-        user = self._users.get(str(args.get("user")))
-        if user is None:
-            raise _MethodError("user_not_found")
-        return {"user": user}
-
-    def _usergroups_users_list(self, args: Json) -> Json:
-        users = self._usergroups.get(str(args.get("usergroup")))
-        if users is None:
-            raise _MethodError("no_such_subteam")
-        return {"users": list(users)}
-
-    def _conversations_open(self, args: Json) -> Json:
-        if args.get("channel"):
-            return {"channel": {"id": str(args["channel"])}, "no_op": True, "already_open": True}
-        users = [u for u in str(args.get("users") or "").split(",") if u]
-        if len(users) != 1:
-            raise _MethodError("invalid_arguments" if not users else "not_supported_by_fake")
-        return {"channel": {"id": f"D{users[0]}"}, "no_op": True, "already_open": True}
-
-    @staticmethod
-    def _in_range(message: Json, args: Json) -> bool:
-        ts = _ts_micros(message["ts"])
-        oldest = _ts_micros(args.get("oldest") or "0")
-        latest = _ts_micros(args["latest"]) if args.get("latest") else None
-        if _truthy(args.get("inclusive")):
-            return ts >= oldest and (latest is None or ts <= latest)
-        return ts > oldest and (latest is None or ts < latest)
-
-    def _conversations_history(self, args: Json) -> Json:
-        _required(args, "channel")
-        top_level = [
-            m
-            for m in self.messages.get(str(args["channel"]), [])
-            if m.get("thread_ts") in {None, m["ts"]} or m.get("subtype") == "thread_broadcast"
-        ]
-        newest_first = [m for m in reversed(top_level) if self._in_range(m, args)]
-        limit = int(args.get("limit") or 100)
-        return {
-            "messages": newest_first[:limit],
-            "has_more": len(newest_first) > limit,
-            "pin_count": 0,
-            "response_metadata": {"next_cursor": ""},
-        }
-
-    def _conversations_replies(self, args: Json) -> Json:
-        _required(args, "channel", "ts")
-        channel, ts = str(args["channel"]), str(args["ts"])
-        if self._find(channel, ts) is None:
-            raise _MethodError("thread_not_found")
-        thread = [
-            m
-            for m in self.messages.get(channel, [])
-            if (m["ts"] == ts or m.get("thread_ts") == ts) and self._in_range(m, args)
-        ]
-        limit = int(args.get("limit") or 1000)
-        return {
-            "messages": thread[:limit],
-            "has_more": len(thread) > limit,
-            "response_metadata": {"next_cursor": ""},
-        }
 
     def _apps_connections_open(self, args: Json) -> Json:
         return {"url": f"ws://127.0.0.1:{self._port}/socket-mode"}
 
-    # -- Socket Mode -----------------------------------------------------------------------------
-
-    async def _socket_mode(self, request: web.Request) -> web.WebSocketResponse:
-        socket = web.WebSocketResponse(autoping=True)
-        await socket.prepare(request)
-        self._sockets.append(socket)
-        await socket.send_json({"type": "hello", "num_connections": len(self._sockets),
-                                "connection_info": {"app_id": "A0FAKE"}})
-        async with self._changed:
-            self._changed.notify_all()
-        try:
-            async for message in socket:
-                if message.type != aiohttp.WSMsgType.TEXT:
-                    continue
-                ack = json.loads(message.data)
-                self.socket_acks[str(ack.get("envelope_id"))] = ack.get("payload") or {}
-                async with self._changed:
-                    self._changed.notify_all()
-        finally:
-            self._sockets.remove(socket)
-        return socket
+    # -- Socket Mode (served by SocketModeFake) -------------------------------------------------------
 
     async def send_envelope(self, kind: str, payload: Json, *, timeout: float = 10) -> Json:  # noqa: ASYNC109
         """Deliver ``payload`` over Socket Mode (``kind``: ``slash_commands``, ``interactive``,
         ``events_api``) once the app is connected, and return the payload of the app's ack."""
-        envelope_id = f"env-{uuid.uuid4().hex}"
-        async with asyncio.timeout(timeout):
-            async with self._changed:
-                await self._changed.wait_for(lambda: bool(self._sockets))
-            await self._sockets[0].send_json({"envelope_id": envelope_id, "type": kind, "payload": payload,
-                                              "accepts_response_payload": True, "retry_attempt": 0,
-                                              "retry_reason": ""})
-            async with self._changed:
-                await self._changed.wait_for(lambda: envelope_id in self.socket_acks)
-        return self.socket_acks[envelope_id]
+        return await self.socket_mode.send_envelope(kind, payload, timeout=timeout)
 
     async def drop_sockets(self) -> int:
-        """Close every Socket Mode connection, as when Slack rotates its servers or the network drops;
-        returns how many there were."""
-        sockets = list(self._sockets)
-        for socket in sockets:
-            await socket.close()
-        return len(sockets)
+        """Close every Socket Mode connection; returns how many there were."""
+        return await self.socket_mode.drop_sockets()
 
     async def wait_for_sockets(self, count: int = 1, *, timeout: float = 10) -> None:  # noqa: ASYNC109
         """Wait until ``count`` Socket Mode connections are open."""
-        async with asyncio.timeout(timeout), self._changed:
-            await self._changed.wait_for(lambda: len(self._sockets) >= count)
-
-    def _reactions_add(self, args: Json) -> Json:
-        _required(args, "channel", "timestamp", "name")
-        message = self._find_or_fail(str(args["channel"]), args["timestamp"])
-        reactions: list[Json] = message.setdefault("reactions", [])
-        reaction = next((r for r in reactions if r["name"] == args["name"]), None)
-        if reaction is None:
-            reaction = {"name": args["name"], "users": [], "count": 0}
-            reactions.append(reaction)
-        if BOT_USER_ID in reaction["users"]:
-            raise _MethodError("already_reacted")
-        reaction["users"].append(BOT_USER_ID)
-        reaction["count"] += 1
-        return {}
+        await self.socket_mode.wait_for_sockets(count, timeout=timeout)
 
 
-__all__ = ["FakeSlackApi", "SlackCall"]
+__all__ = ["APP_ID", "BOT_ID", "BOT_NAME", "BOT_USER_ID", "TEAM_ID", "FakeSlackApi", "SlackCall"]

@@ -189,6 +189,45 @@ def block_action(
     return _interactive(block_action_payload(action_id, value, user_id, **fields), secret, timestamp)
 
 
+def _pressed(action_id: str, value: str, block_id: str, action_type: str) -> Json:
+    """The ``actions[0]`` of a ``block_actions`` payload: a button press or a select's choice."""
+    action: Json = {
+        "type": action_type,
+        "action_id": action_id,
+        "block_id": block_id,
+        "action_ts": f"{int(time.time())}.{next(_serial):06d}",
+    }
+    if action_type == "static_select":
+        action["selected_option"] = {"text": {"type": "plain_text", "text": value}, "value": value}
+    else:
+        action["value"] = value
+        action["text"] = {"type": "plain_text", "text": value}
+    return action
+
+
+def _on_message(channel_id: str, message_ts: str, message: Json | None, team_id: str) -> Json:
+    """What a ``block_actions`` payload says about the message whose button was pressed."""
+    payload: Json = {}
+    payload["container"] = {
+        "type": "message",
+        "message_ts": message_ts,
+        "channel_id": channel_id,
+        "is_ephemeral": False,
+    }
+    payload["channel"] = {"id": channel_id, "name": channel_id.lower()}
+    payload["message"] = message or {
+        "type": "message",
+        "user": BOT_USER_ID,
+        "bot_id": "B0001",
+        "text": "",
+        "ts": message_ts,
+        "blocks": [],
+    }
+    payload["state"] = {"values": {}}
+    payload["response_url"] = f"https://hooks.slack.com/actions/{team_id}/{next(_serial)}/fake"
+    return payload
+
+
 def block_action_payload(
     action_id: str,
     value: str,
@@ -208,17 +247,7 @@ def block_action_payload(
     For a message pass ``message_ts`` (and optionally the full ``message``). With
     ``action_type="static_select"`` the action carries ``selected_option`` instead of ``value``.
     """
-    action: Json = {
-        "type": action_type,
-        "action_id": action_id,
-        "block_id": block_id,
-        "action_ts": f"{int(time.time())}.{next(_serial):06d}",
-    }
-    if action_type == "static_select":
-        action["selected_option"] = {"text": {"type": "plain_text", "text": value}, "value": value}
-    else:
-        action["value"] = value
-        action["text"] = {"type": "plain_text", "text": value}
+    action = _pressed(action_id, value, block_id, action_type)
     payload: Json = {
         "type": "block_actions",
         "user": _user(user_id, team_id),
@@ -236,23 +265,7 @@ def block_action_payload(
         payload["view"] = full
         payload["state"] = full["state"]
     elif message_ts is not None:
-        payload["container"] = {
-            "type": "message",
-            "message_ts": message_ts,
-            "channel_id": channel_id,
-            "is_ephemeral": False,
-        }
-        payload["channel"] = {"id": channel_id, "name": channel_id.lower()}
-        payload["message"] = message or {
-            "type": "message",
-            "user": BOT_USER_ID,
-            "bot_id": "B0001",
-            "text": "",
-            "ts": message_ts,
-            "blocks": [],
-        }
-        payload["state"] = {"values": {}}
-        payload["response_url"] = f"https://hooks.slack.com/actions/{team_id}/{next(_serial)}/fake"
+        payload.update(_on_message(channel_id, message_ts, message, team_id))
     else:
         raise ValueError("block_action needs either view= or message_ts=")
     return payload
