@@ -75,7 +75,7 @@ class Attachments:
         async with self.core.db.transaction() as session:
             if not await mark_seen(session, source=dedup[0], key=dedup[1], expires_at=now + DEDUP_TTL):
                 return
-            owner = await self.core.tickets.person(session, person)
+            owner = await self.core.tickets.record_person(session, person)
             session.add(HeldMessage(person_id=owner.id, platform=origin.platform, conversation=origin.conversation,
                                     thread=origin.thread, text="", files=listed(files), created_at=now))
         await self.core.tickets.tell(person, Message(WHATS_THE_PROBLEM), key=f"files:{dedup[0]}:{dedup[1]}"[:200])

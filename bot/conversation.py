@@ -141,7 +141,7 @@ class Conversations:
         async with self.core.db.transaction() as session:
             if not await mark_seen(session, source=dedup[0], key=dedup[1], expires_at=now + DEDUP_TTL):
                 return
-            owner = await self.core.tickets.person(session, person)
+            owner = await self.core.tickets.record_person(session, person)
             held = HeldMessage(person_id=owner.id, platform=origin.platform, conversation=origin.conversation,
                                thread=origin.thread, text=text, files=listed(files) or None, created_at=now)
             session.add(held)

@@ -81,7 +81,7 @@ class RequesterEscalation:
                 select(Ticket).where(Ticket.id == ticket_id).with_for_update())).scalar_one_or_none()
             if ticket is None:
                 raise TicketNotFound(f"There is no ticket {ticket_number(ticket_id)}.")
-            actor = await core.tickets.person(session, person)
+            actor = await core.tickets.record_person(session, person)
             if actor.id != ticket.requester_id and not actor.is_agent:
                 raise NotAllowed(f"Only the person who asked for {ticket.number} or an IT agent can escalate it.")
             if not ticket.is_open:

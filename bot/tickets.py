@@ -180,7 +180,8 @@ class TicketService:
         self._subscribers.append(subscriber)
 
     # -- people -------------------------------------------------------------------------------------
-    async def person(self, session: AsyncSession, ref: PersonRef) -> Person:
+    async def record_person(self, session: AsyncSession, ref: PersonRef) -> Person:
+        """The stored row of ``ref``, inserted or refreshed (name, zone, agent flag) on the way."""
         return await upsert_person(session, ref, is_agent=self.roster.is_agent(ref.address), now=self.clock.now())
 
     def is_agent(self, ref: PersonRef) -> bool:
@@ -237,7 +238,7 @@ class TicketService:
         self, session: AsyncSession, requester: PersonRef, summary: str, description: str, category: str | None,
         priority: str, origin: Origin, dedup: tuple[str, str] | None, now: datetime,
     ) -> TicketSnapshot:
-        person = await self.person(session, requester)
+        person = await self.record_person(session, requester)
         ticket = Ticket(
             requester_id=person.id, origin_platform=origin.platform,
             origin_conversation=origin.conversation, origin_thread=origin.thread,
@@ -277,7 +278,7 @@ class TicketService:
             known: _Known = (is_agent, person_id, name, requester.timezone)
         else:
             async with self.db.transaction() as session:
-                person = await self.person(session, requester)
+                person = await self.record_person(session, requester)
                 await session.flush()
                 known = (person.is_agent, person.id, person.display_name, person.timezone)
         self._remember(requester, known)
@@ -385,7 +386,7 @@ class TicketService:
             now = self.clock.now()
             if await session.scalar(select(Ticket.setup_pending).where(Ticket.id == ticket_id)):
                 await self._load(session, ticket_id, lock=True)  # sets it up first: "opened" precedes "claimed"
-            person = await self.person(session, agent)
+            person = await self.record_person(session, agent)
             # The conditional UPDATE is the arbiter: only a row still unassigned and claimable changes.
             result = await session.execute(
                 update(Ticket)
@@ -661,7 +662,7 @@ class TicketService:
     ) -> TicketSnapshot:
         async with self.db.transaction() as session:
             ticket = await self._load(session, ticket_id, lock=True)
-            actor = await self.person(session, actor_ref) if actor_ref else None
+            actor = await self.record_person(session, actor_ref) if actor_ref else None
             previous = ticket.status
             try:
                 kind, payload = await change(session, ticket, actor)

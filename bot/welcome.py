@@ -41,7 +41,7 @@ class Welcomes:
         """True (and recorded) the first time ``person`` is to be greeted; False ever after."""
         try:
             async with self.core.db.transaction() as session:
-                owner = await self.core.tickets.person(session, person)
+                owner = await self.core.tickets.record_person(session, person)
                 if await session.get(Welcome, owner.id) is not None:
                     return False
                 session.add(Welcome(person_id=owner.id, welcomed_at=self.core.clock.now()))
@@ -52,7 +52,7 @@ class Welcomes:
     async def forget(self, person: PersonRef) -> None:
         """The greeting could not be delivered: greet them again next time."""
         async with self.core.db.transaction() as session:
-            owner = await self.core.tickets.person(session, person)
+            owner = await self.core.tickets.record_person(session, person)
             welcome = await session.get(Welcome, owner.id)
             if welcome is not None:
                 await session.delete(welcome)

@@ -183,7 +183,7 @@ class NpsService:
             pulse = await _pulse(session, pulse_id, lock=True)
             if pulse is None or pulse.status in (PULSE_PENDING, PULSE_SKIPPED):
                 raise PulseNotFound("That question isn't open any more.")
-            actor = await self.core.tickets.person(session, person)
+            actor = await self.core.tickets.record_person(session, person)
             if actor.id != pulse.person_id:
                 raise NotYourPulse("Thanks for the thought, but this question was sent to someone else, so only "
                                    "they can answer it.")

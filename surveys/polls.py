@@ -253,7 +253,7 @@ class SurveyService:
         survey = await _survey_for(session, ticket_id, lock=True)
         if survey is None or survey.status == PENDING:
             raise SurveyNotFound(f"There's no survey open for {ticket.number}.")
-        actor = await self.core.tickets.person(session, person)
+        actor = await self.core.tickets.record_person(session, person)
         if actor.id != survey.requester_id:
             raise NotYourSurvey(f"Thanks for the thought, but only the person who raised {ticket.number} "
                                 "can rate how it went.")

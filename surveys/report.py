@@ -32,9 +32,9 @@ from store.db import Database
 from surveys.report_aggregate import GROUPINGS, compute_report, week_of
 from surveys.report_data import TicketFacts, names_of, ticket_facts
 from surveys.report_html import format_period, render_html
-from surveys.report_metrics import COLUMNS, GRADE_RULE, Metrics, Report, grade_for, median, p90
+from surveys.report_metrics import COLUMNS, GRADE_RULE, GroupFigures, Report, grade_for, median, p90
 
-__all__ = ["GRADE_RULE", "GROUPINGS", "Metrics", "Report", "add_report_parser", "compute_report", "grade_for",
+__all__ = ["GRADE_RULE", "GROUPINGS", "GroupFigures", "Report", "add_report_parser", "compute_report", "grade_for",
            "median", "p90", "render_csv", "render_html", "render_json", "render_jsonl", "render_table",
            "ticket_lines", "week_of"]
 

@@ -28,7 +28,7 @@ from store.db import Database
 from store.nps_models import NpsPulse
 from store.report_models import ReportFacts
 from surveys.report_data import TicketFacts, exact, names_of, scanned, ticket_facts
-from surveys.report_metrics import Metrics, Report
+from surveys.report_metrics import GroupFigures, Report
 
 GROUPINGS = ("agent", "category", "priority", "week")
 UNASSIGNED, UNCATEGORISED = "(unassigned)", "(none)"
@@ -110,9 +110,9 @@ def _from_facts(statement: Any, family: str, since: datetime, until: datetime) -
                                                     scanned(column) < until)
 
 
-async def _aggregate(db: Database, by: str | None, since: datetime, until: datetime) -> dict[Any, Metrics]:
-    """Metrics per raw group key (a Monday, an agent id, a category, a priority, or "") from the exact rows."""
-    groups: dict[Any, Metrics] = {}
+async def _aggregate(db: Database, by: str | None, since: datetime, until: datetime) -> dict[Any, GroupFigures]:
+    """GroupFigures per raw group key (a Monday, an agent id, a category, a priority, or "") from the exact rows."""
+    groups: dict[Any, GroupFigures] = {}
     async with db.reading() as session:
         conn = await session.connection()
         for family, counts in _COUNTS.items():
@@ -120,7 +120,7 @@ async def _aggregate(db: Database, by: str | None, since: datetime, until: datet
             keyed = [key] if key is not None else [literal("")]
             statement = _from_facts(select(*keyed, *(make() for _, make in counts)), family, since, until)
             for row in await conn.execute(statement.group_by(*keyed)):
-                metrics = groups.setdefault(row[0], Metrics())
+                metrics = groups.setdefault(row[0], GroupFigures())
                 for (name, _), value in zip(counts, row[1:], strict=True):
                     setattr(metrics, name, getattr(metrics, name) + int(value))
             if family in _SECONDS:
@@ -149,7 +149,7 @@ def _joined_postgresql(element: _Joined, compiler: Any, **kw: Any) -> str:
     return f"string_agg(CAST({compiler.process(element.column, **kw)} AS TEXT), ',')"
 
 
-async def _add_hours(conn: Any, groups: dict[Any, Metrics], family: str, key: Any, since: datetime,
+async def _add_hours(conn: Any, groups: dict[Any, GroupFigures], family: str, key: Any, since: datetime,
                      until: datetime) -> None:
     # The business seconds behind the medians and p90s, one joined text per group.
     field, seconds, verdict = _SECONDS[family]
@@ -160,11 +160,11 @@ async def _add_hours(conn: Any, groups: dict[Any, Metrics], family: str, key: An
         seconds.is_not(None), verdict.is_not(None)).group_by(*keyed, bucket)
     for group, joined in await conn.execute(statement):
         if joined:
-            getattr(groups.setdefault(group, Metrics()), field).extend(
+            getattr(groups.setdefault(group, GroupFigures()), field).extend(
                 value / 3600 for value in map(float, joined.split(",")))
 
 
-async def _add_nps(db: Database, groups: dict[Any, Metrics], by: str | None, since: datetime,
+async def _add_nps(db: Database, groups: dict[Any, GroupFigures], by: str | None, since: datetime,
                    until: datetime) -> None:
     """NPS pulses sent in the period, by each person's answer as of ``until``: desk-wide, or per day (weeks)."""
     key = _DayOf(NpsPulse.sent_at) if by == "week" else literal("")
@@ -174,14 +174,14 @@ async def _add_nps(db: Database, groups: dict[Any, Metrics], by: str | None, sin
                  .where(NpsPulse.sent_at >= since, NpsPulse.sent_at < until).group_by(key))
     async with db.reading() as session:
         for group, sent, promoters, passives, detractors in (await session.execute(statement)).tuples():
-            metrics = groups.setdefault(group, Metrics())
+            metrics = groups.setdefault(group, GroupFigures())
             metrics.nps_sent += int(sent)
             metrics.promoters += int(promoters)
             metrics.passives += int(passives)
             metrics.detractors += int(detractors)
 
 
-def add_facts(metrics: Metrics, facts: TicketFacts, *, since: datetime, until: datetime,
+def add_facts(metrics: GroupFigures, facts: TicketFacts, *, since: datetime, until: datetime,
               part: str | None = None) -> None:
     """Add one replayed ticket's ``facts`` to ``metrics`` (``part``: one family of facts, for weekly grouping)."""
     if part in (None, OPENED) and facts.opened_at is not None and since <= facts.opened_at < until:
@@ -214,19 +214,19 @@ def _replayed_key(by: str | None, facts: TicketFacts) -> Any:
     return ""
 
 
-async def _add_replayed(db: Database, groups: dict[Any, Metrics], by: str | None, since: datetime,
+async def _add_replayed(db: Database, groups: dict[Any, GroupFigures], by: str | None, since: datetime,
                         until: datetime) -> None:
     async for facts in ticket_facts(db, since=since, until=until, with_agent=by == "agent", read_model=False):
         if by != "week":
-            add_facts(groups.setdefault(_replayed_key(by, facts), Metrics()), facts, since=since, until=until)
+            add_facts(groups.setdefault(_replayed_key(by, facts), GroupFigures()), facts, since=since, until=until)
             continue
         for part, at in ((OPENED, facts.opened_at), (RESOLVED, facts.resolved_at), (SURVEYED, facts.survey_sent_at)):
             if at is not None and since <= at < until:
-                add_facts(groups.setdefault(at.astimezone(UTC).date(), Metrics()), facts, since=since, until=until,
+                add_facts(groups.setdefault(at.astimezone(UTC).date(), GroupFigures()), facts, since=since, until=until,
                           part=part)
 
 
-def _merge(into: Metrics, other: Metrics) -> None:
+def _merge(into: GroupFigures, other: GroupFigures) -> None:
     for name, value in vars(other).items():
         if isinstance(value, array):
             getattr(into, name).extend(value)
@@ -234,7 +234,7 @@ def _merge(into: Metrics, other: Metrics) -> None:
             setattr(into, name, getattr(into, name) + value)
 
 
-async def _label(db: Database, by: str | None, groups: dict[Any, Metrics]) -> dict[str, Metrics]:
+async def _label(db: Database, by: str | None, groups: dict[Any, GroupFigures]) -> dict[str, GroupFigures]:
     if by == "agent":
         names = await names_of(db, {int(key) for key in groups if key is not None})
         labels = {key: names.get(int(key), UNASSIGNED) if key is not None else UNASSIGNED for key in groups}
@@ -242,9 +242,9 @@ async def _label(db: Database, by: str | None, groups: dict[Any, Metrics]) -> di
         labels = {key: week_of(key if isinstance(key, date) else date.fromisoformat(str(key))) for key in groups}
     else:
         labels = {key: str(key) for key in groups}
-    named: dict[str, Metrics] = {}
+    named: dict[str, GroupFigures] = {}
     for key, metrics in groups.items():
-        _merge(named.setdefault(labels[key], Metrics()), metrics)
+        _merge(named.setdefault(labels[key], GroupFigures()), metrics)
     return dict(sorted(named.items(), key=lambda item: (item[0].startswith("("), item[0])))
 
 
@@ -264,7 +264,7 @@ async def compute_report(db: Database, config: AppConfig | None = None, *, since
     if by in (None, "week"):  # NPS rates the desk, not an agent's or a category's tickets
         await _add_nps(db, raw, by, since, until)
     groups = await _label(db, by, raw)
-    total = Metrics()
+    total = GroupFigures()
     for metrics in groups.values():
         _merge(total, metrics)
     if by not in (None, "week"):

@@ -2,7 +2,7 @@
 
 One ``GROUP BY ticket_id`` over the events before ``until`` of the tickets that did something in the period
 (opened, resolved or surveyed) turns each ticket's history into one row of timestamps and the SLA clock's
-verdicts; Python folds the rows into ``Metrics`` as they stream, so memory does not grow with the history
+verdicts; Python folds the rows into ``GroupFigures`` as they stream, so memory does not grow with the history
 (no ORM object per event or per ticket). Verdicts are read, never re-derived: ``bot.sla_rules`` says what a
 set of verdict events means.
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from surveys.report_metrics import COLUMNS, Metrics, Report, median, p90
+from surveys.report_metrics import COLUMNS, GroupFigures, Report, median, p90
 
 WIDTH = 1000
 """Every chart's viewBox width; with the same margins, the x of a week is the same in every chart."""
@@ -162,9 +162,9 @@ def trend_charts(report: Report) -> list[str]:
     """The stacked, aligned weekly trend charts of a ``--by week`` report."""
     labels = _weeks_between(report.since, report.until)
     axis = _Axis([_week_monday(label) for label in labels])
-    weeks = [report.groups.get(label, Metrics()) for label in labels]
+    weeks = [report.groups.get(label, GroupFigures()) for label in labels]
 
-    def each(measure: Callable[[Metrics], float | None]) -> list[float | None]:
+    def each(measure: Callable[[GroupFigures], float | None]) -> list[float | None]:
         return [measure(m) for m in weeks]
 
     return [

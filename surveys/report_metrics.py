@@ -1,4 +1,4 @@
-"""The report's numbers: one ``Metrics`` column per group, the statistics and the report-card grade."""
+"""The report's numbers: one ``GroupFigures`` column per group, the statistics and the report-card grade."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _hours() -> array[float]:
 
 
 @dataclass
-class Metrics:
+class GroupFigures:
     """One column of the report (the whole desk, or one agent/category/priority/week)."""
 
     opened: int = 0
@@ -151,12 +151,12 @@ class Report:
     since: datetime
     until: datetime
     by: str | None
-    total: Metrics
-    groups: dict[str, Metrics]
+    total: GroupFigures
+    groups: dict[str, GroupFigures]
     grade_rule: str = GRADE_RULE
     definitions: str = DEFINITIONS
 
-    def columns(self) -> list[tuple[str, Metrics]]:
+    def columns(self) -> list[tuple[str, GroupFigures]]:
         """The desk's column first, then each group's."""
         return [(TOTAL, self.total), *self.groups.items()]
 

@@ -15,7 +15,7 @@ from bot.engine import TimerRun
 from bot.messages import SUMMARY, summary_payload
 from bot.views import Summary
 from store.queries import enqueue_message, schedule_timer
-from surveys.report import GRADE_RULE, Metrics, compute_report
+from surveys.report import GRADE_RULE, GroupFigures, compute_report
 
 WEEKLY_TIMER = "report.weekly"
 
@@ -24,7 +24,7 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f}%"
 
 
-def summary_lines(total: Metrics, since: datetime, until: datetime, zone: ZoneInfo) -> tuple[str, list[str]]:
+def summary_lines(total: GroupFigures, since: datetime, until: datetime, zone: ZoneInfo) -> tuple[str, list[str]]:
     """(title, lines) of the weekly summary, in plain text."""
     first = since.astimezone(zone).strftime("%a %d %b")
     last = (until - timedelta(seconds=1)).astimezone(zone).strftime("%a %d %b")

@@ -22,7 +22,7 @@ import pytest
 
 from surveys.report_aggregate import week_of
 from surveys.report_html import format_period, render_html
-from surveys.report_metrics import Metrics, Report
+from surveys.report_metrics import GroupFigures, Report
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / ".ci" / "artifacts"
@@ -52,18 +52,18 @@ document.body.appendChild(out);
 
 
 def quarter() -> Report:
-    groups: dict[str, Metrics] = {}
+    groups: dict[str, GroupFigures] = {}
     for index, week in enumerate(sorted({week_of(datetime.fromordinal(day).replace(tzinfo=UTC))
                                          for day in range(SINCE.toordinal(), UTC_ORDINAL_END)})):
         bad = week == BAD_WEEK
-        m = Metrics(opened=60 + index + (80 if bad else 0), resolved=55 + index, surveys_sent=40, surveys_answered=30,
-                    thumbs_up=12 if bad else 27, thumbs_down=18 if bad else 3,
-                    first_response_met=20 if bad else 57, first_response_missed=40 if bad else 3,
-                    resolution_met=30 if bad else 52, resolution_missed=25 if bad else 3)
+        m = GroupFigures(opened=60 + index + (80 if bad else 0), resolved=55 + index, surveys_sent=40,
+                         surveys_answered=30, thumbs_up=12 if bad else 27, thumbs_down=18 if bad else 3,
+                         first_response_met=20 if bad else 57, first_response_missed=40 if bad else 3,
+                         resolution_met=30 if bad else 52, resolution_missed=25 if bad else 3)
         m.first_response_hours.extend([0.5 + index / 20, 3.0 if bad else 1.0])
         m.resolution_hours.extend([6.0 + index / 10, 20.0 if bad else 8.0])
         groups[week] = m
-    total = Metrics()
+    total = GroupFigures()
     for m in groups.values():
         for name, value in vars(m).items():
             if isinstance(value, int):

@@ -162,7 +162,7 @@ class EscalationService:
             if not agent and not await self._was_paged(session, ticket_id, person, where):
                 raise NotAllowed(f"Only IT agents and the people paged about {ticket.number} can acknowledge "
                                  "its pages.")
-            actor = await desk.tickets.person(session, person)
+            actor = await desk.tickets.record_person(session, person)
             running = await self._active(session, ticket_id)
             if not running:
                 last = (await session.execute(select(Escalation).where(

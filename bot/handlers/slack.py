@@ -622,7 +622,7 @@ class SlackAdapter:
     async def publish_home(self, user_id: str, client: AsyncWebClient | None = None) -> None:
         person_ref = await self.person(user_id)
         async with self.desk.db.transaction() as session:
-            person = await self.desk.tickets.person(session, person_ref)
+            person = await self.desk.tickets.record_person(session, person_ref)
             listing = await self.cards.requester_list(session, person, self.desk.clock.now(),
                                                       include_agent_sections=person.is_agent)
         await (client or self.client).views_publish(user_id=user_id, view=slack_blocks.home_view(listing))
