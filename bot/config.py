@@ -27,6 +27,7 @@ from pydantic import (
 )
 from sqlalchemy.engine import make_url
 
+from bot.config_knowledge import KnowledgeConfig
 from bot.durations import SlaDuration, format_duration, parse_duration, parse_sla_duration
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
@@ -432,6 +433,7 @@ class AppConfig(Section):
     updates: UpdatesConfig = UpdatesConfig()
     surveys: SurveysConfig = SurveysConfig()
     nps: NpsConfig = NpsConfig()
+    knowledge: KnowledgeConfig = KnowledgeConfig()
     engine: EngineConfig = EngineConfig()
     retention: RetentionConfig = RetentionConfig()
 

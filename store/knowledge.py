@@ -1,0 +1,160 @@
+"""Knowledge-base tables and the one search query, full-text with stemming and ranking in the database.
+
+SQLite searches an FTS5 table (``porter`` tokenizer, ranked by ``bm25``); PostgreSQL searches a GIN
+expression index over a weighted ``tsvector`` (English stemming, ranked by ``ts_rank``). Both index the
+title above the tags above the body, so an article named for a problem outranks one that mentions it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, String, Text, delete, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from store.models import Base, BigId
+
+# KbUse.kind values.
+SUGGESTED, SOLVED, SENT = "suggested", "solved", "sent"
+
+FTS_TABLE = "kb_fts"
+"""SQLite's FTS5 table (and its shadow tables ``kb_fts_*``): not a model, created by migration 0011."""
+PG_SEARCH_INDEX = "ix_kb_articles_search"
+"""PostgreSQL's GIN expression index: not a model either, created by migration 0011."""
+
+# The weighted document; the index and the query must spell it identically for PostgreSQL to use the index.
+def _pg_document(of: str = "") -> str:
+    return (f"setweight(to_tsvector('english', {of}title), 'A') || setweight(to_tsvector('english', {of}tags), 'B') "
+            f"|| setweight(to_tsvector('english', {of}body), 'C')")
+
+
+PG_DOCUMENT = _pg_document()
+
+# FTS5 has no stop words; leaving them in an OR query lets "my" and "the" match every article.
+_STOP = frozenset(
+    "a an and are as at be been but by can could do does doing for from get got has have having how i i'm im "
+    "if in into is it it's its me my myself no not of on or our please should so some still that the their "
+    "them then there this to too up us was we were what when where which who why will with won't would you "
+    "your hi hello thanks thank help need want just keep keeps again any anyone".split())
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
+
+
+def is_search_object(name: str | None) -> bool:
+    """True for the search structures migrations create outside the models (schema comparisons skip them)."""
+    return bool(name) and (str(name).startswith(FTS_TABLE) or name == PG_SEARCH_INDEX)
+
+
+class KbArticle(Base):
+    """One article: a Markdown file of the folder or an external link from ``knowledge.links``."""
+
+    __tablename__ = "kb_articles"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    source: Mapped[str] = mapped_column(String(512), unique=True)
+    """Where it came from: the file's path relative to the folder, or ``link:<url>``."""
+    title: Mapped[str] = mapped_column(String(300))
+    tags: Mapped[str] = mapped_column(Text, default="")
+    """Tags and keywords, space-separated."""
+    url: Mapped[str | None] = mapped_column(String(1000))
+    body: Mapped[str] = mapped_column(Text, default="")
+    checksum: Mapped[str] = mapped_column(String(64))
+    """SHA-256 of what was indexed, so a reindex rewrites only what changed."""
+    updated_at: Mapped[datetime]
+
+
+class KbUse(Base):
+    """An article shown with a ticket, solving it ("This solved it"), or sent by an agent."""
+
+    __tablename__ = "kb_uses"
+    __table_args__ = (
+        Index("ix_kb_uses_ticket", "ticket_id", "kind"),
+        Index("ix_kb_uses_article", "article_id", "kind"),
+        Index("ix_kb_uses_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    article_id: Mapped[int] = mapped_column(ForeignKey("kb_articles.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(16))
+    person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
+    at: Mapped[datetime]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A search result, best first."""
+
+    article_id: int
+    title: str
+    url: str | None
+    source: str
+    score: float
+
+
+def query_terms(query: str, limit: int = 24) -> list[str]:
+    """The words of ``query`` worth searching for (lower-cased, stop words out, at most ``limit``)."""
+    words: list[str] = []
+    for word in _WORD.findall(query.lower()):
+        word = word.replace("'", "")
+        if word and word not in _STOP and word not in words:
+            words.append(word)
+    return words[:limit]
+
+
+def _dialect(session: AsyncSession | AsyncConnection) -> str:
+    if isinstance(session, AsyncConnection):
+        return session.dialect.name
+    return session.get_bind().dialect.name
+
+
+async def search(session: AsyncSession | AsyncConnection, query: str, *, limit: int = 3) -> list[Hit]:
+    """The ``limit`` best articles for ``query``: one indexed statement, ranked by the database."""
+    terms = query_terms(query)
+    if not terms:
+        return []
+    if _dialect(session) == "postgresql":
+        # Any word may match (OR); the english configuration stems and drops its own stop words.
+        document = _pg_document("a.")
+        statement = text(
+            f"SELECT a.id, a.title, a.url, a.source, ts_rank({document}, q) AS score "
+            "FROM kb_articles a, to_tsquery('english', :q) q "
+            f"WHERE ({document}) @@ q ORDER BY score DESC, a.id LIMIT :limit")
+        pg_query = " | ".join(f"'{term}'" for term in terms)
+        rows = (await session.execute(statement, {"q": pg_query, "limit": limit})).all()
+    else:
+        # Each term quoted, so FTS5 reads none of them as its own syntax (NEAR, AND, column filters).
+        fts_query = " OR ".join(f'"{term}"' for term in terms)
+        statement = text(
+            f"SELECT a.id, a.title, a.url, a.source, -bm25({FTS_TABLE}, 10.0, 5.0, 1.0) AS score "
+            f"FROM {FTS_TABLE} JOIN kb_articles a ON a.id = {FTS_TABLE}.rowid "
+            f"WHERE {FTS_TABLE} MATCH :q ORDER BY bm25({FTS_TABLE}, 10.0, 5.0, 1.0) LIMIT :limit")
+        rows = (await session.execute(statement, {"q": fts_query, "limit": limit})).all()
+    return [Hit(int(r[0]), str(r[1]), r[2], str(r[3]), float(r[4])) for r in rows]
+
+
+async def write_search_row(session: AsyncSession, article: KbArticle) -> None:
+    """Keep SQLite's FTS table in step with ``article`` (PostgreSQL's index follows the row by itself)."""
+    if _dialect(session) != "sqlite":
+        return
+    await session.execute(text(f"DELETE FROM {FTS_TABLE} WHERE rowid = :id"), {"id": article.id})
+    await session.execute(text(f"INSERT INTO {FTS_TABLE} (rowid, title, tags, body) VALUES (:id, :t, :g, :b)"),
+                          {"id": article.id, "t": article.title, "g": article.tags, "b": article.body})
+
+
+async def delete_articles(session: AsyncSession, ids: list[int]) -> None:
+    """Remove articles (and, on SQLite, their search rows)."""
+    if not ids:
+        return
+    if _dialect(session) == "sqlite":
+        for article_id in ids:
+            await session.execute(text(f"DELETE FROM {FTS_TABLE} WHERE rowid = :id"), {"id": article_id})
+    await session.execute(delete(KbUse).where(KbUse.article_id.in_(ids)))
+    await session.execute(delete(KbArticle).where(KbArticle.id.in_(ids)))
+
+
+async def articles_by_source(session: AsyncSession) -> dict[str, KbArticle]:
+    """Every indexed article, by its source."""
+    return {a.source: a for a in (await session.scalars(select(KbArticle))).all()}
