@@ -11,7 +11,7 @@ import store.escalation_models
 import store.knowledge
 import store.nps_models
 import store.report_models
-import store.survey_models  # noqa: F401  (their tables are part of the schema)
+import store.survey_models
 from store.migrate import table_names
 from store.models import Base
 
