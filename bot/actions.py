@@ -109,6 +109,10 @@ async def _nps_score(desk: Desk, click: Click) -> object:
     return await desk.nps.answer(click.ticket_id, click.person, -1 if score is None else score)
 
 
+async def _kb_solved(desk: Desk, click: Click) -> object:
+    return await desk.knowledge.solved(click.ticket_id, click.person, click.choice)
+
+
 async def _acknowledge_page(desk: Desk, click: Click) -> object:
     return await desk.escalation.acknowledge(click.ticket_id, click.person, where=click.where)
 
@@ -132,6 +136,7 @@ ACTIONS: dict[Action, Rule] = {
     Action.NPS_SCORE: Rule(_nps_score, Who.SERVICE, "answer this pulse"),
     Action.ESCALATION_ACK: Rule(_acknowledge_page, Who.SERVICE, "acknowledge this page"),
     Action.ESCALATION_CLAIM: Rule(_claim_from_page, Who.SERVICE, "claim this ticket"),
+    Action.KB_SOLVED: Rule(_kb_solved, Who.SERVICE, "say this ticket is solved"),
 }
 
 FORMS: dict[Action, tuple[Who, str]] = {

@@ -44,11 +44,14 @@ class CardBuilder:
     """Turns tickets into cards and lists; the SLA clock plugs in its lines via ``sla_lines``."""
 
     def __init__(self, config: AppConfig, sla_lines: SlaLines = _no_sla, *,
-                 escalation_state: Callable[[AsyncSession, int], Awaitable[Text | None]] | None = None) -> None:
+                 escalation_state: Callable[[AsyncSession, int], Awaitable[Text | None]] | None = None,
+                 resolution_fact: Callable[[AsyncSession, int], Awaitable[Fact | None]] | None = None) -> None:
         self.config = config
         self.sla_lines = sla_lines
         # (session, ticket id) -> "Escalated: level 2 of 3 …" or None, when escalation is on.
         self.escalation_state = escalation_state
+        # (session, ticket id) -> how a resolved ticket was resolved ("Self-served with …"), or None.
+        self.resolution_fact = resolution_fact
         self.desk_zone = config.calendars[config.default_calendar].timezone
 
     def priority_label(self, priority: str) -> str:
@@ -71,6 +74,10 @@ class CardBuilder:
         ]
         if ticket.category:
             facts.append(Fact("Category", ticket.category))
+        if self.resolution_fact is not None and ticket.status not in OPEN_STATUSES:
+            resolution = await self.resolution_fact(session, ticket.id)
+            if resolution is not None:
+                facts.append(resolution)
         zone = (requester.timezone or self.desk_zone) if audience == REQUESTER else self.desk_zone
         return TicketCard(
             ticket_id=ticket.id, number=ticket.number, summary=to_plain(ticket.summary),

@@ -23,6 +23,7 @@ from bot.core import Core, CronJob, Wake
 from bot.digests import REQUESTER_TIMER, TRIAGE_TIMER, Digests
 from bot.engine import OutboxWorker, RequestsFirst, TimerEngine
 from bot.escalation import AUDIT_TIMER, STEP_TIMER, SUMMARY_TIMER, EscalationAudit, EscalationService, Paging
+from bot.knowledge.service import KnowledgeService
 from bot.metrics import Metrics
 from bot.notifications import enqueue_for_change
 from bot.people import AgentRoster
@@ -61,6 +62,7 @@ class Desk:
     weekly: WeeklySummary
     digests: Digests
     retention: RetentionService
+    knowledge: KnowledgeService
     cron_jobs: list[CronJob]
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """Called once when the server stops (the pagers' shared HTTP client)."""
@@ -138,11 +140,13 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
     weekly = WeeklySummary(core)
     digests = Digests(core)
     retention = RetentionService(core)
+    knowledge = KnowledgeService(core)
 
     def card_lines(ticket: Ticket, now: datetime, zone: str, audience: str) -> list[Text]:
         return sla_lines(ticket, now, sla.calendar(ticket.calendar), zone, audience)
 
-    cards = CardBuilder(config, card_lines, escalation_state=escalation.escalation_state)
+    cards = CardBuilder(config, card_lines, escalation_state=escalation.escalation_state,
+                        resolution_fact=knowledge.self_served_fact)
 
     async def count(change: TicketChange) -> None:
         if change.event.kind == "opened":
@@ -152,6 +156,7 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
 
     # Ticket changes, followed inside the change's own transaction, in this order.
     tickets.subscribe(enqueue_for_change)
+    tickets.subscribe(knowledge.on_change)  # after the card, so the suggestions thread under it
     tickets.subscribe(count)
     tickets.subscribe(sla.on_change)
     tickets.subscribe(escalation.on_change)
@@ -191,8 +196,9 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
         core.outbox.register(prefix, channel)
 
     desk = Desk(core=core, sla=sla, cards=cards, escalation=escalation, surveys=surveys, nps=pulses, weekly=weekly,
-                digests=digests, retention=retention,
-                cron_jobs=[*digests.cron_jobs(), *retention.cron_jobs(), *weekly.cron_jobs()])
+                digests=digests, retention=retention, knowledge=knowledge,
+                cron_jobs=[*digests.cron_jobs(), *retention.cron_jobs(), *weekly.cron_jobs(),
+                           *knowledge.cron_jobs()])
     if owns_http:
         desk.closers.append(http.aclose)
     return desk

@@ -25,6 +25,8 @@ class Action(StrEnum):
     NPS_SCORE = "nps.score"
     """A 0-10 button on an NPS pulse; its value is ``<pulse id>:<score>``."""
     NEW_TICKET = "ticket.new"
+    KB_SOLVED = "kb.solved"
+    """"This solved it" under a suggested article; its value is ``<ticket id>:<article id>``."""
 
 
 class Form(StrEnum):

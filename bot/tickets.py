@@ -474,6 +474,25 @@ class TicketService:
 
         return await self._change(ticket_id, agent, change)
 
+    async def resolve_self_served(self, ticket_id: int, requester: PersonRef, note: str,
+                                  extra: dict[str, Any]) -> TicketSnapshot:
+        """The requester closes their own ticket: an article answered it (``extra`` names which).
+
+        The event is a ``resolved`` one marked ``self_served``, so SLA clocks stop and pages end as for any
+        resolution, and subscribers that should not follow up (surveys) can tell.
+        """
+
+        async def change(session: AsyncSession, ticket: Ticket, actor: Person) -> tuple[str, dict[str, Any]]:
+            if actor.id != ticket.requester_id:
+                raise NotAllowed(f"Only the person who asked can say {ticket.number} is solved.")
+            if ticket.status not in OPEN_STATUSES:
+                raise _Unchanged
+            ticket.status = RESOLVED
+            ticket.resolved_at = self.clock.now()
+            return "resolved", {"note": note, "self_served": True, **extra}
+
+        return await self._change(ticket_id, requester, change)
+
     # -- anyone involved ----------------------------------------------------------------------------
     async def comment(
         self, ticket_id: int, author: PersonRef, text: str, *, dedup: tuple[str, str] | None = None,
