@@ -142,6 +142,7 @@ ACTIONS: dict[Action, Rule] = {
 FORMS: dict[Action, tuple[Who, str]] = {
     Action.RESOLVE: (Who.AGENTS, "resolve tickets"),
     Action.SURVEY_REASON: (Who.SERVICE, "answer this survey"),
+    Action.KB_SEND: (Who.AGENTS, "send articles"),
 }
 """Buttons that open a form; the adapter checks ``check_allowed`` first, then shows its platform's form."""
 

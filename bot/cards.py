@@ -113,6 +113,8 @@ class CardBuilder:
             choices=tuple(Choice(self.priority_label(code), f"{ticket.id}:{code}") for code in self.config.priorities),
             selected=f"{ticket.id}:{ticket.priority}",
         ))
+        if self.config.knowledge.enabled:
+            actions.append(CardAction(Action.KB_SEND, "Send article", value))
         return tuple(actions)
 
     async def requester_list(self, session: AsyncSession, person: Person, now: datetime, *,

@@ -27,6 +27,8 @@ class Action(StrEnum):
     NEW_TICKET = "ticket.new"
     KB_SOLVED = "kb.solved"
     """"This solved it" under a suggested article; its value is ``<ticket id>:<article id>``."""
+    KB_SEND = "kb.send"
+    """"Send article" on the triage card: opens the article search (a form)."""
 
 
 class Form(StrEnum):
@@ -35,6 +37,7 @@ class Form(StrEnum):
     NEW_TICKET = "form.new_ticket"
     RESOLVE_NOTE = "form.resolve_note"
     SURVEY_REASON = "form.survey_reason"
+    SEND_ARTICLE = "form.send_article"
 
 
 class Shortcut(StrEnum):

@@ -11,10 +11,11 @@ import pytest
 from sqlalchemy import select
 
 from bot.clock import ManualClock
-from bot.routing import Action
-from store.knowledge import SOLVED, KbUse
+from bot.routing import Action, Form
+from bot.simulators import slack_requests as rq
+from store.knowledge import SENT, SOLVED, KbUse
 from store.survey_models import Survey
-from tests.slack_harness import ALICE, BOB, MALLORY, REQUESTER, TRIAGE, SlackBot
+from tests.slack_harness import ALICE, BOB, MALLORY, REQUESTER, SECRET, TRIAGE, SlackBot
 
 ARTICLES = Path(__file__).parent / "data" / "kb" / "articles"
 KNOWLEDGE = f"""
@@ -124,3 +125,56 @@ async def test_no_matching_article_means_no_suggestion_message(bot: SlackBot) ->
     await bot.command("zxqv blorf")
     await bot.settle()
     assert len(await bot.tickets()) == 1 and suggestion_posts(bot) == []
+
+
+async def test_an_agent_searches_and_sends_an_article_to_the_requesters_thread(bot: SlackBot) -> None:
+    await indexed(bot)
+    await bot.command("The thing on the 2nd floor won't give me my pages")  # words no article uses
+    await bot.settle()
+    [ticket] = await bot.tickets()
+    triage_card = next(c for c in bot.slack.calls_to("chat.postMessage") if c["channel"] == TRIAGE)
+    assert (Action.KB_SEND.value, str(ticket.id)) in [
+        (e["action_id"], e.get("value")) for b in triage_card["blocks"] if b["type"] == "actions"
+        for e in b["elements"]]
+
+    await bot.click(Action.KB_SEND, str(ticket.id), ALICE, trigger_id="trig-1")
+    [opened] = await bot.slack.wait_for_calls("views.open", 1)
+    assert opened["view"]["callback_id"] == Form.SEND_ARTICLE.value
+
+    status, body = await bot.send(rq.view_submission(
+        Form.SEND_ARTICLE.value, {"query": {"input": "print job stuck in queue"}}, ALICE, SECRET,
+        private_metadata=str(ticket.id)))
+    assert status == 200 and body["response_action"] == "update"
+    [radio] = [b for b in body["view"]["blocks"] if b["block_id"] == "article"]
+    options = {o["text"]["text"]: o["value"] for o in radio["element"]["options"]}
+    article_id = options["Print jobs stuck in the queue"]
+
+    status, body = await bot.send(rq.view_submission(
+        Form.SEND_ARTICLE.value, {"query": {"input": "print job stuck in queue"},
+                                  "article": {"input": {"type": "radio_buttons",
+                                                        "selected_option": {"value": article_id}}}},
+        ALICE, SECRET, private_metadata=str(ticket.id)))
+    assert status == 200 and not body
+    await bot.settle()
+    to_requester = [c for c in bot.slack.calls_to("chat.postMessage")
+                    if c["channel"] == f"D{REQUESTER}" and "Print jobs stuck in the queue" in json.dumps(c)]
+    assert len(to_requester) == 1 and to_requester[0].get("thread_ts")
+    async with bot.server.desk.db.reading() as session:  # type: ignore[union-attr]
+        sent = (await session.execute(select(KbUse.ticket_id, KbUse.article_id).where(KbUse.kind == SENT))).all()
+    assert [tuple(row) for row in sent] == [(ticket.id, int(article_id))]
+
+
+async def test_only_agents_can_send_articles(bot: SlackBot) -> None:
+    await indexed(bot)
+    await bot.command("printer jammed")
+    await bot.settle()
+    [ticket] = await bot.tickets()
+    await bot.click(Action.KB_SEND, str(ticket.id), MALLORY, trigger_id="trig-1")
+    [refusal] = await bot.slack.wait_for_calls("chat.postEphemeral", 1)
+    assert "Only IT agents can send articles" in refusal["text"]
+    assert bot.slack.calls_to("views.open") == []
+    _status, body = await bot.send(rq.view_submission(
+        Form.SEND_ARTICLE.value, {"article": {"input": {"type": "radio_buttons",
+                                                        "selected_option": {"value": "1"}}}},
+        MALLORY, SECRET, private_metadata=str(ticket.id)))
+    assert body["response_action"] == "errors"

@@ -12,11 +12,12 @@ from sqlalchemy import select
 
 from bot.clock import ManualClock
 from bot.config import AppConfig, SlackConfig, TeamsConfig
-from bot.routing import Action
+from bot.routing import Action, Form
 from bot.server import Server
 from bot.simulators import teams_activities as ta
 from bot.simulators.bot_connector import FakeBotConnector
 from store.db import Database
+from store.knowledge import SENT, KbUse
 from store.models import OutboxMessage, Ticket
 from store.survey_models import Survey
 from tests.harness import running_server
@@ -103,3 +104,51 @@ async def test_teams_a_message_gets_articles_and_this_solved_it_resolves_as_self
             OutboxMessage.kind == "page"))).all()]
         assert (await session.scalars(select(Survey))).all() == []
     assert unsolved.id in pages and solved.id not in pages
+
+
+AGENT: ta.Where = {"aad_object_id": "aad-agent-1", "user_id": "29:agent", "user_name": "Ada Agent",
+                   "conversation_id": "a:1agent-chat"}
+
+
+def cards_to(fake: FakeBotConnector, conversation: str) -> list[tuple[str, dict[str, Any]]]:  # noqa: F811
+    return [(str(c.response["id"]) if isinstance(c.response, dict) else "", a["content"])
+            for c in fake.activities if c.ok and c.conversation_id == conversation and c.body
+            for a in c.body.get("attachments") or []]
+
+
+async def test_teams_an_agent_searches_and_sends_an_article_to_the_requester(
+    teams: Server, fake: FakeBotConnector, db: Database, clock: ManualClock  # noqa: F811
+) -> None:
+    assert await send(teams, ta.message("The thing on the 2nd floor won't give me my pages",
+                                        service_url=fake.service_url)) == 201
+    await settle(teams, clock)
+    [ticket] = await tickets(db)
+    triage_card = next(card for _, card in cards_to(fake, TRIAGE))
+    assert {"action": Action.KB_SEND.value, "value": str(ticket.id), "ticket_id": ticket.id} in [
+        a.get("data") for a in triage_card["actions"]]
+
+    assert await send(teams, ta.message(None, service_url=fake.service_url, **AGENT, value={
+        "action": Action.KB_SEND.value, "value": str(ticket.id), "ticket_id": ticket.id})) == 201
+    [(form_id, _form)] = [(i, c) for i, c in cards_to(fake, AGENT["conversation_id"])
+                         if "Send an article" in json.dumps(c)]
+    search = {"form": Form.SEND_ARTICLE.value, "ticket_id": ticket.id, "query": "print job stuck in queue"}
+    assert await send(teams, ta.message(None, service_url=fake.service_url, reply_to_id=form_id, **AGENT,
+                                        value=search)) == 201
+    shown = fake.activity(AGENT["conversation_id"], form_id)
+    assert shown is not None
+    [choices] = [b["choices"] for a in shown["attachments"] for b in a["content"]["body"]
+                 if b["type"] == "Input.ChoiceSet"]
+    article_id = {c["title"]: c["value"] for c in choices}["Print jobs stuck in the queue"]
+
+    assert await send(teams, ta.message(None, service_url=fake.service_url, reply_to_id=form_id, **AGENT,
+                                        value={**search, "article": article_id})) == 201
+    await settle(teams, clock)
+    assert "Print jobs stuck in the queue" in json.dumps(fake.sent_to(PERSONAL))
+    async with db.reading() as session:
+        sent = (await session.execute(select(KbUse.ticket_id, KbUse.article_id).where(KbUse.kind == SENT))).all()
+    assert [tuple(row) for row in sent] == [(ticket.id, int(article_id))]
+
+    # A requester pressing the same button gets a refusal, not the form.
+    assert await send(teams, ta.message(None, service_url=fake.service_url, value={
+        "action": Action.KB_SEND.value, "value": str(ticket.id), "ticket_id": ticket.id})) == 201
+    assert "Only IT agents can send articles" in json.dumps(fake.sent_to(PERSONAL))

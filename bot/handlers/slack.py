@@ -31,7 +31,7 @@ from bot.actions import ACTIONS, Click, check_allowed, perform
 from bot.cards import CardBuilder
 from bot.channels.slack import SlackChannel, make_client, slack_ref
 from bot.desk import Desk
-from bot.dialogs import new_ticket, resolve_note, survey_reason
+from bot.dialogs import new_ticket, resolve_note, send_article, survey_reason
 from bot.handlers import slack_text
 from bot.handlers.errors import OUTAGE, friendly, is_database_outage
 from bot.handlers.payloads import contains_nul, without_nul
@@ -241,6 +241,7 @@ class SlackAdapter:
         app.view(Form.NEW_TICKET.value)(self._on_new_ticket_submit)
         app.view(Form.RESOLVE_NOTE.value)(self._on_resolve_submit)
         app.view(Form.SURVEY_REASON.value)(self._on_survey_reason_submit)
+        app.view(Form.SEND_ARTICLE.value)(self._on_send_article_submit)
         app.shortcut(Shortcut.CREATE_FROM_MESSAGE.value)(self._on_message_shortcut)
         app.event("app_home_opened")(self._on_home_opened)
         app.event("reaction_added")(self._on_reaction)
@@ -254,6 +255,7 @@ class SlackAdapter:
         handlers: dict[Action, Callable[..., Awaitable[None]]] = dict.fromkeys(ACTIONS, self._on_click)
         handlers[Action.RESOLVE] = self._on_resolve_button
         handlers[Action.SURVEY_REASON] = self._on_survey_reason_button
+        handlers[Action.KB_SEND] = self._on_send_article_button
         return handlers
 
     async def _on_command(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
@@ -418,6 +420,38 @@ class SlackAdapter:
                                     view=resolve_note.slack_modal(ticket.id, ticket.number))
         except Exception as exc:
             await self._refuse(client, body, friendly(exc, PLATFORM))
+
+    async def _on_send_article_button(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        ticket_id = self._ticket_id(body)
+        if ticket_id is None:
+            return
+        try:
+            check_allowed(self.desk, Action.KB_SEND, PersonRef("slack", body["user"]["id"]))
+            number, choices = await self.desk.knowledge.search_for_agent(ticket_id, "")
+            await client.views_open(trigger_id=body["trigger_id"],
+                                    view=send_article.slack_modal(ticket_id, number, "", choices))
+        except Exception as exc:
+            await self._refuse(client, body, friendly(exc, PLATFORM))
+
+    async def _on_send_article_submit(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+        # Picked an article: send it. Typed words only: search again and show what was found.
+        query, article_id = send_article.parse_slack_submission(view["state"]["values"])
+        try:
+            ticket_id = _ticket_number(view.get("private_metadata"))
+            if ticket_id is None:
+                raise _Refusal("That form doesn't point at a ticket any more.")
+            if article_id is None:
+                if not query:
+                    raise _Refusal(send_article.PICK_ONE)
+                number, choices = await self.desk.knowledge.search_for_agent(ticket_id, query)
+                await ack(response_action="update", view=send_article.slack_modal(ticket_id, number, query, choices))
+                return
+            await self.desk.knowledge.send(ticket_id, await self.person(body["user"]["id"]), article_id)
+        except Exception as exc:
+            await ack(response_action="errors", errors={send_article.QUERY_BLOCK: friendly(exc, PLATFORM)})
+            return
+        await ack()
 
     # -- intake from messages, reactions, shortcuts ---------------------------------------------------
     async def _on_message(self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:

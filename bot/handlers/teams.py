@@ -36,7 +36,7 @@ from bot.channels.teams import (
 from bot.config import TeamsConfig
 from bot.deadlines import SAVED_LATE, DeadlineExceeded, within
 from bot.desk import Desk
-from bot.dialogs import new_ticket, resolve_note, survey_reason
+from bot.dialogs import new_ticket, resolve_note, send_article, survey_reason
 from bot.handlers import teams_text
 from bot.handlers.errors import OUTAGE, friendly
 from bot.handlers.payloads import contains_nul, without_nul
@@ -396,6 +396,8 @@ class TeamsAdapter:
             await self._on_resolve_submit(turn, person, value)
         elif form == Form.SURVEY_REASON:
             await self._on_survey_reason_submit(turn, person, value)
+        elif form == Form.SEND_ARTICLE:
+            await self._on_send_article_submit(turn, person, value)
         elif isinstance(action, str) and action in {a.value for a in Action}:
             await self._on_action(turn, person, Action(action), value)
         else:
@@ -446,6 +448,26 @@ class TeamsAdapter:
             number = ""
         await self._replace_card(turn, resolve_note.teams_form(ticket_id, number, error=error, note=note))
 
+    async def _on_send_article_submit(self, turn: TurnContext, person: PersonRef, value: dict[str, Any]) -> None:
+        # Picked an article: send it. Typed words only: search again and show what was found.
+        try:
+            ticket_id, query, article_id = send_article.parse_teams_submission(value)
+        except (KeyError, TypeError, ValueError):
+            await self._say(turn, "That form doesn't point at a ticket any more.")
+            return
+        try:
+            if article_id is not None:
+                ticket = await self.desk.knowledge.send(ticket_id, person, article_id)
+                await self._replace_card(turn, adaptive_cards.notice_card(Notice(
+                    ticket_id=ticket.id, number=ticket.number, headline="Article sent to the requester.")))
+                return
+            number, choices = await self.desk.knowledge.search_for_agent(ticket_id, query)
+        except Exception as exc:
+            await self._say(turn, friendly(exc, PLATFORM))
+            return
+        await self._replace_card(turn, send_article.teams_form(
+            ticket_id, number, query, choices, error=None if query else send_article.PICK_ONE))
+
     async def _on_action(self, turn: TurnContext, person: PersonRef, action: Action, value: dict[str, Any]) -> None:
         ticket_id = _ticket_id(value)
         if ticket_id is None:
@@ -462,6 +484,15 @@ class TeamsAdapter:
             return
         if action == Action.SURVEY_REASON:
             await self._on_survey_reason_button(turn, person, ticket_id)
+            return
+        if action == Action.KB_SEND:
+            try:
+                check_allowed(self.desk, action, person)
+                number, choices = await self.desk.knowledge.search_for_agent(ticket_id, "")
+            except Exception as exc:
+                await self._say(turn, friendly(exc, PLATFORM))
+                return
+            await self._send_card(turn, send_article.teams_form(ticket_id, number, "", choices))
             return
         conversation = turn.activity.conversation
         where = f"teams:channel:{channel_of(conversation.id)}" if conversation.conversation_type == "channel" else None

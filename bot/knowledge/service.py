@@ -20,7 +20,7 @@ from bot.people import PersonRef
 from bot.routing import Action
 from bot.tickets import NotAllowed, TicketChange, TicketSnapshot
 from bot.views import CardAction, Fact, Link, Notice, Span
-from store.knowledge import SOLVED, SUGGESTED, Hit, KbArticle, KbUse, search
+from store.knowledge import SENT, SOLVED, SUGGESTED, Hit, KbArticle, KbUse, search
 from store.queries import enqueue_messages, outbox_row
 
 log = logging.getLogger("ithelp.knowledge")
@@ -28,6 +28,10 @@ SUGGESTION_HEADLINE = "While you wait, one of these may solve it right away:"
 SELF_SERVED = "Self-served"
 MAX_BUTTON_TITLE = 40
 EXCERPT = 280
+SENT_EXCERPT = 1500
+AGENT_RESULTS = 8
+SENT_SOURCE = "kb:"
+"""A comment's ``source`` when it is an article an agent sent: ``kb:<article id>``."""
 
 
 def _clip(text: str, limit: int) -> str:
@@ -83,6 +87,10 @@ class KnowledgeService:
         event = change.event
         if event.kind == "opened":
             await self._suggest(change)
+        elif event.kind == "commented" and str(event.payload.get("source") or "").startswith(SENT_SOURCE):
+            article_id = int(str(event.payload["source"]).removeprefix(SENT_SOURCE))
+            change.session.add(KbUse(ticket_id=change.ticket.id, article_id=article_id, kind=SENT,
+                                     person_id=change.actor.id if change.actor else None, at=change.now))
         elif event.kind == "resolved" and event.payload.get("self_served") and event.payload.get("article_id"):
             change.session.add(KbUse(ticket_id=change.ticket.id, article_id=int(event.payload["article_id"]),
                                      kind=SOLVED, person_id=change.requester.id, at=change.now))
@@ -114,6 +122,31 @@ class KnowledgeService:
             raise NotAllowed("That article was not offered for this ticket.")
         return await self.core.tickets.resolve_self_served(
             ticket_id, person, f"Solved with the article “{article.title}”.", {"article_id": article.id})
+
+    async def search_for_agent(self, ticket_id: int, query: str) -> tuple[str, list[tuple[int, str]]]:
+        """(ticket number, (article id, title) best first) for the agent's search; no words: the ticket's own."""
+        ticket = await self.core.tickets.get(ticket_id)
+        async with self.core.db.reading() as session:
+            hits = await search(session, query or ticket.summary, limit=AGENT_RESULTS)
+        return ticket.number, [(hit.article_id, hit.title) for hit in hits]
+
+    async def send(self, ticket_id: int, agent: PersonRef, article_id: int) -> TicketSnapshot:
+        """An agent answers with an article: it goes to the requester's thread as the agent's reply, and the
+        ticket records it (the reply is a comment; its source names the article)."""
+        if not self.core.tickets.is_agent(agent):
+            raise NotAllowed("Only IT agents can send articles.")
+        async with self.core.db.reading() as session:
+            article = await session.get(KbArticle, article_id)
+        if article is None:
+            raise NotAllowed("That article is no longer in the knowledge base.")
+        text = f"Here is an article that should help: {article.title}"
+        if article.url:
+            text += f"\n{article.url}"
+        elif article.body:
+            text += "\n" + _clip(" ".join(article.body.replace("#", " ").split()), SENT_EXCERPT)
+        snapshot = await self.core.tickets.comment(ticket_id, agent, text, source=f"{SENT_SOURCE}{article.id}")
+        assert snapshot is not None  # no dedup key: never a repeat
+        return snapshot
 
     async def self_served_fact(self, session: AsyncSession, ticket_id: int) -> Fact | None:
         """The card's "Resolved: Self-served (article)" line, when an article closed the ticket."""
