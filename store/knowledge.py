@@ -1,7 +1,7 @@
 """Knowledge-base tables and the one search query, full-text with stemming and ranking in the database.
 
-SQLite searches an FTS5 table (``porter`` tokenizer, ranked by ``bm25``); PostgreSQL searches a GIN
-expression index over a weighted ``tsvector`` (English stemming, ranked by ``ts_rank``). Both index the
+SQLite searches an FTS5 table (``porter`` tokenizer, ranked by ``bm25``); PostgreSQL searches a stored,
+weighted ``tsvector`` column through a GIN index (English stemming, ranked by ``ts_rank``). Both index the
 title above the tags above the body, so an article named for a problem outranks one that mentions it.
 """
 
@@ -25,13 +25,8 @@ FTS_TABLE = "kb_fts"
 PG_SEARCH_INDEX = "ix_kb_articles_search"
 """PostgreSQL's GIN expression index: not a model either, created by migration 0011."""
 
-# The weighted document; the index and the query must spell it identically for PostgreSQL to use the index.
-def _pg_document(of: str = "") -> str:
-    return (f"setweight(to_tsvector('english', {of}title), 'A') || setweight(to_tsvector('english', {of}tags), 'B') "
-            f"|| setweight(to_tsvector('english', {of}body), 'C')")
-
-
-PG_DOCUMENT = _pg_document()
+PG_DOCUMENT_COLUMN = "kb_fts_document"
+"""PostgreSQL's stored, weighted ``tsvector`` of each article (a generated column made by migration 0011)."""
 
 # FTS5 has no stop words; leaving them in an OR query lets "my" and "the" match every article.
 _STOP = frozenset(
@@ -43,7 +38,8 @@ _WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
 
 
 def is_search_object(name: str | None) -> bool:
-    """True for the search structures migrations create outside the models (schema comparisons skip them)."""
+    """True for the search structures migrations create outside the models (schema comparisons skip them):
+    SQLite's ``kb_fts*`` tables, PostgreSQL's ``kb_fts_document`` column and its index."""
     return bool(name) and (str(name).startswith(FTS_TABLE) or name == PG_SEARCH_INDEX)
 
 
@@ -116,21 +112,23 @@ async def search(session: AsyncSession | AsyncConnection, query: str, *, limit: 
     if not terms:
         return []
     if _dialect(session) == "postgresql":
-        # Any word may match (OR); the english configuration stems and drops its own stop words.
-        document = _pg_document("a.")
+        # Any word may match (OR); the english configuration stems and drops its own stop words. The best
+        # few are picked in the subquery, so only they are joined back to their rows.
         statement = text(
-            f"SELECT a.id, a.title, a.url, a.source, ts_rank({document}, q) AS score "
-            "FROM kb_articles a, to_tsquery('english', :q) q "
-            f"WHERE ({document}) @@ q ORDER BY score DESC, a.id LIMIT :limit")
+            "SELECT a.id, a.title, a.url, a.source, best.score FROM ("
+            f"SELECT id, ts_rank({PG_DOCUMENT_COLUMN}, q) AS score FROM kb_articles, to_tsquery('english', :q) q "
+            f"WHERE {PG_DOCUMENT_COLUMN} @@ q ORDER BY score DESC, id LIMIT :limit) best "
+            "JOIN kb_articles a ON a.id = best.id ORDER BY best.score DESC, a.id")
         pg_query = " | ".join(f"'{term}'" for term in terms)
         rows = (await session.execute(statement, {"q": pg_query, "limit": limit})).all()
     else:
-        # Each term quoted, so FTS5 reads none of them as its own syntax (NEAR, AND, column filters).
+        # Each term quoted, so FTS5 reads none of them as its own syntax (NEAR, AND, column filters);
+        # ``rank`` is the weighted bm25 configured by migration 0011.
         fts_query = " OR ".join(f'"{term}"' for term in terms)
         statement = text(
-            f"SELECT a.id, a.title, a.url, a.source, -bm25({FTS_TABLE}, 10.0, 5.0, 1.0) AS score "
-            f"FROM {FTS_TABLE} JOIN kb_articles a ON a.id = {FTS_TABLE}.rowid "
-            f"WHERE {FTS_TABLE} MATCH :q ORDER BY bm25({FTS_TABLE}, 10.0, 5.0, 1.0) LIMIT :limit")
+            "SELECT a.id, a.title, a.url, a.source, -best.rank FROM ("
+            f"SELECT rowid, rank FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :q ORDER BY rank LIMIT :limit) best "
+            "JOIN kb_articles a ON a.id = best.rowid ORDER BY best.rank")
         rows = (await session.execute(statement, {"q": fts_query, "limit": limit})).all()
     return [Hit(int(r[0]), str(r[1]), r[2], str(r[3]), float(r[4])) for r in rows]
 

@@ -1,4 +1,4 @@
-"""knowledge: articles, their uses on tickets, and the full-text search structures (FTS5 / GIN)
+"""knowledge: articles, their uses on tickets, and the full-text search structures (FTS5 / tsvector + GIN)
 
 Revision ID: 0011
 Revises: 0010
@@ -18,10 +18,14 @@ branch_labels = None
 depends_on = None
 
 # Spelled out here (not imported) so this migration keeps building what it built if the store changes.
-SQLITE_CREATE = ("CREATE VIRTUAL TABLE kb_fts USING fts5(title, tags, body, tokenize = 'porter unicode61')")
-PG_CREATE = ("CREATE INDEX ix_kb_articles_search ON kb_articles USING gin (("
+SQLITE_CREATE = ("CREATE VIRTUAL TABLE kb_fts USING fts5(title, tags, body, tokenize = 'porter unicode61')",
+                 # FTS5's own rank column then means bm25 with the title above the tags above the body.
+                 "INSERT INTO kb_fts (kb_fts, rank) VALUES ('rank', 'bm25(10.0, 5.0, 1.0)')")
+# A stored document (not an expression index): ranking reads it instead of re-parsing every matching body.
+PG_CREATE = ("ALTER TABLE kb_articles ADD COLUMN kb_fts_document tsvector GENERATED ALWAYS AS ("
              "setweight(to_tsvector('english', title), 'A') || setweight(to_tsvector('english', tags), 'B') "
-             "|| setweight(to_tsvector('english', body), 'C')))")
+             "|| setweight(to_tsvector('english', body), 'C')) STORED",
+             "CREATE INDEX ix_kb_articles_search ON kb_articles USING gin (kb_fts_document)")
 
 
 def upgrade() -> None:
@@ -54,10 +58,8 @@ def upgrade() -> None:
     op.create_index('ix_kb_uses_article', 'kb_uses', ['article_id', 'kind'], unique=False)
     op.create_index('ix_kb_uses_at', 'kb_uses', ['at'], unique=False)
     op.create_index('ix_kb_uses_ticket', 'kb_uses', ['ticket_id', 'kind'], unique=False)
-    if op.get_bind().dialect.name == 'sqlite':
-        op.execute(SQLITE_CREATE)
-    else:
-        op.execute(PG_CREATE)
+    for statement in SQLITE_CREATE if op.get_bind().dialect.name == 'sqlite' else PG_CREATE:
+        op.execute(statement)
 
 
 def downgrade() -> None:
@@ -65,6 +67,7 @@ def downgrade() -> None:
         op.execute("DROP TABLE kb_fts")
     else:
         op.execute("DROP INDEX ix_kb_articles_search")
+        op.execute("ALTER TABLE kb_articles DROP COLUMN kb_fts_document")
     op.drop_index('ix_kb_uses_ticket', table_name='kb_uses')
     op.drop_index('ix_kb_uses_at', table_name='kb_uses')
     op.drop_index('ix_kb_uses_article', table_name='kb_uses')
