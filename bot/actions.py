@@ -113,6 +113,16 @@ async def _kb_solved(desk: Desk, click: Click) -> object:
     return await desk.knowledge.solved(click.ticket_id, click.person, click.choice)
 
 
+async def _ask_solved(desk: Desk, click: Click) -> object:
+    # ask_first buttons carry a held request's id where other buttons carry a ticket's.
+    await desk.knowledge.held.solved(click.ticket_id, click.person)
+    return None
+
+
+async def _ask_file(desk: Desk, click: Click) -> object:
+    return await desk.knowledge.held.still_need_help(click.ticket_id, click.person)
+
+
 async def _acknowledge_page(desk: Desk, click: Click) -> object:
     return await desk.escalation.acknowledge(click.ticket_id, click.person, where=click.where)
 
@@ -137,6 +147,8 @@ ACTIONS: dict[Action, Rule] = {
     Action.ESCALATION_ACK: Rule(_acknowledge_page, Who.SERVICE, "acknowledge this page"),
     Action.ESCALATION_CLAIM: Rule(_claim_from_page, Who.SERVICE, "claim this ticket"),
     Action.KB_SOLVED: Rule(_kb_solved, Who.SERVICE, "say this ticket is solved"),
+    Action.KB_ASK_SOLVED: Rule(_ask_solved, Who.SERVICE, "answer this question"),
+    Action.KB_ASK_FILE: Rule(_ask_file, Who.SERVICE, "answer this question"),
 }
 
 FORMS: dict[Action, tuple[Who, str]] = {

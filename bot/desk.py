@@ -23,6 +23,7 @@ from bot.core import Core, CronJob, Wake
 from bot.digests import REQUESTER_TIMER, TRIAGE_TIMER, Digests
 from bot.engine import OutboxWorker, RequestsFirst, TimerEngine
 from bot.escalation import AUDIT_TIMER, STEP_TIMER, SUMMARY_TIMER, EscalationAudit, EscalationService, Paging
+from bot.knowledge.held import ASK_TIMER, HeldRequests
 from bot.knowledge.service import KnowledgeService
 from bot.metrics import Metrics
 from bot.notifications import enqueue_for_change
@@ -140,7 +141,8 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
     weekly = WeeklySummary(core)
     digests = Digests(core)
     retention = RetentionService(core)
-    knowledge = KnowledgeService(core)
+    held = HeldRequests(core)
+    knowledge = KnowledgeService(core, held)
 
     def card_lines(ticket: Ticket, now: datetime, zone: str, audience: str) -> list[Text]:
         return sla_lines(ticket, now, sla.calendar(ticket.calendar), zone, audience)
@@ -188,6 +190,7 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
     timers.register(TRIAGE_TIMER, digests.on_triage_digest)
     timers.register(TEXT_TIMER, retention.on_text)
     timers.register(PEOPLE_TIMER, retention.on_people)
+    timers.register(ASK_TIMER, held.on_timeout)
 
     # Outbox channels to the pagers (chat channels are registered by the server with its platform clients).
     owns_http = http is None

@@ -27,6 +27,10 @@ class Action(StrEnum):
     NEW_TICKET = "ticket.new"
     KB_SOLVED = "kb.solved"
     """"This solved it" under a suggested article; its value is ``<ticket id>:<article id>``."""
+    KB_ASK_SOLVED = "kb.ask_solved"
+    """ask_first's "Solved"; its value is the held request's id (not a ticket's: none was filed)."""
+    KB_ASK_FILE = "kb.ask_file"
+    """ask_first's "I still need help"; its value is the held request's id."""
     KB_SEND = "kb.send"
     """"Send article" on the triage card: opens the article search (a form)."""
 

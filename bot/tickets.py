@@ -227,6 +227,14 @@ class TicketService:
             return OpenResult(await self._insert_and_set_up(session, requester, summary, description, category,
                                                             priority, origin, dedup, now), True)
 
+    async def open_in(self, session: AsyncSession, requester: PersonRef, summary: str, *, origin: Origin,
+                      dedup: tuple[str, str]) -> TicketSnapshot:
+        """Open a ticket inside the caller's transaction (a held request filed by its timer or by a click), with
+        the default priority; ``dedup`` becomes its intake key."""
+        summary, description = _clean_intake(summary, "")
+        return await self._insert_and_set_up(session, requester, summary, description, None,
+                                             self.config.default_priority, origin, dedup, self.clock.now())
+
     async def _repeat(self, session: AsyncSession, dedup: tuple[str, str] | None) -> OpenResult:
         existing = await self._ticket_for_dedup(session, dedup) if dedup is not None else None
         if existing is None:

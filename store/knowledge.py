@@ -10,12 +10,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, delete, select, text
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, delete, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from store.models import Base, BigId
+from store.models import Base, BigId, Timer
 
 # KbUse.kind values.
 SUGGESTED, SOLVED, SENT = "suggested", "solved", "sent"
@@ -77,6 +78,34 @@ class KbUse(Base):
     kind: Mapped[str] = mapped_column(String(16))
     person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
     at: Mapped[datetime]
+
+
+# KbHeldRequest.status values.
+HELD, FILED, SELF_SOLVED = "held", "filed", "solved"
+
+
+class KbHeldRequest(Base):
+    """A request held back in ``ask_first`` mode while the person reads the articles offered.
+
+    Filed as a ticket on "I still need help" or when its timer (``due_at``) fires; dropped on "Solved".
+    Kept durable so a restart loses nothing: the timer row finds it again.
+    """
+
+    __tablename__ = "kb_held_requests"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    intake_key: Mapped[str] = mapped_column(String(300), unique=True)
+    """The inbound event (``source:key``), so a platform's retry is held once."""
+    status: Mapped[str] = mapped_column(String(16), default=HELD)
+    person: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """Who asked, as the adapter saw them (platform, user id, name, zone)."""
+    summary: Mapped[str] = mapped_column(Text)
+    origin: Mapped[dict[str, Any]] = mapped_column(JSON)
+    articles: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """``{"ids": [...]}``: the articles offered, best first."""
+    created_at: Mapped[datetime]
+    due_at: Mapped[datetime]
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"))
 
 
 @dataclass(frozen=True)
@@ -156,3 +185,9 @@ async def delete_articles(session: AsyncSession, ids: list[int]) -> None:
 async def articles_by_source(session: AsyncSession) -> dict[str, KbArticle]:
     """Every indexed article, by its source."""
     return {a.source: a for a in (await session.scalars(select(KbArticle))).all()}
+
+
+async def cancel_timer(session: AsyncSession, dedup_key: str, now: datetime) -> None:
+    """Cancel the pending timer with ``dedup_key`` (a held request's, which has no ticket)."""
+    await session.execute(update(Timer).where(Timer.dedup_key == dedup_key, Timer.done_at.is_(None))
+                          .values(done_at=now, outcome="cancelled").execution_options(synchronize_session=False))

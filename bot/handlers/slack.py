@@ -280,6 +280,13 @@ class SlackAdapter:
             return
         try:
             requester = await self.person(user_id, name=body.get("user_name"))
+            question = await self.desk.knowledge.held.hold(  # ask_first: articles before filing
+                requester, text, Origin("slack", conversation=body.get("channel_id")),
+                ("slack-command", body.get("trigger_id") or f"{user_id}:{text}"))
+            if question is not None:
+                await ack(response_type="ephemeral", text=slack_blocks.notice_text(question),
+                          blocks=slack_blocks.notice_blocks(question))
+                return
             result = await self.desk.tickets.open(
                 requester, text, origin=Origin("slack", conversation=body.get("channel_id")),
                 dedup=("slack-command", body.get("trigger_id") or f"{user_id}:{text}"), defer_setup=True,
@@ -481,9 +488,15 @@ class SlackAdapter:
             return
         try:
             person = await self.person(user_id)
-            await self.desk.tickets.open(person, text, origin=Origin("slack", conversation=channel,
-                                                                     thread=event.get("ts")),
-                                         dedup=("slack-event", event_key), defer_setup=True)
+            origin = Origin("slack", conversation=channel, thread=event.get("ts"))
+            question = await self.desk.knowledge.held.hold(person, text, origin, ("slack-event", event_key))
+            if question is not None:  # ask_first: articles before filing
+                await client.chat_postMessage(channel=channel, thread_ts=event.get("ts"),
+                                              text=slack_blocks.notice_text(question),
+                                              blocks=slack_blocks.notice_blocks(question))
+                return
+            await self.desk.tickets.open(person, text, origin=origin, dedup=("slack-event", event_key),
+                                         defer_setup=True)
         except Exception as exc:
             sorry = friendly(exc, PLATFORM)
             await client.chat_postMessage(channel=channel, text=f"{sorry}\n\nWhat you wrote: {_quote(text)}")

@@ -305,9 +305,13 @@ class TeamsAdapter:
             return
         activity = turn.activity
         try:
-            result = await self.desk.tickets.open(
-                person, text, origin=Origin("teams", conversation=activity.conversation.id, thread=activity.id),
-                dedup=self._dedup(activity), defer_setup=True)
+            origin = Origin("teams", conversation=activity.conversation.id, thread=activity.id)
+            question = await self.desk.knowledge.held.hold(person, text, origin, self._dedup(activity))
+            if question is not None:  # ask_first: articles before filing
+                await self._send_card(turn, adaptive_cards.notice_card(question))
+                return
+            result = await self.desk.tickets.open(person, text, origin=origin, dedup=self._dedup(activity),
+                                                  defer_setup=True)
         except Exception as exc:
             await self._say(turn, f"{friendly(exc, PLATFORM)}\n\nWhat you wrote: {to_plain(text)}", person)
             return

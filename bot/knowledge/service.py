@@ -13,13 +13,15 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core import Core, CronJob
+from bot.knowledge.held import INTAKE_SOURCE, HeldRequests
 from bot.knowledge.index import reindex
+from bot.knowledge.suggestions import article_lines, excerpt
 from bot.messages import NOTICE, notice_payload
 from bot.notifications import person_target
 from bot.people import PersonRef
 from bot.routing import Action
 from bot.tickets import NotAllowed, TicketChange, TicketSnapshot
-from bot.views import CardAction, Fact, Link, Notice, Span
+from bot.views import CardAction, Fact, Notice
 from store.knowledge import SENT, SOLVED, SUGGESTED, Hit, KbArticle, KbUse, search
 from store.queries import enqueue_messages, outbox_row
 
@@ -27,43 +29,32 @@ log = logging.getLogger("ithelp.knowledge")
 SUGGESTION_HEADLINE = "While you wait, one of these may solve it right away:"
 SELF_SERVED = "Self-served"
 MAX_BUTTON_TITLE = 40
-EXCERPT = 280
 SENT_EXCERPT = 1500
 AGENT_RESULTS = 8
 SENT_SOURCE = "kb:"
 """A comment's ``source`` when it is an article an agent sent: ``kb:<article id>``."""
 
 
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
-
-
 def suggestion_notice(ticket_id: int, number: str, articles: list[KbArticle]) -> Notice:
     """The requester's message listing ``articles``, each with its "This solved it" button."""
-    body: list[Span] = []
-    for position, article in enumerate(articles, start=1):
-        body.append(f"{position}. ")
-        body.append(Link(article.url, article.title) if article.url else article.title)
-        if not article.url and article.body:
-            # A folder article without a page of its own: its opening lines are the answer.
-            body.append("\n" + _clip(" ".join(article.body.replace("#", " ").split()), EXCERPT))
-        body.append("\n")
     several = len(articles) > 1
     actions = tuple(
         CardAction(Action.KB_SOLVED,
                    f"{position}. This solved it" if several else "This solved it", f"{ticket_id}:{article.id}",
                    style="primary" if not several else None)
         for position, article in enumerate(articles, start=1))
-    return Notice(ticket_id=ticket_id, number=number, headline=SUGGESTION_HEADLINE, body=tuple(body)[:-1],
+    return Notice(ticket_id=ticket_id, number=number, headline=SUGGESTION_HEADLINE, body=article_lines(articles),
                   actions=actions)
 
 
 class KnowledgeService:
     """Suggests articles at intake, closes tickets an article solved, and keeps the index fresh."""
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, held: HeldRequests) -> None:
         self.core = core
         self.config = core.config.knowledge
+        self.held = held
+        """Requests held in ``ask_first`` mode until the person answers or the timer files them."""
 
     def cron_jobs(self) -> list[CronJob]:
         """A check of the folder for changed files at each of ``knowledge.reindex_times``."""
@@ -97,6 +88,8 @@ class KnowledgeService:
 
     async def _suggest(self, change: TicketChange) -> None:
         ticket, session = change.ticket, change.session
+        if (ticket.intake_key or "").startswith(f"{INTAKE_SOURCE}:"):
+            return  # filed from an ask_first question: the person has seen the articles already
         hits = await search(session, f"{ticket.summary} {ticket.description or ''}",
                             limit=self.config.max_suggestions)
         if not hits:
@@ -143,7 +136,7 @@ class KnowledgeService:
         if article.url:
             text += f"\n{article.url}"
         elif article.body:
-            text += "\n" + _clip(" ".join(article.body.replace("#", " ").split()), SENT_EXCERPT)
+            text += "\n" + excerpt(article, SENT_EXCERPT)
         snapshot = await self.core.tickets.comment(ticket_id, agent, text, source=f"{SENT_SOURCE}{article.id}")
         assert snapshot is not None  # no dedup key: never a repeat
         return snapshot

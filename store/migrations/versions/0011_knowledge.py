@@ -1,4 +1,4 @@
-"""knowledge: articles, their uses on tickets, and the full-text search structures (FTS5 / tsvector + GIN)
+"""knowledge: articles, their uses on tickets, requests held in ask_first mode, and the full-text search structures (FTS5 / tsvector + GIN)
 
 Revision ID: 0011
 Revises: 0010
@@ -55,6 +55,22 @@ def upgrade() -> None:
                             ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_kb_uses'))
     )
+    op.create_table('kb_held_requests',
+    sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
+    sa.Column('intake_key', sa.String(length=300), nullable=False),
+    sa.Column('status', sa.String(length=16), nullable=False),
+    sa.Column('person', sa.JSON(), nullable=False),
+    sa.Column('summary', sa.Text(), nullable=False),
+    sa.Column('origin', sa.JSON(), nullable=False),
+    sa.Column('articles', sa.JSON(), nullable=False),
+    sa.Column('created_at', store.models.UTCDateTime(), nullable=False),
+    sa.Column('due_at', store.models.UTCDateTime(), nullable=False),
+    sa.Column('ticket_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=True),
+    sa.ForeignKeyConstraint(['ticket_id'], ['tickets.id'], name=op.f('fk_kb_held_requests_ticket_id_tickets'),
+                            ondelete='SET NULL'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_kb_held_requests')),
+    sa.UniqueConstraint('intake_key', name=op.f('uq_kb_held_requests_intake_key'))
+    )
     op.create_index('ix_kb_uses_article', 'kb_uses', ['article_id', 'kind'], unique=False)
     op.create_index('ix_kb_uses_at', 'kb_uses', ['at'], unique=False)
     op.create_index('ix_kb_uses_ticket', 'kb_uses', ['ticket_id', 'kind'], unique=False)
@@ -72,4 +88,5 @@ def downgrade() -> None:
     op.drop_index('ix_kb_uses_at', table_name='kb_uses')
     op.drop_index('ix_kb_uses_article', table_name='kb_uses')
     op.drop_table('kb_uses')
+    op.drop_table('kb_held_requests')
     op.drop_table('kb_articles')
