@@ -1,7 +1,8 @@
 """The knowledge base's part of ``ithelp report``: deflection, the articles that help, and the gaps.
 
-* **Requests**: tickets opened in [since, until).
-* **Self-served**: of those, tickets the requester closed with "This solved it".
+* **Requests**: tickets opened in [since, until), plus requests ``ask_first`` held then that "Solved" kept from
+  becoming tickets.
+* **Self-served**: tickets the requester closed with "This solved it", plus those solved requests.
 * **Deflection rate** = self-served / requests.
 * **Most useful articles**: "This solved it" clicks, plus articles agents sent on tickets that were then resolved.
 * **Gaps**: the most common words in the summaries of tickets no article answered (none solved it, none was
@@ -19,7 +20,7 @@ from typing import Any
 from sqlalchemy import and_, case, exists, func, select
 
 from store.db import Database
-from store.knowledge import SENT, SOLVED, KbArticle, KbUse, query_terms
+from store.knowledge import SELF_SOLVED, SENT, SOLVED, KbArticle, KbHeldRequest, KbUse, query_terms
 from store.models import Ticket
 
 TOP = 10
@@ -55,6 +56,11 @@ async def knowledge_report(db: Database, *, since: datetime, until: datetime) ->
         report.self_served = int(await session.scalar(
             select(func.count(func.distinct(KbUse.ticket_id))).join(Ticket, Ticket.id == KbUse.ticket_id)
             .where(in_period, KbUse.kind == SOLVED)) or 0)
+        held_solved = int(await session.scalar(select(func.count()).select_from(KbHeldRequest).where(
+            KbHeldRequest.status == SELF_SOLVED, KbHeldRequest.created_at >= since,
+            KbHeldRequest.created_at < until)) or 0)
+        report.requests += held_solved
+        report.self_served += held_solved
         solved = func.sum(case((KbUse.kind == SOLVED, 1), else_=0))
         sent_resolved = func.sum(case((and_(KbUse.kind == SENT, Ticket.status.in_(RESOLVED_STATUSES)), 1), else_=0))
         rows = await session.execute(

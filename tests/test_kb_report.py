@@ -61,3 +61,21 @@ async def _suggested(desk: Any, ticket_id: int) -> list[tuple[int, str]]:
         rows = await session.execute(select(KbArticle.id, KbArticle.title).join(KbUse).where(
             KbUse.ticket_id == ticket_id, KbUse.kind == SUGGESTED))
         return [(int(i), str(t)) for i, t in rows.all()]
+
+
+async def test_requests_ask_first_kept_from_becoming_tickets_count_as_self_served(
+        make_desk: Any, make_config: Callable[..., AppConfig], clock: ManualClock) -> None:
+    from bot.tickets import Origin
+
+    desk = make_desk(app_config=make_config(f"knowledge:\n  folder: {ARTICLES}\n  mode: ask_first\n"))
+    await desk.knowledge.reindex()
+    since = clock.now()
+    origin = Origin("slack", conversation="D1")
+    solved = await desk.knowledge.held.hold(RITA, "forgot my password", origin, ("test", "1"))
+    filed = await desk.knowledge.held.hold(RITA, "printer jammed", origin, ("test", "2"))
+    assert solved is not None and filed is not None
+    await desk.knowledge.held.solved(solved.ticket_id, RITA)
+    await desk.knowledge.held.still_need_help(filed.ticket_id, RITA)
+    clock.advance(timedelta(minutes=1))
+    report = await knowledge_report(desk.db, since=since, until=clock.now())
+    assert (report.requests, report.self_served) == (2, 1)
