@@ -18,6 +18,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from store.models import Base, BigId, Timer
 
+INDEX_LOCK = 2_021_021
+"""The advisory lock key reindexing holds on PostgreSQL."""
 # KbUse.kind values.
 SUGGESTED, SOLVED, SENT = "suggested", "solved", "sent"
 
@@ -180,6 +182,13 @@ async def delete_articles(session: AsyncSession, ids: list[int]) -> None:
             await session.execute(text(f"DELETE FROM {FTS_TABLE} WHERE rowid = :id"), {"id": article_id})
     await session.execute(delete(KbUse).where(KbUse.article_id.in_(ids)))
     await session.execute(delete(KbArticle).where(KbArticle.id.in_(ids)))
+
+
+async def lock_index(session: AsyncSession) -> None:
+    """Serialise reindexing across replicas (every replica runs the cron at the same minute) for the rest of
+    the transaction. SQLite's writers are serialised already; PostgreSQL takes a transaction advisory lock."""
+    if _dialect(session) == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": INDEX_LOCK})
 
 
 async def articles_by_source(session: AsyncSession) -> dict[str, KbArticle]:

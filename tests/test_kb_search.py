@@ -108,3 +108,15 @@ def test_a_broken_article_is_reported_with_its_file_and_key(tmp_path: Path) -> N
     wheres = {where for where, _ in problems}
     assert wheres == {"knowledge.folder: untitled.md: title", "knowledge.folder: bare.md",
                       "knowledge.folder: typo.md: tgas", "knowledge.folder: typo.md: url"}
+
+
+async def test_replicas_reindexing_at_the_same_minute_index_each_article_once(databases: Any,
+                                                                             clock: ManualClock) -> None:
+    import asyncio
+
+    db = await databases.create()
+    other = databases.another_handle(db)
+    config = KnowledgeConfig(folder=str(DATA / "articles"))
+    first, second = await asyncio.gather(reindex(db, clock, config), reindex(other, clock, config))
+    assert sorted((first.added, second.added)) == [0, 70]
+    assert sorted((first.unchanged, second.unchanged)) == [0, 70]

@@ -10,7 +10,7 @@ from bot.clock import Clock
 from bot.config_knowledge import KnowledgeConfig
 from bot.knowledge.articles import ArticleSource, load_articles
 from store.db import Database
-from store.knowledge import KbArticle, articles_by_source, delete_articles, write_search_row
+from store.knowledge import KbArticle, articles_by_source, delete_articles, lock_index, write_search_row
 
 log = logging.getLogger("ithelp.knowledge")
 
@@ -29,6 +29,7 @@ async def sync_articles(db: Database, clock: Clock, articles: list[ArticleSource
     added = changed = unchanged = 0
     now = clock.now()
     async with db.transaction() as session:
+        await lock_index(session)
         indexed = await articles_by_source(session)
         for article in articles:
             row = indexed.pop(article.source, None)

@@ -71,6 +71,13 @@ class KnowledgeService:
                      result.added, result.changed, result.removed)
         return False
 
+    async def index_on_start(self) -> None:
+        """The server's first reindex, in the background: a failure is logged and left to the next cron run."""
+        try:
+            await self.reindex()
+        except Exception:
+            log.exception("knowledge base not indexed at start; the next scheduled check tries again")
+
     async def on_change(self, change: TicketChange) -> None:
         """Subscriber: offer articles when a ticket opens; record the article that solved one."""
         if not self.config.enabled:
