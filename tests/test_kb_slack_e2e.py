@@ -80,6 +80,19 @@ async def test_a_direct_message_gets_suggestions_too(bot: SlackBot) -> None:
     assert "Printer jammed or offline" in json.dumps(post["blocks"])
 
 
+async def test_the_new_ticket_form_gets_suggestions_from_its_summary_and_description(bot: SlackBot) -> None:
+    await indexed(bot)
+    status, body = await bot.send(rq.view_submission(
+        Form.NEW_TICKET.value, {"summary": {"input": "Can't get into the building"},
+                                "description": {"input": "my badge doesn't open the door anymore"}},
+        REQUESTER, SECRET))
+    assert status == 200 and not body
+    await bot.settle()
+    assert len(await bot.tickets()) == 1
+    [post] = suggestion_posts(bot)
+    assert "Door badge not working" in json.dumps(post["blocks"])
+
+
 async def test_this_solved_it_resolves_as_self_served_with_no_pages_and_no_survey(bot: SlackBot,
                                                                                   clock: ManualClock) -> None:
     await indexed(bot)
@@ -94,6 +107,8 @@ async def test_this_solved_it_resolves_as_self_served_with_no_pages_and_no_surve
     await bot.settle()
     solved, unsolved = await bot.tickets()
     assert solved.status == "resolved" and await solved_uses(bot) == [solved.id]
+    told = [c for c in bot.slack.calls_to("chat.postMessage") if c["channel"] == f"D{REQUESTER}"]
+    assert "Marked as solved. Glad the article helped!" in json.dumps(told[-1]["blocks"])
     triage_cards = [c for c in bot.slack.calls_to("chat.update") if c["channel"] == TRIAGE]
     assert "Self-served" in json.dumps(triage_cards[-1]["blocks"])
 
