@@ -28,7 +28,6 @@ from store.queries import enqueue_messages, outbox_row
 log = logging.getLogger("ithelp.knowledge")
 SUGGESTION_HEADLINE = "While you wait, one of these may solve it right away:"
 SELF_SERVED = "Self-served"
-MAX_BUTTON_TITLE = 40
 SENT_EXCERPT = 1500
 AGENT_RESULTS = 8
 SENT_SOURCE = "kb:"
