@@ -228,12 +228,14 @@ class TicketService:
                                                             priority, origin, dedup, now), True)
 
     async def open_in(self, session: AsyncSession, requester: PersonRef, summary: str, *, origin: Origin,
-                      dedup: tuple[str, str]) -> TicketSnapshot:
-        """Open a ticket inside the caller's transaction (a held request filed by its timer or by a click), with
-        the default priority; ``dedup`` becomes its intake key."""
-        summary, description = _clean_intake(summary, "")
-        return await self._insert_and_set_up(session, requester, summary, description, None,
-                                             self.config.default_priority, origin, dedup, self.clock.now())
+                      dedup: tuple[str, str], description: str = "", category: str | None = None,
+                      priority: str | None = None) -> TicketSnapshot:
+        """Open a ticket inside the caller's transaction (a held request filed by its timer or by a click);
+        ``dedup`` becomes its intake key, and a priority no longer configured falls back to the default."""
+        summary, description = _clean_intake(summary, description)
+        priority = priority if priority in self.config.priorities else self.config.default_priority
+        return await self._insert_and_set_up(session, requester, summary, description, category, priority, origin,
+                                             dedup, self.clock.now())
 
     async def _repeat(self, session: AsyncSession, dedup: tuple[str, str] | None) -> OpenResult:
         existing = await self._ticket_for_dedup(session, dedup) if dedup is not None else None
@@ -714,6 +716,11 @@ def _clean_text(text: str, what: str, limit: int, *, required: bool) -> str:
     if len(cleaned) > limit:
         raise InvalidInput(f"The {what} is {len(cleaned):,} characters; the limit is {limit:,}.", field=what)
     return cleaned
+
+
+def check_intake(summary: str, description: str = "") -> tuple[str, str]:
+    """(summary, description) as a ticket would store them, or ``InvalidInput``: for intake that files later."""
+    return _clean_intake(summary, description)
 
 
 def _clean_intake(summary: str, description: str) -> tuple[str, str]:

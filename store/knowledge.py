@@ -102,6 +102,9 @@ class KbHeldRequest(Base):
     person: Mapped[dict[str, Any]] = mapped_column(JSON)
     """Who asked, as the adapter saw them (platform, user id, name, zone)."""
     summary: Mapped[str] = mapped_column(Text)
+    description: Mapped[str] = mapped_column(Text, default="")
+    category: Mapped[str | None] = mapped_column(String(100))
+    priority: Mapped[str | None] = mapped_column(String(16))
     origin: Mapped[dict[str, Any]] = mapped_column(JSON)
     articles: Mapped[dict[str, Any]] = mapped_column(JSON)
     """``{"ids": [...]}``: the articles offered, best first."""

@@ -150,3 +150,26 @@ async def test_teams_ask_first_files_on_i_still_need_help_and_on_timeout(
     await settle(teams, clock)
     assert [t.summary for t in await tickets(db)] == ["printer jammed on the 2nd floor",
                                                       "onedrive not syncing my files"]
+
+
+async def test_slack_ask_first_from_the_form_asks_in_a_dm_and_files_with_everything_typed(bot: SlackBot) -> None:
+    from bot.routing import Form
+    from bot.simulators import slack_requests as rq
+    from tests.slack_harness import SECRET
+
+    assert bot.server.desk is not None
+    await bot.server.desk.knowledge.reindex()
+    status, body = await bot.send(rq.view_submission(
+        Form.NEW_TICKET.value, {"summary": {"input": "Can't get into the building"},
+                                "description": {"input": "my badge doesn't open the door anymore"},
+                                "urgency": {"input": {"type": "static_select", "selected_option": {"value": "P2"}}}},
+        REQUESTER, SECRET))
+    assert status == 200 and not body
+    [asked] = [c for c in bot.slack.calls_to("chat.postMessage") if "Before I pass this to IT" in json.dumps(c)]
+    assert asked["channel"] == REQUESTER and "Door badge not working" in json.dumps(asked["blocks"])
+    assert await bot.tickets() == []
+    await bot.click(Action.KB_ASK_FILE, buttons(asked["blocks"])[Action.KB_ASK_FILE.value], REQUESTER,
+                    channel_id=f"D{REQUESTER}")
+    [ticket] = await bot.tickets()
+    assert (ticket.summary, ticket.description, ticket.priority) == (
+        "Can't get into the building", "my badge doesn't open the door anymore", "P2")

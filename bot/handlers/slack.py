@@ -324,12 +324,16 @@ class SlackAdapter:
         try:
             requester = await self.person(user_id, name=body["user"].get("name"))
             priority = draft.urgency if draft.urgency in self.desk.config.priorities else None
-            await self.desk.tickets.open(
-                requester, escape_typed(draft.summary), description=escape_typed(draft.description),
-                category=draft.category,
-                priority=priority, origin=Origin("slack", conversation=view.get("private_metadata") or None),
-                dedup=("slack-view", view["id"]), defer_setup=True,
-            )
+            origin = Origin("slack", conversation=view.get("private_metadata") or None)
+            question = await self.desk.knowledge.held.hold(  # ask_first: articles before filing, in a DM
+                requester, escape_typed(draft.summary), origin, ("slack-view", view["id"]),
+                description=escape_typed(draft.description), category=draft.category, priority=priority)
+            if question is None:
+                await self.desk.tickets.open(
+                    requester, escape_typed(draft.summary), description=escape_typed(draft.description),
+                    category=draft.category, priority=priority, origin=origin,
+                    dedup=("slack-view", view["id"]), defer_setup=True,
+                )
         except InvalidInput as exc:
             field = new_ticket.SUMMARY_BLOCK if exc.field == "summary" else new_ticket.DESCRIPTION_BLOCK
             await ack(response_action="errors", errors={field: str(exc)})
@@ -339,6 +343,12 @@ class SlackAdapter:
             await ack(response_action="errors", errors={new_ticket.SUMMARY_BLOCK: friendly(exc, PLATFORM)})
             return
         await ack()
+        if question is not None:
+            try:
+                await self.client.chat_postMessage(channel=user_id, text=slack_blocks.notice_text(question),
+                                                   blocks=slack_blocks.notice_blocks(question))
+            except SlackApiError as exc:  # held all the same: its timer files it
+                log.warning("could not ask %s about their request first: %s", user_id, exc)
 
     async def _on_resolve_submit(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         note = resolve_note.parse_slack_submission(view["state"]["values"])

@@ -20,7 +20,7 @@ from bot.knowledge.suggestions import article_lines
 from bot.messages import TEXT, text_payload
 from bot.people import PersonRef
 from bot.routing import Action
-from bot.tickets import NotAllowed, Origin, TicketSnapshot
+from bot.tickets import NotAllowed, Origin, TicketSnapshot, check_intake
 from bot.views import CardAction, Message, Notice
 from store.knowledge import FILED, HELD, SELF_SOLVED, KbArticle, KbHeldRequest, cancel_timer, search
 from store.queries import enqueue_message, insert_if_absent, schedule_timer
@@ -37,20 +37,23 @@ class HeldRequests:
         self.core = core
         self.config = core.config.knowledge
 
-    async def hold(self, requester: PersonRef, summary: str, origin: Origin,
-                   dedup: tuple[str, str]) -> Notice | None:
+    async def hold(self, requester: PersonRef, summary: str, origin: Origin, dedup: tuple[str, str], *,
+                   description: str = "", category: str | None = None, priority: str | None = None) -> Notice | None:
         """The question to show instead of filing, or None: not ``ask_first``, or no article matches (filed as
         usual, so nobody waits on an empty list)."""
         if self.config.mode != "ask_first" or not self.config.enabled:
             return None
+        # Refused now, as filing would refuse it, rather than when the timer files it.
+        summary, description = check_intake(summary, description)
         now = self.core.clock.now()
         async with self.core.db.transaction() as session:
-            hits = await search(session, summary, limit=self.config.max_suggestions)
+            hits = await search(session, f"{summary} {description}", limit=self.config.max_suggestions)
             if not hits:
                 return None
             row = await insert_if_absent(session, KbHeldRequest, {
                 "intake_key": f"{dedup[0]}:{dedup[1]}"[:300], "status": HELD, "person": asdict(requester),
-                "summary": summary, "origin": asdict(origin), "articles": {"ids": [h.article_id for h in hits]},
+                "summary": summary, "description": description, "category": category, "priority": priority,
+                "origin": asdict(origin), "articles": {"ids": [h.article_id for h in hits]},
                 "created_at": now, "due_at": now + self.config.ask_timeout, "ticket_id": None,
             }, conflict=("intake_key",))
             if row is None:  # the platform's retry of a request already held: the same question again
@@ -113,6 +116,7 @@ class HeldRequests:
     async def _file(self, session: AsyncSession, row: KbHeldRequest) -> TicketSnapshot:
         ticket = await self.core.tickets.open_in(
             session, PersonRef(**row.person), row.summary, origin=Origin(**row.origin),
-            dedup=(INTAKE_SOURCE, str(row.id)))
+            dedup=(INTAKE_SOURCE, str(row.id)), description=row.description, category=row.category,
+            priority=row.priority)
         row.status, row.ticket_id = FILED, ticket.id
         return ticket
