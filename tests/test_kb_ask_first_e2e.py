@@ -173,3 +173,26 @@ async def test_slack_ask_first_from_the_form_asks_in_a_dm_and_files_with_everyth
     [ticket] = await bot.tickets()
     assert (ticket.summary, ticket.description, ticket.priority) == (
         "Can't get into the building", "my badge doesn't open the door anymore", "P2")
+
+
+async def test_teams_ask_first_from_the_form_replaces_it_with_the_articles_and_files_on_i_still_need_help(
+    teams: Server, fake: FakeBotConnector, db: Database, clock: ManualClock  # noqa: F811
+) -> None:
+    from bot.routing import Form
+
+    assert await send(teams, ta.message("new ticket", service_url=fake.service_url)) == 201
+    [form_id] = [str(c.response["id"]) for c in fake.activities if c.ok and c.method == "POST"
+                 and c.conversation_id == PERSONAL and isinstance(c.response, dict)]
+    form = {"form": Form.NEW_TICKET.value, "summary": "Can't get into the building",
+            "description": "my badge doesn't open the door anymore", "urgency": "P2"}
+    assert await send(teams, ta.message(None, service_url=fake.service_url, reply_to_id=form_id, value=form)) == 201
+    assert await tickets(db) == []
+    shown = fake.activity(PERSONAL, form_id)
+    assert shown is not None and "Door badge not working" in json.dumps(shown)
+    [still_need_help] = [a["data"] for att in shown["attachments"] for a in att["content"].get("actions") or []
+                         if a.get("data", {}).get("action") == Action.KB_ASK_FILE.value]
+    assert await send(teams, ta.message(None, service_url=fake.service_url, reply_to_id=form_id,
+                                        value=still_need_help)) == 201
+    [ticket] = await tickets(db)
+    assert (ticket.summary, ticket.description, ticket.priority) == (
+        "Can't get into the building", "my badge doesn't open the door anymore", "P2")

@@ -416,11 +416,19 @@ class TeamsAdapter:
             form_id = activity.reply_to_id or activity.id
             try:
                 priority = draft.urgency if draft.urgency in self.desk.config.priorities else None
+                origin = Origin("teams", conversation=activity.conversation.id)
+                dedup = (DEDUP_SOURCE, f"{activity.conversation.id}|form|{form_id}"[-256:])
+                question = await self.desk.knowledge.held.hold(  # ask_first: articles before filing
+                    person, escape_typed(draft.summary), origin, dedup, description=escape_typed(draft.description),
+                    category=draft.category, priority=priority)
+                if question is not None:
+                    card = adaptive_cards.notice_card(question)
+                    if not await self._replace_card(turn, card):
+                        await self._send_card(turn, card)
+                    return
                 result = await self.desk.tickets.open(
                     person, escape_typed(draft.summary), description=escape_typed(draft.description),
-                    category=draft.category,
-                    priority=priority, origin=Origin("teams", conversation=activity.conversation.id),
-                    dedup=(DEDUP_SOURCE, f"{activity.conversation.id}|form|{form_id}"[-256:]), defer_setup=True)
+                    category=draft.category, priority=priority, origin=origin, dedup=dedup, defer_setup=True)
             except Exception as exc:
                 error = str(exc) if isinstance(exc, InvalidInput) else friendly(exc, PLATFORM)
             else:
