@@ -79,3 +79,4 @@ async def test_requests_ask_first_kept_from_becoming_tickets_count_as_self_serve
     clock.advance(timedelta(minutes=1))
     report = await knowledge_report(desk.db, since=since, until=clock.now())
     assert (report.requests, report.self_served) == (2, 1)
+
