@@ -3,7 +3,10 @@
 Each request to ithelp really opens a ticket (row + event + outbox rows) and the outbox posts the
 triage card to a fake Slack while the load runs. The bare Bolt app only acks: it is the floor.
 
-    python bench/ack_latency.py [--requests 1000] [--concurrency 16] [--rounds 2]
+    python bench/ack_latency.py [--requests 1000] [--concurrency 16] [--rounds 2] [--knowledge]
+
+``--knowledge`` turns on the knowledge base (the shipped test collection; every request matches articles),
+so the figures include the suggestions each opening writes.
 
 This is a shared 2-core machine: the load generator, the server and PostgreSQL compete for it, and
 one burst's figures swing by a third. So every target stays up and the rounds take turns, and each
@@ -50,12 +53,17 @@ SECRET = "bench-signing-secret"
 USERS = [f"UBENCH{i:03d}" for i in range(50)]
 
 
+KNOWLEDGE = False
+"""``--knowledge``: serve with the knowledge base on."""
+
+
 def config_text(db_url: str, schema: str | None, slack_url: str) -> str:
+    knowledge = f"knowledge: {{folder: \"{ROOT / 'tests' / 'data' / 'kb' / 'articles'}\"}}\n" if KNOWLEDGE else ""
     return f"""
 database: {{url: "{db_url}", schema_name: {schema or "null"}, pool_size: 20}}
 slack: {{bot_token: xoxb-bench, signing_secret: {SECRET}, api_url: "{slack_url}", triage_channel: C0TRIAGE}}
 engine: {{min_interval_per_channel: 0s, tick_interval: 1s}}
-"""
+{knowledge}"""
 
 
 def make_request(index: int) -> rq.SignedRequest:
@@ -155,7 +163,10 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--skip-postgres", action="store_true")
     parser.add_argument("--skip-sqlite", action="store_true")
+    parser.add_argument("--knowledge", action="store_true", help="serve with the knowledge base on")
     args = parser.parse_args()
+    global KNOWLEDGE
+    KNOWLEDGE = args.knowledge
     targets: list[Target] = []
     schema: str | None = None
     with tempfile.TemporaryDirectory() as tmp:

@@ -110,6 +110,20 @@ async def _nps_score(desk: Desk, click: Click) -> object:
     return await desk.nps.answer(click.ticket_id, click.person, -1 if score is None else score)
 
 
+async def _kb_solved(desk: Desk, click: Click) -> object:
+    return await desk.knowledge.solved(click.ticket_id, click.person, click.choice)
+
+
+async def _ask_solved(desk: Desk, click: Click) -> object:
+    # ask_first buttons carry a held request's id where other buttons carry a ticket's.
+    await desk.knowledge.held.solved(click.ticket_id, click.person)
+    return None
+
+
+async def _ask_file(desk: Desk, click: Click) -> object:
+    return await desk.knowledge.held.still_need_help(click.ticket_id, click.person)
+
+
 async def _acknowledge_page(desk: Desk, click: Click) -> object:
     return await desk.escalation.acknowledge(click.ticket_id, click.person, where=click.where)
 
@@ -148,12 +162,16 @@ ACTIONS: dict[Action, Rule] = {
     Action.ESCALATE: Rule(_escalate, Who.SERVICE, "escalate this ticket"),
     Action.CONVERSATION_JOIN: Rule(_held_message, Who.SERVICE, "answer this question"),
     Action.CONVERSATION_NEW: Rule(_held_message, Who.SERVICE, "answer this question"),
+    Action.KB_SOLVED: Rule(_kb_solved, Who.SERVICE, "say this ticket is solved"),
+    Action.KB_ASK_SOLVED: Rule(_ask_solved, Who.SERVICE, "answer this question"),
+    Action.KB_ASK_FILE: Rule(_ask_file, Who.SERVICE, "answer this question"),
 }
 
 FORMS: dict[Action, tuple[Who, str]] = {
     Action.RESOLVE: (Who.AGENTS, "resolve tickets"),
     Action.SURVEY_REASON: (Who.SERVICE, "answer this survey"),
     Action.NEW_TICKET: (Who.SERVICE, "open a ticket"),
+    Action.KB_SEND: (Who.AGENTS, "send articles"),
 }
 """Buttons that open a form; the adapter checks ``check_allowed`` first, then shows its platform's form."""
 

@@ -45,13 +45,16 @@ class CardBuilder:
 
     def __init__(self, config: AppConfig, sla_lines: SlaLines = _no_sla, *,
                  escalation_state: Callable[[AsyncSession, int], Awaitable[Text | None]] | None = None,
-                 can_escalate: Callable[[AsyncSession, Ticket], Awaitable[bool]] | None = None) -> None:
+                 can_escalate: Callable[[AsyncSession, Ticket], Awaitable[bool]] | None = None,
+                 resolution_fact: Callable[[AsyncSession, int], Awaitable[Fact | None]] | None = None) -> None:
         self.config = config
         self.sla_lines = sla_lines
         # (session, ticket id) -> "Escalated: level 2 of 3 …" or None, when escalation is on.
         self.escalation_state = escalation_state
         # (session, ticket) -> whether the requester's copy offers "Escalate" (a target has passed).
         self.can_escalate = can_escalate
+        # (session, ticket id) -> how a resolved ticket was resolved ("Self-served with …"), or None.
+        self.resolution_fact = resolution_fact
         self.desk_zone = config.calendars[config.default_calendar].timezone
 
     def priority_label(self, priority: str) -> str:
@@ -74,6 +77,10 @@ class CardBuilder:
         ]
         if ticket.category:
             facts.append(Fact("Category", ticket.category))
+        if self.resolution_fact is not None and ticket.status not in OPEN_STATUSES:
+            resolution = await self.resolution_fact(session, ticket.id)
+            if resolution is not None:
+                facts.append(resolution)
         zone = (requester.timezone or self.desk_zone) if audience == REQUESTER else self.desk_zone
         actions = self._actions(ticket, audience)
         if audience == REQUESTER and self.can_escalate is not None and await self.can_escalate(session, ticket):
@@ -112,6 +119,8 @@ class CardBuilder:
             choices=tuple(Choice(self.priority_label(code), f"{ticket.id}:{code}") for code in self.config.priorities),
             selected=f"{ticket.id}:{ticket.priority}",
         ))
+        if self.config.knowledge.enabled:
+            actions.append(CardAction(Action.KB_SEND, "Send article", value))
         return tuple(actions)
 
     async def requester_list(self, session: AsyncSession, person: Person, now: datetime, *,

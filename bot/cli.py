@@ -33,6 +33,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         for where, message in exc.problems:
             print(f"{where}: {message}")
         return 1
+    from bot.knowledge.cli import folder_problems
+
+    problems = folder_problems(config)
+    for where, message in problems:
+        print(f"{where}: {message}")
+    if problems:
+        return 1
     for warning in meaning_changes(config):
         print(f"warning: {warning}")
     if args.explain:
@@ -174,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bot.outbox_cli import add_outbox_parser
 
     add_outbox_parser(sub)
+    from bot.knowledge.cli import add_kb_parser
+
+    add_kb_parser(sub)
     return parser
 
 

@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from bot.config_knowledge import KnowledgeConfig
 from bot.config_platforms import (
     BOT_FRAMEWORK_OPENID_METADATA_URL,
     DatabaseConfig,
@@ -93,6 +94,7 @@ class AppConfig(Section):
     updates: UpdatesConfig = UpdatesConfig()
     surveys: SurveysConfig = SurveysConfig()
     nps: NpsConfig = NpsConfig()
+    knowledge: KnowledgeConfig = KnowledgeConfig()
     engine: EngineConfig = EngineConfig()
     retention: RetentionConfig = RetentionConfig()
     triage_thread: TriageThreadConfig = TriageThreadConfig()

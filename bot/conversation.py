@@ -6,7 +6,8 @@ when a ticket is waiting on its requester, their next plain message in the DM is
 - one open ticket, waiting on them: the message joins it (a requester comment, so the ticket resumes);
 - several open tickets: the message is held (``HeldMessage``) and the bot asks, with one button per ticket and
   one for "something new", which it is about; the answer joins or files the held message exactly once;
-- nothing waiting on them: the message opens a ticket, as before.
+- nothing waiting on them: the message opens a ticket, as before (in ``knowledge.mode: ask_first``, matching
+  articles are shown first and the request is held until the person says they still need help).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy import select, update
 
 from bot.attachments import Attachments, SharedFile, listed, stored, with_files
 from bot.core import Core
+from bot.knowledge.held import HeldRequests
 from bot.messages import NOTICE, notice_payload
 from bot.people import PersonRef
 from bot.routing import Action
@@ -41,9 +43,11 @@ _LABEL_CHARS = 40
 class Routed:
     """What became of a direct message: a new ticket, a comment on an open one, a question, or a repeat."""
 
-    outcome: Literal["opened", "joined", "asked", "repeat"]
+    outcome: Literal["opened", "joined", "asked", "repeat", "articles"]
     ticket: TicketSnapshot | None = None
     created: bool = False
+    articles: Notice | None = None
+    """``articles``: the knowledge-base question to show before filing (ask_first)."""
 
 
 def held_choice(choice: str) -> tuple[int | None, int | None]:
@@ -59,9 +63,10 @@ def held_choice(choice: str) -> tuple[int | None, int | None]:
 class Conversations:
     """Decides what a plain direct message is about, and carries out the person's answer to the question."""
 
-    def __init__(self, core: Core, attachments: Attachments) -> None:
+    def __init__(self, core: Core, attachments: Attachments, held: HeldRequests | None = None) -> None:
         self.core = core
         self.attachments = attachments
+        self.held = held
 
     async def route(self, person: PersonRef, text: str, *, origin: Origin, dedup: tuple[str, str],
                     files: Sequence[SharedFile] = ()) -> Routed:
@@ -74,6 +79,10 @@ class Conversations:
             await self.attachments.hold(person, files, origin, dedup)  # "What's the problem?"
             return Routed("asked")
         if not waiting:
+            if self.held is not None and not files:
+                question = await self.held.hold(person, text, origin, dedup)
+                if question is not None:  # ask_first: articles before filing
+                    return Routed("articles", articles=question)
             result = await self.core.tickets.open(person, text, origin=origin, dedup=dedup, defer_setup=True)
             if files:
                 await self.attachments.comment(result.ticket.id, person, "", files,

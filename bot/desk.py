@@ -28,6 +28,8 @@ from bot.digests import REQUESTER_TIMER, TRIAGE_TIMER, Digests
 from bot.directory import Directory
 from bot.engine import OutboxWorker, RequestsFirst, TimerEngine
 from bot.escalation import AUDIT_TIMER, STEP_TIMER, SUMMARY_TIMER, EscalationAudit, EscalationService, Paging
+from bot.knowledge.held import ASK_TIMER, HeldRequests
+from bot.knowledge.service import KnowledgeService
 from bot.metrics import Metrics
 from bot.notifications import enqueue_for_change
 from bot.people import AgentRoster
@@ -71,6 +73,7 @@ class Desk:
     retention: RetentionService
     directory: Directory
     """Lookups by platform ids for the adapters (who someone is, which ticket a thread belongs to)."""
+    knowledge: KnowledgeService
     cron_jobs: list[CronJob]
     triage_thread: TriageThread
     requester_escalation: RequesterEscalation
@@ -161,6 +164,8 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
     triage_thread = TriageThread(core)
     requester_escalation = RequesterEscalation(core, escalation)
     attachments = Attachments(core)
+    held = HeldRequests(core)
+    knowledge = KnowledgeService(core, held)
 
     def card_lines(ticket: Ticket, now: datetime, zone: str, audience: str) -> list[Text]:
         return sla_lines(ticket, now, sla.calendar(ticket.calendar), zone, audience)
@@ -172,7 +177,7 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
         return (*spans(paged), " · ", *spans(asked)) if paged and asked else paged or asked
 
     cards = CardBuilder(config, card_lines, escalation_state=escalation_line,
-                        can_escalate=requester_escalation.can_escalate)
+                        can_escalate=requester_escalation.can_escalate, resolution_fact=knowledge.self_served_fact)
 
     async def count(change: TicketChange) -> None:
         if change.event.kind == "opened":
@@ -182,6 +187,7 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
 
     # Ticket changes, followed inside the change's own transaction, in this order.
     tickets.subscribe(enqueue_for_change)
+    tickets.subscribe(knowledge.on_change)  # after the card, so the suggestions thread under it
     tickets.subscribe(count)
     tickets.subscribe(sla.on_change)
     tickets.subscribe(escalation.on_change)
@@ -215,6 +221,7 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
     timers.register(TRIAGE_TIMER, digests.on_triage_digest)
     timers.register(TEXT_TIMER, retention.on_text)
     timers.register(PEOPLE_TIMER, retention.on_people)
+    timers.register(ASK_TIMER, held.on_timeout)
 
     # Outbox channels to the pagers (chat channels are registered by the server with its platform clients).
     owns_http = http is None
@@ -224,8 +231,11 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
 
     desk = Desk(core=core, sla=sla, cards=cards, escalation=escalation, surveys=surveys, nps=pulses, weekly=weekly,
                 digests=digests, retention=retention, directory=Directory(db), chat=ChatCommands(core),
-                conversations=Conversations(core, attachments), attachments=attachments, welcomes=Welcomes(core),
-                cron_jobs=[*digests.cron_jobs(), *retention.cron_jobs(), *weekly.cron_jobs()],
+                conversations=Conversations(core, attachments, knowledge.held), attachments=attachments,
+                welcomes=Welcomes(core),
+                knowledge=knowledge,
+                cron_jobs=[*digests.cron_jobs(), *retention.cron_jobs(), *weekly.cron_jobs(),
+                           *knowledge.cron_jobs()],
                 triage_thread=triage_thread, requester_escalation=requester_escalation)
     if owns_http:
         desk.closers.append(http.aclose)

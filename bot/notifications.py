@@ -55,6 +55,8 @@ def _headline(change: TicketChange) -> tuple[Text, Text | None] | None:
         return f"Priority changed from {payload['from']} to {payload['to']}.", None
     if event.kind == "commented" and payload.get("role") == "agent":
         return f"{actor} replied:", _user_text(payload.get("text"))
+    if event.kind == "resolved" and payload.get("self_served"):
+        return "Marked as solved. Glad the article helped!", _user_text(payload.get("note"))
     if event.kind == "resolved":
         return f"{actor} resolved your ticket.", _user_text(payload.get("note"))
     if event.kind == "reopened":

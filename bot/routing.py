@@ -31,6 +31,14 @@ class Action(StrEnum):
     """"It's about IT-3": a held direct message joins that ticket; value ``<ticket id>:<held id>``."""
     CONVERSATION_NEW = "conversation.new"
     """"Something new": a held direct message opens a ticket; value ``0:<held id>``."""
+    KB_SOLVED = "kb.solved"
+    """"This solved it" under a suggested article; its value is ``<ticket id>:<article id>``."""
+    KB_ASK_SOLVED = "kb.ask_solved"
+    """ask_first's "Solved"; its value is the held request's id (not a ticket's: none was filed)."""
+    KB_ASK_FILE = "kb.ask_file"
+    """ask_first's "I still need help"; its value is the held request's id."""
+    KB_SEND = "kb.send"
+    """"Send article" on the triage card: opens the article search (a form)."""
 
 
 class Form(StrEnum):
@@ -39,6 +47,7 @@ class Form(StrEnum):
     NEW_TICKET = "form.new_ticket"
     RESOLVE_NOTE = "form.resolve_note"
     SURVEY_REASON = "form.survey_reason"
+    SEND_ARTICLE = "form.send_article"
 
 
 class Shortcut(StrEnum):

@@ -115,6 +115,8 @@ class Server:
         self._runner, self._site_port = await _listen(app, self.host, self.port)
         if self.run_engine:
             self.engine.start()
+            if desk.config.knowledge.enabled:  # a fresh desk answers from its articles without waiting for the cron
+                self._background.append(asyncio.get_running_loop().create_task(desk.knowledge.index_on_start()))
         log.info("ithelp listening on %s (database: %s, event loop: %s)", self.url, self.db.dialect,
                  type(asyncio.get_running_loop()).__module__.split(".")[0])
 

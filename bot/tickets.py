@@ -228,6 +228,16 @@ class TicketService:
             return OpenResult(await self._insert_and_set_up(session, requester, summary, description, category,
                                                             priority, origin, dedup, now), True)
 
+    async def open_in(self, session: AsyncSession, requester: PersonRef, summary: str, *, origin: Origin,
+                      dedup: tuple[str, str], description: str = "", category: str | None = None,
+                      priority: str | None = None) -> TicketSnapshot:
+        """Open a ticket inside the caller's transaction (a held request filed by its timer or by a click);
+        ``dedup`` becomes its intake key, and a priority no longer configured falls back to the default."""
+        summary, description = _clean_intake(summary, description)
+        priority = priority if priority in self.config.priorities else self.config.default_priority
+        return await self._insert_and_set_up(session, requester, summary, description, category, priority, origin,
+                                             dedup, self.clock.now())
+
     async def _repeat(self, session: AsyncSession, dedup: tuple[str, str] | None) -> OpenResult:
         existing = await self._ticket_for_dedup(session, dedup) if dedup is not None else None
         if existing is None:
@@ -474,6 +484,25 @@ class TicketService:
             return "resolved", {"note": note}
 
         return await self._change(ticket_id, agent, change)
+
+    async def resolve_self_served(self, ticket_id: int, requester: PersonRef, note: str,
+                                  extra: dict[str, Any]) -> TicketSnapshot:
+        """The requester closes their own ticket: an article answered it (``extra`` names which).
+
+        The event is a ``resolved`` one marked ``self_served``, so SLA clocks stop and pages end as for any
+        resolution, and subscribers that should not follow up (surveys) can tell.
+        """
+
+        async def change(session: AsyncSession, ticket: Ticket, actor: Person) -> tuple[str, dict[str, Any]]:
+            if actor.id != ticket.requester_id:
+                raise NotAllowed(f"Only the person who asked can say {ticket.number} is solved.")
+            if ticket.status not in OPEN_STATUSES:
+                raise _Unchanged
+            ticket.status = RESOLVED
+            ticket.resolved_at = self.clock.now()
+            return "resolved", {"note": note, "self_served": True, **extra}
+
+        return await self._change(ticket_id, requester, change)
 
     # -- anyone involved ----------------------------------------------------------------------------
     async def comment(
@@ -725,6 +754,11 @@ def _clean_text(text: str, what: str, limit: int, *, required: bool) -> str:
     if len(cleaned) > limit:
         raise InvalidInput(f"The {what} is {len(cleaned):,} characters; the limit is {limit:,}.", field=what)
     return cleaned
+
+
+def check_intake(summary: str, description: str = "") -> tuple[str, str]:
+    """(summary, description) as a ticket would store them, or ``InvalidInput``: for intake that files later."""
+    return _clean_intake(summary, description)
 
 
 def _clean_intake(summary: str, description: str) -> tuple[str, str]:

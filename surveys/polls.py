@@ -77,6 +77,8 @@ class SurveyService:
             return
         if change.event.kind != "resolved":
             return
+        if change.event.payload.get("self_served") and not change.config.knowledge.survey_self_served:
+            return  # an article answered it: nobody from IT to rate
         survey = await _survey_for(session, ticket.id, lock=True)
         if survey is not None and survey.status != PENDING:
             if not rules.resurvey_on_reopen:

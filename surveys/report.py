@@ -195,6 +195,16 @@ async def _write(config: AppConfig, args: argparse.Namespace, since: datetime, u
                 out.write(line)
             return
         report = await compute_report(db, config, since=since, until=until, by=args.by)
-        out.write(RENDERERS[args.format](report))
+        rendered = RENDERERS[args.format](report)
+        if config.knowledge.enabled and args.format in ("table", "json"):
+            from surveys.report_knowledge import knowledge_report, render_knowledge_table
+
+            knowledge = await knowledge_report(db, since=since, until=until)
+            if args.format == "table":
+                rendered += "\n" + render_knowledge_table(knowledge)
+            else:
+                rendered = json.dumps({**json.loads(rendered), "knowledge": knowledge.as_dict()}, indent=2,
+                                      ensure_ascii=False) + "\n"
+        out.write(rendered)
     finally:
         await db.dispose()

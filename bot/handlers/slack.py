@@ -31,7 +31,7 @@ from bot.cards import CardBuilder
 from bot.channels.slack import SlackChannel, make_client, slack_ref
 from bot.chat_commands import read_command
 from bot.desk import Desk
-from bot.dialogs import new_ticket, resolve_note, survey_reason
+from bot.dialogs import new_ticket, resolve_note, send_article, survey_reason
 from bot.handlers import command_answers, slack_text
 from bot.handlers.errors import OUTAGE, friendly, is_database_outage
 from bot.handlers.payloads import contains_nul, without_nul
@@ -236,6 +236,7 @@ class SlackAdapter:
         app.view(Form.NEW_TICKET.value)(self._on_new_ticket_submit)
         app.view(Form.RESOLVE_NOTE.value)(self._on_resolve_submit)
         app.view(Form.SURVEY_REASON.value)(self._on_survey_reason_submit)
+        app.view(Form.SEND_ARTICLE.value)(self._on_send_article_submit)
         app.shortcut(Shortcut.CREATE_FROM_MESSAGE.value)(self._on_message_shortcut)
         app.event("app_home_opened")(self._on_home_opened)
         app.event("reaction_added")(self._on_reaction)
@@ -250,6 +251,7 @@ class SlackAdapter:
         handlers[Action.RESOLVE] = self._on_resolve_button
         handlers[Action.SURVEY_REASON] = self._on_survey_reason_button
         handlers[Action.NEW_TICKET] = self._on_new_ticket_button
+        handlers[Action.KB_SEND] = self._on_send_article_button
         return handlers
 
     async def _on_command(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
@@ -281,6 +283,13 @@ class SlackAdapter:
             return
         try:
             requester = await self.person(user_id, name=body.get("user_name"))
+            question = await self.desk.knowledge.held.hold(  # ask_first: articles before filing
+                requester, text, Origin("slack", conversation=body.get("channel_id")),
+                ("slack-command", body.get("trigger_id") or f"{user_id}:{text}"))
+            if question is not None:
+                await ack(response_type="ephemeral", text=slack_blocks.notice_text(question),
+                          blocks=slack_blocks.notice_blocks(question))
+                return
             result = await self.desk.tickets.open(
                 requester, text, origin=Origin("slack", conversation=body.get("channel_id")),
                 dedup=("slack-command", body.get("trigger_id") or f"{user_id}:{text}"), defer_setup=True,
@@ -327,12 +336,16 @@ class SlackAdapter:
         try:
             requester = await self.person(user_id, name=body["user"].get("name"))
             priority = draft.urgency if draft.urgency in self.desk.config.priorities else None
-            await self.desk.tickets.open(
-                requester, escape_typed(draft.summary), description=escape_typed(draft.description),
-                category=draft.category,
-                priority=priority, origin=Origin("slack", conversation=view.get("private_metadata") or None),
-                dedup=("slack-view", view["id"]), defer_setup=True,
-            )
+            origin = Origin("slack", conversation=view.get("private_metadata") or None)
+            question = await self.desk.knowledge.held.hold(  # ask_first: articles before filing, in a DM
+                requester, escape_typed(draft.summary), origin, ("slack-view", view["id"]),
+                description=escape_typed(draft.description), category=draft.category, priority=priority)
+            if question is None:
+                await self.desk.tickets.open(
+                    requester, escape_typed(draft.summary), description=escape_typed(draft.description),
+                    category=draft.category, priority=priority, origin=origin,
+                    dedup=("slack-view", view["id"]), defer_setup=True,
+                )
         except InvalidInput as exc:
             field = new_ticket.SUMMARY_BLOCK if exc.field == "summary" else new_ticket.DESCRIPTION_BLOCK
             await ack(response_action="errors", errors={field: str(exc)})
@@ -342,6 +355,12 @@ class SlackAdapter:
             await ack(response_action="errors", errors={new_ticket.SUMMARY_BLOCK: friendly(exc, PLATFORM)})
             return
         await ack()
+        if question is not None:
+            try:
+                await self.client.chat_postMessage(channel=user_id, text=slack_blocks.notice_text(question),
+                                                   blocks=slack_blocks.notice_blocks(question))
+            except SlackApiError as exc:  # held all the same: its timer files it
+                log.warning("could not ask %s about their request first: %s", user_id, exc)
 
     async def _on_resolve_submit(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         note = resolve_note.parse_slack_submission(view["state"]["values"])
@@ -431,6 +450,38 @@ class SlackAdapter:
         except Exception as exc:
             await self._refuse(client, body, friendly(exc, PLATFORM))
 
+    async def _on_send_article_button(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        ticket_id = self._ticket_id(body)
+        if ticket_id is None:
+            return
+        try:
+            check_allowed(self.desk, Action.KB_SEND, PersonRef("slack", body["user"]["id"]))
+            number, choices = await self.desk.knowledge.search_for_agent(ticket_id, "")
+            await client.views_open(trigger_id=body["trigger_id"],
+                                    view=send_article.slack_modal(ticket_id, number, "", choices))
+        except Exception as exc:
+            await self._refuse(client, body, friendly(exc, PLATFORM))
+
+    async def _on_send_article_submit(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+        # Picked an article: send it. Typed words only: search again and show what was found.
+        query, article_id = send_article.parse_slack_submission(view["state"]["values"])
+        try:
+            ticket_id = _ticket_number(view.get("private_metadata"))
+            if ticket_id is None:
+                raise _Refusal("That form doesn't point at a ticket any more.")
+            if article_id is None:
+                if not query:
+                    raise _Refusal(send_article.PICK_ONE)
+                number, choices = await self.desk.knowledge.search_for_agent(ticket_id, query)
+                await ack(response_action="update", view=send_article.slack_modal(ticket_id, number, query, choices))
+                return
+            await self.desk.knowledge.send(ticket_id, await self.person(body["user"]["id"]), article_id)
+        except Exception as exc:
+            await ack(response_action="errors", errors={send_article.QUERY_BLOCK: friendly(exc, PLATFORM)})
+            return
+        await ack()
+
     # -- intake from messages, reactions, shortcuts ---------------------------------------------------
     async def _on_message(self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
         if event.get("bot_id") or event.get("subtype") not in (None, "file_share", "thread_broadcast"):
@@ -473,10 +524,15 @@ class SlackAdapter:
             return
         try:
             person = await self.person(user_id)
-            # A new ticket, or the answer to one waiting on them (or a question which, when that is unclear).
-            await self.desk.conversations.route(person, text, origin=Origin("slack", conversation=channel,
-                                                                            thread=event.get("ts")),
-                                                dedup=("slack-event", event_key), files=files)
+            # A new ticket, the answer to one waiting on them (or a question which, when that is unclear), or
+            # in ask_first mode the articles to try before filing.
+            routed = await self.desk.conversations.route(person, text, origin=Origin("slack", conversation=channel,
+                                                                                     thread=event.get("ts")),
+                                                         dedup=("slack-event", event_key), files=files)
+            if routed.articles is not None:
+                await client.chat_postMessage(channel=channel, thread_ts=event.get("ts"),
+                                              text=slack_blocks.notice_text(routed.articles),
+                                              blocks=slack_blocks.notice_blocks(routed.articles))
         except Exception as exc:
             sorry = friendly(exc, PLATFORM)
             await client.chat_postMessage(channel=channel, text=f"{sorry}\n\nWhat you wrote: {_quote(text)}")

@@ -37,7 +37,7 @@ from bot.chat_commands import read_command
 from bot.config import TeamsConfig
 from bot.deadlines import SAVED_LATE, DeadlineExceeded, within
 from bot.desk import Desk
-from bot.dialogs import new_ticket, resolve_note, survey_reason
+from bot.dialogs import new_ticket, resolve_note, send_article, survey_reason
 from bot.handlers import command_answers, teams_text
 from bot.handlers.errors import OUTAGE, friendly
 from bot.handlers.payloads import contains_nul, without_nul
@@ -324,11 +324,19 @@ class TeamsAdapter:
         origin = Origin("teams", conversation=activity.conversation.id, thread=activity.id)
         try:
             if personal:
-                # A new ticket, or the answer to one waiting on them (or a question which, when that is unclear).
+                # A new ticket, the answer to one waiting on them (or a question which, when that is unclear), or
+                # in ask_first mode the articles to try before filing.
                 routed = await self.desk.conversations.route(person, text, origin=origin, dedup=self._dedup(activity),
                                                              files=files or ())
+                if routed.articles is not None:
+                    await self._send_card(turn, adaptive_cards.notice_card(routed.articles))
+                    return
                 ticket, created = routed.ticket, routed.outcome == "opened" and routed.created
             else:
+                question = await self.desk.knowledge.held.hold(person, text, origin, self._dedup(activity))
+                if question is not None:  # ask_first: articles before filing
+                    await self._send_card(turn, adaptive_cards.notice_card(question))
+                    return
                 result = await self.desk.tickets.open(person, text, origin=origin, dedup=self._dedup(activity),
                                                       defer_setup=True)
                 ticket, created = result.ticket, result.created
@@ -445,6 +453,8 @@ class TeamsAdapter:
             await self._on_resolve_submit(turn, person, value)
         elif form == Form.SURVEY_REASON:
             await self._on_survey_reason_submit(turn, person, value)
+        elif form == Form.SEND_ARTICLE:
+            await self._on_send_article_submit(turn, person, value)
         elif isinstance(action, str) and action in {a.value for a in Action}:
             await self._on_action(turn, person, Action(action), value)
         else:
@@ -459,11 +469,19 @@ class TeamsAdapter:
             form_id = activity.reply_to_id or activity.id
             try:
                 priority = draft.urgency if draft.urgency in self.desk.config.priorities else None
+                origin = Origin("teams", conversation=activity.conversation.id)
+                dedup = (DEDUP_SOURCE, f"{activity.conversation.id}|form|{form_id}"[-256:])
+                question = await self.desk.knowledge.held.hold(  # ask_first: articles before filing
+                    person, escape_typed(draft.summary), origin, dedup, description=escape_typed(draft.description),
+                    category=draft.category, priority=priority)
+                if question is not None:
+                    card = adaptive_cards.notice_card(question)
+                    if not await self._replace_card(turn, card):
+                        await self._send_card(turn, card)
+                    return
                 result = await self.desk.tickets.open(
                     person, escape_typed(draft.summary), description=escape_typed(draft.description),
-                    category=draft.category,
-                    priority=priority, origin=Origin("teams", conversation=activity.conversation.id),
-                    dedup=(DEDUP_SOURCE, f"{activity.conversation.id}|form|{form_id}"[-256:]), defer_setup=True)
+                    category=draft.category, priority=priority, origin=origin, dedup=dedup, defer_setup=True)
             except Exception as exc:
                 error = str(exc) if isinstance(exc, InvalidInput) else friendly(exc, PLATFORM)
             else:
@@ -495,6 +513,26 @@ class TeamsAdapter:
             number = ""
         await self._replace_card(turn, resolve_note.teams_form(ticket_id, number, error=error, note=note))
 
+    async def _on_send_article_submit(self, turn: TurnContext, person: PersonRef, value: dict[str, Any]) -> None:
+        # Picked an article: send it. Typed words only: search again and show what was found.
+        try:
+            ticket_id, query, article_id = send_article.parse_teams_submission(value)
+        except (KeyError, TypeError, ValueError):
+            await self._say(turn, "That form doesn't point at a ticket any more.")
+            return
+        try:
+            if article_id is not None:
+                ticket = await self.desk.knowledge.send(ticket_id, person, article_id)
+                await self._replace_card(turn, adaptive_cards.notice_card(Notice(
+                    ticket_id=ticket.id, number=ticket.number, headline="Article sent to the requester.")))
+                return
+            number, choices = await self.desk.knowledge.search_for_agent(ticket_id, query)
+        except Exception as exc:
+            await self._say(turn, friendly(exc, PLATFORM))
+            return
+        await self._replace_card(turn, send_article.teams_form(
+            ticket_id, number, query, choices, error=None if query else send_article.PICK_ONE))
+
     async def _on_action(self, turn: TurnContext, person: PersonRef, action: Action, value: dict[str, Any]) -> None:
         if action == Action.NEW_TICKET:  # the welcome's button: the same form as "new ticket"
             await self._send_card(turn, new_ticket.teams_form(self.desk.config.categories, self._priority_labels()))
@@ -514,6 +552,15 @@ class TeamsAdapter:
             return
         if action == Action.SURVEY_REASON:
             await self._on_survey_reason_button(turn, person, ticket_id)
+            return
+        if action == Action.KB_SEND:
+            try:
+                check_allowed(self.desk, action, person)
+                number, choices = await self.desk.knowledge.search_for_agent(ticket_id, "")
+            except Exception as exc:
+                await self._say(turn, friendly(exc, PLATFORM))
+                return
+            await self._send_card(turn, send_article.teams_form(ticket_id, number, "", choices))
             return
         conversation = turn.activity.conversation
         where = f"teams:channel:{channel_of(conversation.id)}" if conversation.conversation_type == "channel" else None

@@ -1,7 +1,7 @@
 """conversations: direct messages held while the bot asks which ticket they are about; who was welcomed
 
 Revision ID: 0012
-Revises: 0010
+Revises: 0011
 Create Date: 2026-12-03 07:00:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import store.models
 
 revision = '0012'
-down_revision = '0010'
+down_revision = '0011'
 branch_labels = None
 depends_on = None
 
