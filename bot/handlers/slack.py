@@ -7,11 +7,8 @@ go out through the outbox, which is kicked right after the change commits.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -22,54 +19,28 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_bolt.request.async_internals import build_async_context
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
-from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.actions import ACTIONS, Click, check_allowed, perform
 from bot.cards import CardBuilder
-from bot.channels.slack import SlackChannel, make_client, slack_ref
-from bot.chat_commands import read_command
+from bot.channels.slack import SlackChannel, make_client
 from bot.desk import Desk
-from bot.dialogs import new_ticket, resolve_note, send_article, survey_reason
-from bot.handlers import command_answers, slack_text
 from bot.handlers.errors import OUTAGE, friendly, is_database_outage
 from bot.handlers.payloads import contains_nul, without_nul
+from bot.handlers.slack_clicks import SlackClicks
+from bot.handlers.slack_commands import SlackCommands
+from bot.handlers.slack_events import SlackEvents
+from bot.handlers.slack_home import SlackHome
+from bot.handlers.slack_part import PLATFORM, SlackPart
 from bot.people import PersonRef
-from bot.renderers import slack_blocks
-from bot.requester_escalation import NotYet, matrix_lines, parse_escalate
 from bot.routing import Action, Form, Shortcut
-from bot.text import escape_typed, to_plain
-from bot.tickets import (
-    InvalidInput,
-    Origin,
-    TicketError,
-    TicketSnapshot,
-)
-from bot.triage_notes import Posted
-from bot.welcome import welcome_view
 
-PLATFORM = "Slack"
-# A renamed or relocated person shows up with their new name/zone within this long.
-PEOPLE_CACHE_SECONDS = 300.0
-PEOPLE_CACHE_SIZE = 50_000
 log = logging.getLogger("ithelp.slack")
-
-HELP = (
-    "*ITHelp* — ask IT for help right here.\n"
-    "• `/ithelp <what's wrong>` opens a ticket, e.g. `/ithelp VPN keeps disconnecting`\n"
-    "• `/ithelp` on its own opens a form\n"
-    "• `/ithelp status` shows your open tickets and where they stand; `/ithelp status 13` shows IT-13\n"
-    "• `/ithelp list` lists your open tickets\n"
-    "• In a DM with me, `help`, `status`, `status 13` and `list` work without `/ithelp`\n"
-    "• Or just DM me, or react with :ticket: to any message to turn it into a ticket."
-)
-
-
 
 
 class SlackAdapter:
-    """Mounts at ``POST /slack/events``; also runs Socket Mode when asked."""
+    """Mounts at ``POST /slack/events``; also runs Socket Mode when asked. Routes each Bolt listener to the part
+    of the adapter that handles it (commands, events, clicks, home)."""
 
     def __init__(self, desk: Desk, *, client: AsyncWebClient | None = None) -> None:
         self.desk = desk
@@ -86,8 +57,13 @@ class SlackAdapter:
             raise_error_for_unhandled_request=False,
         )
         self.verifier = SignatureVerifier(self.config.signing_secret)
-        self._people: dict[str, tuple[float, PersonRef]] = {}
         self._socket_mode: Any = None
+        part = SlackPart(desk, self.client)
+        self.people = part
+        self.commands = SlackCommands(part)
+        self.events = SlackEvents(part)
+        self.clicks = SlackClicks(part)
+        self.home = SlackHome(part)
         self.app.error(self._on_error)
         self._register()
 
@@ -180,523 +156,36 @@ class SlackAdapter:
     def _kick(self) -> None:
         self.desk.wake()
 
-    # -- people -------------------------------------------------------------------------------------
+    # -- what the server and other parts ask of Slack -----------------------------------------------------
     async def person(self, user_id: str, *, name: str | None = None) -> PersonRef:
-        """Who is this Slack user? Name and time zone from ``users.info``, once, then from our store
-        (kept in memory for a few minutes: every ticket, click and message starts here).
-
-        ``name`` (a handle from the payload) is only a fallback for someone new whom ``users.info`` can't
-        describe: a person is always shown by their directory display name."""
-        cached = self._people.get(user_id)
-        if cached is not None and cached[0] > time.monotonic():
-            return cached[1]
-        known = await self.desk.directory.known_person("slack", user_id)
-        if known is not None and known.timezone:
-            ref = PersonRef("slack", user_id, known.display_name, known.timezone, known.email)
-            if len(self._people) >= PEOPLE_CACHE_SIZE:
-                self._people.clear()
-            self._people[user_id] = (time.monotonic() + PEOPLE_CACHE_SECONDS, ref)
-            return ref
-        try:
-            info = await asyncio.wait_for(self.client.users_info(user=user_id), timeout=2)
-            user: dict[str, Any] = info["user"]
-            profile = user.get("profile", {})
-            display = user.get("real_name") or profile.get("real_name") or profile.get("display_name")
-            return PersonRef("slack", user_id, display or None, user.get("tz"), profile.get("email"),
-                             fallback_name=name)
-        except (TimeoutError, SlackApiError, OSError) as exc:
-            # Unknown or unreachable: still serve them; the calendar's zone stands in for theirs.
-            log.warning("users.info %s failed: %s", user_id, exc)
-            return PersonRef("slack", user_id, fallback_name=name)
-
-    async def neutral(self, text: str) -> str:
-        """Slack message text as the desk stores it (``bot.text``): entities decoded once, links kept, mentions
-        as display names."""
-        users = slack_text.mentioned_users(text)
-        stored = await self.desk.directory.display_names("slack", users)
-        names = {user: name for user, name in stored.items() if name}
-        for user in users - names.keys():
-            names[user] = (await self.person(user)).display_name or user
-        return slack_text.decode(text, names)
+        """Who this Slack user is (see ``SlackPart.person``)."""
+        return await self.people.person(user_id, name=name)
 
     async def refresh_agent_groups(self) -> None:
-        for group in self.desk.config.agents.slack_usergroups:
-            try:
-                response = await self.client.usergroups_users_list(usergroup=group)
-                users: list[str] = response.get("users", [])
-                members = {f"slack:{user}" for user in users}
-                self.desk.roster.set_group_members(group, members)
-            except SlackApiError as exc:
-                log.warning("could not read Slack user group %s: %s", group, exc)
+        """Re-read the members of the agents' Slack user groups."""
+        await self.people.refresh_agent_groups()
+
+    async def publish_home(self, user_id: str) -> None:
+        """Publish ``user_id``'s App Home tab."""
+        await self.home.publish_home(user_id)
 
     # -- listeners ----------------------------------------------------------------------------------
     def _register(self) -> None:
         app = self.app
-        app.command(self.config.command)(self._on_command)
-        app.view(Form.NEW_TICKET.value)(self._on_new_ticket_submit)
-        app.view(Form.RESOLVE_NOTE.value)(self._on_resolve_submit)
-        app.view(Form.SURVEY_REASON.value)(self._on_survey_reason_submit)
-        app.view(Form.SEND_ARTICLE.value)(self._on_send_article_submit)
-        app.shortcut(Shortcut.CREATE_FROM_MESSAGE.value)(self._on_message_shortcut)
-        app.event("app_home_opened")(self._on_home_opened)
-        app.event("reaction_added")(self._on_reaction)
-        app.event("message")(self._on_message)
-        app.event("app_mention")(self._on_mention)
-        for action, handler in self._action_handlers().items():
+        app.command(self.config.command)(self.commands.on_command)
+        app.view(Form.NEW_TICKET.value)(self.commands.on_new_ticket_submit)
+        app.view(Form.RESOLVE_NOTE.value)(self.clicks.on_resolve_submit)
+        app.view(Form.SURVEY_REASON.value)(self.clicks.on_survey_reason_submit)
+        app.view(Form.SEND_ARTICLE.value)(self.clicks.on_send_article_submit)
+        app.shortcut(Shortcut.CREATE_FROM_MESSAGE.value)(self.events.on_message_shortcut)
+        app.event("app_home_opened")(self.home.on_home_opened)
+        app.event("reaction_added")(self.events.on_reaction)
+        app.event("message")(self.events.on_message)
+        app.event("app_mention")(self.events.on_mention)
+        handlers = self.clicks.action_handlers()
+        handlers[Action.NEW_TICKET] = self.commands.on_new_ticket_button
+        for action, handler in handlers.items():
             app.action(action.value)(handler)
-
-    def _action_handlers(self) -> dict[Action, Callable[..., Awaitable[None]]]:
-        # Every button of the shared table goes through one handler; the two that open a modal have their own.
-        handlers: dict[Action, Callable[..., Awaitable[None]]] = dict.fromkeys(ACTIONS, self._on_click)
-        handlers[Action.RESOLVE] = self._on_resolve_button
-        handlers[Action.SURVEY_REASON] = self._on_survey_reason_button
-        handlers[Action.NEW_TICKET] = self._on_new_ticket_button
-        handlers[Action.KB_SEND] = self._on_send_article_button
-        return handlers
-
-    async def _on_command(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
-        text = (await self.neutral(body.get("text") or "")).strip()
-        user_id = body["user_id"]
-        if not text:
-            try:
-                await client.views_open(trigger_id=body["trigger_id"], view=new_ticket.slack_modal(
-                    self.desk.config.categories, self._priority_labels(), private_metadata=body.get("channel_id", "")))
-                await ack()
-            except SlackApiError as exc:
-                log.warning("views.open failed: %s", exc)
-                await ack(response_type="ephemeral", text="I couldn't open the form just now. Type "
-                          "`/ithelp <what's wrong>` instead and I'll open the ticket straight away.")
-            return
-        try:
-            escalating = parse_escalate(text)
-        except InvalidInput as exc:
-            await ack(response_type="ephemeral", text=slack_blocks.escape_mrkdwn(str(exc)))
-            return
-        if escalating is not None:
-            await ack(response_type="ephemeral", text=await self._escalate(user_id, *escalating))
-            return
-        command = read_command(text)
-        if command is not None:
-            person = await self.person(user_id, name=body.get("user_name"))
-            answer = await command_answers.for_slack(self.desk.chat, person, command, self._help())
-            await ack(response_type="ephemeral", **answer)
-            return
-        try:
-            requester = await self.person(user_id, name=body.get("user_name"))
-            question = await self.desk.knowledge.held.hold(  # ask_first: articles before filing
-                requester, text, Origin("slack", conversation=body.get("channel_id")),
-                ("slack-command", body.get("trigger_id") or f"{user_id}:{text}"))
-            if question is not None:
-                await ack(response_type="ephemeral", text=slack_blocks.notice_text(question),
-                          blocks=slack_blocks.notice_blocks(question))
-                return
-            result = await self.desk.tickets.open(
-                requester, text, origin=Origin("slack", conversation=body.get("channel_id")),
-                dedup=("slack-command", body.get("trigger_id") or f"{user_id}:{text}"), defer_setup=True,
-            )
-        except Exception as exc:
-            await ack(response_type="ephemeral", text=f"{friendly(exc, PLATFORM)}\n\nWhat you typed: {_quote(text)}")
-            return
-        await ack(response_type="ephemeral", text=self._ack_text(result.ticket))
-
-    def _ack_text(self, ticket: TicketSnapshot, *, author: str | None = None) -> str:
-        """The acknowledgement; with ``author`` (a Slack user id) it is posted where others read it too, so it
-        names the person the ticket is for and whose clock its times are on."""
-        label = f"{to_plain(ticket.requester_name)}'s time" if author else "your time"
-        wording = self.desk.acknowledgement(ticket, zone_label=label)
-        summary = slack_blocks.mrkdwn(to_plain(ticket.summary), slack_blocks.MAX_SUMMARY)
-        return (f"{f'<@{author}> ' if author else ''}{slack_blocks.mrkdwn(wording)} — _{summary}_\n"
-                "I'll keep you posted in a DM thread; reply there to add details.")
-
-    def _help(self) -> str:
-        lines = "\n".join(f"• {slack_blocks.escape_mrkdwn(line)}" for line in matrix_lines(self.desk.config))
-        return f"{HELP}\n\n*Who handles what, and how to escalate*\n{lines}".replace(
-            "`escalate ", f"`{self.config.command} escalate ")
-
-    async def _escalate(self, user_id: str, ticket_id: int, why: str) -> str:
-        """``/ithelp escalate N <why>``: what to answer, ephemerally."""
-        try:
-            said = await self.desk.requester_escalation.escalate(ticket_id, await self.person(user_id), why)
-        except NotYet as exc:
-            return slack_blocks.mrkdwn(exc.text)  # the target's time on the reader's own clock
-        except Exception as exc:
-            return slack_blocks.escape_mrkdwn(friendly(exc, PLATFORM))
-        return slack_blocks.escape_mrkdwn(said)
-
-    def _priority_labels(self) -> dict[str, str]:
-        return {code: f"{code} · {p.label}" for code, p in self.desk.config.priorities.items()}
-
-    async def _on_new_ticket_submit(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
-        draft = new_ticket.parse_slack_submission(view["state"]["values"])
-        errors = new_ticket.slack_errors(draft)
-        if errors:
-            await ack(response_action="errors", errors=errors)
-            return
-        user_id = body["user"]["id"]
-        try:
-            requester = await self.person(user_id, name=body["user"].get("name"))
-            priority = draft.urgency if draft.urgency in self.desk.config.priorities else None
-            origin = Origin("slack", conversation=view.get("private_metadata") or None)
-            question = await self.desk.knowledge.held.hold(  # ask_first: articles before filing, in a DM
-                requester, escape_typed(draft.summary), origin, ("slack-view", view["id"]),
-                description=escape_typed(draft.description), category=draft.category, priority=priority)
-            if question is None:
-                await self.desk.tickets.open(
-                    requester, escape_typed(draft.summary), description=escape_typed(draft.description),
-                    category=draft.category, priority=priority, origin=origin,
-                    dedup=("slack-view", view["id"]), defer_setup=True,
-                )
-        except InvalidInput as exc:
-            field = new_ticket.SUMMARY_BLOCK if exc.field == "summary" else new_ticket.DESCRIPTION_BLOCK
-            await ack(response_action="errors", errors={field: str(exc)})
-            return
-        except Exception as exc:
-            # Keep the form open with the person's text in it; nothing they typed is lost.
-            await ack(response_action="errors", errors={new_ticket.SUMMARY_BLOCK: friendly(exc, PLATFORM)})
-            return
-        await ack()
-        if question is not None:
-            try:
-                await self.client.chat_postMessage(channel=user_id, text=slack_blocks.notice_text(question),
-                                                   blocks=slack_blocks.notice_blocks(question))
-            except SlackApiError as exc:  # held all the same: its timer files it
-                log.warning("could not ask %s about their request first: %s", user_id, exc)
-
-    async def _on_resolve_submit(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
-        note = resolve_note.parse_slack_submission(view["state"]["values"])
-        try:
-            ticket_id = _ticket_number(view.get("private_metadata"))
-            if ticket_id is None:
-                raise _Refusal("That form doesn't point at a ticket any more.")
-            await self.desk.tickets.resolve(ticket_id, await self.person(body["user"]["id"]), escape_typed(note))
-        except Exception as exc:
-            await ack(response_action="errors", errors={resolve_note.NOTE_BLOCK: friendly(exc, PLATFORM)})
-            return
-        await ack()
-
-    # -- card buttons -------------------------------------------------------------------------------
-    async def _refuse(self, client: AsyncWebClient, body: dict[str, Any], message: str) -> None:
-        channel = (body.get("channel") or {}).get("id") or body.get("container", {}).get("channel_id")
-        user = body["user"]["id"]
-        try:
-            if channel:
-                await client.chat_postEphemeral(channel=channel, user=user, text=message)
-            else:
-                await client.chat_postMessage(channel=user, text=message)
-        except SlackApiError as exc:
-            log.warning("could not tell %s: %s (%s)", user, message, exc)
-
-    @staticmethod
-    def _ticket_id(body: dict[str, Any]) -> int | None:
-        action = (body.get("actions") or [{}])[0]
-        raw = action.get("value") or (action.get("selected_option") or {}).get("value") or ""
-        return _ticket_number(str(raw).split(":", 1)[0])
-
-    async def _on_click(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
-        """A button or menu from the shared action table (``bot.actions``)."""
-        await ack()
-        ticket_id = self._ticket_id(body)
-        if ticket_id is None:
-            await self._refuse(client, body, "That button doesn't point at a ticket any more.")
-            return
-        user = body["user"]
-        pressed = (body.get("actions") or [{}])[0]
-        channel = (body.get("channel") or {}).get("id") or ""
-        try:
-            person = await self.person(user["id"], name=user.get("name") or user.get("username"))
-            await perform(self.desk, Click(
-                Action(pressed["action_id"]), ticket_id, person,
-                choice=str((pressed.get("selected_option") or {}).get("value") or pressed.get("value") or ""),
-                # A page posted in a channel may be acknowledged by anyone in it (DMs name the person).
-                where=f"slack:channel:{channel}" if channel[:1] in ("C", "G") else None))
-        except Exception as exc:
-            await self._refuse(client, body, friendly(exc, PLATFORM))
-
-    async def _on_survey_reason_button(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await ack()
-        ticket_id = self._ticket_id(body)
-        if ticket_id is None:
-            return
-        try:
-            check_allowed(self.desk, Action.SURVEY_REASON, PersonRef("slack", body["user"]["id"]))
-            view = await self.desk.surveys.view(ticket_id)
-            await client.views_open(trigger_id=body["trigger_id"], view=survey_reason.slack_modal(view.ticket_id,
-                                                                                                  view.number))
-        except Exception as exc:
-            await self._refuse(client, body, friendly(exc, PLATFORM))
-
-    async def _on_survey_reason_submit(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
-        try:
-            ticket_id, reason, comment = survey_reason.read_slack(view)
-            who = PersonRef("slack", body["user"]["id"])
-            check_allowed(self.desk, Action.SURVEY_REASON, who)
-            await self.desk.surveys.add_reason(ticket_id, who, reason, comment)
-        except Exception as exc:
-            await ack(response_action="errors", errors={"reason": friendly(exc, PLATFORM)})
-            return
-        await ack()
-
-    async def _on_resolve_button(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await ack()
-        ticket_id = self._ticket_id(body)
-        user = body["user"]
-        if ticket_id is None:
-            return
-        try:
-            check_allowed(self.desk, Action.RESOLVE, PersonRef("slack", user["id"]))
-            ticket = await self.desk.tickets.get(ticket_id)
-            await client.views_open(trigger_id=body["trigger_id"],
-                                    view=resolve_note.slack_modal(ticket.id, ticket.number))
-        except Exception as exc:
-            await self._refuse(client, body, friendly(exc, PLATFORM))
-
-    async def _on_send_article_button(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await ack()
-        ticket_id = self._ticket_id(body)
-        if ticket_id is None:
-            return
-        try:
-            check_allowed(self.desk, Action.KB_SEND, PersonRef("slack", body["user"]["id"]))
-            number, choices = await self.desk.knowledge.search_for_agent(ticket_id, "")
-            await client.views_open(trigger_id=body["trigger_id"],
-                                    view=send_article.slack_modal(ticket_id, number, "", choices))
-        except Exception as exc:
-            await self._refuse(client, body, friendly(exc, PLATFORM))
-
-    async def _on_send_article_submit(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
-        # Picked an article: send it. Typed words only: search again and show what was found.
-        query, article_id = send_article.parse_slack_submission(view["state"]["values"])
-        try:
-            ticket_id = _ticket_number(view.get("private_metadata"))
-            if ticket_id is None:
-                raise _Refusal("That form doesn't point at a ticket any more.")
-            if article_id is None:
-                if not query:
-                    raise _Refusal(send_article.PICK_ONE)
-                number, choices = await self.desk.knowledge.search_for_agent(ticket_id, query)
-                await ack(response_action="update", view=send_article.slack_modal(ticket_id, number, query, choices))
-                return
-            await self.desk.knowledge.send(ticket_id, await self.person(body["user"]["id"]), article_id)
-        except Exception as exc:
-            await ack(response_action="errors", errors={send_article.QUERY_BLOCK: friendly(exc, PLATFORM)})
-            return
-        await ack()
-
-    # -- intake from messages, reactions, shortcuts ---------------------------------------------------
-    async def _on_message(self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
-        if event.get("bot_id") or event.get("subtype") not in (None, "file_share", "thread_broadcast"):
-            return  # our own posts, edits, joins: not something a person asked
-        user_id = event.get("user")
-        text = (await self.neutral(event.get("text") or "")).strip()
-        files = slack_text.shared_files(event)
-        if not user_id or not (text or files):
-            return
-        channel = event.get("channel", "")
-        thread_ts = event.get("thread_ts")
-        event_key = body.get("event_id") or f"{channel}:{event.get('ts')}"
-        if thread_ts:
-            ticket_id, role = await self._ticket_for_thread(channel, thread_ts)
-            if ticket_id is not None:
-                person = await self.person(user_id)
-                if role == "triage" and not self.desk.tickets.is_agent(person):
-                    return  # colleagues chatting under the card: not relayed to the requester
-                try:
-                    if role == "triage":  # a reply or an internal note, marked as which on the message
-                        await self.desk.triage_thread.agent_message(
-                            ticket_id, person, text, dedup=("slack-event", event_key),
-                            posted=Posted(f"slack:channel:{channel}", slack_ref(channel, str(event.get("ts")))),
-                            files=files)
-                    else:
-                        await self.desk.attachments.comment(ticket_id, person, text, files,
-                                                            dedup=("slack-event", event_key), source=f"{role}_thread")
-                except TicketError as exc:
-                    await client.chat_postMessage(channel=channel, thread_ts=thread_ts,
-                                                  text=slack_blocks.escape_mrkdwn(str(exc)))
-                return
-        if event.get("channel_type") != "im":
-            return
-        command = read_command(text) if text else None
-        if command is not None:
-            person = await self.person(user_id)
-            await client.chat_postMessage(channel=channel,
-                                          **await command_answers.for_slack(self.desk.chat, person, command,
-                                                                            self._help()))
-            return
-        try:
-            person = await self.person(user_id)
-            # A new ticket, the answer to one waiting on them (or a question which, when that is unclear), or
-            # in ask_first mode the articles to try before filing.
-            routed = await self.desk.conversations.route(person, text, origin=Origin("slack", conversation=channel,
-                                                                                     thread=event.get("ts")),
-                                                         dedup=("slack-event", event_key), files=files)
-            if routed.articles is not None:
-                await client.chat_postMessage(channel=channel, thread_ts=event.get("ts"),
-                                              text=slack_blocks.notice_text(routed.articles),
-                                              blocks=slack_blocks.notice_blocks(routed.articles))
-        except Exception as exc:
-            sorry = friendly(exc, PLATFORM)
-            await client.chat_postMessage(channel=channel, text=f"{sorry}\n\nWhat you wrote: {_quote(text)}")
-
-    async def _on_mention(self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
-        if event.get("thread_ts"):
-            return  # thread replies are handled as messages
-        bot_user = (body.get("authorizations") or [{}])[0].get("user_id") or ""
-        raw = (event.get("text") or "").replace(f"<@{bot_user}>", " ") if bot_user else " ".join(
-            word for word in (event.get("text") or "").split() if not word.startswith("<@"))
-        text = (await self.neutral(raw)).strip()
-        if not text:
-            return
-        try:
-            person = await self.person(event["user"])
-            link = await self._permalink(client, event["channel"], event["ts"])
-            result = await self.desk.tickets.open(
-                person, text, origin=Origin("slack", conversation=event["channel"], thread=event["ts"], link=link),
-                dedup=("slack-event", body.get("event_id") or f"{event['channel']}:{event['ts']}"), defer_setup=True)
-            if result.created:
-                await client.chat_postMessage(channel=event["channel"], thread_ts=event["ts"],
-                                              text=self._ack_text(result.ticket))
-        except Exception as exc:
-            await client.chat_postMessage(channel=event["channel"], thread_ts=event["ts"], text=friendly(exc, PLATFORM))
-
-    async def _ticket_for_thread(self, channel: str, thread_ts: str) -> tuple[int | None, str | None]:
-        found = await self.desk.directory.ticket_for_message("slack", slack_ref(channel, thread_ts))
-        return (found.ticket_id, found.role) if found else (None, None)
-
-    async def _on_reaction(self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient,
-                           request: AsyncBoltRequest) -> None:
-        item = event.get("item") or {}
-        if event.get("reaction") != "ticket" or item.get("type") != "message":
-            return
-        channel, ts = item["channel"], item["ts"]
-        reactor = event.get("user")
-        # Slack retrying the event, or the same person reacting again: the first answer stands, say nothing more.
-        retried = bool(request.headers.get("x-slack-retry-num"))
-        first = await self.desk.tickets.first_sighting("slack-reaction", f"{channel}:{ts}:{reactor}")
-        message = await self._fetch_message(client, channel, ts)
-        if message is None:
-            return
-        author = message.get("user") or event.get("item_user")
-        if not author or message.get("bot_id"):
-            return
-        await self._ticket_from_message(client, channel, ts, author, await self.neutral(message.get("text") or ""),
-                                        reporter=reactor, repeat=retried or not first)
-
-    async def _on_message_shortcut(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await ack()
-        message = body.get("message") or {}
-        channel = (body.get("channel") or {}).get("id", "")
-        if not channel or not message.get("ts"):
-            # Slack always sends both; without them there is no message to file and nowhere to say so.
-            raise ValueError("a message shortcut without its message or channel")
-        author = message.get("user") or body["user"]["id"]
-        await self._ticket_from_message(client, channel, message.get("ts", ""), author,
-                                        await self.neutral(message.get("text") or ""), reporter=body["user"]["id"])
-
-    async def _ticket_from_message(self, client: AsyncWebClient, channel: str, ts: str, author: str, text: str,
-                                   *, reporter: str | None, repeat: bool = False) -> None:
-        """File ``author``'s message as their ticket; ``reporter`` (who reacted or used the shortcut) hears about
-        failures and, unless this is a ``repeat`` of their own request, that it was already a ticket."""
-        try:
-            person = await self.person(author)
-            link = await self._permalink(client, channel, ts)
-            result = await self.desk.tickets.open(
-                person, text or "(message without text)",
-                origin=Origin("slack", conversation=channel, thread=ts, link=link),
-                dedup=("slack-message", f"{channel}:{ts}"), defer_setup=True,
-            )
-        except Exception as exc:
-            if reporter:
-                try:
-                    await client.chat_postEphemeral(channel=channel, user=reporter, text=friendly(exc, PLATFORM))
-                except SlackApiError as told:
-                    log.error("could not file message %s in %s (%s), nor tell %s why: %s", ts, channel, exc,
-                              reporter, told)
-            return
-        if result.created:
-            try:
-                await client.reactions_add(channel=channel, timestamp=ts, name="eyes")
-                await client.chat_postMessage(channel=channel, thread_ts=ts,
-                                              text=self._ack_text(result.ticket, author=author))
-            except SlackApiError as exc:
-                log.warning("could not acknowledge ticket %s in %s: %s", result.ticket.number, channel, exc)
-        elif reporter and not repeat:
-            await client.chat_postEphemeral(channel=channel, user=reporter,
-                                            text=f"That message is already {result.ticket.number}.")
-
-    async def _fetch_message(self, client: AsyncWebClient, channel: str, ts: str) -> dict[str, Any] | None:
-        try:
-            response = await client.conversations_history(channel=channel, latest=ts, inclusive=True, limit=1)
-            messages = response.get("messages") or []
-            if messages and messages[0].get("ts") == ts:
-                return dict(messages[0])
-            replies = await client.conversations_replies(channel=channel, ts=ts, limit=1, inclusive=True)
-            for message in replies.get("messages") or []:
-                if message.get("ts") == ts:
-                    return dict(message)
-        except SlackApiError as exc:
-            log.warning("could not read message %s in %s: %s", ts, channel, exc)
-        return None
-
-    async def _permalink(self, client: AsyncWebClient, channel: str, ts: str) -> str | None:
-        try:
-            response = await client.chat_getPermalink(channel=channel, message_ts=ts)
-            return str(response["permalink"])
-        except SlackApiError:
-            return None
-
-    async def _on_home_opened(self, event: dict[str, Any], client: AsyncWebClient) -> None:
-        if event.get("tab", "home") != "home":
-            return
-        user_id = event["user"]
-        await self.publish_home(user_id, client)
-        await self._welcome(user_id, client)
-
-    async def _welcome(self, user_id: str, client: AsyncWebClient) -> None:
-        """The first App Home open greets the person in the app's Messages tab, once (Slack retries events)."""
-        person = await self.person(user_id)
-        if not await self.desk.welcomes.first_time(person):
-            return
-        view = welcome_view("Message me here (or type `/ithelp <what's wrong>` anywhere), or press New ticket.")
-        try:
-            await client.chat_postMessage(channel=user_id, text=slack_blocks.ticket_list_text(view),
-                                          blocks=slack_blocks.ticket_list_blocks(view))
-        except SlackApiError as exc:
-            log.warning("could not welcome %s: %s", user_id, exc)
-            await self.desk.welcomes.forget(person)
-
-    async def _on_new_ticket_button(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
-        """The welcome's New ticket button: the same form as ``/ithelp`` on its own."""
-        await ack()
-        try:
-            check_allowed(self.desk, Action.NEW_TICKET, PersonRef("slack", body["user"]["id"]))
-            channel = (body.get("channel") or {}).get("id") or ""
-            await client.views_open(trigger_id=body["trigger_id"], view=new_ticket.slack_modal(
-                self.desk.config.categories, self._priority_labels(), private_metadata=channel))
-        except Exception as exc:
-            await self._refuse(client, body, friendly(exc, PLATFORM))
-
-    async def publish_home(self, user_id: str, client: AsyncWebClient | None = None) -> None:
-        person_ref = await self.person(user_id)
-        async with self.desk.db.transaction() as session:
-            person = await self.desk.tickets.record_person(session, person_ref)
-            listing = await self.cards.requester_list(session, person, self.desk.clock.now(),
-                                                      include_agent_sections=person.is_agent)
-        await (client or self.client).views_publish(user_id=user_id, view=slack_blocks.home_view(listing))
-
-
-class _Refusal(TicketError):
-    pass
-
-
-def _ticket_number(raw: object) -> int | None:
-    """A ticket id from a button or form value: ASCII digits only ("١٢", "²" and 10**30 name no ticket)."""
-    text = str(raw or "")
-    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
-
-
-def _quote(text: str) -> str:
-    escaped = slack_blocks.escape_mrkdwn(to_plain(text)[:2500])
-    return "\n".join(f"> {line}" for line in escaped.splitlines()) or "> (empty)"
 
 
 __all__ = ["SlackAdapter"]
