@@ -9,67 +9,35 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
 from botbuilder.core import InvokeResponse, MessageFactory, TurnContext
 from botbuilder.integration.aiohttp import CloudAdapter, ConfigurationBotFrameworkAuthentication
-from botbuilder.schema import Activity, ActivityTypes, Attachment
+from botbuilder.schema import Activity, ActivityTypes
 from botframework.connector.auth import AuthenticateRequestResult
 
-from bot.actions import ACTIONS, Click, check_allowed, perform
-from bot.attachments import SharedFile
 from bot.cards import CardBuilder
 from bot.channels.teams import (
     CHANNEL,
     PERSON,
     SEED,
-    THREAD_MARK,
     TeamsChannel,
     channel_of,
     remember_conversation,
-    teams_ref,
 )
-from bot.chat_commands import read_command
 from bot.config import TeamsConfig
 from bot.deadlines import SAVED_LATE, DeadlineExceeded, within
 from bot.desk import Desk
-from bot.dialogs import new_ticket, resolve_note, send_article, survey_reason
-from bot.handlers import command_answers, teams_text
-from bot.handlers.errors import OUTAGE, friendly
+from bot.handlers.errors import OUTAGE
 from bot.handlers.payloads import contains_nul, without_nul
 from bot.handlers.teams_auth import HeaderCheck, install_key_sets
-from bot.people import PersonRef
-from bot.renderers import adaptive_cards
-from bot.requester_escalation import matrix_lines, parse_escalate
-from bot.routing import Action, Form
-from bot.text import escape_typed, to_plain, to_spans, without_controls
-from bot.tickets import InvalidInput, Origin, TicketSnapshot
-from bot.triage_notes import Posted
-from bot.views import Message, Notice
-from bot.welcome import welcome_view
+from bot.handlers.teams_messages import TeamsMessages
+from bot.handlers.teams_submits import TeamsSubmits
+from bot.handlers.teams_turns import REFUSAL_LOG_EVERY, TeamsTurns
 
-PLATFORM = "Teams"
 log = logging.getLogger("ithelp.teams")
-
-HELP = (
-    "**ITHelp**: ask IT for help right here.\n\n"
-    "- Just tell me what's wrong (or `ithelp <what's wrong>`) and I'll open a ticket\n"
-    "- `ithelp` on its own or `new ticket` opens a form\n"
-    "- `status` shows your open tickets and where they stand; `status 13` shows IT-13\n"
-    "- `list` lists your open tickets\n"
-    "- In a channel, mention me: `@ITHelp printer on floor 3 is jammed`\n"
-    "- Reply to one of my messages about a ticket to add details to it"
-)
-DEDUP_SOURCE = "teams-activity"
-# Teams puts the replied-to message id in a quoted-reply blockquote in 1:1 chats, where replyToId is unreliable.
-_QUOTED_REPLY = re.compile(r'itemtype="http://schema\.skype\.com/Reply"[^>]*\bitemid="([^"]+)"')
-REFUSAL_LOG_EVERY = timedelta(minutes=1)
-
-
 
 
 class _BotSettings:
@@ -83,8 +51,9 @@ class _BotSettings:
         self.APP_TENANTID = teams.tenant_id
 
 
-class TeamsAdapter:
-    """Mounts at ``POST /api/messages``; registers the Teams outbox channel on ``desk.outbox``."""
+class TeamsAdapter(TeamsTurns):
+    """Mounts at ``POST /api/messages``; registers the Teams outbox channel on ``desk.outbox``. Authenticates and
+    routes each turn to the messages or the card submissions."""
 
     def __init__(self, desk: Desk) -> None:
         self.desk = desk
@@ -98,8 +67,9 @@ class TeamsAdapter:
         desk.outbox.register("teams", TeamsChannel(self.adapter, desk.db, desk.clock, self.cards, desk.config))
         self._refused = 0
         self._refusal_logged_at: datetime | None = None
+        self.submits = TeamsSubmits(desk)
+        self.messages = TeamsMessages(desk, self.submits)
 
-    # -- transport ----------------------------------------------------------------------------------
     async def handle(self, request: web.Request) -> web.Response:
         """401 for a missing or bad token (decided on the header, before the body is read), 400 for a body
         that isn't an activity, else run the turn: 201 or the invoke's answer."""
@@ -185,7 +155,6 @@ class TeamsAdapter:
     def _kick(self) -> None:
         self.desk.wake()
 
-    # -- turns --------------------------------------------------------------------------------------
     async def _on_turn(self, turn: TurnContext) -> None:
         activity = turn.activity
         if activity.type in (ActivityTypes.message, ActivityTypes.conversation_update, "installationUpdate"):
@@ -194,26 +163,11 @@ class TeamsAdapter:
             except Exception:  # replying still works from the inbound activity; the next message retries
                 log.exception("could not store the conversation reference of activity %s", activity.id)
         if activity.type == ActivityTypes.conversation_update:
-            await self._on_members_added(turn)
+            await self.messages.on_members_added(turn)
         if activity.type == ActivityTypes.message:
-            await self._on_message(turn)
+            await self.messages.on_message(turn)
         elif activity.type == ActivityTypes.invoke:
             await self._on_invoke(turn)
-
-    async def _on_members_added(self, turn: TurnContext) -> None:
-        """The app installed in someone's personal scope: greet them, once (Teams may send the update again)."""
-        activity = turn.activity
-        bot_id = activity.recipient.id if activity.recipient is not None else None
-        added = {member.id for member in activity.members_added or []}
-        personal = (activity.conversation.conversation_type or "personal") == "personal"
-        person = self._person(activity)
-        if not personal or bot_id not in added or person is None:
-            return
-        if not await self.desk.welcomes.first_time(person):
-            return
-        view = welcome_view("Just tell me what's wrong here, or press New ticket for a form.")
-        if not await self._send_card(turn, adaptive_cards.ticket_list_card(view)):
-            await self.desk.welcomes.forget(person)
 
     async def _on_invoke(self, turn: TurnContext) -> None:
         """Action.Execute (``adaptiveCard/action``) takes the same path as Action.Submit; other invokes: 400."""
@@ -229,7 +183,7 @@ class TeamsAdapter:
             return
         data = dict(action.get("data") or {}) if isinstance(action.get("data"), dict) else {}
         data.setdefault("action", action.get("verb"))
-        await self._on_submit(turn, person, data)
+        await self.submits.on_submit(turn, person, data)
         await turn.send_activity(Activity(type=ActivityTypes.invoke_response, value=InvokeResponse(
             status=200, body={"statusCode": 200, "type": "application/vnd.microsoft.activity.message",
                               "value": "Done"})))
@@ -262,399 +216,5 @@ class TeamsAdapter:
                 await remember_conversation(session, key=user.aad_object_id, kind=SEED,
                                             reference=reference.serialize(), now=now, replace=False)
 
-    def _person(self, activity: Activity) -> PersonRef | None:
-        user = activity.from_property
-        if user is None or not user.aad_object_id:
-            return None
-        zone = _valid_zone(activity.local_timezone) or _valid_zone(_client_info_zone(activity))
-        return PersonRef("teams", user.aad_object_id, user.name or None, zone)
 
-    def _dedup(self, activity: Activity) -> tuple[str, str]:
-        # Channel message ids are timestamps, unique per conversation only.
-        return DEDUP_SOURCE, f"{activity.conversation.id}|{activity.id}"[-256:]
-
-    async def _on_message(self, turn: TurnContext) -> None:
-        activity = turn.activity
-        person = self._person(activity)
-        if person is None:
-            log.info("ignoring a Teams message without an AAD object id (%s)", activity.id)
-            return
-        value = activity.value if isinstance(activity.value, dict) else None
-        if value is not None and not (activity.text or "").strip():
-            await self._on_submit(turn, person, value)
-            return
-        personal = (activity.conversation.conversation_type or "personal") == "personal"
-        mentioned = self._strip_bot_mention(activity)
-        text = teams_text.decode(activity.text).strip()
-        files = teams_text.shared_files(activity.attachments or [])
-        if not personal:
-            if await self._thread_comment(turn, person, text, files):
-                return
-            if not mentioned:
-                return  # channel chatter the bot was not asked about
-        elif await self._reply_comment(turn, person, text, files):
-            return
-        await self._on_text(turn, person, text, files)
-
-    @staticmethod
-    def _strip_bot_mention(activity: Activity) -> bool:
-        """Remove ``<at>ITHelp</at>`` from the text; True when the bot was mentioned."""
-        bot_id = activity.recipient.id if activity.recipient else None
-        mentioned = False
-        for entity in activity.entities or []:
-            properties: dict[str, Any] = getattr(entity, "additional_properties", None) or {}
-            if (entity.type or "").lower() == "mention" and (properties.get("mentioned") or {}).get("id") == bot_id:
-                mentioned = True
-                if properties.get("text"):
-                    activity.text = (activity.text or "").replace(properties["text"], " ")
-        return mentioned
-
-    async def _on_text(self, turn: TurnContext, person: PersonRef, text: str,
-                       files: list[SharedFile] | None = None) -> None:
-        personal = (turn.activity.conversation.conversation_type or "personal") == "personal"
-        if files and not text and not personal:
-            return  # a file in a channel with a mention and no words: nothing to file
-        if text.lower().startswith("ithelp"):
-            rest = text[len("ithelp"):]
-            if not rest or rest[0].isspace():
-                text = rest.strip()
-        if (text or not files) and await self._answer_command(turn, person, text):
-            return
-        activity = turn.activity
-        origin = Origin("teams", conversation=activity.conversation.id, thread=activity.id)
-        try:
-            if personal:
-                # A new ticket, the answer to one waiting on them (or a question which, when that is unclear), or
-                # in ask_first mode the articles to try before filing.
-                routed = await self.desk.conversations.route(person, text, origin=origin, dedup=self._dedup(activity),
-                                                             files=files or ())
-                if routed.articles is not None:
-                    await self._send_card(turn, adaptive_cards.notice_card(routed.articles))
-                    return
-                ticket, created = routed.ticket, routed.outcome == "opened" and routed.created
-            else:
-                question = await self.desk.knowledge.held.hold(person, text, origin, self._dedup(activity))
-                if question is not None:  # ask_first: articles before filing
-                    await self._send_card(turn, adaptive_cards.notice_card(question))
-                    return
-                result = await self.desk.tickets.open(person, text, origin=origin, dedup=self._dedup(activity),
-                                                      defer_setup=True)
-                ticket, created = result.ticket, result.created
-        except Exception as exc:
-            await self._say(turn, f"{friendly(exc, PLATFORM)}\n\nWhat you wrote: {to_plain(text)}", person)
-            return
-        if created and ticket is not None:
-            await self._acknowledge(turn, person, ticket)
-
-    async def _answer_command(self, turn: TurnContext, person: PersonRef, text: str) -> bool:
-        """``ithelp`` alone or ``new ticket`` (the form), help, status, list, small talk: True if it was one."""
-        if text.lower() in ("", "new ticket"):
-            await self._send_card(turn, new_ticket.teams_form(self.desk.config.categories, self._priority_labels()))
-            return True
-        try:
-            escalating = parse_escalate(text)
-        except InvalidInput as exc:
-            await self._say(turn, str(exc), person)
-            return True
-        if escalating is not None:
-            try:
-                said = await self.desk.requester_escalation.escalate(escalating[0], person, escalating[1])
-            except Exception as exc:
-                said = friendly(exc, PLATFORM)  # "not yet" included: its time is written out in their zone
-            await self._say(turn, said, person)
-            return True
-        command = read_command(text)
-        if command is not None:
-            answer = await command_answers.for_teams(self.desk.chat, person, command)
-            if answer is None:
-                matrix = "\n".join(f"- {line}" for line in matrix_lines(self.desk.config))
-                await turn.send_activity(MessageFactory.text(
-                    f"{HELP}\n\n**Who handles what, and how to escalate**\n\n{matrix}"))
-            elif isinstance(answer, str):
-                await self._say(turn, answer, person)
-            else:
-                await self._send_card(turn, answer)
-            return True
-        return False
-
-    def _ack_notice(self, ticket: TicketSnapshot) -> Notice:
-        wording = self.desk.acknowledgement(ticket)
-        return Notice(ticket_id=ticket.id, number=ticket.number, headline=wording,
-                      body=(*to_spans(ticket.summary),
-                            "\n\nI'll keep you posted in our chat; reply to my messages to add details."),
-                      numbered=False)
-
-    async def _acknowledge(self, turn: TurnContext, person: PersonRef, ticket: TicketSnapshot, *,
-                           replace: bool = False) -> None:
-        """Tell the requester their ticket number and targets in the turn; if Teams refuses that reply (429, 5xx),
-        the outbox owes it to them and delivers it with retries."""
-        notice = self._ack_notice(ticket)
-        card = adaptive_cards.notice_card(notice)
-        sent = await self._replace_card(turn, card) if replace else await self._send_card(turn, card)
-        if not sent:
-            await self.desk.tickets.tell(person, notice, key=f"ack:{ticket.id}")
-
-    def _priority_labels(self) -> dict[str, str]:
-        return {code: f"{code} · {p.label}" for code, p in self.desk.config.priorities.items()}
-
-    # -- comments relayed from threads and replies ----------------------------------------------------
-    async def _thread_comment(self, turn: TurnContext, person: PersonRef, text: str, files: list[SharedFile]) -> bool:
-        """A message in the thread under a triage card: an agent's comment for the requester."""
-        conversation_id = turn.activity.conversation.id
-        if THREAD_MARK not in conversation_id:
-            return False
-        channel, _, root = conversation_id.partition(THREAD_MARK)
-        found = await self.desk.directory.ticket_for_message("teams", teams_ref(channel, root), role="triage")
-        ticket_id = found.ticket_id if found else None
-        if ticket_id is None:
-            return False
-        if not self.desk.tickets.is_agent(person) or not (text or files):
-            return True  # colleagues chatting under the card: not relayed to the requester
-        try:  # a reply or an internal note, marked as which in the thread
-            await self.desk.triage_thread.agent_message(
-                ticket_id, person, text, dedup=self._dedup(turn.activity),
-                posted=Posted(f"teams:channel:{channel}", teams_ref(conversation_id, str(turn.activity.id))),
-                files=files)
-        except Exception as exc:
-            await self._say(turn, friendly(exc, PLATFORM), person)
-        return True
-
-    async def _reply_comment(self, turn: TurnContext, person: PersonRef, text: str, files: list[SharedFile]) -> bool:
-        """A reply, in a 1:1 chat, to one of the bot's messages about a ticket: the requester's comment."""
-        activity = turn.activity
-        replied = activity.reply_to_id
-        for attachment in activity.attachments or []:
-            found = _QUOTED_REPLY.search(str(attachment.content or ""))
-            if found:
-                replied = found.group(1)
-        if not replied or not (text or files):
-            return False
-        ticket_id = await self.desk.directory.ticket_for_delivered(
-            f"teams:user:{person.user_id}", teams_ref(activity.conversation.id, replied))
-        if ticket_id is None:
-            return False
-        await self._comment(turn, ticket_id, person, text, "requester_thread", files)
-        return True
-
-    async def _comment(self, turn: TurnContext, ticket_id: int, person: PersonRef, text: str, source: str,
-                       files: list[SharedFile]) -> None:
-        try:
-            await self.desk.attachments.comment(ticket_id, person, text, files, dedup=self._dedup(turn.activity),
-                                                source=source)
-        except Exception as exc:
-            await self._say(turn, friendly(exc, PLATFORM), person)
-
-    # -- card submissions ---------------------------------------------------------------------------
-    async def _on_submit(self, turn: TurnContext, person: PersonRef, value: dict[str, Any]) -> None:
-        form, action = value.get("form"), value.get("action")
-        if form == Form.NEW_TICKET:
-            await self._on_new_ticket_submit(turn, person, value)
-        elif form == Form.RESOLVE_NOTE:
-            await self._on_resolve_submit(turn, person, value)
-        elif form == Form.SURVEY_REASON:
-            await self._on_survey_reason_submit(turn, person, value)
-        elif form == Form.SEND_ARTICLE:
-            await self._on_send_article_submit(turn, person, value)
-        elif isinstance(action, str) and action in {a.value for a in Action}:
-            await self._on_action(turn, person, Action(action), value)
-        else:
-            await self._say(turn, "That card is out of date; type `help` to see what I can do.")
-
-    async def _on_new_ticket_submit(self, turn: TurnContext, person: PersonRef, value: dict[str, Any]) -> None:
-        draft = new_ticket.parse_teams_submission(value)
-        error = new_ticket.teams_error(draft)
-        if error is None:
-            activity = turn.activity
-            # Keyed on the form card, not the click: a second click on the same form opens nothing new.
-            form_id = activity.reply_to_id or activity.id
-            try:
-                priority = draft.urgency if draft.urgency in self.desk.config.priorities else None
-                origin = Origin("teams", conversation=activity.conversation.id)
-                dedup = (DEDUP_SOURCE, f"{activity.conversation.id}|form|{form_id}"[-256:])
-                question = await self.desk.knowledge.held.hold(  # ask_first: articles before filing
-                    person, escape_typed(draft.summary), origin, dedup, description=escape_typed(draft.description),
-                    category=draft.category, priority=priority)
-                if question is not None:
-                    card = adaptive_cards.notice_card(question)
-                    if not await self._replace_card(turn, card):
-                        await self._send_card(turn, card)
-                    return
-                result = await self.desk.tickets.open(
-                    person, escape_typed(draft.summary), description=escape_typed(draft.description),
-                    category=draft.category, priority=priority, origin=origin, dedup=dedup, defer_setup=True)
-            except Exception as exc:
-                error = str(exc) if isinstance(exc, InvalidInput) else friendly(exc, PLATFORM)
-            else:
-                await self._acknowledge(turn, person, result.ticket, replace=True)
-                return
-        # The form comes back with the error and everything the person typed.
-        await self._replace_card(turn, new_ticket.teams_form(self.desk.config.categories, self._priority_labels(),
-                                                             draft=draft, error=error))
-
-    async def _on_resolve_submit(self, turn: TurnContext, person: PersonRef, value: dict[str, Any]) -> None:
-        try:
-            ticket_id, note = resolve_note.parse_teams_submission(value)
-        except (KeyError, TypeError, ValueError):
-            await self._say(turn, "That form doesn't point at a ticket any more.")
-            return
-        error = resolve_note.teams_error(note)
-        if error is None:
-            try:
-                ticket = await self.desk.tickets.resolve(ticket_id, person, escape_typed(note))
-            except Exception as exc:
-                error = friendly(exc, PLATFORM)
-            else:
-                await self._replace_card(turn, adaptive_cards.notice_card(Notice(
-                    ticket_id=ticket.id, number=ticket.number, headline="Resolved.", body=note)))
-                return
-        try:
-            number = (await self.desk.tickets.get(ticket_id)).number
-        except Exception:  # the form still says what went wrong, just without the ticket number
-            number = ""
-        await self._replace_card(turn, resolve_note.teams_form(ticket_id, number, error=error, note=note))
-
-    async def _on_send_article_submit(self, turn: TurnContext, person: PersonRef, value: dict[str, Any]) -> None:
-        # Picked an article: send it. Typed words only: search again and show what was found.
-        try:
-            ticket_id, query, article_id = send_article.parse_teams_submission(value)
-        except (KeyError, TypeError, ValueError):
-            await self._say(turn, "That form doesn't point at a ticket any more.")
-            return
-        try:
-            if article_id is not None:
-                ticket = await self.desk.knowledge.send(ticket_id, person, article_id)
-                await self._replace_card(turn, adaptive_cards.notice_card(Notice(
-                    ticket_id=ticket.id, number=ticket.number, headline="Article sent to the requester.")))
-                return
-            number, choices = await self.desk.knowledge.search_for_agent(ticket_id, query)
-        except Exception as exc:
-            await self._say(turn, friendly(exc, PLATFORM))
-            return
-        await self._replace_card(turn, send_article.teams_form(
-            ticket_id, number, query, choices, error=None if query else send_article.PICK_ONE))
-
-    async def _on_action(self, turn: TurnContext, person: PersonRef, action: Action, value: dict[str, Any]) -> None:
-        if action == Action.NEW_TICKET:  # the welcome's button: the same form as "new ticket"
-            await self._send_card(turn, new_ticket.teams_form(self.desk.config.categories, self._priority_labels()))
-            return
-        ticket_id = _ticket_id(value)
-        if ticket_id is None:
-            await self._say(turn, "That button doesn't point at a ticket any more.")
-            return
-        if action == Action.RESOLVE:
-            try:
-                check_allowed(self.desk, action, person)
-                ticket = await self.desk.tickets.get(ticket_id)
-            except Exception as exc:
-                await self._say(turn, friendly(exc, PLATFORM))
-                return
-            await self._send_card(turn, resolve_note.teams_form(ticket.id, ticket.number))
-            return
-        if action == Action.SURVEY_REASON:
-            await self._on_survey_reason_button(turn, person, ticket_id)
-            return
-        if action == Action.KB_SEND:
-            try:
-                check_allowed(self.desk, action, person)
-                number, choices = await self.desk.knowledge.search_for_agent(ticket_id, "")
-            except Exception as exc:
-                await self._say(turn, friendly(exc, PLATFORM))
-                return
-            await self._send_card(turn, send_article.teams_form(ticket_id, number, "", choices))
-            return
-        conversation = turn.activity.conversation
-        where = f"teams:channel:{channel_of(conversation.id)}" if conversation.conversation_type == "channel" else None
-        if action not in ACTIONS:
-            await self._say(turn, "I can't do that from Teams yet.")
-            return
-        try:
-            await perform(self.desk, Click(action, ticket_id, person, where=where,
-                                           choice=str(value.get(adaptive_cards.CHOICE_INPUT_ID)
-                                                      or value.get("value") or "")))
-        except Exception as exc:
-            await self._say(turn, friendly(exc, PLATFORM))
-
-
-    async def _on_survey_reason_button(self, turn: TurnContext, person: PersonRef, ticket_id: int) -> None:
-        try:
-            check_allowed(self.desk, Action.SURVEY_REASON, person)
-            view = await self.desk.surveys.view(ticket_id)
-        except Exception as exc:
-            await self._say(turn, friendly(exc, PLATFORM))
-            return
-        await self._send_card(turn, survey_reason.teams_card(view.ticket_id, view.number))
-
-    async def _on_survey_reason_submit(self, turn: TurnContext, person: PersonRef, value: dict[str, Any]) -> None:
-        try:
-            check_allowed(self.desk, Action.SURVEY_REASON, person)
-            ticket_id, reason, comment = survey_reason.read_teams(value)
-            await self.desk.surveys.add_reason(ticket_id, person, reason, comment)
-        except Exception as exc:
-            await self._say(turn, friendly(exc, PLATFORM))
-            return
-        await self._say(turn, "Thank you — that helps us do better.")
-
-    # -- answering in the turn ----------------------------------------------------------------------
-    async def _say(self, turn: TurnContext, text: str, person: PersonRef | None = None) -> None:
-        """Answer in plain text (it may quote what the person typed, which must not turn into markup); when
-        Teams refuses the reply and we know who asked, the outbox owes it to them."""
-        message = MessageFactory.text(without_controls(text))
-        message.text_format = "plain"
-        if not await self._answer(turn, message) and person is not None:
-            key = f"say:{turn.activity.conversation.id}|{turn.activity.id}"
-            await self.desk.tickets.tell(person, Message(escape_typed(text)), key=key)
-
-    async def _send_card(self, turn: TurnContext, card: dict[str, Any]) -> bool:
-        return await self._answer(turn, MessageFactory.attachment(_attachment(card)))
-
-    async def _replace_card(self, turn: TurnContext, card: dict[str, Any]) -> bool:
-        """Update the card that was submitted in place (a form, usually); post it anew if that fails."""
-        activity = turn.activity
-        if activity.reply_to_id:
-            message = MessageFactory.attachment(_attachment(card))
-            message.id = activity.reply_to_id
-            try:
-                await turn.update_activity(message)
-                return True
-            except Exception as exc:  # an old card Teams no longer has: send the new one instead
-                log.warning("could not update card %s in place: %s", activity.reply_to_id, exc)
-        return await self._send_card(turn, card)
-
-    async def _answer(self, turn: TurnContext, message: Activity) -> bool:
-        try:
-            await turn.send_activity(message)
-        except Exception as exc:  # the change is committed either way; callers hand what is owed to the outbox
-            log.warning("could not answer in Teams conversation %s: %s", turn.activity.conversation.id, exc)
-            return False
-        return True
-
-
-def _attachment(card: dict[str, Any]) -> Attachment:
-    return Attachment(content_type=adaptive_cards.CONTENT_TYPE, content=adaptive_cards.clean(card))
-
-
-def _ticket_id(value: dict[str, Any]) -> int | None:
-    """The ticket a card submission points at: ASCII digits only ("١٢", "²", 10**30 and True name no ticket)."""
-    raw = value.get("ticket_id")
-    if isinstance(raw, bool) or raw is None or raw == "":
-        raw = str(value.get("value") or "").split(":", 1)[0]
-    text = str(raw)
-    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
-
-
-def _valid_zone(zone: str | None) -> str | None:
-    try:
-        ZoneInfo(zone or "")
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
-    return zone
-
-
-def _client_info_zone(activity: Activity) -> str | None:
-    """The IANA zone Teams clients report in their ``clientInfo`` entity (when ``localTimezone`` is absent)."""
-    for entity in activity.entities or []:
-        if (entity.type or "").lower() == "clientinfo":
-            properties: dict[str, Any] = getattr(entity, "additional_properties", None) or {}
-            zone = properties.get("timezone")
-            return zone if isinstance(zone, str) else None
-    return None
+__all__ = ["TeamsAdapter"]
