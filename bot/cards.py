@@ -28,6 +28,8 @@ SlaLines = Callable[[Ticket, datetime, str, str], Sequence[Text]]
 """(ticket, now, reader's zone, audience) -> lines such as "First response due by <moment>"."""
 
 TRIAGE, REQUESTER = "triage", "requester"
+CardPart = Callable[[AsyncSession, Ticket, str], Awaitable[tuple[tuple[Text, ...], tuple[CardAction, ...]]]]
+"""(session, ticket, audience) -> extra notes and buttons a feature adds to a ticket's card (incidents)."""
 
 
 def _no_sla(ticket: Ticket, now: datetime, zone: str, audience: str) -> Sequence[Text]:
@@ -44,8 +46,10 @@ class CardBuilder:
     """Turns tickets into cards and lists; the SLA clock plugs in its lines via ``sla_lines``."""
 
     def __init__(self, config: AppConfig, sla_lines: SlaLines = _no_sla, *,
-                 escalation_state: Callable[[AsyncSession, int], Awaitable[Text | None]] | None = None) -> None:
+                 escalation_state: Callable[[AsyncSession, int], Awaitable[Text | None]] | None = None,
+                 incident_part: CardPart | None = None) -> None:
         self.config = config
+        self.incident_part = incident_part
         self.sla_lines = sla_lines
         # (session, ticket id) -> "Escalated: level 2 of 3 …" or None, when escalation is on.
         self.escalation_state = escalation_state
@@ -72,6 +76,7 @@ class CardBuilder:
         if ticket.category:
             facts.append(Fact("Category", ticket.category))
         zone = (requester.timezone or self.desk_zone) if audience == REQUESTER else self.desk_zone
+        notes, extra = await self.incident_part(session, ticket, audience) if self.incident_part else ((), ())
         return TicketCard(
             ticket_id=ticket.id, number=ticket.number, summary=to_plain(ticket.summary),
             description=to_plain(ticket.description), audience=audience, status=ticket.status, status_label=label,
@@ -79,8 +84,8 @@ class CardBuilder:
             sla=tuple(self.sla_lines(ticket, now, zone, audience)),
             escalation=(await self.escalation_state(session, ticket.id)
                         if audience == TRIAGE and self.escalation_state else None),
-            link=ticket.origin_link, actions=self._actions(ticket, audience), updated_at=ticket.updated_at,
-            opened_at=ticket.created_at, zone=zone,
+            link=ticket.origin_link, actions=(*self._actions(ticket, audience), *extra), updated_at=ticket.updated_at,
+            opened_at=ticket.created_at, zone=zone, notes=notes,
         )
 
     def _actions(self, ticket: Ticket, audience: str) -> tuple[CardAction, ...]:

@@ -352,6 +352,18 @@ class NpsConfig(Section):
         return value
 
 
+class IncidentsConfig(Section):
+    """Outages: when to suggest an incident, and how alike a report must be to count as the same fault."""
+
+    suggest_after: int = Field(default=5, ge=2)
+    """Similar open reports within ``window`` that make the desk suggest an incident."""
+    window: Duration = timedelta(minutes=15)
+    similarity: int = Field(default=80, ge=1, le=100)
+    """rapidfuzz token-set similarity (0-100) at which two reports count as the same fault."""
+    status_channel: str = ""
+    """Optional Slack channel id that also gets every incident update."""
+
+
 class EngineConfig(Section):
     tick_interval: Duration = timedelta(seconds=1)
     lease: Duration = timedelta(seconds=60)
@@ -432,6 +444,7 @@ class AppConfig(Section):
     updates: UpdatesConfig = UpdatesConfig()
     surveys: SurveysConfig = SurveysConfig()
     nps: NpsConfig = NpsConfig()
+    incidents: IncidentsConfig = IncidentsConfig()
     engine: EngineConfig = EngineConfig()
     retention: RetentionConfig = RetentionConfig()
 

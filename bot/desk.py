@@ -23,6 +23,7 @@ from bot.core import Core, CronJob, Wake
 from bot.digests import REQUESTER_TIMER, TRIAGE_TIMER, Digests
 from bot.engine import OutboxWorker, RequestsFirst, TimerEngine
 from bot.escalation import AUDIT_TIMER, STEP_TIMER, SUMMARY_TIMER, EscalationAudit, EscalationService, Paging
+from bot.incidents import IncidentIntake, IncidentService, incident_part
 from bot.metrics import Metrics
 from bot.notifications import enqueue_for_change
 from bot.people import AgentRoster
@@ -61,6 +62,7 @@ class Desk:
     weekly: WeeklySummary
     digests: Digests
     retention: RetentionService
+    incidents: IncidentService
     cron_jobs: list[CronJob]
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """Called once when the server stops (the pagers' shared HTTP client)."""
@@ -138,11 +140,13 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
     weekly = WeeklySummary(core)
     digests = Digests(core)
     retention = RetentionService(core)
+    incidents = IncidentService(core)
+    incident_intake = IncidentIntake(incidents)
 
     def card_lines(ticket: Ticket, now: datetime, zone: str, audience: str) -> list[Text]:
         return sla_lines(ticket, now, sla.calendar(ticket.calendar), zone, audience)
 
-    cards = CardBuilder(config, card_lines, escalation_state=escalation.escalation_state)
+    cards = CardBuilder(config, card_lines, escalation_state=escalation.escalation_state, incident_part=incident_part)
 
     async def count(change: TicketChange) -> None:
         if change.event.kind == "opened":
@@ -151,9 +155,13 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
             metrics.tickets_closed.labels(change.event.kind).inc()
 
     # Ticket changes, followed inside the change's own transaction, in this order.
+    # Incidents first link a matching new report, so its own triage card is never posted (it collapses).
+    tickets.subscribe(incident_intake.before_notifications)
     tickets.subscribe(enqueue_for_change)
     tickets.subscribe(count)
     tickets.subscribe(sla.on_change)
+    # After the SLA clock: a linked ticket's own timers are cancelled (the incident's clock covers them).
+    tickets.subscribe(incident_intake.after_change)
     tickets.subscribe(escalation.on_change)
     tickets.subscribe(surveys.on_change)
     tickets.subscribe(pulses.on_change)
@@ -191,7 +199,7 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
         core.outbox.register(prefix, channel)
 
     desk = Desk(core=core, sla=sla, cards=cards, escalation=escalation, surveys=surveys, nps=pulses, weekly=weekly,
-                digests=digests, retention=retention,
+                digests=digests, retention=retention, incidents=incidents,
                 cron_jobs=[*digests.cron_jobs(), *retention.cron_jobs(), *weekly.cron_jobs()])
     if owns_http:
         desk.closers.append(http.aclose)

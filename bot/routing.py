@@ -25,6 +25,16 @@ class Action(StrEnum):
     NPS_SCORE = "nps.score"
     """A 0-10 button on an NPS pulse; its value is ``<pulse id>:<score>``."""
     NEW_TICKET = "ticket.new"
+    INCIDENT_DECLARE = "incident.declare"
+    """"Make incident" on a ticket's triage card."""
+    INCIDENT_LINK = "incident.link"
+    """The menu of open incidents on a ticket's triage card; its value is ``<ticket id>:<incident id>``."""
+    INCIDENT_UNLINK = "incident.unlink"
+    INCIDENT_ACCEPT = "incident.accept_suggestion"
+    """"Create incident" on a suggestion card; value ``<anchor ticket id>:<suggestion id>``."""
+    INCIDENT_DISMISS = "incident.dismiss_suggestion"
+    INCIDENT_MINE = "incident.thats_my_problem"
+    INCIDENT_NOT_MINE = "incident.something_else"
 
 
 class Form(StrEnum):

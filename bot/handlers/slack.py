@@ -276,6 +276,10 @@ class SlackAdapter:
         if word in ("status", "list"):
             await ack(response_type="ephemeral", text=await self._status_text(user_id, open_only=word == "status"))
             return
+        if word.startswith("incident ") and text[len("incident "):].strip():
+            await ack(response_type="ephemeral", text=await self._declare_incident(
+                user_id, body, text[len("incident "):].strip()))
+            return
         try:
             requester = await self.person(user_id, name=body.get("user_name"))
             result = await self.desk.tickets.open(
@@ -286,6 +290,16 @@ class SlackAdapter:
             await ack(response_type="ephemeral", text=f"{friendly(exc, PLATFORM)}\n\nWhat you typed: {_quote(text)}")
             return
         await ack(response_type="ephemeral", text=self._ack_text(result.ticket))
+
+    async def _declare_incident(self, user_id: str, body: dict[str, Any], title: str) -> str:
+        """``/ithelp incident <title>`` (agents): the answer to show the agent."""
+        try:
+            agent = await self.person(user_id, name=body.get("user_name"))
+            number = await self.desk.incidents.declare_new(
+                title, agent, Origin("slack", conversation=body.get("channel_id")))
+        except Exception as exc:
+            return friendly(exc, PLATFORM)
+        return f"{number} declared; its card is in the triage channel."
 
     def _ack_text(self, ticket: TicketSnapshot) -> str:
         wording = self.desk.acknowledgement(ticket)

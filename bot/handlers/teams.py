@@ -303,6 +303,9 @@ class TeamsAdapter:
         if word in ("status", "list"):
             await self._send_card(turn, await self._list_card(person, open_only=word == "status"))
             return
+        if word.startswith("incident ") and text[len("incident "):].strip():
+            await self._say(turn, await self._declare_incident(turn, person, text[len("incident "):].strip()), person)
+            return
         activity = turn.activity
         try:
             result = await self.desk.tickets.open(
@@ -313,6 +316,16 @@ class TeamsAdapter:
             return
         if result.created:
             await self._acknowledge(turn, person, result.ticket)
+
+    async def _declare_incident(self, turn: TurnContext, person: PersonRef, title: str) -> str:
+        """``incident <title>`` (agents): the answer to show the agent."""
+        activity = turn.activity
+        try:
+            number = await self.desk.incidents.declare_new(
+                title, person, Origin("teams", conversation=activity.conversation.id, thread=activity.id))
+        except Exception as exc:
+            return friendly(exc, PLATFORM)
+        return f"{number} declared; its card is in the triage channel."
 
     def _ack_notice(self, ticket: TicketSnapshot) -> Notice:
         wording = self.desk.acknowledgement(ticket)

@@ -1,0 +1,7 @@
+"""Outages: many reports, one incident, one voice to everyone affected (issue #20)."""
+
+from bot.incidents.intake import IncidentIntake
+from bot.incidents.service import IncidentService
+from bot.incidents.ticket_card import incident_part
+
+__all__ = ["IncidentIntake", "IncidentService", "incident_part"]
