@@ -1,0 +1,164 @@
+"""Outages in Teams, over real HTTP into ``ithelp serve`` and real botbuilder out to a fake Bot Connector:
+declaring, linking, the suggestion card, and new reports linked at intake (issue #20)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from bot.clock import ManualClock
+from bot.config import AppConfig, SlackConfig, TeamsConfig
+from bot.routing import Action
+from bot.server import Server
+from bot.simulators import teams_activities as ta
+from bot.simulators.bot_connector import ConnectorCall, FakeBotConnector
+from store.db import Database
+from tests import test_teams_e2e as e2e
+from tests.harness import running_server
+from tests.incident_helpers import INCIDENTS, incidents, links, suggestions
+from tests.test_teams_e2e import TRIAGE, cards_in, posted_to, send, settle, text_of
+
+fake = e2e.fake  # a fake Bot Connector; every card it receives is checked against the Adaptive Card schema
+
+AGENT: ta.Where = {"aad_object_id": "aad-agent-1", "user_id": "29:agent", "user_name": "Ada Agent",
+                   "conversation_id": "a:1agent-chat"}
+
+
+def person(n: int) -> ta.Where:
+    return {"aad_object_id": f"aad-person-{n}", "user_id": f"29:p{n}", "user_name": f"Person {n}",
+            "conversation_id": f"a:1chat-{n}", "local_timezone": "Asia/Kolkata"}
+
+
+@pytest.fixture
+def teams_config(make_config: Callable[..., AppConfig], fake: FakeBotConnector) -> AppConfig:
+    return make_config(INCIDENTS).model_copy(update={
+        "slack": SlackConfig(),
+        "teams": TeamsConfig(enabled=True, triage_conversation=TRIAGE, service_url=fake.service_url),
+    })
+
+
+@pytest.fixture
+async def server(teams_config: AppConfig, db: Database, clock: ManualClock) -> AsyncIterator[Server]:
+    async with running_server(teams_config, db, clock) as running:
+        yield running
+
+
+async def say(server: Server, fake: FakeBotConnector, text: str, who: ta.Where) -> None:
+    status, _ = await send(server, ta.message(text, service_url=fake.service_url, **who))
+    assert status == 201
+    await settle(server)
+
+
+async def click(server: Server, fake: FakeBotConnector, action: Action, value: str, ticket_id: int,
+                who: ta.Where, **extra: Any) -> None:
+    data = {"action": action.value, "value": value, "ticket_id": ticket_id, **extra}
+    status, _ = await send(server, ta.message(None, service_url=fake.service_url, value=data, **who))
+    assert status == 201
+    await settle(server)
+
+
+def triage_posts(fake: FakeBotConnector) -> list[ConnectorCall]:
+    return [c for c in fake.activities if posted_to(TRIAGE)(c)]
+
+
+def with_text(calls: list[ConnectorCall], text: str) -> list[ConnectorCall]:
+    return [c for c in calls if text in text_of(c)]
+
+
+def submits(call: ConnectorCall) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "Action.Submit":
+                found.append(node["data"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+    walk(cards_in(call))
+    return found
+
+
+async def test_an_agent_declares_an_incident_from_the_card_and_links_a_ticket_from_its_card(
+    server: Server, fake: FakeBotConnector, db: Database
+) -> None:
+    await say(server, fake, "Email is down in Pune", person(0))
+    await say(server, fake, "Outlook won't connect", person(1))
+    first_card = triage_posts(fake)[0]
+    assert {"action": Action.INCIDENT_DECLARE.value, "value": "1", "ticket_id": 1} in submits(first_card)
+
+    await click(server, fake, Action.INCIDENT_DECLARE, "1", 1, AGENT)
+    [incident] = await incidents(db)
+    assert incident.title == "Email is down in Pune"
+    [card] = with_text(triage_posts(fake), "Incident:")
+    assert "INC-1" in text_of(card) and "1 report" in text_of(card)
+
+    await click(server, fake, Action.INCIDENT_LINK, "", 2, AGENT, priority=f"2:{incident.id}")
+    assert await links(db) == {1: incident.id, 2: incident.id}
+    assert len(with_text(triage_posts(fake), "Incident:")) == 1
+    assert "2 reports" in json.dumps(fake.activity(TRIAGE, str(card.response["id"])))  # type: ignore[index]
+
+    await click(server, fake, Action.INCIDENT_UNLINK, "2", 2, person(5))  # not an agent: refused
+    assert await links(db) == {1: incident.id, 2: incident.id}
+    await click(server, fake, Action.INCIDENT_UNLINK, "2", 2, AGENT)
+    assert await links(db) == {1: incident.id}
+
+
+async def test_incident_command_declares_for_agents_only(
+    server: Server, fake: FakeBotConnector, db: Database
+) -> None:
+    await say(server, fake, "incident VPN gateway down", AGENT)
+    assert any("INC-1 declared; its card is in the triage channel." in text_of(c)
+               for c in fake.activities if posted_to("a:1agent-chat")(c))
+    await say(server, fake, "incident VPN gateway down", person(0))
+    assert any("Only IT agents can declare incidents." in text_of(c)
+               for c in fake.activities if posted_to("a:1chat-0")(c))
+    assert [i.title for i in await incidents(db)] == ["VPN gateway down"]
+    assert len(with_text(triage_posts(fake), "Incident:")) == 1
+
+
+async def test_similar_reports_raise_one_suggestion_card_and_create_incident_links_them(
+    server: Server, fake: FakeBotConnector, db: Database, clock: ManualClock
+) -> None:
+    for n, text in enumerate(("email down", "Printer jams", "Email is down", "email down again")):
+        await say(server, fake, text, person(n))
+        clock.advance(timedelta(minutes=1))
+    [card] = with_text(triage_posts(fake), "similar reports")
+    assert "3 similar reports: 'email down again'" in text_of(card)
+    await say(server, fake, "EMAIL DOWN", person(4))
+    assert len(with_text(triage_posts(fake), "similar reports")) == 1
+    [suggestion] = await suggestions(db)
+    assert suggestion.count == 4
+    accept = next(s for s in submits(card) if s["action"] == Action.INCIDENT_ACCEPT.value)
+
+    await click(server, fake, Action.INCIDENT_ACCEPT, accept["value"], accept["ticket_id"], AGENT)
+    [incident] = await incidents(db)
+    assert sorted(t for t, i in (await links(db)).items() if i == incident.id) == [1, 3, 4, 5]
+    [incident_card] = with_text(triage_posts(fake), "Incident:")
+    assert "4 reports" in text_of(incident_card)
+
+
+async def test_a_matching_report_is_linked_at_intake_and_something_else_unlinks_it(
+    server: Server, fake: FakeBotConnector, db: Database
+) -> None:
+    await say(server, fake, "incident Email down in Pune", AGENT)
+    cards_before = len(triage_posts(fake))
+    await say(server, fake, "email is down in pune", person(0))
+    [incident] = await incidents(db)
+    links_now = await links(db)
+    [ticket_id] = [t for t, i in links_now.items() if i == incident.id and t != incident.anchor_ticket_id]
+    assert len(triage_posts(fake)) == cards_before  # collapsed under the incident card
+    [notice] = [c for c in fake.activities if posted_to("a:1chat-0")(c) and "looks like a known issue" in text_of(c)]
+    assert "This looks like a known issue: Email down in Pune (since" in text_of(notice)
+    assert "We're on it; you'll hear every update." in text_of(notice)
+    assert [s["action"] for s in submits(notice)] == [Action.INCIDENT_MINE.value, Action.INCIDENT_NOT_MINE.value]
+
+    await click(server, fake, Action.INCIDENT_NOT_MINE, str(ticket_id), ticket_id, person(0))
+    assert ticket_id not in await links(db)
+    assert len(triage_posts(fake)) == cards_before + 1  # a normal ticket now, with its own card
