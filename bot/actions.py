@@ -181,6 +181,8 @@ ACTIONS: dict[Action, Rule] = {
 FORMS: dict[Action, tuple[Who, str]] = {
     Action.RESOLVE: (Who.AGENTS, "resolve tickets"),
     Action.SURVEY_REASON: (Who.SERVICE, "answer this survey"),
+    Action.INCIDENT_POST_UPDATE: (Who.AGENTS, "post incident updates"),
+    Action.INCIDENT_RESOLVE: (Who.AGENTS, "resolve incidents"),
 }
 """Buttons that open a form; the adapter checks ``check_allowed`` first, then shows its platform's form."""
 

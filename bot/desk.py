@@ -23,7 +23,7 @@ from bot.core import Core, CronJob, Wake
 from bot.digests import REQUESTER_TIMER, TRIAGE_TIMER, Digests
 from bot.engine import OutboxWorker, RequestsFirst, TimerEngine
 from bot.escalation import AUDIT_TIMER, STEP_TIMER, SUMMARY_TIMER, EscalationAudit, EscalationService, Paging
-from bot.incidents import IncidentIntake, IncidentService, incident_part
+from bot.incidents import IncidentIntake, IncidentService, IncidentUpdates, incident_part
 from bot.metrics import Metrics
 from bot.notifications import enqueue_for_change
 from bot.people import AgentRoster
@@ -63,6 +63,7 @@ class Desk:
     digests: Digests
     retention: RetentionService
     incidents: IncidentService
+    incident_updates: IncidentUpdates
     cron_jobs: list[CronJob]
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """Called once when the server stops (the pagers' shared HTTP client)."""
@@ -200,6 +201,7 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
 
     desk = Desk(core=core, sla=sla, cards=cards, escalation=escalation, surveys=surveys, nps=pulses, weekly=weekly,
                 digests=digests, retention=retention, incidents=incidents,
+                incident_updates=IncidentUpdates(core, incidents),
                 cron_jobs=[*digests.cron_jobs(), *retention.cron_jobs(), *weekly.cron_jobs()])
     if owns_http:
         desk.closers.append(http.aclose)

@@ -33,6 +33,10 @@ class Action(StrEnum):
     INCIDENT_ACCEPT = "incident.accept_suggestion"
     """"Create incident" on a suggestion card; value ``<anchor ticket id>:<suggestion id>``."""
     INCIDENT_DISMISS = "incident.dismiss_suggestion"
+    INCIDENT_POST_UPDATE = "incident.post_update"
+    """"Post update" on an incident card (opens a form); value ``<anchor ticket id>:<incident id>``."""
+    INCIDENT_RESOLVE = "incident.resolve"
+    """"Resolve incident" on an incident card (opens a form); value ``<anchor ticket id>:<incident id>``."""
     INCIDENT_MINE = "incident.thats_my_problem"
     INCIDENT_NOT_MINE = "incident.something_else"
 
@@ -43,6 +47,8 @@ class Form(StrEnum):
     NEW_TICKET = "form.new_ticket"
     RESOLVE_NOTE = "form.resolve_note"
     SURVEY_REASON = "form.survey_reason"
+    INCIDENT_UPDATE = "form.incident_update"
+    INCIDENT_RESOLVE = "form.incident_resolve"
 
 
 class Shortcut(StrEnum):

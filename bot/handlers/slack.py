@@ -31,7 +31,7 @@ from bot.actions import ACTIONS, Click, check_allowed, perform
 from bot.cards import CardBuilder
 from bot.channels.slack import SlackChannel, make_client, slack_ref
 from bot.desk import Desk
-from bot.dialogs import new_ticket, resolve_note, survey_reason
+from bot.dialogs import incident_note, new_ticket, resolve_note, survey_reason
 from bot.handlers import slack_text
 from bot.handlers.errors import OUTAGE, friendly, is_database_outage
 from bot.handlers.payloads import contains_nul, without_nul
@@ -241,6 +241,8 @@ class SlackAdapter:
         app.view(Form.NEW_TICKET.value)(self._on_new_ticket_submit)
         app.view(Form.RESOLVE_NOTE.value)(self._on_resolve_submit)
         app.view(Form.SURVEY_REASON.value)(self._on_survey_reason_submit)
+        app.view(Form.INCIDENT_UPDATE.value)(self._on_incident_form_submit)
+        app.view(Form.INCIDENT_RESOLVE.value)(self._on_incident_form_submit)
         app.shortcut(Shortcut.CREATE_FROM_MESSAGE.value)(self._on_message_shortcut)
         app.event("app_home_opened")(self._on_home_opened)
         app.event("reaction_added")(self._on_reaction)
@@ -254,6 +256,8 @@ class SlackAdapter:
         handlers: dict[Action, Callable[..., Awaitable[None]]] = dict.fromkeys(ACTIONS, self._on_click)
         handlers[Action.RESOLVE] = self._on_resolve_button
         handlers[Action.SURVEY_REASON] = self._on_survey_reason_button
+        for action in incident_note.FORM_OF:
+            handlers[action] = self._on_incident_form_button
         return handlers
 
     async def _on_command(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
@@ -432,6 +436,47 @@ class SlackAdapter:
                                     view=resolve_note.slack_modal(ticket.id, ticket.number))
         except Exception as exc:
             await self._refuse(client, body, friendly(exc, PLATFORM))
+
+    async def _on_incident_form_button(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        """"Post update" / "Resolve incident" on an incident card: the agent writes the text in a modal."""
+        await ack()
+        pressed = (body.get("actions") or [{}])[0]
+        action = Action(pressed["action_id"])
+        incident_id = incident_note.incident_of(str(pressed.get("value") or ""))
+        try:
+            if incident_id is None:
+                raise _Refusal("That button doesn't point at an incident any more.")
+            check_allowed(self.desk, action, PersonRef("slack", body["user"]["id"]))
+            number = await self.desk.incident_updates.number_of(incident_id)
+            await client.views_open(trigger_id=body["trigger_id"], view=incident_note.slack_modal(
+                incident_note.FORM_OF[action], incident_id, number))
+        except Exception as exc:
+            await self._refuse(client, body, friendly(exc, PLATFORM))
+
+    async def _on_incident_form_submit(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+        form = Form(view["callback_id"])
+        text = escape_typed(incident_note.parse_slack(view["state"]["values"]))
+        try:
+            incident_id = _ticket_number(view.get("private_metadata"))
+            if incident_id is None:
+                raise _Refusal("That form doesn't point at an incident any more.")
+            if not text:
+                raise _Refusal(incident_note.required(form))
+            agent = await self.person(body["user"]["id"])
+            if form == Form.INCIDENT_UPDATE:
+                await self.desk.incident_updates.post_update(incident_id, agent, text)
+            else:
+                await self.desk.incident_updates.number_of(incident_id)  # refused here, while the form is open
+        except Exception as exc:
+            await ack(response_action="errors", errors={incident_note.NOTE_BLOCK: friendly(exc, PLATFORM)})
+            return
+        await ack()
+        if form == Form.INCIDENT_RESOLVE:
+            # Every linked ticket is resolved in turn: after the ack, which Slack wants within 3 seconds.
+            try:
+                await self.desk.incident_updates.resolve(incident_id, agent, text)
+            except Exception as exc:
+                log.warning("resolving incident %s failed: %s", incident_id, exc)
 
     # -- intake from messages, reactions, shortcuts ---------------------------------------------------
     async def _on_message(self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:

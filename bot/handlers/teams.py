@@ -36,7 +36,7 @@ from bot.channels.teams import (
 from bot.config import TeamsConfig
 from bot.deadlines import SAVED_LATE, DeadlineExceeded, within
 from bot.desk import Desk
-from bot.dialogs import new_ticket, resolve_note, survey_reason
+from bot.dialogs import incident_note, new_ticket, resolve_note, survey_reason
 from bot.handlers import teams_text
 from bot.handlers.errors import OUTAGE, friendly
 from bot.handlers.payloads import contains_nul, without_nul
@@ -45,7 +45,7 @@ from bot.people import PersonRef
 from bot.renderers import adaptive_cards
 from bot.routing import Action, Form
 from bot.text import escape_typed, to_plain, to_spans, without_controls
-from bot.tickets import InvalidInput, Origin, TicketSnapshot
+from bot.tickets import InvalidInput, NotAllowed, Origin, TicketSnapshot
 from bot.views import Message, Notice, TicketList, TicketListItem
 from store.models import MessageRef, OutboxMessage
 
@@ -409,6 +409,8 @@ class TeamsAdapter:
             await self._on_resolve_submit(turn, person, value)
         elif form == Form.SURVEY_REASON:
             await self._on_survey_reason_submit(turn, person, value)
+        elif form in (Form.INCIDENT_UPDATE, Form.INCIDENT_RESOLVE):
+            await self._on_incident_submit(turn, person, value, Form(form))
         elif isinstance(action, str) and action in {a.value for a in Action}:
             await self._on_action(turn, person, Action(action), value)
         else:
@@ -476,6 +478,9 @@ class TeamsAdapter:
         if action == Action.SURVEY_REASON:
             await self._on_survey_reason_button(turn, person, ticket_id)
             return
+        if action in incident_note.FORM_OF:
+            await self._on_incident_form_button(turn, person, action, str(value.get("value") or ""))
+            return
         conversation = turn.activity.conversation
         where = f"teams:channel:{channel_of(conversation.id)}" if conversation.conversation_type == "channel" else None
         if action not in ACTIONS:
@@ -488,6 +493,43 @@ class TeamsAdapter:
         except Exception as exc:
             await self._say(turn, friendly(exc, PLATFORM))
 
+
+    async def _on_incident_form_button(self, turn: TurnContext, person: PersonRef, action: Action, value: str
+                                       ) -> None:
+        """"Post update" / "Resolve incident" on an incident card: the agent writes the text in a card form."""
+        incident_id = incident_note.incident_of(value)
+        try:
+            if incident_id is None:
+                raise NotAllowed("That button doesn't point at an incident any more.")
+            check_allowed(self.desk, action, person)
+            number = await self.desk.incident_updates.number_of(incident_id)
+        except Exception as exc:
+            await self._say(turn, friendly(exc, PLATFORM))
+            return
+        await self._send_card(turn, incident_note.teams_form(incident_note.FORM_OF[action], incident_id, number))
+
+    async def _on_incident_submit(self, turn: TurnContext, person: PersonRef, value: dict[str, Any], form: Form
+                                  ) -> None:
+        try:
+            incident_id, text = incident_note.parse_teams(value)
+        except (KeyError, TypeError, ValueError):
+            await self._say(turn, "That form doesn't point at an incident any more.")
+            return
+        try:
+            if not text:
+                raise NotAllowed(incident_note.required(form))
+            if form == Form.INCIDENT_UPDATE:
+                reached = await self.desk.incident_updates.post_update(incident_id, person, escape_typed(text))
+                done = f"Update sent to {reached} affected {'person' if reached == 1 else 'people'}."
+            else:
+                resolved = await self.desk.incident_updates.resolve(incident_id, person, escape_typed(text))
+                done = f"Incident resolved with {resolved} ticket{'' if resolved == 1 else 's'}."
+        except Exception as exc:
+            await self._replace_card(turn, incident_note.teams_form(form, incident_id, f"INC-{incident_id}",
+                                                                    error=friendly(exc, PLATFORM)))
+            return
+        await self._replace_card(turn, adaptive_cards.notice_card(Notice(
+            ticket_id=0, number="", numbered=False, headline=done, body=text)))
 
     async def _on_survey_reason_button(self, turn: TurnContext, person: PersonRef, ticket_id: int) -> None:
         try:

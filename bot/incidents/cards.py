@@ -41,8 +41,11 @@ def incident_view(incident: Incident, affected: int, desk_zone: str, priority_la
     )
     latest: Text = ("Latest update: ", *to_spans(incident.latest_update)) if incident.latest_update else (
         "No update posted yet.")
+    value = f"{incident.anchor_ticket_id}:{incident.id}"
+    actions = (CardAction(Action.INCIDENT_POST_UPDATE, "Post update", value, style="primary"),
+               CardAction(Action.INCIDENT_RESOLVE, "Resolve incident", value, style="danger")) if is_open else ()
     return Notice(ticket_id=incident.anchor_ticket_id, number=incident.number,
-                  headline=("Incident: ", *to_spans(incident.title)), body=latest, facts=facts)
+                  headline=("Incident: ", *to_spans(incident.title)), body=latest, facts=facts, actions=actions)
 
 
 def suggestion_view(suggestion: IncidentSuggestion) -> Notice:
