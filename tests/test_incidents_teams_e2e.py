@@ -162,3 +162,62 @@ async def test_a_matching_report_is_linked_at_intake_and_something_else_unlinks_
     await click(server, fake, Action.INCIDENT_NOT_MINE, str(ticket_id), ticket_id, person(0))
     assert ticket_id not in await links(db)
     assert len(triage_posts(fake)) == cards_before + 1  # a normal ticket now, with its own card
+
+
+async def teams_outage(server: Server, fake: FakeBotConnector) -> dict[str, Any]:
+    """INC-1 declared by the agent and three people reporting it; the incident card's "Post update" data."""
+    await say(server, fake, "incident Email down in Pune", AGENT)
+    for n in range(3):
+        await say(server, fake, "email is down in Pune", person(n))
+    [card] = with_text(triage_posts(fake), "Incident:")
+    return next(s for s in submits(card) if s["action"] == Action.INCIDENT_POST_UPDATE.value)
+
+
+async def submit_form(server: Server, fake: FakeBotConnector, data: dict[str, Any], text: str, who: ta.Where) -> None:
+    status, _ = await send(server, ta.message(None, service_url=fake.service_url,
+                                              value={**data, "incident_note": text}, **who))
+    assert status == 201
+    await settle(server)
+
+
+def form_in(fake: FakeBotConnector, conversation: str) -> dict[str, Any]:
+    """The data of the last form's submit button sent to ``conversation``."""
+    calls = [c for c in fake.activities if posted_to(conversation)(c) and "incident_note" in text_of(c)]
+    return submits(calls[-1])[-1]
+
+
+async def test_post_update_reaches_every_affected_requester_once(
+    server: Server, fake: FakeBotConnector, db: Database
+) -> None:
+    button = await teams_outage(server, fake)
+    await click(server, fake, Action.INCIDENT_POST_UPDATE, button["value"], button["ticket_id"], AGENT)
+    form = form_in(fake, "a:1agent-chat")
+    assert form["form"] == "form.incident_update"
+    await submit_form(server, fake, form, "Mail server restarting; ETA 10:30", AGENT)
+    await submit_form(server, fake, form, "Mail is back", AGENT)
+    for n in range(3):
+        got = [c for c in fake.activities if posted_to(f"a:1chat-{n}")(c) and "Update on INC-1" in text_of(c)]
+        assert len(got) == 2
+        assert "Mail server restarting" in text_of(got[0]) and "Mail is back" in text_of(got[1])
+    [incident] = await incidents(db)
+    assert incident.latest_update == "Mail is back"
+
+    await click(server, fake, Action.INCIDENT_POST_UPDATE, button["value"], button["ticket_id"], person(0))
+    assert any("Only IT agents can post incident updates." in text_of(c)
+               for c in fake.activities if posted_to("a:1chat-0")(c))
+
+
+async def test_resolving_the_incident_resolves_every_linked_ticket_with_its_note(
+    server: Server, fake: FakeBotConnector, db: Database
+) -> None:
+    button = await teams_outage(server, fake)
+    await click(server, fake, Action.INCIDENT_RESOLVE, button["value"], button["ticket_id"], AGENT)
+    form = form_in(fake, "a:1agent-chat")
+    assert form["form"] == "form.incident_resolve"
+    await submit_form(server, fake, form, "Replaced the failed mail relay", AGENT)
+    await settle(server)
+    [incident] = await incidents(db)
+    assert incident.status == "resolved"
+    for n in range(3):
+        told = [c for c in fake.activities if posted_to(f"a:1chat-{n}")(c) and "resolved your ticket" in text_of(c)]
+        assert len(told) == 1 and "Replaced the failed mail relay" in text_of(told[0])
