@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from bot.clock import ManualClock
 from bot.config import AppConfig, SlackConfig, TeamsConfig
@@ -16,7 +17,9 @@ from bot.routing import Action
 from bot.server import Server
 from bot.simulators import teams_activities as ta
 from bot.simulators.bot_connector import ConnectorCall, FakeBotConnector
+from bot.simulators.pagers import FakePagerDuty
 from store.db import Database
+from store.models import TicketEvent, Timer
 from tests import test_teams_e2e as e2e
 from tests.harness import running_server
 from tests.incident_helpers import INCIDENTS, incidents, links, suggestions
@@ -221,3 +224,41 @@ async def test_resolving_the_incident_resolves_every_linked_ticket_with_its_note
     for n in range(3):
         told = [c for c in fake.activities if posted_to(f"a:1chat-{n}")(c) and "resolved your ticket" in text_of(c)]
         assert len(told) == 1 and "Replaced the failed mail relay" in text_of(told[0])
+
+
+async def test_linked_tickets_do_not_breach_and_the_incident_pages_once(
+    make_config: Callable[..., AppConfig], fake: FakeBotConnector, db: Database, clock: ManualClock
+) -> None:
+    async with FakePagerDuty("rk-ops") as pagerduty:
+        policies = "\n".join(f"    {p}: {{breach: urgent}}" for p in ("P1", "P2", "P3", "P4"))
+        config = make_config(INCIDENTS + f"""
+pagers:
+  pagerduty:
+    ops: {{routing_key: rk-ops, events_url: "{pagerduty.events_url}"}}
+escalation:
+  chains:
+    urgent:
+      levels:
+        - {{notify: ["pagerduty:ops"], wait: 10m}}
+  policies:
+{policies}
+""").model_copy(update={"slack": SlackConfig(), "teams": TeamsConfig(
+            enabled=True, triage_conversation=TRIAGE, service_url=fake.service_url)})
+        async with running_server(config, db, clock) as server:
+            await say(server, fake, "incident Email down in Pune", AGENT)
+            for n in range(3):
+                await say(server, fake, "email is down in Pune", person(n))
+            for _ in range(4):  # past the incident's P1 first response (15m) and its chain's wait
+                clock.advance(timedelta(minutes=8))
+                await settle(server)
+        [incident] = await incidents(db)
+        anchor = incident.anchor_ticket_id
+        async with db.transaction() as session:
+            breached = list((await session.execute(select(TicketEvent.ticket_id).where(
+                TicketEvent.kind == "sla_breached"))).scalars())
+            # The linked reports' own SLA timers are all stood down: the incident's clock covers them.
+            armed = list((await session.execute(select(Timer.ticket_id).where(
+                Timer.kind.like("sla.%"), Timer.done_at.is_(None), Timer.ticket_id != anchor))).scalars())
+        assert breached == [anchor] and armed == []
+        triggers = [e["dedup_key"] for e in pagerduty.events if e["event_action"] == "trigger"]
+        assert triggers == [f"IT-{anchor}"]
