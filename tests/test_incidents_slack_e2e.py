@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 from bot.clock import ManualClock
-from bot.routing import Action
+from bot.routing import Action, Form
+from bot.simulators import slack_requests as rq
 from store.db import Database
 from tests.incident_helpers import INCIDENTS, dumps, incidents, links, slack_buttons, suggestions
-from tests.slack_harness import ALICE, MALLORY, REQUESTER, TRIAGE, SlackBot
+from tests.slack_harness import ALICE, MALLORY, REQUESTER, SECRET, TRIAGE, SlackBot
 
 PEOPLE = [f"UPERSON{n}" for n in range(6)]
 
@@ -187,3 +188,24 @@ async def test_a_new_report_matching_an_open_incident_is_linked_at_once_and_told
     await bot.click(Action.INCIDENT_NOT_MINE, str(other.id), PEOPLE[2], channel_id=f"D{PEOPLE[2]}")
     await bot.settle()
     assert (await links(db))[other.id] == incident.id
+
+
+async def test_open_incidents_show_as_known_issues_in_status_and_app_home(bot: SlackBot, db: Database) -> None:
+    await bot.command("incident Email down in Pune <!channel>", user=ALICE)
+    await bot.settle()
+    status, body = await bot.command("status", user=REQUESTER)
+    assert status == 200
+    assert body["text"].startswith("Known issue INC-1: Email down in Pune")
+    assert "<!channel>" not in body["text"]  # a mass mention in a title stays text
+    assert "You have no open tickets." in body["text"]
+
+    await bot.event({"type": "app_home_opened", "user": REQUESTER, "channel": f"D{REQUESTER}", "tab": "home"})
+    [home] = await bot.slack.wait_for_calls("views.publish", 1)
+    assert "Known issue INC-1: Email down in Pune" in dumps(home["view"])
+
+    [incident] = await incidents(db)
+    await bot.send(rq.view_submission(Form.INCIDENT_RESOLVE.value, {"incident_note": {"input": "Fixed"}}, ALICE,
+                                      SECRET, private_metadata=str(incident.id)))
+    await bot.settle()
+    _, body = await bot.command("status", user=REQUESTER)
+    assert "Known issue" not in body["text"]

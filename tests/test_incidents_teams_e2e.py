@@ -262,3 +262,11 @@ escalation:
         assert breached == [anchor] and armed == []
         triggers = [e["dedup_key"] for e in pagerduty.events if e["event_action"] == "trigger"]
         assert triggers == [f"IT-{anchor}"]
+
+
+async def test_open_incidents_show_as_known_issues_in_status(server: Server, fake: FakeBotConnector) -> None:
+    await say(server, fake, "incident Email down in Pune", AGENT)
+    await say(server, fake, "status", person(0))
+    [answer] = [c for c in fake.activities if posted_to("a:1chat-0")(c)]
+    assert "Known issue INC-1: Email down in Pune" in text_of(answer)
+    assert "Your open tickets" in text_of(answer)

@@ -8,6 +8,7 @@ go out through the outbox, which is kicked right after the change commits.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -315,13 +316,16 @@ class SlackAdapter:
         return {code: f"{code} · {p.label}" for code, p in self.desk.config.priorities.items()}
 
     async def _status_text(self, user_id: str, *, open_only: bool) -> str:
+        # Known issues first, so a person checks them before filing (incidents).
+        known = await self.desk.incidents.known_issues(None)
+        known_text = "".join(f"{slack_blocks.mrkdwn(line)}\n" for line in known) + ("\n" if known else "")
         tickets = await self.desk.tickets.tickets_of(PersonRef("slack", user_id), open_only=open_only)
         if not tickets:
-            return "You have no open tickets." if open_only else "You haven't opened any tickets yet."
+            return known_text + ("You have no open tickets." if open_only else "You haven't opened any tickets yet.")
         lines = [f"*{t.number}* {slack_blocks.escape_mrkdwn(to_plain(t.summary))} — {t.requester_status_label}"
                  + (f", with {slack_blocks.escape_mrkdwn(t.assignee_name)}" if t.assignee_name else "")
                  for t in tickets]
-        return ("Your open tickets:\n" if open_only else "Your recent tickets:\n") + "\n".join(lines)
+        return known_text + ("Your open tickets:\n" if open_only else "Your recent tickets:\n") + "\n".join(lines)
 
     async def _on_new_ticket_submit(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         draft = new_ticket.parse_slack_submission(view["state"]["values"])
@@ -627,6 +631,8 @@ class SlackAdapter:
             person = await self.desk.tickets.person(session, person_ref)
             listing = await self.cards.requester_list(session, person, self.desk.clock.now(),
                                                       include_agent_sections=person.is_agent)
+        listing = dataclasses.replace(listing, intro=(*await self.desk.incidents.known_issues(person.timezone),
+                                                      *listing.intro))
         await (client or self.client).views_publish(user_id=user_id, view=slack_blocks.home_view(listing))
 
 

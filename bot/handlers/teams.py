@@ -354,7 +354,9 @@ class TeamsAdapter:
                                      next_update=None) for t in tickets)
         title = "Your open tickets" if open_only else "Your recent tickets"
         empty = "You have no open tickets." if open_only else "You haven't opened any tickets yet."
-        return adaptive_cards.ticket_list_card(TicketList(title=title, sections=((title, items),), empty_text=empty))
+        known = await self.desk.incidents.known_issues(None)  # open incidents, before the person files
+        return adaptive_cards.ticket_list_card(TicketList(title=title, sections=((title, items),), empty_text=empty,
+                                                          intro=known))
 
     # -- comments relayed from threads and replies ----------------------------------------------------
     async def _thread_comment(self, turn: TurnContext, person: PersonRef, text: str) -> bool:

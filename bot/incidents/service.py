@@ -13,10 +13,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core import Core
 from bot.incidents import cards
-from bot.incidents.links import add_link, affected, link_of, refresh_ticket_cards, remove_link
+from bot.incidents.links import add_link, affected, link_of, open_incidents, refresh_ticket_cards, remove_link
 from bot.incidents.similarity import similar_keys
 from bot.people import PersonRef
+from bot.text import to_spans
 from bot.tickets import OPEN_STATUSES, NotAllowed, Origin, TicketNotFound
+from bot.views import Moment, Text
 from store.incident_models import (
     INCIDENT_OPEN,
     SUGGESTION_ACCEPTED,
@@ -27,6 +29,9 @@ from store.incident_models import (
     IncidentSuggestion,
 )
 from store.models import Person, Ticket
+
+_KNOWN_ISSUES = 5
+"""Open incidents listed as known issues (the most a home tab or status answer shows)."""
 
 
 class IncidentService:
@@ -130,6 +135,16 @@ class IncidentService:
             requester = await session.get(Person, ticket.requester_id) if ticket else None
             if ticket is None or requester is None or requester.address != person.address:
                 raise NotAllowed("Only the person who reported this can answer that.")
+
+    async def known_issues(self, zone: str | None) -> tuple[Text, ...]:
+        """One line per open incident ("Known issue INC-1: Email down (since …)"), for people checking before
+        they file; times in ``zone`` (the reader's) where the platform cannot show them in the reader's own."""
+        async with self.core.db.reading() as session:
+            incidents = await open_incidents(session)
+        return tuple((f"Known issue {i.number}: ", *to_spans(i.title), " (since ",
+                      Moment(i.created_at, zone or self.desk_zone, label="your time" if zone else None), ")",
+                      *((" — latest: ", *to_spans(i.latest_update)) if i.latest_update else ()))
+                     for i in incidents[:_KNOWN_ISSUES])
 
     # -- cards --------------------------------------------------------------------------------------
     async def refresh_incident(self, session: AsyncSession, incident: Incident, now: datetime) -> None:
