@@ -26,7 +26,7 @@ from store.incident_models import (
     IncidentLink,
     IncidentSuggestion,
 )
-from store.models import Ticket
+from store.models import Ticket, TicketEvent
 from store.queries import cancel_timers, enqueue_messages, outbox_row
 
 _LINKED_NOW = "incident_linked_now"
@@ -99,9 +99,13 @@ class IncidentIntake:
                 suggestion.count += 1
                 await self.incidents.refresh_suggestion(session, suggestion, change.now)
             return
+        # Only reports whose opening has been written count (a batch of fast-intake tickets is set up in turn,
+        # each counting itself when its own turn comes).
+        opened = select(TicketEvent.id).where(TicketEvent.ticket_id == Ticket.id, TicketEvent.kind == "opened")
         recent = (await session.execute(
             select(Ticket.id, Ticket.summary).outerjoin(IncidentLink, IncidentLink.ticket_id == Ticket.id)
-            .where(IncidentLink.ticket_id.is_(None), Ticket.status.in_(OPEN_STATUSES), Ticket.created_at >= since)
+            .where(IncidentLink.ticket_id.is_(None), Ticket.status.in_(OPEN_STATUSES), Ticket.created_at >= since,
+                   opened.exists())
             .order_by(Ticket.id.desc()).limit(_CANDIDATES))).tuples().all()
         cluster = similar_keys(ticket.summary, dict(recent), settings.similarity)
         if ticket.id not in cluster:
