@@ -196,5 +196,9 @@ async def _write(config: AppConfig, args: argparse.Namespace, since: datetime, u
             return
         report = await compute_report(db, config, since=since, until=until, by=args.by)
         out.write(RENDERERS[args.format](report))
+        if args.format == "table":
+            from bot.incidents.report import incident_figures, render_incidents
+
+            out.write(render_incidents(await incident_figures(db, since=since, until=until)))
     finally:
         await db.dispose()

@@ -4,11 +4,14 @@ with its note and polls each requester at most once (issue #20)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
+from bot.clock import ManualClock
+from bot.incidents.report import incident_figures, render_incidents
 from bot.routing import Action, Form
 from bot.simulators import slack_requests as rq
 from store.db import Database
@@ -123,3 +126,21 @@ async def test_resolving_the_incident_resolves_every_linked_ticket_and_polls_eac
     await bot.settle()
     newest = (await bot.tickets())[-1]
     assert newest.id not in await links(db)
+
+
+async def test_the_report_shows_each_incident_with_affected_count_time_to_acknowledge_and_resolve(
+    bot: SlackBot, db: Database, clock: ManualClock
+) -> None:
+    start = clock.now()
+    incident_id, _ = await outage(bot)
+    clock.advance(timedelta(minutes=10))
+    await submit(bot, Form.INCIDENT_UPDATE, incident_id, "Mail relay restarting")
+    clock.advance(timedelta(minutes=50))
+    await submit(bot, Form.INCIDENT_RESOLVE, incident_id, "Relay replaced")
+    await bot.settle()
+
+    [figures] = await incident_figures(db, since=start - timedelta(days=1), until=clock.now() + timedelta(minutes=1))
+    assert (figures.number, figures.affected, figures.to_acknowledge_min, figures.to_resolve_min) == (
+        "INC-1", 4, 10.0, 60.0)
+    table = render_incidents([figures])
+    assert "INC-1" in table and "Email down in Pune" in table and "60.0" in table
