@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from bot.clock import ManualClock
 from bot.config import AppConfig, SlackConfig, TeamsConfig
+from bot.incidents.report import incident_figures
 from bot.routing import Action
 from bot.server import Server
 from bot.simulators import teams_activities as ta
@@ -270,3 +271,18 @@ async def test_open_incidents_show_as_known_issues_in_status(server: Server, fak
     [answer] = [c for c in fake.activities if posted_to("a:1chat-0")(c)]
     assert "Known issue INC-1: Email down in Pune" in text_of(answer)
     assert "Your open tickets" in text_of(answer)
+
+
+async def test_the_report_shows_the_incident_with_affected_count_and_times(
+    server: Server, fake: FakeBotConnector, db: Database, clock: ManualClock
+) -> None:
+    start = clock.now()
+    button = await teams_outage(server, fake)
+    await click(server, fake, Action.INCIDENT_POST_UPDATE, button["value"], button["ticket_id"], AGENT)
+    clock.advance(timedelta(minutes=5))
+    await submit_form(server, fake, form_in(fake, "a:1agent-chat"), "Mail relay restarting", AGENT)
+    await click(server, fake, Action.INCIDENT_RESOLVE, button["value"], button["ticket_id"], AGENT)
+    clock.advance(timedelta(minutes=25))
+    await submit_form(server, fake, form_in(fake, "a:1agent-chat"), "Relay replaced", AGENT)
+    [figures] = await incident_figures(db, since=start, until=clock.now() + timedelta(minutes=1))
+    assert (figures.affected, figures.to_acknowledge_min, figures.to_resolve_min) == (4, 5.0, 30.0)
