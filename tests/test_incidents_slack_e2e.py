@@ -64,7 +64,8 @@ async def test_an_agent_makes_an_incident_from_a_ticket_card_and_links_another_t
     [posted] = incident_cards(bot)
     assert "INC-1" in posted["text"] and "Affected" in dumps(posted["blocks"]) and "1 report" in dumps(posted["blocks"])
 
-    declared_card = [c for c in bot.slack.calls_to("chat.update") if first.number in c["text"]][-1]
+    declared_card = [c for c in bot.slack.calls_to("chat.update")
+                     if c["channel"] == TRIAGE and first.number in c["text"]][-1]
     assert "Carries INC-1" in dumps(declared_card["blocks"])
     assert Action.INCIDENT_DECLARE.value not in dumps(declared_card["blocks"])
 
@@ -73,7 +74,8 @@ async def test_an_agent_makes_an_incident_from_a_ticket_card_and_links_another_t
     assert await links(db) == {first.id: incident.id, second.id: incident.id}
     assert "2 reports" in dumps(incident_updates(bot)[-1]["blocks"])
     assert len(incident_cards(bot)) == 1  # edited in place, never a second card
-    linked_card = [c for c in bot.slack.calls_to("chat.update") if second.number in c["text"]][-1]
+    linked_card = [c for c in bot.slack.calls_to("chat.update")
+                   if c["channel"] == TRIAGE and second.number in c["text"]][-1]
     assert "Linked to INC-1" in dumps(linked_card["blocks"])
 
     await bot.click(Action.INCIDENT_UNLINK, str(second.id), ALICE)
