@@ -145,6 +145,42 @@ async def _held_message(desk: Desk, click: Click) -> object:
     return await desk.conversations.answer(click.person, held_id, ticket_id)
 
 
+def _incident_id(choice: str) -> int:
+    # Incident buttons and menus carry "<ticket id>:<incident or suggestion id>".
+    tail = choice.rsplit(":", 1)[-1]
+    if ":" not in choice or not tail.isdigit():
+        raise NotAllowed("That button doesn't point at an incident any more.")
+    return int(tail)
+
+
+async def _declare_incident(desk: Desk, click: Click) -> object:
+    return await desk.incidents.declare(click.ticket_id, click.person)
+
+
+async def _link_incident(desk: Desk, click: Click) -> object:
+    await desk.incidents.link(click.ticket_id, _incident_id(click.choice), click.person)
+    return None
+
+
+async def _unlink_incident(desk: Desk, click: Click) -> object:
+    await desk.incidents.unlink(click.ticket_id, click.person)
+    return None
+
+
+async def _accept_suggestion(desk: Desk, click: Click) -> object:
+    return await desk.incidents.accept_suggestion(_incident_id(click.choice), click.person)
+
+
+async def _dismiss_suggestion(desk: Desk, click: Click) -> object:
+    await desk.incidents.dismiss_suggestion(_incident_id(click.choice), click.person)
+    return None
+
+
+async def _thats_my_problem(desk: Desk, click: Click) -> object:
+    await desk.incidents.confirm(click.ticket_id, click.person)
+    return None
+
+
 ACTIONS: dict[Action, Rule] = {
     Action.CLAIM: Rule(_claim, Who.AGENTS, "claim tickets"),
     Action.START: Rule(_start, Who.SERVICE, "change a ticket's status"),
@@ -165,6 +201,14 @@ ACTIONS: dict[Action, Rule] = {
     Action.KB_SOLVED: Rule(_kb_solved, Who.SERVICE, "say this ticket is solved"),
     Action.KB_ASK_SOLVED: Rule(_ask_solved, Who.SERVICE, "answer this question"),
     Action.KB_ASK_FILE: Rule(_ask_file, Who.SERVICE, "answer this question"),
+    Action.INCIDENT_DECLARE: Rule(_declare_incident, Who.AGENTS, "declare incidents"),
+    Action.INCIDENT_LINK: Rule(_link_incident, Who.AGENTS, "link tickets to incidents"),
+    Action.INCIDENT_UNLINK: Rule(_unlink_incident, Who.AGENTS, "unlink tickets from incidents"),
+    Action.INCIDENT_ACCEPT: Rule(_accept_suggestion, Who.AGENTS, "declare incidents"),
+    Action.INCIDENT_DISMISS: Rule(_dismiss_suggestion, Who.AGENTS, "dismiss suggestions"),
+    # The requester's answers to "This looks like a known issue"; the service checks it is their report.
+    Action.INCIDENT_MINE: Rule(_thats_my_problem, Who.SERVICE, "answer this"),
+    Action.INCIDENT_NOT_MINE: Rule(_unlink_incident, Who.SERVICE, "answer this"),
 }
 
 FORMS: dict[Action, tuple[Who, str]] = {
@@ -172,6 +216,8 @@ FORMS: dict[Action, tuple[Who, str]] = {
     Action.SURVEY_REASON: (Who.SERVICE, "answer this survey"),
     Action.NEW_TICKET: (Who.SERVICE, "open a ticket"),
     Action.KB_SEND: (Who.AGENTS, "send articles"),
+    Action.INCIDENT_POST_UPDATE: (Who.AGENTS, "post incident updates"),
+    Action.INCIDENT_RESOLVE: (Who.AGENTS, "resolve incidents"),
 }
 """Buttons that open a form; the adapter checks ``check_allowed`` first, then shows its platform's form."""
 

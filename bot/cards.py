@@ -28,6 +28,8 @@ SlaLines = Callable[[Ticket, datetime, str, str], Sequence[Text]]
 """(ticket, now, reader's zone, audience) -> lines such as "First response due by <moment>"."""
 
 TRIAGE, REQUESTER = "triage", "requester"
+CardPart = Callable[[AsyncSession, Ticket, str], Awaitable[tuple[tuple[Text, ...], tuple[CardAction, ...]]]]
+"""(session, ticket, audience) -> extra notes and buttons a feature adds to a ticket's card (incidents)."""
 
 
 def _no_sla(ticket: Ticket, now: datetime, zone: str, audience: str) -> Sequence[Text]:
@@ -46,8 +48,10 @@ class CardBuilder:
     def __init__(self, config: AppConfig, sla_lines: SlaLines = _no_sla, *,
                  escalation_state: Callable[[AsyncSession, int], Awaitable[Text | None]] | None = None,
                  can_escalate: Callable[[AsyncSession, Ticket], Awaitable[bool]] | None = None,
-                 resolution_fact: Callable[[AsyncSession, int], Awaitable[Fact | None]] | None = None) -> None:
+                 resolution_fact: Callable[[AsyncSession, int], Awaitable[Fact | None]] | None = None,
+                 incident_part: CardPart | None = None) -> None:
         self.config = config
+        self.incident_part = incident_part
         self.sla_lines = sla_lines
         # (session, ticket id) -> "Escalated: level 2 of 3 …" or None, when escalation is on.
         self.escalation_state = escalation_state
@@ -85,6 +89,7 @@ class CardBuilder:
         actions = self._actions(ticket, audience)
         if audience == REQUESTER and self.can_escalate is not None and await self.can_escalate(session, ticket):
             actions = (*actions, CardAction(Action.ESCALATE, "Escalate", str(ticket.id), style="danger"))
+        notes, extra = await self.incident_part(session, ticket, audience) if self.incident_part else ((), ())
         return TicketCard(
             ticket_id=ticket.id, number=ticket.number, summary=to_plain(ticket.summary),
             description=to_plain(ticket.description), audience=audience, status=ticket.status, status_label=label,
@@ -92,8 +97,8 @@ class CardBuilder:
             sla=tuple(self.sla_lines(ticket, now, zone, audience)),
             escalation=(await self.escalation_state(session, ticket.id)
                         if audience == TRIAGE and self.escalation_state else None),
-            link=ticket.origin_link, actions=actions, updated_at=ticket.updated_at,
-            opened_at=ticket.created_at, zone=zone,
+            link=ticket.origin_link, actions=(*actions, *extra), updated_at=ticket.updated_at,
+            opened_at=ticket.created_at, zone=zone, notes=notes,
         )
 
     def _actions(self, ticket: Ticket, audience: str) -> tuple[CardAction, ...]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from bot.core import Core
+from bot.incidents import IncidentService
 from bot.people import PersonRef
 from bot.text import to_plain, to_spans
 from bot.tickets import TicketNotFound, TicketSnapshot
@@ -77,18 +78,21 @@ THANKS = "You're welcome! If anything else comes up, just tell me here."
 class ChatCommands:
     """Answers the commands that read or list tickets; who may see what is decided here, not in the adapters."""
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, incidents: IncidentService) -> None:
         self.core = core
+        self.incidents = incidents
 
     async def open_tickets(self, person: PersonRef) -> TicketList:
-        """``list`` and ``status``: the person's own open tickets and where each stands."""
+        """``list`` and ``status``: the person's own open tickets and where each stands, after the known issues
+        (open incidents), so people check those before filing."""
         tickets = await self.core.tickets.tickets_of(person, open_only=True, limit=MAX_LISTED)
         items = tuple(TicketListItem(number=t.number, summary=to_plain(t.summary),
                                      status_label=t.requester_status_label, assignee=t.assignee_name,
                                      next_update=None) for t in tickets)
         title = "Your open tickets"
         return TicketList(title=title, sections=((title, items),) if items else (),
-                          empty_text="You have no open tickets.")
+                          empty_text="You have no open tickets.",
+                          intro=await self.incidents.known_issues(person.timezone))
 
     async def ticket_status(self, person: PersonRef, number: int) -> Notice | str:
         """``status 13``: that ticket for its requester or an agent; anyone else gets a friendly refusal (the

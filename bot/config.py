@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from bot.config_incidents import IncidentsConfig
 from bot.config_knowledge import KnowledgeConfig
 from bot.config_platforms import (
     BOT_FRAMEWORK_OPENID_METADATA_URL,
@@ -95,6 +96,7 @@ class AppConfig(Section):
     surveys: SurveysConfig = SurveysConfig()
     nps: NpsConfig = NpsConfig()
     knowledge: KnowledgeConfig = KnowledgeConfig()
+    incidents: IncidentsConfig = IncidentsConfig()
     engine: EngineConfig = EngineConfig()
     retention: RetentionConfig = RetentionConfig()
     triage_thread: TriageThreadConfig = TriageThreadConfig()

@@ -28,6 +28,7 @@ from bot.digests import REQUESTER_TIMER, TRIAGE_TIMER, Digests
 from bot.directory import Directory
 from bot.engine import OutboxWorker, RequestsFirst, TimerEngine
 from bot.escalation import AUDIT_TIMER, STEP_TIMER, SUMMARY_TIMER, EscalationAudit, EscalationService, Paging
+from bot.incidents import IncidentIntake, IncidentService, IncidentUpdates, incident_part
 from bot.knowledge.held import ASK_TIMER, HeldRequests
 from bot.knowledge.service import KnowledgeService
 from bot.metrics import Metrics
@@ -74,6 +75,8 @@ class Desk:
     directory: Directory
     """Lookups by platform ids for the adapters (who someone is, which ticket a thread belongs to)."""
     knowledge: KnowledgeService
+    incidents: IncidentService
+    incident_updates: IncidentUpdates
     cron_jobs: list[CronJob]
     triage_thread: TriageThread
     requester_escalation: RequesterEscalation
@@ -166,6 +169,8 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
     attachments = Attachments(core)
     held = HeldRequests(core)
     knowledge = KnowledgeService(core, held)
+    incidents = IncidentService(core)
+    incident_intake = IncidentIntake(incidents)
 
     def card_lines(ticket: Ticket, now: datetime, zone: str, audience: str) -> list[Text]:
         return sla_lines(ticket, now, sla.calendar(ticket.calendar), zone, audience)
@@ -177,7 +182,8 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
         return (*spans(paged), " · ", *spans(asked)) if paged and asked else paged or asked
 
     cards = CardBuilder(config, card_lines, escalation_state=escalation_line,
-                        can_escalate=requester_escalation.can_escalate, resolution_fact=knowledge.self_served_fact)
+                        can_escalate=requester_escalation.can_escalate, resolution_fact=knowledge.self_served_fact,
+                        incident_part=incident_part)
 
     async def count(change: TicketChange) -> None:
         if change.event.kind == "opened":
@@ -186,10 +192,14 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
             metrics.tickets_closed.labels(change.event.kind).inc()
 
     # Ticket changes, followed inside the change's own transaction, in this order.
+    # Incidents first link a matching new report, so its own triage card is never posted (it collapses).
+    tickets.subscribe(incident_intake.before_notifications)
     tickets.subscribe(enqueue_for_change)
     tickets.subscribe(knowledge.on_change)  # after the card, so the suggestions thread under it
     tickets.subscribe(count)
     tickets.subscribe(sla.on_change)
+    # After the SLA clock: a linked ticket's own timers are cancelled (the incident's clock covers them).
+    tickets.subscribe(incident_intake.after_change)
     tickets.subscribe(escalation.on_change)
     tickets.subscribe(surveys.on_change)
     tickets.subscribe(pulses.on_change)
@@ -230,10 +240,10 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
         core.outbox.register(prefix, channel)
 
     desk = Desk(core=core, sla=sla, cards=cards, escalation=escalation, surveys=surveys, nps=pulses, weekly=weekly,
-                digests=digests, retention=retention, directory=Directory(db), chat=ChatCommands(core),
+                digests=digests, retention=retention, directory=Directory(db), chat=ChatCommands(core, incidents),
                 conversations=Conversations(core, attachments, knowledge.held), attachments=attachments,
-                welcomes=Welcomes(core),
-                knowledge=knowledge,
+                welcomes=Welcomes(core), knowledge=knowledge, incidents=incidents,
+                incident_updates=IncidentUpdates(core, incidents),
                 cron_jobs=[*digests.cron_jobs(), *retention.cron_jobs(), *weekly.cron_jobs(),
                            *knowledge.cron_jobs()],
                 triage_thread=triage_thread, requester_escalation=requester_escalation)

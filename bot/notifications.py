@@ -18,6 +18,9 @@ from store.models import Person
 from store.queries import enqueue_messages, outbox_row
 
 CARD = TICKET_CARD
+COLLAPSED = "incident_collapsed"
+"""``TicketChange.extra`` flag set by an earlier subscriber (incidents): the ticket is covered by an incident
+and has no triage card or triage thread of its own."""
 
 
 def triage_targets(config: AppConfig) -> list[str]:
@@ -74,9 +77,10 @@ async def enqueue_for_change(change: TicketChange) -> None:
     if event.kind == "noted":
         return  # an internal note stays among agents: nothing to send or refresh
     base: dict[str, Any] = {"ticket_id": ticket.id, "event_id": event.id}
+    triage = [] if change.extra.get(COLLAPSED) else triage_targets(change.config)
     rows = [outbox_row(target=target, kind=CARD, payload={**base, "audience": "triage"},
                        idempotency_key=f"card:{event.id}:{target}", now=now, ticket_id=ticket.id)
-            for target in triage_targets(change.config)]
+            for target in triage]
     requester_dm = person_target(change.requester)
     rows.append(outbox_row(target=requester_dm, kind=CARD, payload={**base, "audience": "requester"},
                            idempotency_key=f"card:{event.id}:{requester_dm}", now=now, ticket_id=ticket.id))
@@ -101,6 +105,6 @@ async def enqueue_for_change(change: TicketChange) -> None:
             target=target, kind=NOTICE, ticket_id=ticket.id,
             payload=notice_payload(view, thread="triage", event_id=event.id),
             idempotency_key=f"notice:{event.id}:{target}", now=now,
-        ) for target in triage_targets(change.config))
+        ) for target in triage)
     # One round trip for all of them; the ordering keys still deliver them in this order.
     await enqueue_messages(change.session, rows)

@@ -39,6 +39,20 @@ class Action(StrEnum):
     """ask_first's "I still need help"; its value is the held request's id."""
     KB_SEND = "kb.send"
     """"Send article" on the triage card: opens the article search (a form)."""
+    INCIDENT_DECLARE = "incident.declare"
+    """"Make incident" on a ticket's triage card."""
+    INCIDENT_LINK = "incident.link"
+    """The menu of open incidents on a ticket's triage card; its value is ``<ticket id>:<incident id>``."""
+    INCIDENT_UNLINK = "incident.unlink"
+    INCIDENT_ACCEPT = "incident.accept_suggestion"
+    """"Create incident" on a suggestion card; value ``<anchor ticket id>:<suggestion id>``."""
+    INCIDENT_DISMISS = "incident.dismiss_suggestion"
+    INCIDENT_POST_UPDATE = "incident.post_update"
+    """"Post update" on an incident card (opens a form); value ``<anchor ticket id>:<incident id>``."""
+    INCIDENT_RESOLVE = "incident.resolve"
+    """"Resolve incident" on an incident card (opens a form); value ``<anchor ticket id>:<incident id>``."""
+    INCIDENT_MINE = "incident.thats_my_problem"
+    INCIDENT_NOT_MINE = "incident.something_else"
 
 
 class Form(StrEnum):
@@ -48,6 +62,8 @@ class Form(StrEnum):
     RESOLVE_NOTE = "form.resolve_note"
     SURVEY_REASON = "form.survey_reason"
     SEND_ARTICLE = "form.send_article"
+    INCIDENT_UPDATE = "form.incident_update"
+    INCIDENT_RESOLVE = "form.incident_resolve"
 
 
 class Shortcut(StrEnum):

@@ -206,5 +206,9 @@ async def _write(config: AppConfig, args: argparse.Namespace, since: datetime, u
                 rendered = json.dumps({**json.loads(rendered), "knowledge": knowledge.as_dict()}, indent=2,
                                       ensure_ascii=False) + "\n"
         out.write(rendered)
+        if args.format == "table":
+            from bot.incidents.report import incident_figures, render_incidents
+
+            out.write(render_incidents(await incident_figures(db, since=since, until=until)))
     finally:
         await db.dispose()

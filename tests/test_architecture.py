@@ -44,8 +44,11 @@ def _imports(name: str, path: Path) -> set[str]:
                 module = ".".join([*base, *([node.module] if node.module else [])])
             else:
                 module = node.module or ""
-            found.add(module)
-            found.update(f"{module}.{alias.name}" for alias in node.names)
+            submodules = {f"{module}.{alias.name}" for alias in node.names}
+            found.update(submodules)
+            # ``from package import submodule`` needs the submodule, not everything the package re-exports.
+            if not all(name in MODULES for name in submodules):
+                found.add(module)
     return found
 
 

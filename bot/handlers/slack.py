@@ -177,6 +177,8 @@ class SlackAdapter:
         app.view(Form.RESOLVE_NOTE.value)(self.clicks.on_resolve_submit)
         app.view(Form.SURVEY_REASON.value)(self.clicks.on_survey_reason_submit)
         app.view(Form.SEND_ARTICLE.value)(self.clicks.on_send_article_submit)
+        app.view(Form.INCIDENT_UPDATE.value)(self.clicks.on_incident_form_submit)
+        app.view(Form.INCIDENT_RESOLVE.value)(self.clicks.on_incident_form_submit)
         app.shortcut(Shortcut.CREATE_FROM_MESSAGE.value)(self.events.on_message_shortcut)
         app.event("app_home_opened")(self.home.on_home_opened)
         app.event("reaction_added")(self.events.on_reaction)

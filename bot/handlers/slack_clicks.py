@@ -9,11 +9,11 @@ from typing import Any
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.actions import ACTIONS, Click, check_allowed, perform
-from bot.dialogs import resolve_note, send_article, survey_reason
+from bot.dialogs import incident_note, resolve_note, send_article, survey_reason
 from bot.handlers.errors import friendly
 from bot.handlers.slack_part import PLATFORM, Refusal, SlackListeners, ticket_number
 from bot.people import PersonRef
-from bot.routing import Action
+from bot.routing import Action, Form
 from bot.text import escape_typed
 
 log = logging.getLogger("ithelp.slack")
@@ -29,6 +29,8 @@ class SlackClicks(SlackListeners):
         handlers[Action.RESOLVE] = self.on_resolve_button
         handlers[Action.SURVEY_REASON] = self.on_survey_reason_button
         handlers[Action.KB_SEND] = self.on_send_article_button
+        for action in incident_note.FORM_OF:
+            handlers[action] = self.on_incident_form_button
         return handlers
 
     async def on_click(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
@@ -138,6 +140,49 @@ class SlackClicks(SlackListeners):
             await ack(response_action="errors", errors={send_article.QUERY_BLOCK: friendly(exc, PLATFORM)})
             return
         await ack()
+
+
+    async def on_incident_form_button(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+        """"Post update" / "Resolve incident" on an incident card: the agent writes the text in a modal."""
+        await ack()
+        pressed = (body.get("actions") or [{}])[0]
+        action = Action(pressed["action_id"])
+        incident_id = incident_note.incident_of(str(pressed.get("value") or ""))
+        try:
+            if incident_id is None:
+                raise Refusal("That button doesn't point at an incident any more.")
+            check_allowed(self.desk, action, PersonRef("slack", body["user"]["id"]))
+            number = await self.desk.incident_updates.number_of(incident_id)
+            await client.views_open(trigger_id=body["trigger_id"], view=incident_note.slack_modal(
+                incident_note.FORM_OF[action], incident_id, number))
+        except Exception as exc:
+            await self.refuse(client, body, friendly(exc, PLATFORM))
+
+    async def on_incident_form_submit(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
+        """The incident update / resolution note: sent to everyone affected, or the incident resolved."""
+        form = Form(view["callback_id"])
+        text = escape_typed(incident_note.parse_slack(view["state"]["values"]))
+        try:
+            incident_id = ticket_number(view.get("private_metadata"))
+            if incident_id is None:
+                raise Refusal("That form doesn't point at an incident any more.")
+            if not text:
+                raise Refusal(incident_note.required(form))
+            agent = await self.person(body["user"]["id"])
+            if form == Form.INCIDENT_UPDATE:
+                await self.desk.incident_updates.post_update(incident_id, agent, text)
+            else:
+                await self.desk.incident_updates.number_of(incident_id)  # refused here, while the form is open
+        except Exception as exc:
+            await ack(response_action="errors", errors={incident_note.NOTE_BLOCK: friendly(exc, PLATFORM)})
+            return
+        await ack()
+        if form == Form.INCIDENT_RESOLVE:
+            # Every linked ticket is resolved in turn: after the ack, which Slack wants within 3 seconds.
+            try:
+                await self.desk.incident_updates.resolve(incident_id, agent, text)
+            except Exception as exc:
+                log.warning("resolving incident %s failed: %s", incident_id, exc)
 
 
 __all__ = ["SlackClicks"]

@@ -51,6 +51,10 @@ class SlackCommands(SlackListeners):
         if escalating is not None:
             await ack(response_type="ephemeral", text=await self._escalate(user_id, *escalating))
             return
+        if text.lower().startswith("incident ") and text[len("incident "):].strip():
+            await ack(response_type="ephemeral", text=await self.declare_incident(
+                user_id, body, text[len("incident "):].strip()))
+            return
         command = read_command(text)
         if command is not None:
             person = await self.person(user_id, name=body.get("user_name"))
@@ -74,6 +78,16 @@ class SlackCommands(SlackListeners):
             await ack(response_type="ephemeral", text=f"{friendly(exc, PLATFORM)}\n\nWhat you typed: {quote(text)}")
             return
         await ack(response_type="ephemeral", text=self.ack_text(result.ticket))
+
+    async def declare_incident(self, user_id: str, body: dict[str, Any], title: str) -> str:
+        """``/ithelp incident <title>`` (agents): the answer to show the agent."""
+        try:
+            agent = await self.person(user_id, name=body.get("user_name"))
+            number = await self.desk.incidents.declare_new(
+                title, agent, Origin("slack", conversation=body.get("channel_id")))
+        except Exception as exc:
+            return slack_blocks.escape_mrkdwn(friendly(exc, PLATFORM))
+        return f"{number} declared; its card is in the triage channel."
 
     async def _escalate(self, user_id: str, ticket_id: int, why: str) -> str:
         """``/ithelp escalate N <why>``: what to answer, ephemerally."""

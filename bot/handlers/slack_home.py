@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -44,6 +45,8 @@ class SlackHome(SlackListeners):
             person = await self.desk.tickets.record_person(session, person_ref)
             listing = await self.cards.requester_list(session, person, self.desk.clock.now(),
                                                       include_agent_sections=person.is_agent)
+        listing = dataclasses.replace(listing, intro=(*await self.desk.incidents.known_issues(person.timezone),
+                                                      *listing.intro))
         await (client or self.client).views_publish(user_id=user_id, view=slack_blocks.home_view(listing))
 
 

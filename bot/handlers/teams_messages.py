@@ -136,6 +136,9 @@ class TeamsMessages(TeamsTurns):
         if text.lower() in ("", "new ticket"):
             await self._send_card(turn, new_ticket.teams_form(self.desk.config.categories, self._priority_labels()))
             return True
+        if text.lower().startswith("incident ") and text[len("incident "):].strip():
+            await self._say(turn, await self._declare_incident(turn, person, text[len("incident "):].strip()), person)
+            return True
         try:
             escalating = parse_escalate(text)
         except InvalidInput as exc:
@@ -207,6 +210,17 @@ class TeamsMessages(TeamsTurns):
                                                 source=source)
         except Exception as exc:
             await self._say(turn, friendly(exc, PLATFORM), person)
+
+
+    async def _declare_incident(self, turn: TurnContext, person: PersonRef, title: str) -> str:
+        """``incident <title>`` (agents): the answer to show the agent."""
+        activity = turn.activity
+        try:
+            number = await self.desk.incidents.declare_new(
+                title, person, Origin("teams", conversation=activity.conversation.id, thread=activity.id))
+        except Exception as exc:
+            return friendly(exc, PLATFORM)
+        return f"{number} declared; its card is in the triage channel."
 
 
 __all__ = ["TeamsMessages"]

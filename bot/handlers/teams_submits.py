@@ -11,7 +11,7 @@ from bot.actions import ACTIONS, Click, check_allowed, perform
 from bot.channels.teams import (
     channel_of,
 )
-from bot.dialogs import new_ticket, resolve_note, send_article, survey_reason
+from bot.dialogs import incident_note, new_ticket, resolve_note, send_article, survey_reason
 from bot.handlers.errors import friendly
 from bot.handlers.teams_turns import (
     DEDUP_SOURCE,
@@ -23,7 +23,7 @@ from bot.people import PersonRef
 from bot.renderers import adaptive_cards
 from bot.routing import Action, Form
 from bot.text import escape_typed
-from bot.tickets import InvalidInput, Origin
+from bot.tickets import InvalidInput, NotAllowed, Origin
 from bot.views import Notice
 
 log = logging.getLogger("ithelp.teams")
@@ -42,6 +42,8 @@ class TeamsSubmits(TeamsTurns):
             await self._on_survey_reason_submit(turn, person, value)
         elif form == Form.SEND_ARTICLE:
             await self._on_send_article_submit(turn, person, value)
+        elif form in (Form.INCIDENT_UPDATE, Form.INCIDENT_RESOLVE):
+            await self._on_incident_submit(turn, person, value, Form(form))
         elif isinstance(action, str) and action in {a.value for a in Action}:
             await self._on_action(turn, person, Action(action), value)
         else:
@@ -128,6 +130,9 @@ class TeamsSubmits(TeamsTurns):
         if ticket_id is None:
             await self._say(turn, "That button doesn't point at a ticket any more.")
             return
+        if action in incident_note.FORM_OF:
+            await self._on_incident_form_button(turn, person, action, str(value.get("value") or ""))
+            return
         if action == Action.RESOLVE:
             try:
                 check_allowed(self.desk, action, person)
@@ -179,6 +184,44 @@ class TeamsSubmits(TeamsTurns):
             await self._say(turn, friendly(exc, PLATFORM))
             return
         await self._say(turn, "Thank you — that helps us do better.")
+
+
+    async def _on_incident_form_button(self, turn: TurnContext, person: PersonRef, action: Action, value: str
+                                       ) -> None:
+        """"Post update" / "Resolve incident" on an incident card: the agent writes the text in a card form."""
+        incident_id = incident_note.incident_of(value)
+        try:
+            if incident_id is None:
+                raise NotAllowed("That button doesn't point at an incident any more.")
+            check_allowed(self.desk, action, person)
+            number = await self.desk.incident_updates.number_of(incident_id)
+        except Exception as exc:
+            await self._say(turn, friendly(exc, PLATFORM))
+            return
+        await self._send_card(turn, incident_note.teams_form(incident_note.FORM_OF[action], incident_id, number))
+
+    async def _on_incident_submit(self, turn: TurnContext, person: PersonRef, value: dict[str, Any], form: Form
+                                  ) -> None:
+        try:
+            incident_id, text = incident_note.parse_teams(value)
+        except (KeyError, TypeError, ValueError):
+            await self._say(turn, "That form doesn't point at an incident any more.")
+            return
+        try:
+            if not text:
+                raise NotAllowed(incident_note.required(form))
+            if form == Form.INCIDENT_UPDATE:
+                reached = await self.desk.incident_updates.post_update(incident_id, person, escape_typed(text))
+                done = f"Update sent to {reached} affected {'person' if reached == 1 else 'people'}."
+            else:
+                resolved = await self.desk.incident_updates.resolve(incident_id, person, escape_typed(text))
+                done = f"Incident resolved with {resolved} ticket{'' if resolved == 1 else 's'}."
+        except Exception as exc:
+            await self._replace_card(turn, incident_note.teams_form(form, incident_id, f"INC-{incident_id}",
+                                                                    error=friendly(exc, PLATFORM)))
+            return
+        await self._replace_card(turn, adaptive_cards.notice_card(Notice(
+            ticket_id=0, number="", numbered=False, headline=done, body=text)))
 
 
 __all__ = ["TeamsSubmits"]

@@ -188,7 +188,10 @@ def ticket_list_blocks(listing: TicketList, *, max_blocks: int = MAX_MESSAGE_BLO
 def ticket_list_text(listing: TicketList) -> str:
     """Fallback ``text`` of a ticket list."""
     count = sum(len(items) for _, items in listing.sections)
-    return mrkdwn(f"{listing.title} ({count})" if count else f"{listing.title}: {listing.empty_text}", MAX_FALLBACK)
+    # The intro (known issues, a welcome) comes first: it is what a notification should show.
+    intro = "".join(f"{mrkdwn(line)}\n" for line in listing.intro[:5])
+    tail = escape_mrkdwn(f"{listing.title} ({count})" if count else f"{listing.title}: {listing.empty_text}")
+    return (intro + tail)[:MAX_FALLBACK]
 
 
 def home_view(listing: TicketList) -> dict[str, Any]:

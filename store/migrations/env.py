@@ -6,6 +6,7 @@ from alembic import context
 
 import store.conversation_models
 import store.escalation_models
+import store.incident_models
 import store.nps_models
 import store.privacy_models
 import store.survey_models  # noqa: F401  (register their tables on Base.metadata)
