@@ -144,33 +144,12 @@ class Desk:
 def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metrics | None = None,
                replica: str | None = None, http: httpx.AsyncClient | None = None) -> Desk:
     """Build and wire the desk; ``http`` (default: a new client, closed by ``Desk.aclose``) reaches the pagers."""
-    metrics = metrics or Metrics()
-    calendars = build_calendars(config)
-    roster = AgentRoster(config.agents)
-    sla = SlaClock(config, calendars)
-    tickets = TicketService(db, clock, config, roster, initial_targets=sla.initial_targets)
-    requests = RequestsFirst(config.engine.background_share)
-    core = Core(
-        config=config, db=db, clock=clock, metrics=metrics, roster=roster, calendars=calendars, tickets=tickets,
-        timers=TimerEngine(db, clock, config.engine, metrics, owner=f"{replica}-timers" if replica else None),
-        outbox=OutboxWorker(db, clock, config.engine, metrics, owner=f"{replica}-outbox" if replica else None,
-                            min_interval=config.engine.min_interval_per_channel.total_seconds(),
-                            requests=requests),
-        requests=requests, wake=Wake(),
-    )
+    core, sla = _build_core(config, db, clock, metrics or Metrics(), replica)
     escalation = EscalationService(core, Paging(core), EscalationAudit(core))
-    surveys = SurveyService(core)
-    pulses = NpsService(core)
-    weekly = WeeklySummary(core)
-    digests = Digests(core)
-    retention = RetentionService(core)
-    triage_thread = TriageThread(core)
     requester_escalation = RequesterEscalation(core, escalation)
     attachments = Attachments(core)
-    held = HeldRequests(core)
-    knowledge = KnowledgeService(core, held)
+    knowledge = KnowledgeService(core, HeldRequests(core))
     incidents = IncidentService(core)
-    incident_intake = IncidentIntake(incidents)
 
     def card_lines(ticket: Ticket, now: datetime, zone: str, audience: str) -> list[Text]:
         return sla_lines(ticket, now, sla.calendar(ticket.calendar), zone, audience)
@@ -184,33 +163,82 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
     cards = CardBuilder(config, card_lines, escalation_state=escalation_line,
                         can_escalate=requester_escalation.can_escalate, resolution_fact=knowledge.self_served_fact,
                         incident_part=incident_part)
+    digests, retention, weekly = Digests(core), RetentionService(core), WeeklySummary(core)
+    desk = Desk(core=core, sla=sla, cards=cards, escalation=escalation, surveys=SurveyService(core),
+                nps=NpsService(core), weekly=weekly, digests=digests, retention=retention, directory=Directory(db),
+                chat=ChatCommands(core, incidents), conversations=Conversations(core, attachments, knowledge.held),
+                attachments=attachments, welcomes=Welcomes(core), knowledge=knowledge, incidents=incidents,
+                incident_updates=IncidentUpdates(core, incidents),
+                cron_jobs=[*digests.cron_jobs(), *retention.cron_jobs(), *weekly.cron_jobs(),
+                           *knowledge.cron_jobs()],
+                triage_thread=TriageThread(core), requester_escalation=requester_escalation)
+    _follow_ticket_changes(desk, IncidentIntake(incidents))
+    _register_timers(desk)
 
+    # Outbox channels to the pagers (chat channels are registered by the server with its platform clients).
+    owns_http = http is None
+    http = http or make_http_client()
+    for prefix, channel in pager_channels(config.pagers, http).items():
+        core.outbox.register(prefix, channel)
+    if owns_http:
+        desk.closers.append(http.aclose)
+    return desk
+
+
+def _build_core(config: AppConfig, db: Database, clock: Clock, metrics: Metrics,
+                replica: str | None) -> tuple[Core, SlaClock]:
+    """What every service shares: database, clock, tickets, timers and the outbox; and the SLA clock the
+    ticket service asks for a new ticket's targets."""
+    calendars = build_calendars(config)
+    roster = AgentRoster(config.agents)
+    sla = SlaClock(config, calendars)
+    tickets = TicketService(db, clock, config, roster, initial_targets=sla.initial_targets)
+    requests = RequestsFirst(config.engine.background_share)
+    core = Core(
+        config=config, db=db, clock=clock, metrics=metrics, roster=roster, calendars=calendars, tickets=tickets,
+        timers=TimerEngine(db, clock, config.engine, metrics, owner=f"{replica}-timers" if replica else None),
+        outbox=OutboxWorker(db, clock, config.engine, metrics, owner=f"{replica}-outbox" if replica else None,
+                            min_interval=config.engine.min_interval_per_channel.total_seconds(),
+                            requests=requests),
+        requests=requests, wake=Wake(),
+    )
+    return core, sla
+
+
+def _follow_ticket_changes(desk: Desk, incident_intake: IncidentIntake) -> None:
+    """Ticket changes, followed inside the change's own transaction, in this order."""
+    tickets = desk.tickets
+    # Incidents first link a matching new report, so its own triage card is never posted (it collapses).
+    tickets.subscribe(incident_intake.before_notifications)
+    tickets.subscribe(enqueue_for_change)
+    tickets.subscribe(desk.knowledge.on_change)  # after the card, so the suggestions thread under it
+    tickets.subscribe(_counter(desk.metrics))
+    tickets.subscribe(desk.sla.on_change)
+    # After the SLA clock: a linked ticket's own timers are cancelled (the incident's clock covers them).
+    tickets.subscribe(incident_intake.after_change)
+    tickets.subscribe(desk.escalation.on_change)
+    tickets.subscribe(desk.surveys.on_change)
+    tickets.subscribe(desk.nps.on_change)
+    tickets.subscribe(desk.digests.on_change)
+    tickets.subscribe(desk.retention.on_change)
+    tickets.subscribe(desk.triage_thread.on_change)
+    # A recorded SLA warning or breach starts the escalation chain, in the timer's transaction.
+    desk.sla.on_breach.append(desk.escalation.on_breach)
+    desk.sla.on_breach.append(desk.requester_escalation.on_breach)  # the requester's card now offers "Escalate"
+
+
+def _counter(metrics: Metrics) -> Callable[[TicketChange], Awaitable[None]]:
     async def count(change: TicketChange) -> None:
         if change.event.kind == "opened":
             metrics.tickets_opened.labels(change.ticket.origin_platform).inc()
         elif change.event.kind in ("resolved", "closed"):
             metrics.tickets_closed.labels(change.event.kind).inc()
+    return count
 
-    # Ticket changes, followed inside the change's own transaction, in this order.
-    # Incidents first link a matching new report, so its own triage card is never posted (it collapses).
-    tickets.subscribe(incident_intake.before_notifications)
-    tickets.subscribe(enqueue_for_change)
-    tickets.subscribe(knowledge.on_change)  # after the card, so the suggestions thread under it
-    tickets.subscribe(count)
-    tickets.subscribe(sla.on_change)
-    # After the SLA clock: a linked ticket's own timers are cancelled (the incident's clock covers them).
-    tickets.subscribe(incident_intake.after_change)
-    tickets.subscribe(escalation.on_change)
-    tickets.subscribe(surveys.on_change)
-    tickets.subscribe(pulses.on_change)
-    tickets.subscribe(digests.on_change)
-    tickets.subscribe(retention.on_change)
-    tickets.subscribe(triage_thread.on_change)
-    # A recorded SLA warning or breach starts the escalation chain, in the timer's transaction.
-    sla.on_breach.append(escalation.on_breach)
-    sla.on_breach.append(requester_escalation.on_breach)  # the requester's card now offers "Escalate"
 
-    timers = core.timers
+def _register_timers(desk: Desk) -> None:
+    """Every timer kind and the service that runs it."""
+    timers, sla, escalation = desk.timers, desk.sla, desk.escalation
     # SLA targets page people: short urgent leases, and a breach storm shares transactions (each touches only
     # its own ticket's rows and upserted counters).
     for kind, handler in ((FIRST_RESPONSE_TIMER, sla.on_first_response_due),
@@ -220,33 +248,15 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
     timers.register(STEP_TIMER, escalation.on_step)
     timers.register(AUDIT_TIMER, escalation.auditor.on_audit)
     timers.register(SUMMARY_TIMER, escalation.paging.on_summary)
-    timers.register(SEND, surveys.on_send)
-    timers.register(REMIND, surveys.on_remind)
-    timers.register(EXPIRE, surveys.on_expire)
-    timers.register(nps.ROUND, pulses.on_round)
-    timers.register(nps.SEND, pulses.on_send)
-    timers.register(nps.EXPIRE, pulses.on_expire)
-    timers.register(WEEKLY_TIMER, weekly.post)
-    timers.register(REQUESTER_TIMER, digests.on_requester_slot)
-    timers.register(TRIAGE_TIMER, digests.on_triage_digest)
-    timers.register(TEXT_TIMER, retention.on_text)
-    timers.register(PEOPLE_TIMER, retention.on_people)
-    timers.register(ASK_TIMER, held.on_timeout)
-
-    # Outbox channels to the pagers (chat channels are registered by the server with its platform clients).
-    owns_http = http is None
-    http = http or make_http_client()
-    for prefix, channel in pager_channels(config.pagers, http).items():
-        core.outbox.register(prefix, channel)
-
-    desk = Desk(core=core, sla=sla, cards=cards, escalation=escalation, surveys=surveys, nps=pulses, weekly=weekly,
-                digests=digests, retention=retention, directory=Directory(db), chat=ChatCommands(core, incidents),
-                conversations=Conversations(core, attachments, knowledge.held), attachments=attachments,
-                welcomes=Welcomes(core), knowledge=knowledge, incidents=incidents,
-                incident_updates=IncidentUpdates(core, incidents),
-                cron_jobs=[*digests.cron_jobs(), *retention.cron_jobs(), *weekly.cron_jobs(),
-                           *knowledge.cron_jobs()],
-                triage_thread=triage_thread, requester_escalation=requester_escalation)
-    if owns_http:
-        desk.closers.append(http.aclose)
-    return desk
+    timers.register(SEND, desk.surveys.on_send)
+    timers.register(REMIND, desk.surveys.on_remind)
+    timers.register(EXPIRE, desk.surveys.on_expire)
+    timers.register(nps.ROUND, desk.nps.on_round)
+    timers.register(nps.SEND, desk.nps.on_send)
+    timers.register(nps.EXPIRE, desk.nps.on_expire)
+    timers.register(WEEKLY_TIMER, desk.weekly.post)
+    timers.register(REQUESTER_TIMER, desk.digests.on_requester_slot)
+    timers.register(TRIAGE_TIMER, desk.digests.on_triage_digest)
+    timers.register(TEXT_TIMER, desk.retention.on_text)
+    timers.register(PEOPLE_TIMER, desk.retention.on_people)
+    timers.register(ASK_TIMER, desk.knowledge.held.on_timeout)
