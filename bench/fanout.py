@@ -36,11 +36,11 @@ from breach_to_page import seed_open_tickets, start_server
 from sqlalchemy import func, insert, select
 
 from bot.simulators import slack_requests as rq
+from bot.simulators.http import post
 from bot.simulators.slack_api import FakeSlackApi
 from store.db import Database
 from store.migrate import upgrade
 from store.models import OutboxMessage
-from tests.harness import post
 
 SECRET = "bench-signing-secret"
 TRIAGE = "CBENCHTRIAGE"

@@ -41,13 +41,13 @@ from bot.config import parse_config
 from bot.routing import Action, Form
 from bot.server import Server
 from bot.simulators import slack_requests as rq
+from bot.simulators.http import post
 from bot.simulators.pagers import FakePagerDuty
 from bot.simulators.slack_api import FakeSlackApi
 from store.db import Database
 from store.incident_models import IncidentLink, IncidentSuggestion
 from store.migrate import upgrade
 from store.models import OutboxMessage, TicketEvent
-from tests.harness import post
 
 SECRET = "bench-signing-secret"
 TRIAGE, AGENT, ONCALL1, ONCALL2 = "CBENCHTRIAGE", "UAGENT1", "UONCALL1", "UONCALL2"

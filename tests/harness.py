@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
-
-import aiohttp
 
 from bot.clock import ManualClock
 from bot.config import AppConfig
@@ -26,11 +23,3 @@ async def running_server(config: AppConfig, db: Database, clock: ManualClock, *,
         await server.stop()
 
 
-async def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any]:
-    """POST raw bytes; returns (status, parsed JSON or text)."""
-    async with aiohttp.ClientSession() as session, session.post(url, data=body, headers=headers) as response:
-        text = await response.text()
-        try:
-            return response.status, await response.json(content_type=None) if text else None
-        except ValueError:
-            return response.status, text

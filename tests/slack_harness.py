@@ -13,9 +13,10 @@ from sqlalchemy import func, select
 from bot.routing import Action
 from bot.server import Server
 from bot.simulators import slack_requests as rq
+from bot.simulators.http import post
 from bot.simulators.slack_api import FakeSlackApi
 from store.models import Ticket, TicketEvent
-from tests.harness import post, running_server
+from tests.harness import running_server
 
 SECRET = "test-signing-secret"
 REQUESTER, ALICE, BOB, MALLORY = "UREQ1", "UAGENT1", "UAGENT2", "UMALLORY"

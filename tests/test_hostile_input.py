@@ -21,9 +21,10 @@ from bot.cli import main
 from bot.clock import ManualClock
 from bot.config import AppConfig, SlackConfig, TeamsConfig
 from bot.simulators.bot_connector import FakeBotConnector
+from bot.simulators.http import post
 from store.db import Database
 from tests.fakes.openid import FakeOpenIdProvider
-from tests.harness import post, running_server
+from tests.harness import running_server
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_ID = "0b7f5a9e-3c1d-4e2f-9a8b-7c6d5e4f3a2b"

@@ -24,10 +24,11 @@ from bot.server import Server
 from bot.simulators import slack_requests as rq
 from bot.simulators import teams_activities as ta
 from bot.simulators.bot_connector import ConnectorCall, FakeBotConnector
+from bot.simulators.http import post
 from bot.simulators.slack_api import FakeSlackApi
 from store.db import Database
 from store.models import Person, Ticket
-from tests.harness import post, running_server
+from tests.harness import running_server
 from tests.slack_harness import ALICE, BOB, REQUESTER, SECRET, TRIAGE, assert_valid_block_kit
 
 TEAMS_TRIAGE = "19:triage@thread.tacv2"

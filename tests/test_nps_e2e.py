@@ -24,13 +24,14 @@ from bot.server import Server
 from bot.simulators import slack_requests as rq
 from bot.simulators import teams_activities as ta
 from bot.simulators.bot_connector import FakeBotConnector
+from bot.simulators.http import post
 from store.db import Database
 from store.models import Person
 from store.nps_models import NpsPulse
 from store.survey_models import Survey
 from surveys.report import render_html, render_jsonl, render_table
 from surveys.report_aggregate import compute_report
-from tests.harness import post, running_server
+from tests.harness import running_server
 from tests.slack_harness import ALICE, BOB, MALLORY, REQUESTER, SECRET, SlackBot
 
 NPS = """

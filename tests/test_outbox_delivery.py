@@ -28,9 +28,10 @@ from bot.server import Server
 from bot.simulators import slack_requests as rq
 from bot.simulators import teams_activities as ta
 from bot.simulators.bot_connector import FakeBotConnector
+from bot.simulators.http import post
 from store.models import OutboxMessage
 from tests.conftest import TEST_CONFIG
-from tests.harness import post, running_server
+from tests.harness import running_server
 from tests.slack_harness import ALICE, BOB, REQUESTER, SECRET, TRIAGE, SlackBot
 
 SHIPPED_PACING = timedelta(seconds=1)

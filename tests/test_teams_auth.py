@@ -30,12 +30,13 @@ from bot.config import AppConfig, SlackConfig, TeamsConfig, parse_config
 from bot.simulators import slack_requests as rq
 from bot.simulators import teams_activities as ta
 from bot.simulators.bot_connector import FakeBotConnector
+from bot.simulators.http import post
 from bot.simulators.slack_api import FakeSlackApi
 from store.db import Database
 from tests.conftest import TEST_CONFIG
 from tests.fakes.openid import FakeOpenIdProvider, forged_token
 from tests.fakes.process import ServeProcess, start_servers, stop_servers, write_config
-from tests.harness import post, running_server
+from tests.harness import running_server
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_ID = "0b7f5a9e-3c1d-4e2f-9a8b-7c6d5e4f3a2b"

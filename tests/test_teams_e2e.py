@@ -27,10 +27,11 @@ from bot.routing import Action, Form
 from bot.server import Server
 from bot.simulators import teams_activities as ta
 from bot.simulators.bot_connector import ConnectorCall, FakeBotConnector
+from bot.simulators.http import post
 from bot.tickets import Origin
 from store.db import Database
 from store.models import ConversationRef, OutboxMessage, Ticket
-from tests.harness import post, running_server
+from tests.harness import running_server
 
 TRIAGE = "19:triage@thread.tacv2"
 PERSONAL = "a:1personal-chat"
