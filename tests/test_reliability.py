@@ -44,7 +44,7 @@ from bot.server import Server
 from bot.simulators import slack_requests as rq
 from bot.simulators import teams_activities as ta
 from bot.simulators.bot_connector import FakeBotConnector
-from bot.simulators.slack_api import FakeSlackApi
+from bot.simulators.slack_api import FakeSlackApi, read_args
 from store.db import Database
 from store.migrate import upgrade
 from store.models import OutboxMessage, Ticket, TicketEvent, Timer
@@ -372,7 +372,7 @@ class SlowSlack(FakeSlackApi):
     async def _handle(self, request: web.Request) -> web.Response:
         if request.match_info["method"] != "chat.postMessage":
             return await super()._handle(request)
-        args = await self._read_args(request)
+        args = await read_args(request)
         key = (str(args.get("channel")), ticket_number(args))
         if self.fail_first_attempt and key not in self._refused:
             # A transient Slack error: the retry comes from a later engine tick, not the request's kick.

@@ -98,7 +98,8 @@ def _maybe_json(value: str) -> object:
     return decoded if isinstance(decoded, list | dict) else value
 
 
-async def _read_args(request: web.Request) -> Json:
+async def read_args(request: web.Request) -> Json:
+    """A Web API call's arguments, from its query string and its form or JSON body."""
     args: Json = {k: _maybe_json(v) for k, v in request.query.items()}
     if request.content_type == "application/json":
         body = await request.json()
@@ -300,7 +301,7 @@ class FakeSlackApi(SlackWorkspace):
 
     async def _handle(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
-        args = await _read_args(request)
+        args = await read_args(request)
         if method in self._paused:
             await self._resumed.wait()
         call = SlackCall(method, args, dict(request.headers), self._clock())
@@ -375,4 +376,4 @@ class FakeSlackApi(SlackWorkspace):
         await self.socket_mode.wait_for_sockets(count, timeout=timeout)
 
 
-__all__ = ["APP_ID", "BOT_ID", "BOT_NAME", "BOT_USER_ID", "TEAM_ID", "FakeSlackApi", "SlackCall"]
+__all__ = ["APP_ID", "BOT_ID", "BOT_NAME", "BOT_USER_ID", "TEAM_ID", "FakeSlackApi", "SlackCall", "read_args"]
