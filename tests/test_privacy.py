@@ -327,3 +327,51 @@ async def test_someone_erased_while_the_bot_runs_files_their_next_ticket_as_a_ne
         assert new.requester_id != old.requester_id, "the new ticket was filed under the erased person's row"
         person = await session.get(Person, new.requester_id)
         assert person is not None and person.platform_user_id == "UERASED1" and person.display_name == "Rita Example"
+
+
+async def test_an_erasure_that_collides_with_the_engine_on_postgresql_runs_again(
+        storied_desk: tuple[Desk, Story], monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    from bot.privacy import erasure
+
+    desk, _ = storied_desk
+    real = erasure._erase_once
+    calls: list[str] = []
+
+    class Deadlock(Exception):
+        sqlstate = "40P01"
+
+    async def first_collides(*args: Any, **kw: Any) -> Any:
+        calls.append("try")
+        if len(calls) == 1:  # PostgreSQL chose this transaction to break a deadlock with the engine
+            raise DBAPIError("UPDATE tickets …", None, Deadlock("deadlock detected"))
+        return await real(*args, **kw)
+
+    monkeypatch.setattr(erasure, "_erase_once", first_collides)
+    outcome = await erase(desk, RITA)
+    assert calls == ["try", "try"] and outcome.committed
+    async with desk.db.reading() as session:
+        assert (await session.execute(select(PrivacyLog))).scalars().all()
+
+
+async def test_an_erasure_gives_up_on_other_database_errors_at_once(
+        storied_desk: tuple[Desk, Story], monkeypatch: pytest.MonkeyPatch) -> None:
+    from sqlalchemy.exc import DBAPIError
+
+    from bot.privacy import erasure
+
+    desk, _ = storied_desk
+    calls: list[str] = []
+
+    class Broken(Exception):
+        sqlstate = "42P01"
+
+    async def broken(*args: Any, **kw: Any) -> Any:
+        calls.append("try")
+        raise DBAPIError("UPDATE tickets …", None, Broken("relation does not exist"))
+
+    monkeypatch.setattr(erasure, "_erase_once", broken)
+    with pytest.raises(DBAPIError):
+        await erase(desk, RITA)
+    assert calls == ["try"]

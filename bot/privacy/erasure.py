@@ -16,11 +16,13 @@ A dry run (``commit=False``) does everything, reports it and rolls back.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, or_, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.clock import Clock
@@ -34,6 +36,10 @@ from store.db import Database
 from store.models import Person, Ticket, TicketEvent, Timer, ticket_number
 from store.privacy_models import PrivacyLog
 
+log = logging.getLogger("ithelp.privacy")
+LOCK_CONFLICTS = ("40P01", "40001")
+"""PostgreSQL's deadlock detected and serialization failure: the transaction can simply run again."""
+LOCK_ATTEMPTS = 3
 CHUNK = 500
 """Tickets redacted per statement (a long-time requester's hundreds stay within bound-parameter limits)."""
 
@@ -62,6 +68,20 @@ async def erase_person(db: Database, clock: Clock, address: str, *, by: str, for
     """Erase the person at ``address`` (``slack:U123``); raises :class:`RequestError` subclasses when it can't."""
     platform, user_id = parse_address(address)
     canonical = f"{platform}:{user_id}"
+    for attempt in range(1, LOCK_ATTEMPTS + 1):
+        try:
+            return await _erase_once(db, clock, platform, user_id, canonical, by=by, force=force, commit=commit)
+        except DBAPIError as exc:
+            # The engine may be working the same tickets (a setup, a card refresh) and lock them in another
+            # order: PostgreSQL picks one transaction to fail. Ours rolled back whole; take it again.
+            if getattr(exc.orig, "sqlstate", None) not in LOCK_CONFLICTS or attempt == LOCK_ATTEMPTS:
+                raise
+            log.warning("erasing %s collided with other work on its tickets (%s); trying again", canonical, exc.orig)
+    raise AssertionError("unreachable")
+
+
+async def _erase_once(db: Database, clock: Clock, platform: str, user_id: str, canonical: str, *, by: str,
+                      force: bool, commit: bool) -> Erasure:
     outcome = Erasure(canonical)
     try:
         async with db.transaction() as session:
