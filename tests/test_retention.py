@@ -5,6 +5,7 @@ figure of ``ithelp report`` over the old period stays the same."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -123,18 +124,25 @@ async def test_old_text_goes_then_old_people_while_the_report_over_that_period_s
     assert await report_figures(desk, story) == before
 
 
+async def pseudonymised_values(desk: Any) -> set[tuple[str, str, object, str]]:
+    """Each value that names a pseudonym, by table, column and row id: what a second run must leave alone (the
+    engine may meanwhile deliver or retry the rows that carry them, which changes only their bookkeeping)."""
+    return {(f.table, f.column, f.row.get("id"), json.dumps(f.row[f.column], sort_keys=True, default=str))
+            for f in await find_everywhere(desk.db, ["Former user #"])}
+
+
 async def test_a_second_run_the_same_day_changes_nothing(retained_desk: Callable[..., Any], clock: ManualClock,
                                                          ) -> None:
     desk, retention, surveys = retained_desk()
     await a_week_at_the_desk(desk, clock, surveys)
     clock.advance(timedelta(days=800))
     assert await run_daily(desk, retention) > 0
-    snapshot = await find_everywhere(desk.db, ["Former user #"])
+    snapshot = await pseudonymised_values(desk)
     runs = len(await log_rows(desk, "retention.redact_text")) + len(await log_rows(desk, "retention.anonymise_people"))
     assert not await retention.enqueue_daily_run()  # today's rows exist (dedup key per date)
     clock.advance(timedelta(days=1))
     await run_daily(desk, retention)  # tomorrow: nothing left to do
-    assert await find_everywhere(desk.db, ["Former user #"]) == snapshot
+    assert await pseudonymised_values(desk) == snapshot
     assert len(await log_rows(desk, "retention.redact_text")) + len(
         await log_rows(desk, "retention.anonymise_people")) == runs
 
