@@ -76,5 +76,19 @@ def raise_into(request: Waiting, exc: BaseException) -> None:
         request.done.set_exception(exc)
 
 
-__all__ = ["MIN_TIME_LEFT", "SETTLE_MARGIN", "UNANSWERED_GRACE", "Waiting", "raise_into", "take_batch", "time_left",
-           "until_answered"]
+
+def fail_waiting(batch: list[W], queue: list[W], exc: BaseException) -> bool:
+    """A batch failed with ``exc``: its requests hear so; on a cancellation (not an ``Exception``) so do the
+    queued ones, the queue is emptied, and True says the caller must re-raise."""
+    for request in batch:
+        raise_into(request, exc)
+    if isinstance(exc, Exception):
+        return False
+    for request in queue:
+        raise_into(request, exc)
+    queue.clear()
+    return True
+
+
+__all__ = ["MIN_TIME_LEFT", "SETTLE_MARGIN", "UNANSWERED_GRACE", "Waiting", "fail_waiting", "raise_into", "take_batch",
+           "time_left", "until_answered"]

@@ -30,7 +30,7 @@ from sqlalchemy import Table, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 
-from store.batching import raise_into, take_batch, time_left, until_answered
+from store.batching import fail_waiting, raise_into, take_batch, time_left, until_answered
 from store.db import REQUEST_DEADLINE, Database, RequestDeadline
 from store.held_connection import HeldConnection
 from store.models import InboundDedup, Ticket
@@ -111,12 +111,7 @@ class IntakeWriter:
                     raise_into(request, exc)
             return
         except BaseException as exc:  # database down, or shutting down: everyone waiting hears about it
-            for request in batch:
-                raise_into(request, exc)
-            if not isinstance(exc, Exception):
-                for request in self._queue:
-                    raise_into(request, exc)
-                self._queue = []
+            if fail_waiting(batch, self._queue, exc):
                 raise
             return
         for request, result in zip(batch, results, strict=True):

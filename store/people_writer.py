@@ -7,7 +7,7 @@ from contextvars import Context
 from dataclasses import dataclass, field
 from typing import Any
 
-from store.batching import raise_into, take_batch, time_left, until_answered
+from store.batching import fail_waiting, take_batch, time_left, until_answered
 from store.db import REQUEST_DEADLINE, Database, RequestDeadline
 from store.models import Person
 from store.queries import _insert_ignoring
@@ -60,13 +60,8 @@ class PeopleWriter:
                 written = await conn.execute(statement.returning(Person.id, Person.platform, Person.platform_user_id),
                                              [r.row for r in batch])
                 ids = {(platform, user): person_id for person_id, platform, user in written}
-        except BaseException as exc:
-            for request in batch:
-                raise_into(request, exc)
-            if not isinstance(exc, Exception):
-                for request in self._queue:
-                    raise_into(request, exc)
-                self._queue = []
+        except BaseException as exc:  # database down, or shutting down: everyone waiting hears about it
+            if fail_waiting(batch, self._queue, exc):
                 raise
             return
         for request in batch:
