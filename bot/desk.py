@@ -148,8 +148,8 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
     escalation = EscalationService(core, Paging(core), EscalationAudit(core))
     requester_escalation = RequesterEscalation(core, escalation)
     attachments = Attachments(core)
-    knowledge = KnowledgeService(core, HeldRequests(core))
     incidents = IncidentService(core)
+    knowledge = KnowledgeService(core, HeldRequests(core, known_incident=incidents.matching))
 
     def card_lines(ticket: Ticket, now: datetime, zone: str, audience: str) -> list[Text]:
         return sla_lines(ticket, now, sla.calendar(ticket.calendar), zone, audience)

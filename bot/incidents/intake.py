@@ -19,7 +19,6 @@ from bot.messages import NOTICE, notice_payload
 from bot.notifications import COLLAPSED, person_target
 from bot.tickets import OPEN_STATUSES, TicketChange
 from store.incident_models import (
-    INCIDENT_OPEN,
     SUGGESTION_DISMISSED,
     SUGGESTION_OPEN,
     Incident,
@@ -46,7 +45,7 @@ class IncidentIntake:
         session, ticket = change.session, change.ticket
         link = await link_of(session, ticket.id)
         if link is None and change.event.kind == "opened":
-            incident = await self._matching_incident(session, ticket.summary)
+            incident = await self.incidents.matching(session, ticket.summary)
             if incident is not None:
                 await add_link(session, ticket, incident, via="intake", actor=None, now=change.now)
                 await session.flush()
@@ -69,12 +68,6 @@ class IncidentIntake:
             await cancel_timers(session, ticket_id=ticket.id, kinds=COVERED_TIMERS, now=now)
         elif change.event.kind == "opened" and await link_of(session, ticket.id) is None:
             await self._count_towards_suggestion(session, ticket, change)
-
-    async def _matching_incident(self, session: AsyncSession, summary: str) -> Incident | None:
-        incidents = {i.id: i for i in (await session.execute(
-            select(Incident).where(Incident.status == INCIDENT_OPEN))).scalars()}
-        key = best_key(summary, {i.id: i.title for i in incidents.values()}, self.config.incidents.similarity)
-        return None if key is None else incidents[key]
 
     async def _tell_known_issue(self, change: TicketChange, incident: Incident) -> None:
         ticket, requester = change.ticket, change.requester

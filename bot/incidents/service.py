@@ -6,6 +6,7 @@ triage channel shows of it commit together.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 
 from sqlalchemy import select
@@ -14,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.core import Core
 from bot.incidents import cards
 from bot.incidents.links import add_link, affected, link_of, open_incidents, refresh_ticket_cards, remove_link
-from bot.incidents.similarity import similar_keys
+from bot.incidents.similarity import best_key, similar_keys
 from bot.people import PersonRef
 from bot.text import to_spans
 from bot.tickets import OPEN_STATUSES, NotAllowed, Origin, TicketNotFound
@@ -32,6 +33,11 @@ from store.models import Person, Ticket
 
 _KNOWN_ISSUES = 5
 """Open incidents listed as known issues (the most a home tab or status answer shows)."""
+
+
+DECLARED_SOURCE = "incident"
+"""The intake key of the ticket ``/ithelp incident <title>`` opens to carry the incident's clock is
+``incident:<random>``: it is the agent's declaration, not a request (no article suggestions)."""
 
 
 class IncidentService:
@@ -56,7 +62,8 @@ class IncidentService:
     async def declare_new(self, title: str, agent: PersonRef, origin: Origin) -> str:
         """``/ithelp incident <title>``: a ticket carrying the incident's clock, made into an incident."""
         self._require_agent(agent, "declare incidents")
-        opened = await self.core.tickets.open(agent, title, origin=origin, priority=self._top_priority())
+        opened = await self.core.tickets.open(agent, title, origin=origin, priority=self._top_priority(),
+                                              dedup=(DECLARED_SOURCE, uuid.uuid4().hex))
         return await self.declare(opened.ticket.id, agent)
 
     async def accept_suggestion(self, suggestion_id: int, agent: PersonRef) -> str:
@@ -147,6 +154,13 @@ class IncidentService:
                      for i in incidents[:_KNOWN_ISSUES])
 
     # -- cards --------------------------------------------------------------------------------------
+    async def matching(self, session: AsyncSession, summary: str) -> Incident | None:
+        """The open incident a report with this ``summary`` belongs to (``incidents.similarity``), if any."""
+        incidents = {i.id: i for i in (await session.execute(
+            select(Incident).where(Incident.status == INCIDENT_OPEN))).scalars()}
+        key = best_key(summary, {i.id: i.title for i in incidents.values()}, self.config.incidents.similarity)
+        return None if key is None else incidents[key]
+
     async def refresh_incident(self, session: AsyncSession, incident: Incident, now: datetime) -> None:
         """Queue the incident card as it now stands (count, latest update, status)."""
         incident.revision += 1

@@ -8,6 +8,7 @@ files it, the other sees it already filed. Only the person who asked can answer.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 
 from sqlalchemy import select
@@ -30,23 +31,32 @@ INTAKE_SOURCE = "kb-held"
 """A ticket filed from a held request has ``intake_key`` ``kb-held:<id>`` (no second round of suggestions)."""
 
 
+KnownIncident = Callable[[AsyncSession, str], Awaitable[object | None]]
+"""The open incident (if any) a request's summary matches, looked up in the caller's session."""
+
+
 class HeldRequests:
     """Holds requests in ``ask_first`` mode and files them when the person still needs help."""
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, known_incident: KnownIncident | None = None) -> None:
         self.core = core
         self.config = core.config.knowledge
+        self.known_incident = known_incident
+        """Finds the open incident a request belongs to: such a request is filed at once, to join it."""
 
     async def hold(self, requester: PersonRef, summary: str, origin: Origin, dedup: tuple[str, str], *,
                    description: str = "", category: str | None = None, priority: str | None = None) -> Notice | None:
-        """The question to show instead of filing, or None: not ``ask_first``, or no article matches (filed as
-        usual, so nobody waits on an empty list)."""
+        """The question to show instead of filing, or None: not ``ask_first``, no article matches (filed as
+        usual, so nobody waits on an empty list), or the request matches an open incident (a known issue
+        ranks above any article: filed at once, it joins the incident and hears every update)."""
         if self.config.mode != "ask_first" or not self.config.enabled:
             return None
         # Refused now, as filing would refuse it, rather than when the timer files it.
         summary, description = check_intake(summary, description)
         now = self.core.clock.now()
         async with self.core.db.transaction() as session:
+            if self.known_incident is not None and await self.known_incident(session, summary) is not None:
+                return None
             hits = await search(session, f"{summary} {description}", limit=self.config.max_suggestions)
             if not hits:
                 return None

@@ -13,11 +13,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core import Core, CronJob
+from bot.incidents.service import DECLARED_SOURCE
 from bot.knowledge.held import INTAKE_SOURCE, HeldRequests
 from bot.knowledge.index import reindex
 from bot.knowledge.suggestions import article_lines, excerpt
 from bot.messages import NOTICE, notice_payload
-from bot.notifications import person_target
+from bot.notifications import COLLAPSED, person_target
 from bot.people import PersonRef
 from bot.routing import Action
 from bot.tickets import NotAllowed, TicketChange, TicketSnapshot
@@ -94,8 +95,15 @@ class KnowledgeService:
 
     async def _suggest(self, change: TicketChange) -> None:
         ticket, session = change.ticket, change.session
-        if (ticket.intake_key or "").startswith(f"{INTAKE_SOURCE}:"):
-            return  # filed from an ask_first question: the person has seen the articles already
+        source = (ticket.intake_key or "").partition(":")[0]
+        if source in (INTAKE_SOURCE, DECLARED_SOURCE):
+            # Filed from an ask_first question (the person has seen the articles already), or the ticket an
+            # agent's `/ithelp incident` opens to carry the incident: neither is a question to answer.
+            return
+        if change.extra.get(COLLAPSED):
+            # The report joined an open incident: the known issue is its answer, told first and alone
+            # ("This solved it" on an outage report would close it as self-served).
+            return
         hits = await search(session, f"{ticket.summary} {ticket.description or ''}",
                             limit=self.config.max_suggestions)
         if not hits:
