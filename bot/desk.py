@@ -29,6 +29,7 @@ from bot.directory import Directory
 from bot.engine import OutboxWorker, RequestsFirst, TimerEngine
 from bot.escalation import AUDIT_TIMER, STEP_TIMER, SUMMARY_TIMER, EscalationAudit, EscalationService, Paging
 from bot.incidents import IncidentIntake, IncidentService, IncidentUpdates, incident_part
+from bot.incidents.progress import INCIDENT_UPDATE_TIMER
 from bot.knowledge.held import ASK_TIMER, HeldRequests
 from bot.knowledge.service import KnowledgeService
 from bot.metrics import Metrics
@@ -260,3 +261,4 @@ def _register_timers(desk: Desk) -> None:
     timers.register(TEXT_TIMER, desk.retention.on_text)
     timers.register(PEOPLE_TIMER, desk.retention.on_people)
     timers.register(ASK_TIMER, desk.knowledge.held.on_timeout)
+    timers.register(INCIDENT_UPDATE_TIMER, desk.incidents.progress.on_update_due)

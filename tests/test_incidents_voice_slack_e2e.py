@@ -144,3 +144,35 @@ async def test_the_report_shows_each_incident_with_affected_count_time_to_acknow
         "INC-1", 4, 10.0, 60.0)
     table = render_incidents([figures])
     assert "INC-1" in table and "Email down in Pune" in table and "60.0" in table
+
+
+def scheduled_to(bot: SlackBot, user: str) -> list[dict[str, Any]]:
+    return [c for c in updates_to(bot, user) if "IT is still working on it" in dumps(c)]
+
+
+async def test_scheduled_progress_updates_come_from_the_incident_once_per_interval_to_each_requester(
+    bot: SlackBot, db: Database, clock: ManualClock
+) -> None:
+    incident_id, _ = await outage(bot)  # a P1 incident: an update every hour, any hour
+
+    clock.advance(timedelta(minutes=61))
+    await bot.settle()
+    for user in PEOPLE:
+        [update] = scheduled_to(bot, user)
+        assert "Update on INC-1: Email down in Pune" in update["text"] and update.get("thread_ts")
+        # The linked report's own update timer stays quiet: the incident speaks for it.
+        assert not [c for c in updates_to(bot, user) if "Update on IT-" in c["text"]]
+
+    # An agent's update starts the interval again: nothing scheduled an hour after the last scheduled one ...
+    clock.advance(timedelta(minutes=30))
+    await submit(bot, Form.INCIDENT_UPDATE, incident_id, "Mail relay restarting")
+    await bot.settle()
+    clock.advance(timedelta(minutes=40))
+    await bot.settle()
+    assert all(len(scheduled_to(bot, user)) == 1 for user in PEOPLE)
+    # ... but an hour after the agent's, quoting it.
+    clock.advance(timedelta(minutes=25))
+    await bot.settle()
+    for user in PEOPLE:
+        _first, second = scheduled_to(bot, user)
+        assert "Latest update: Mail relay restarting" in dumps(second)

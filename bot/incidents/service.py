@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.core import Core
 from bot.incidents import cards
 from bot.incidents.links import add_link, affected, link_of, open_incidents, refresh_ticket_cards, remove_link
+from bot.incidents.progress import IncidentProgress
 from bot.incidents.similarity import best_key, similar_keys
 from bot.people import PersonRef
 from bot.text import to_spans
@@ -47,6 +48,8 @@ class IncidentService:
         self.core = core
         self.config = core.config
         self.desk_zone = core.config.calendars[core.config.default_calendar].timezone
+        self.progress = IncidentProgress(core)
+        """The incident's scheduled progress updates to everyone affected."""
 
     # -- declaring ----------------------------------------------------------------------------------
     async def declare(self, ticket_id: int, agent: PersonRef) -> str:
@@ -190,6 +193,7 @@ class IncidentService:
         await add_link(session, ticket, incident, via=via, actor=actor, now=now)
         await refresh_ticket_cards(session, self.config, ticket, why=f"inc{incident.id}", now=now)
         await self.refresh_incident(session, incident, now)
+        await self.progress.arm(session, incident, now)
         return incident
 
     async def _similar_unlinked(self, session: AsyncSession, title: str, now: datetime) -> list[Ticket]:

@@ -83,6 +83,7 @@ class IncidentUpdates:
                     idempotency_key=f"incident-update:{event.id}:status"))
             await enqueue_messages(session, outbox)
             await self.incidents.refresh_incident(session, incident, now)
+            await self.incidents.progress.arm(session, incident, now)  # the next scheduled update counts from this one
         self.core.wake()
         return len(rows)
 
