@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from store.models import Base, BigId, Timer
+from store.queries import serialise_across_replicas
 
 INDEX_LOCK = 2_021_021
 """The advisory lock key reindexing holds on PostgreSQL."""
@@ -190,8 +191,7 @@ async def delete_articles(session: AsyncSession, ids: list[int]) -> None:
 async def lock_index(session: AsyncSession) -> None:
     """Serialise reindexing across replicas (every replica runs the cron at the same minute) for the rest of
     the transaction. SQLite's writers are serialised already; PostgreSQL takes a transaction advisory lock."""
-    if _dialect(session) == "postgresql":
-        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": INDEX_LOCK})
+    await serialise_across_replicas(session, INDEX_LOCK)
 
 
 async def articles_by_source(session: AsyncSession) -> dict[str, KbArticle]:

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, NamedTuple, TypeVar, cast
 
-from sqlalchemy import Table, and_, case, delete, literal, literal_column, or_, select, tuple_, update
+from sqlalchemy import Table, and_, case, delete, literal, literal_column, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -180,6 +180,14 @@ def claim_pending_setup_statement(dialect: str, *, limit: int) -> Any:
         .returning(Ticket.id)
         .execution_options(synchronize_session=False)
     )
+
+
+async def serialise_across_replicas(session: AsyncSession, key: int) -> None:
+    """Hold ``key`` for the rest of the transaction: a second transaction (on any replica) asking for it waits
+    until this one ends, then sees what it committed. SQLite's writers are serialised already; PostgreSQL takes
+    a transaction advisory lock."""
+    if _dialect_of(session) == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def _dialect_of(session: AsyncSession | AsyncConnection) -> str:

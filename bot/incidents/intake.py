@@ -26,9 +26,11 @@ from store.incident_models import (
     IncidentSuggestion,
 )
 from store.models import Ticket, TicketEvent
-from store.queries import cancel_timers, enqueue_messages, outbox_row
+from store.queries import cancel_timers, enqueue_messages, outbox_row, serialise_across_replicas
 
 _LINKED_NOW = "incident_linked_now"
+SUGGESTION_LOCK = 2_020_020
+"""The advisory lock key under which a replica raises a new incident suggestion (PostgreSQL)."""
 _CANDIDATES = 500
 """Recent reports compared with a new one before a suggestion exists."""
 
@@ -69,6 +71,22 @@ class IncidentIntake:
         elif change.event.kind == "opened" and await link_of(session, ticket.id) is None:
             await self._count_towards_suggestion(session, ticket, change)
 
+    async def _counted_towards_existing(self, session: AsyncSession, ticket: Ticket, change: TicketChange) -> bool:
+        """Count this report towards a recent suggestion it resembles (open or dismissed); False if none."""
+        settings = self.config.incidents
+        suggestions = {s.id: s for s in (await session.execute(select(IncidentSuggestion).where(
+            IncidentSuggestion.status.in_((SUGGESTION_OPEN, SUGGESTION_DISMISSED)),
+            IncidentSuggestion.updated_at >= change.now - settings.window))).scalars()}
+        key = best_key(ticket.summary, {s.id: s.title for s in suggestions.values()}, settings.similarity)
+        if key is None:
+            return False
+        suggestion = await session.get(IncidentSuggestion, key, with_for_update=True, populate_existing=True)
+        assert suggestion is not None
+        if suggestion.status == SUGGESTION_OPEN:
+            suggestion.count += 1
+            await self.incidents.refresh_suggestion(session, suggestion, change.now)
+        return True
+
     async def _tell_known_issue(self, change: TicketChange, incident: Incident) -> None:
         ticket, requester = change.ticket, change.requester
         view = cards.known_issue_view(ticket.id, ticket.number, incident, requester.timezone)
@@ -81,16 +99,7 @@ class IncidentIntake:
     async def _count_towards_suggestion(self, session: AsyncSession, ticket: Ticket, change: TicketChange) -> None:
         settings = self.config.incidents
         since = change.now - settings.window
-        suggestions = {s.id: s for s in (await session.execute(select(IncidentSuggestion).where(
-            IncidentSuggestion.status.in_((SUGGESTION_OPEN, SUGGESTION_DISMISSED)),
-            IncidentSuggestion.updated_at >= since))).scalars()}
-        key = best_key(ticket.summary, {s.id: s.title for s in suggestions.values()}, settings.similarity)
-        if key is not None:
-            suggestion = await session.get(IncidentSuggestion, key, with_for_update=True)
-            assert suggestion is not None
-            if suggestion.status == SUGGESTION_OPEN:
-                suggestion.count += 1
-                await self.incidents.refresh_suggestion(session, suggestion, change.now)
+        if await self._counted_towards_existing(session, ticket, change):
             return
         # Only reports whose opening has been written count (a batch of fast-intake tickets is set up in turn,
         # each counting itself when its own turn comes).
@@ -104,6 +113,11 @@ class IncidentIntake:
         if ticket.id not in cluster:
             cluster.append(ticket.id)
         if len(cluster) < settings.suggest_after:
+            return
+        # Another replica may be raising the same suggestion right now: one at a time, and look again once ours
+        # is the turn (it sees what the other committed).
+        await serialise_across_replicas(session, SUGGESTION_LOCK)
+        if await self._counted_towards_existing(session, ticket, change):
             return
         suggestion = IncidentSuggestion(title=ticket.summary, anchor_ticket_id=min(cluster), status=SUGGESTION_OPEN,
                                         count=len(cluster), created_at=change.now, updated_at=change.now, revision=0)
