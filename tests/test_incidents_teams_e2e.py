@@ -286,3 +286,22 @@ async def test_the_report_shows_the_incident_with_affected_count_and_times(
     await submit_form(server, fake, form_in(fake, "a:1agent-chat"), "Relay replaced", AGENT)
     [figures] = await incident_figures(db, since=start, until=clock.now() + timedelta(minutes=1))
     assert (figures.affected, figures.to_acknowledge_min, figures.to_resolve_min) == (4, 5.0, 30.0)
+
+
+async def test_scheduled_progress_updates_reach_each_teams_requester_from_the_incident(
+    server: Server, fake: FakeBotConnector, clock: ManualClock
+) -> None:
+    await teams_outage(server, fake)  # a P1 incident: an update every hour, any hour
+
+    def scheduled(n: int) -> list[ConnectorCall]:
+        return [c for c in fake.activities if posted_to(f"a:1chat-{n}")(c) and "still working on it" in text_of(c)]
+
+    clock.advance(timedelta(minutes=59))
+    await settle(server)
+    assert all(scheduled(n) == [] for n in range(3))
+    clock.advance(timedelta(minutes=2))
+    await settle(server)
+    for n in range(3):
+        [update] = scheduled(n)
+        assert "Update on INC-1: Email down in Pune" in text_of(update)
+        assert not [c for c in fake.activities if posted_to(f"a:1chat-{n}")(c) and "Update on IT-" in text_of(c)]
