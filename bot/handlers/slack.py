@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.app.async_app import AsyncApp
-from slack_bolt.context.async_context import AsyncBoltContext
-from slack_bolt.request.async_internals import build_async_context
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
 from slack_sdk.signature import SignatureVerifier
@@ -36,6 +35,13 @@ from bot.people import PersonRef
 from bot.routing import Action, Form, Shortcut
 
 log = logging.getLogger("ithelp.slack")
+
+
+def _reparsed(body: dict[str, Any], request: web.Request) -> AsyncBoltRequest:
+    """A Bolt request for a body we had to correct, built through Bolt's public constructor (as JSON, which it
+    reads as is) so its context matches the corrected body. The signature was checked on the original bytes."""
+    headers: dict[str, str | Sequence[str]] = {**request.headers, "Content-Type": "application/json"}
+    return AsyncBoltRequest(body=json.dumps(body), query=request.query_string, headers=headers)
 
 
 class SlackAdapter:
@@ -91,11 +97,9 @@ class SlackAdapter:
         if bolt_request.body == {} and "application/x-www-form-urlencoded" in (request.content_type or ""):
             # Bolt mistakes any form body containing the word "payload" (e.g. "/ithelp payload service
             # down") for interactivity and drops it; re-parse slash commands ourselves.
-            bolt_request.body = dict(parse_qsl(text, keep_blank_values=True))
-            bolt_request.context = build_async_context(AsyncBoltContext({}), bolt_request.body)
+            bolt_request = _reparsed(dict(parse_qsl(text, keep_blank_values=True)), request)
         if contains_nul(bolt_request.body):
-            bolt_request.body = without_nul(bolt_request.body)
-            bolt_request.context = build_async_context(AsyncBoltContext({}), bolt_request.body)
+            bolt_request = _reparsed(without_nul(bolt_request.body), request)
         try:
             response = await self.app.async_dispatch(bolt_request)
         except Exception as exc:  # raised by Bolt's own matchers on a payload missing fields
