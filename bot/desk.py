@@ -168,7 +168,7 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
     desk = Desk(core=core, sla=sla, cards=cards, escalation=escalation, surveys=SurveyService(core),
                 nps=NpsService(core), weekly=weekly, digests=digests, retention=retention, directory=Directory(db),
                 chat=ChatCommands(core, incidents), conversations=Conversations(core, attachments, knowledge.held),
-                attachments=attachments, welcomes=Welcomes(core), knowledge=knowledge, incidents=incidents,
+                attachments=attachments, welcomes=Welcomes(core, incidents), knowledge=knowledge, incidents=incidents,
                 incident_updates=IncidentUpdates(core, incidents),
                 cron_jobs=[*digests.cron_jobs(), *retention.cron_jobs(), *weekly.cron_jobs(),
                            *knowledge.cron_jobs()],

@@ -130,6 +130,10 @@ class TicketListItem:
     link: str | None = None
 
 
+MAX_INTRO_LINES = 7
+"""Intro lines a ticket list shows: a welcome's two and the five known issues (``bot.incidents``) after them."""
+
+
 @dataclass(frozen=True)
 class TicketList:
     """App Home / ``list`` answer: titled groups of tickets."""

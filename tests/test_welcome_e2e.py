@@ -9,8 +9,8 @@ from bot.server import Server
 from bot.simulators import teams_activities as ta
 from bot.simulators.bot_connector import FakeBotConnector
 from tests import test_teams_e2e as e2e
-from tests.slack_harness import REQUESTER, SlackBot
-from tests.test_teams_e2e import PERSONAL, send
+from tests.slack_harness import ALICE, REQUESTER, SlackBot
+from tests.test_teams_e2e import PERSONAL, send, settle
 
 fake, teams_config, server = e2e.fake, e2e.teams_config, e2e.server  # the Teams e2e fixtures, shared
 
@@ -54,3 +54,59 @@ async def test_teams_installing_the_app_in_personal_scope_welcomes_the_person_on
 async def test_teams_a_team_install_is_not_a_personal_welcome(server: Server, fake: FakeBotConnector) -> None:
     await send(server, ta.conversation_update_installed(service_url=fake.service_url, conversation_type="channel"))
     assert not [a for a in fake.activities if "Welcome to ITHelp" in json.dumps(a.body)]
+
+
+# -- Known issues (issue #20): open incidents in the welcome, as ``list`` shows them ------------------------------
+AGENT_CHAT: ta.Where = {**e2e.AGENT, "conversation_id": "a:1agent-chat"}
+
+
+async def teams_welcome_card(server: Server, fake: FakeBotConnector) -> str:
+    status, _ = await send(server, ta.conversation_update_installed(service_url=fake.service_url))
+    assert status == 201
+    [welcome] = [a for a in fake.sent_to(PERSONAL) if "Welcome to ITHelp" in json.dumps(a)]
+    return json.dumps(welcome["attachments"][0]["content"], ensure_ascii=False)
+
+
+async def declare_in_teams(server: Server, fake: FakeBotConnector, title: str) -> None:
+    status, _ = await send(server, ta.message(f"incident {title}", service_url=fake.service_url, **AGENT_CHAT))
+    assert status == 201
+    await settle(server)
+
+
+async def test_teams_the_welcome_lists_open_incidents_as_known_issues_escaped_once(
+    server: Server, fake: FakeBotConnector
+) -> None:
+    await declare_in_teams(server, fake, "Printers & VPN <!channel> down")
+    card = await teams_welcome_card(server, fake)
+    assert "Known issue INC-1: Printers & VPN <!channel\\\\> down" in card  # markdown-escaped once
+    assert "&amp;" not in card and "&lt;" not in card and "\\\\\\\\" not in card
+    assert card.index("help desk") < card.index("Known issue INC-1")  # the greeting first, then what is broken
+
+
+async def test_teams_the_welcome_shows_every_known_issue_the_list_shows_after_the_greeting(
+    server: Server, fake: FakeBotConnector
+) -> None:
+    titles = ["Email bounces", "VPN drops hourly", "Printer jams", "Wifi is slow", "Payroll login fails",
+              "Badge readers offline"]
+    for title in titles:
+        await declare_in_teams(server, fake, title)
+    card = await teams_welcome_card(server, fake)
+    assert sum(title in card for title in titles) == 5  # as many as ``list`` shows
+    assert "tell me what's wrong" in card and "press New ticket" in card
+
+
+async def test_teams_with_no_open_incident_the_welcome_has_no_known_issues(
+    server: Server, fake: FakeBotConnector
+) -> None:
+    card = await teams_welcome_card(server, fake)
+    assert "Known issue" not in card and "help desk" in card
+
+
+async def test_slack_the_welcome_lists_open_incidents_as_known_issues_escaped_once(bot: SlackBot) -> None:
+    status, _ = await bot.command("incident Printers &amp; VPN <!channel> down", user=ALICE)
+    assert status == 200
+    await bot.settle()
+    await bot.event({"type": "app_home_opened", "user": REQUESTER, "channel": f"D{REQUESTER}", "tab": "home"})
+    [welcome] = welcomes_to(bot, REQUESTER)
+    assert "Known issue INC-1: Printers &amp; VPN" in welcome
+    assert "<!channel>" not in welcome and "&amp;amp;" not in welcome and "&amp;lt;" not in welcome

@@ -11,7 +11,6 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.handlers.slack_part import SlackListeners
 from bot.renderers import slack_blocks
-from bot.welcome import welcome_view
 
 log = logging.getLogger("ithelp.slack")
 
@@ -31,7 +30,8 @@ class SlackHome(SlackListeners):
         person = await self.person(user_id)
         if not await self.desk.welcomes.first_time(person):
             return
-        view = welcome_view("Message me here (or type `/ithelp <what's wrong>` anywhere), or press New ticket.")
+        view = await self.desk.welcomes.view(
+            person, "Message me here (or type `/ithelp <what's wrong>` anywhere), or press New ticket.")
         try:
             await client.chat_postMessage(channel=user_id, text=slack_blocks.ticket_list_text(view),
                                           blocks=slack_blocks.ticket_list_blocks(view))

@@ -31,7 +31,6 @@ from bot.requester_escalation import matrix_lines, parse_escalate
 from bot.text import to_plain
 from bot.tickets import InvalidInput, Origin
 from bot.triage_notes import Posted
-from bot.welcome import welcome_view
 
 log = logging.getLogger("ithelp.teams")
 
@@ -54,7 +53,7 @@ class TeamsMessages(TeamsTurns):
             return
         if not await self.desk.welcomes.first_time(person):
             return
-        view = welcome_view("Just tell me what's wrong here, or press New ticket for a form.")
+        view = await self.desk.welcomes.view(person, "Just tell me what's wrong here, or press New ticket for a form.")
         if not await self._send_card(turn, adaptive_cards.ticket_list_card(view)):
             await self.desk.welcomes.forget(person)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from bot.text import plain, text_length, without_controls_in
 from bot.views import (
+    MAX_INTRO_LINES,
     CardAction,
     Digest,
     Fact,
@@ -259,7 +260,7 @@ def ticket_list_card(listing: TicketList) -> Card:
 
     def render(shown: int) -> Card:
         body: list[dict[str, Any]] = [_text(md(listing.title, MAX_SUMMARY), weight="Bolder", size="Medium")]
-        body.extend(_text(md(line)) for line in listing.intro[:5])
+        body.extend(_text(md(line)) for line in listing.intro[:MAX_INTRO_LINES])
         if not groups:
             body.append(_text(md(listing.empty_text)))
         room = shown

@@ -18,6 +18,7 @@ from typing import Any
 
 from bot.text import moment_text
 from bot.views import (
+    MAX_INTRO_LINES,
     CardAction,
     Digest,
     Fact,
@@ -160,7 +161,7 @@ def _with_body(number: str, headline: Text, body: Text | None) -> tuple[Link | M
 def ticket_list_blocks(listing: TicketList, *, max_blocks: int = MAX_MESSAGE_BLOCKS) -> list[Block]:
     """Titled groups of tickets, one section per ticket; what does not fit in ``max_blocks`` is counted, not shown."""
     blocks: list[Block] = [{"type": "header", "text": _plain(_clip(listing.title, MAX_HEADER_TEXT))}]
-    blocks.extend(_section(mrkdwn(line)) for line in listing.intro[:5])
+    blocks.extend(_section(mrkdwn(line)) for line in listing.intro[:MAX_INTRO_LINES])
     if listing.actions:
         blocks.append({"type": "actions", "block_id": "home:actions",
                        "elements": [_button(action) for action in listing.actions[:MAX_ACTION_ELEMENTS]]})
@@ -189,7 +190,7 @@ def ticket_list_text(listing: TicketList) -> str:
     """Fallback ``text`` of a ticket list."""
     count = sum(len(items) for _, items in listing.sections)
     # The intro (known issues, a welcome) comes first: it is what a notification should show.
-    intro = "".join(f"{mrkdwn(line)}\n" for line in listing.intro[:5])
+    intro = "".join(f"{mrkdwn(line)}\n" for line in listing.intro[:MAX_INTRO_LINES])
     tail = escape_mrkdwn(f"{listing.title} ({count})" if count else f"{listing.title}: {listing.empty_text}")
     return (intro + tail)[:MAX_FALLBACK]
 
