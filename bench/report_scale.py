@@ -3,10 +3,12 @@
 Seeds N tickets spread over the last 365 days with the histories the desk writes (opened with its SLA targets,
 claimed, agent comments, resolved, the SLA clock's verdicts, reopens, surveys sent and answered, closed; a few
 still open with a breach), the survey rows and the report facts the SLA clock keeps beside them, through the
-store's models, in batches of ORM rows. Then runs, as subprocesses:
+store's models, in batches of ORM rows; one ticket in ``LINKED_EVERY`` is linked to an incident
+(``PER_INCIDENT`` to each). Then runs, as subprocesses:
 
-* ``ithelp report --since 365d`` (the table), and
-* ``ithelp report --since 365d --by week --format html --output …``,
+* ``ithelp report --since 365d`` (the table),
+* ``ithelp report --since 365d --by week --format html --output …``, and
+* ``ithelp report --since 365d --by agent`` (incident-linked tickets kept apart),
 
 and prints each one's wall time and peak RSS (``wait4``'s ``ru_maxrss`` of that process alone).
 
@@ -37,6 +39,7 @@ from sqlalchemy import func, insert, select
 from bot.report_facts import change_facts, verdict_facts
 from bot.sla_rules import FIRST_RESPONSE, RESOLUTION, SLA_BREACHED, SLA_MET, SLA_MISSED
 from store.db import Database
+from store.incident_models import INCIDENT_RESOLVED, Incident, IncidentLink
 from store.migrate import upgrade
 from store.models import Person, Ticket, TicketEvent
 from store.report_models import ReportFacts
@@ -49,6 +52,7 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 PRIORITIES = (("P1", 0.05, 15 * 60, 4 * 3600), ("P2", 0.25, 3600, 8 * 3600), ("P3", 0.55, 4 * 3600, 24 * 3600),
               ("P4", 0.15, 8 * 3600, 40 * 3600))
 CATEGORIES = ("Hardware", "Software", "Access", "Network", "Other")
+LINKED_EVERY, PER_INCIDENT = 50, 25
 
 
 class History:
@@ -178,14 +182,31 @@ async def seed(db: Database, tickets: int) -> int:
         events += len(batch)
         if lo // CHUNK % 20 == 0:
             print(f"  seeded {min(tickets, lo + CHUNK - 1):,} tickets", file=sys.stderr, flush=True)
+    await seed_incidents(db, tickets)
     if db.is_postgres:
         async with db.engine.begin() as conn:
             for name in ("people", "tickets", "ticket_events"):
                 await conn.exec_driver_sql(f"SELECT setval(pg_get_serial_sequence('{name}', 'id'), "
                                            f"(SELECT max(id) FROM {name}))")
-            for name in ("people", "tickets", "ticket_events", "report_facts", "surveys"):
+            for name in ("people", "tickets", "ticket_events", "report_facts", "surveys", "incidents",
+                         "incident_links"):
                 await conn.exec_driver_sql(f"ANALYZE {name}")
     return events
+
+
+async def seed_incidents(db: Database, tickets: int) -> None:
+    """Every ``LINKED_EVERY``-th ticket linked to an incident, ``PER_INCIDENT`` to each (the first its anchor)."""
+    linked = list(range(LINKED_EVERY, tickets + 1, LINKED_EVERY))
+    groups = [linked[lo:lo + PER_INCIDENT] for lo in range(0, len(linked), PER_INCIDENT)]
+    incidents = [{"id": n, "title": f"Outage {n}", "priority": "P1", "status": INCIDENT_RESOLVED,
+                  "anchor_ticket_id": group[0], "created_at": NOW, "resolved_at": NOW, "revision": 0}
+                 for n, group in enumerate(groups, start=1)]
+    links = [{"ticket_id": ticket_id, "incident_id": n, "linked_at": NOW, "via": "agent"}
+             for n, group in enumerate(groups, start=1) for ticket_id in group]
+    async with db.transaction() as session:
+        if incidents:
+            await session.execute(insert(Incident), incidents)
+            await session.execute(insert(IncidentLink), links)
 
 
 async def copy_rows(db: Database, tables: list[tuple[Any, list[dict[str, Any]]]]) -> None:
@@ -276,7 +297,8 @@ async def main() -> None:
             config, schema, events = await prepare(name, args.tickets, args.keep, workdir)
             try:
                 for label, extra in (("table", []), ("by week, html", ["--by", "week", "--format", "html",
-                                                                       "--output", str(workdir / "r.html")])):
+                                                                       "--output", str(workdir / "r.html")]),
+                                     ("by agent", ["--by", "agent"])):
                     runs = [run_report(config, extra) for _ in range(args.runs)]
                     rows.append([name, f"{args.tickets:,}", f"{events:,}", label,
                                  " / ".join(f"{wall:.2f}" for wall, _, _ in runs),

@@ -29,10 +29,11 @@ from typing import IO, Any
 
 from bot.config import AppConfig
 from store.db import Database
+from store.incident_models import incident_number
 from surveys.report_aggregate import GROUPINGS, compute_report, week_of
 from surveys.report_data import TicketFacts, names_of, ticket_facts
 from surveys.report_html import format_period, render_html
-from surveys.report_metrics import COLUMNS, GRADE_RULE, GroupFigures, Report, grade_for, median, p90
+from surveys.report_metrics import GRADE_RULE, GroupFigures, Report, grade_for, median, p90
 
 __all__ = ["GRADE_RULE", "GROUPINGS", "GroupFigures", "Report", "add_report_parser", "compute_report", "grade_for",
            "median", "p90", "render_csv", "render_html", "render_json", "render_jsonl", "render_table",
@@ -53,8 +54,8 @@ def render_table(report: Report) -> str:
     """A plain-text table: one row per measure, one column for the desk and each group."""
     columns = report.columns()
     header = ["Measure", *[name for name, _ in columns]]
-    summaries = [metrics.summary() for _, metrics in columns]
-    lines = [header] + [[label, *[_fmt(summary[key]) for summary in summaries]] for key, label in COLUMNS]
+    summaries = [report.summary_of(metrics) for _, metrics in columns]
+    lines = [header] + [[label, *[_fmt(summary[key]) for summary in summaries]] for key, label in report.measures()]
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = [f"IT desk report, {format_period(report.since, report.until)}" + (f", by {report.by}" if report.by else ""),
            ""]
@@ -74,16 +75,17 @@ def render_json(report: Report) -> str:
 def render_csv(report: Report) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["group", *[key for key, _ in COLUMNS]])
+    measures = report.measures()
+    writer.writerow(["group", *[key for key, _ in measures]])
     for name, metrics in report.columns():
-        summary = metrics.summary()
-        writer.writerow([name, *["" if summary[key] is None else summary[key] for key, _ in COLUMNS]])
+        summary = report.summary_of(metrics)
+        writer.writerow([name, *["" if summary[key] is None else summary[key] for key, _ in measures]])
     return buffer.getvalue()
 
 
 def render_jsonl(report: Report) -> str:
     """One JSON object a line: the desk, then each group (``--tickets`` exports tickets instead)."""
-    return "".join(json.dumps({"group": name, **metrics.summary()}, ensure_ascii=False) + "\n"
+    return "".join(json.dumps({"group": name, **report.summary_of(metrics)}, ensure_ascii=False) + "\n"
                    for name, metrics in report.columns())
 
 
@@ -117,6 +119,7 @@ def _ticket_record(facts: TicketFacts, names: dict[int, str]) -> dict[str, Any]:
         "resolution": facts.resolution, "resolution_hours": _hours(facts.resolution_hours),
         "reopened": facts.reopened, "agent": names.get(facts.agent_id) if facts.agent_id is not None else None,
         "survey_sent_at": _iso(facts.survey_sent_at), "survey_answer": facts.answer,
+        "incident": None if facts.incident_id is None else incident_number(facts.incident_id),
     }
 
 

@@ -10,6 +10,10 @@ counts each family of facts in its own period column, grouped by the report's ke
 and sends only the business seconds the medians and p90s need (one joined text per group). The few tickets
 whose row is not exact (a period that ends before their last change, or tickets from before the read model)
 are replayed from their events (``surveys.report_data.ticket_facts``) and added one by one, by the same rules.
+
+By agent, each statement also groups by whether the ticket is linked to an incident (its id in
+``incident_links``, in the same pass): linked tickets go to their own column, (incident-linked), and
+count towards their resolver's ``resolved_via_incident`` instead of the agent's own figures.
 """
 
 from __future__ import annotations
@@ -25,13 +29,14 @@ from sqlalchemy.ext.compiler import compiles
 from bot.config import AppConfig
 from bot.sla_rules import MET, MISSED
 from store.db import Database
+from store.incident_models import IncidentLink
 from store.nps_models import NpsPulse
 from store.report_models import ReportFacts
 from surveys.report_data import TicketFacts, exact, names_of, scanned, ticket_facts
-from surveys.report_metrics import GroupFigures, Report
+from surveys.report_metrics import DEFINITIONS, INCIDENT_DEFINITION, GroupFigures, Report
 
 GROUPINGS = ("agent", "category", "priority", "week")
-UNASSIGNED, UNCATEGORISED = "(unassigned)", "(none)"
+UNASSIGNED, UNCATEGORISED, INCIDENT_LINKED = "(unassigned)", "(none)", "(incident-linked)"
 OPENED, RESOLVED, SURVEYED = "opened", "resolved", "survey"
 _BUCKETS = 64
 
@@ -82,6 +87,21 @@ def _key(by: str | None, family: str) -> Any:
     return None
 
 
+_LINKED = case((ReportFacts.ticket_id.in_(select(IncidentLink.ticket_id)), 1), else_=0)
+
+
+def _keys(by: str | None, family: str) -> list[Any]:
+    """The GROUP BY columns: the report's key (by agent, and whether the ticket is incident-linked)."""
+    key = _key(by, family)
+    if by == "agent":
+        return [key, _LINKED]
+    return [key if key is not None else literal("")]
+
+
+def _group_of(groups: dict[Any, GroupFigures], by: str | None, row: Any) -> GroupFigures:
+    return groups.setdefault(INCIDENT_LINKED if by == "agent" and row[1] else row[0], GroupFigures())
+
+
 def _count(*conditions: ColumnElement[bool]) -> Any:
     return func.coalesce(func.sum(case((and_(*conditions), 1), else_=0)), 0)
 
@@ -105,7 +125,8 @@ _SECONDS = {OPENED: ("first_response_hours", ReportFacts.first_response_seconds,
 
 def _from_facts(statement: Any, family: str, since: datetime, until: datetime) -> Any:
     column = _period_column(family)
-    # One table, no joins: one pass over narrow rows per family.
+    # One table, no joins: one pass over narrow rows per family (by agent, each row also looked up in the small
+    # set of incident-linked ticket ids, read once per statement).
     return statement.select_from(ReportFacts).where(exact(until, scan=True), scanned(column) >= since,
                                                     scanned(column) < until)
 
@@ -116,15 +137,16 @@ async def _aggregate(db: Database, by: str | None, since: datetime, until: datet
     async with db.reading() as session:
         conn = await session.connection()
         for family, counts in _COUNTS.items():
-            key = _key(by, family)
-            keyed = [key] if key is not None else [literal("")]
+            keyed = _keys(by, family)
             statement = _from_facts(select(*keyed, *(make() for _, make in counts)), family, since, until)
             for row in await conn.execute(statement.group_by(*keyed)):
-                metrics = groups.setdefault(row[0], GroupFigures())
-                for (name, _), value in zip(counts, row[1:], strict=True):
+                metrics, values = _group_of(groups, by, row), row[len(keyed):]
+                for (name, _), value in zip(counts, values, strict=True):
                     setattr(metrics, name, getattr(metrics, name) + int(value))
+                if by == "agent" and row[1] and family == RESOLVED:
+                    groups.setdefault(row[0], GroupFigures()).resolved_via_incident += int(values[0])
             if family in _SECONDS:
-                await _add_hours(conn, groups, family, key, since, until)
+                await _add_hours(conn, groups, by, family, since, until)
     return groups
 
 
@@ -149,19 +171,18 @@ def _joined_postgresql(element: _Joined, compiler: Any, **kw: Any) -> str:
     return f"string_agg(CAST({compiler.process(element.column, **kw)} AS TEXT), ',')"
 
 
-async def _add_hours(conn: Any, groups: dict[Any, GroupFigures], family: str, key: Any, since: datetime,
+async def _add_hours(conn: Any, groups: dict[Any, GroupFigures], by: str | None, family: str, since: datetime,
                      until: datetime) -> None:
     # The business seconds behind the medians and p90s, one joined text per group.
     field, seconds, verdict = _SECONDS[family]
-    keyed = [key] if key is not None else [literal("")]
+    keyed = _keys(by, family)
     # Split into buckets so no single text (and its parsed list) holds a whole decade of values at once.
     bucket = ReportFacts.ticket_id % _BUCKETS
     statement = _from_facts(select(*keyed, _Joined(seconds)), family, since, until).where(
         seconds.is_not(None), verdict.is_not(None)).group_by(*keyed, bucket)
-    for group, joined in await conn.execute(statement):
-        if joined:
-            getattr(groups.setdefault(group, GroupFigures()), field).extend(
-                value / 3600 for value in map(float, joined.split(",")))
+    for row in await conn.execute(statement):
+        if joined := row[-1]:
+            getattr(_group_of(groups, by, row), field).extend(value / 3600 for value in map(float, joined.split(",")))
 
 
 async def _add_nps(db: Database, groups: dict[Any, GroupFigures], by: str | None, since: datetime,
@@ -217,6 +238,11 @@ def _replayed_key(by: str | None, facts: TicketFacts) -> Any:
 async def _add_replayed(db: Database, groups: dict[Any, GroupFigures], by: str | None, since: datetime,
                         until: datetime) -> None:
     async for facts in ticket_facts(db, since=since, until=until, with_agent=by == "agent", read_model=False):
+        if by == "agent" and facts.incident_id is not None:
+            add_facts(groups.setdefault(INCIDENT_LINKED, GroupFigures()), facts, since=since, until=until)
+            if facts.resolved_at is not None:
+                groups.setdefault(facts.agent_id, GroupFigures()).resolved_via_incident += 1
+            continue
         if by != "week":
             add_facts(groups.setdefault(_replayed_key(by, facts), GroupFigures()), facts, since=since, until=until)
             continue
@@ -236,8 +262,9 @@ def _merge(into: GroupFigures, other: GroupFigures) -> None:
 
 async def _label(db: Database, by: str | None, groups: dict[Any, GroupFigures]) -> dict[str, GroupFigures]:
     if by == "agent":
-        names = await names_of(db, {int(key) for key in groups if key is not None})
-        labels = {key: names.get(int(key), UNASSIGNED) if key is not None else UNASSIGNED for key in groups}
+        people = {key for key in groups if key not in (None, INCIDENT_LINKED)}
+        names = await names_of(db, {int(key) for key in people})
+        labels = {key: names.get(int(key), UNASSIGNED) if key in people else key or UNASSIGNED for key in groups}
     elif by == "week":
         labels = {key: week_of(key if isinstance(key, date) else date.fromisoformat(str(key))) for key in groups}
     else:
@@ -269,4 +296,8 @@ async def compute_report(db: Database, config: AppConfig | None = None, *, since
         _merge(total, metrics)
     if by not in (None, "week"):
         await _add_nps(db, {"": total}, None, since, until)
-    return Report(since=since, until=until, by=by, total=total, groups=groups if by is not None else {})
+    if linked := groups.get(INCIDENT_LINKED):  # after the total: each one is counted there once, by its resolver
+        linked.resolved_via_incident = linked.resolved
+    definitions = f"{DEFINITIONS} {INCIDENT_DEFINITION}" if by == "agent" else DEFINITIONS
+    return Report(since=since, until=until, by=by, total=total, groups=groups if by is not None else {},
+                  definitions=definitions)

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, String, and_, case, cast, func, literal, or_, select, union
+from sqlalchemy import BigInteger, ColumnElement, String, and_, case, cast, func, literal, or_, select, union
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import aliased
 
@@ -34,6 +34,7 @@ from bot.sla_rules import (
     resolution_verdict,
 )
 from store.db import Database
+from store.incident_models import IncidentLink
 from store.models import Person, Ticket, TicketEvent
 from store.report_models import ReportFacts
 
@@ -64,6 +65,8 @@ class TicketFacts(NamedTuple):
     answer: str | None
     agent_id: int | None
     """Who worked it: the last resolver, else the last claimer (only read when asked for)."""
+    incident_id: int | None = None
+    """The incident it is linked to now (read with the agent): resolving the incident resolves it."""
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -180,9 +183,11 @@ def _facts_statement(since: datetime, until: datetime, *, with_agent: bool, only
         active = union(select(ReportFacts.ticket_id).where(ReportFacts.changed_at >= until),
                        select(Ticket.id).where(untracked))
     agent = (latest(cast(e.actor_id, String), kind == "resolved").label("resolver"),
-             latest(cast(e.actor_id, String), kind == "claimed").label("claimer")) if with_agent else (
-        literal(None, String).label("resolver"), literal(None, String).label("claimer"))
-    return (
+             latest(cast(e.actor_id, String), kind == "claimed").label("claimer"),
+             func.max(IncidentLink.incident_id).label("incident_id")) if with_agent else (
+        literal(None, String).label("resolver"), literal(None, String).label("claimer"),
+        literal(None, BigInteger).label("incident_id"))
+    statement = (
         select(
             e.ticket_id.label("ticket_id"), func.max(Ticket.priority).label("priority"),
             func.max(Ticket.category).label("category"),
@@ -202,6 +207,7 @@ def _facts_statement(since: datetime, until: datetime, *, with_agent: bool, only
         .where(e.ticket_id.in_(active), e.at < until, kind.in_(_FACT_KINDS))
         .group_by(e.ticket_id)
     )
+    return statement.outerjoin(IncidentLink, IncidentLink.ticket_id == e.ticket_id) if with_agent else statement
 
 
 def _stop(stamped: str | None) -> tuple[str | None, float | None]:
@@ -227,6 +233,7 @@ def _facts_of(row: Any, since: datetime) -> TicketFacts:
         resolution_hours=None if resolution_seconds is None else resolution_seconds / 3600,
         reopened=bool(row.reopened), survey_sent_at=_utc(row.survey_sent_at),
         answer=_unstamp(row.answer), agent_id=int(agent) if agent else None,
+        incident_id=None if row.incident_id is None else int(row.incident_id),
     )
 
 
@@ -236,12 +243,15 @@ def exact(until: datetime, *, scan: bool = False) -> ColumnElement[bool]:
     return (scanned(ReportFacts.changed_at) if scan else ReportFacts.changed_at) < until
 
 
-def _read_model_statement(since: datetime, until: datetime) -> Any:
+def _read_model_statement(since: datetime, until: datetime, *, with_agent: bool) -> Any:
     def within(column: Any) -> ColumnElement[bool]:
         return and_(scanned(column) >= since, scanned(column) < until)
 
-    return select(*_FACTS_TABLE.c).where(exact(until, scan=True), or_(
+    incident = IncidentLink.incident_id if with_agent else literal(None, BigInteger)
+    statement = select(*_FACTS_TABLE.c, incident.label("incident_id")).where(exact(until, scan=True), or_(
         within(ReportFacts.opened_at), within(ReportFacts.resolved_at), within(ReportFacts.survey_sent_at)))
+    return statement.outerjoin(IncidentLink, IncidentLink.ticket_id == ReportFacts.ticket_id) if with_agent else (
+        statement)
 
 
 def _facts_of_read_model(row: Any, since: datetime) -> TicketFacts:
@@ -257,7 +267,7 @@ def _facts_of_read_model(row: Any, since: datetime) -> TicketFacts:
         resolution_hours=None if seconds is None else seconds / 3600,
         reopened=row.reopened_at is not None, survey_sent_at=row.survey_sent_at if sent_in else None,
         answer=row.survey_answer if sent_in else None,
-        agent_id=row.resolver_id if row.resolver_id is not None else row.claimer_id,
+        agent_id=row.resolver_id if row.resolver_id is not None else row.claimer_id, incident_id=row.incident_id,
     )
 
 
@@ -275,7 +285,7 @@ async def ticket_facts(db: Database, *, since: datetime, until: datetime, with_a
         conn = await session.connection()
         if not replay:
             if read_model:
-                result = await conn.stream(_read_model_statement(since, until).execution_options(
+                result = await conn.stream(_read_model_statement(since, until, with_agent=with_agent).execution_options(
                     yield_per=_STREAM_CHUNK))
                 async for partition in result.partitions(_STREAM_CHUNK):
                     for row in partition:

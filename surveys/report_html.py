@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from surveys.report_metrics import COLUMNS, GroupFigures, Report, median, p90
+from surveys.report_metrics import GroupFigures, Report, median, p90
 
 WIDTH = 1000
 """Every chart's viewBox width; with the same margins, the x of a week is the same in every chart."""
@@ -222,6 +222,8 @@ def group_charts(report: Report) -> list[str]:
     """Bar charts comparing the desk with each agent/category/priority."""
     columns = report.columns()
     labels = [name for name, _ in columns]
+    via_incident: list[Series] = [("Resolved via incident", PALETTE["purple"], [
+        float(m.resolved_via_incident) for _, m in columns])] if report.separates_incidents else []
     return [
         _bar_chart("chart-csat", "Customer satisfaction and survey response", labels, [
             ("CSAT %", PALETTE["green"], [m.csat for _, m in columns]),
@@ -234,7 +236,7 @@ def group_charts(report: Report) -> list[str]:
             ("p90", PALETTE["orange"], [p90(m.resolution_hours) for _, m in columns])], unit="h"),
         _bar_chart("chart-volume", "Tickets opened and resolved", labels, [
             ("Opened", PALETTE["blue"], [float(m.opened) for _, m in columns]),
-            ("Resolved", PALETTE["green"], [float(m.resolved) for _, m in columns])], unit=""),
+            ("Resolved", PALETTE["green"], [float(m.resolved) for _, m in columns]), *via_incident], unit=""),
     ]
 
 
@@ -256,11 +258,11 @@ def render_html(report: Report) -> str:
     escape = html.escape
     charts = trend_charts(report) if report.by == "week" else group_charts(report)
     columns = report.columns()
-    summaries = [m.summary() for _, m in columns]
+    summaries = [report.summary_of(m) for _, m in columns]
     head = "".join(f"<th>{escape(name)}</th>" for name, _ in columns)
     body = "".join(
         f"<tr><th scope=row>{escape(label)}</th>" + "".join(f"<td>{escape(_cell(s[key]))}</td>" for s in summaries)
-        + "</tr>" for key, label in COLUMNS)
+        + "</tr>" for key, label in report.measures())
     total = summaries[0]
     period = format_period(report.since, report.until)
     title = f"IT desk report, {period}" + (f", by {report.by}" if report.by else "")
