@@ -38,7 +38,13 @@ class UpdateHours:
         if ticket.priority in UPDATES_ANY_HOUR:
             return at
         requester = await session.get(Person, ticket.requester_id)
-        hours = self.hours_for(cal, zone_or_none(requester.timezone) if requester else None)
+        return self.slot_for(ticket.priority, cal, zone_or_none(requester.timezone) if requester else None, at)
+
+    def slot_for(self, priority: str, cal: BusinessCalendar, zone: ZoneInfo | None, at: datetime) -> datetime:
+        """``at``, or the next start of working hours on ``cal`` in ``zone`` (urgent priorities: any hour)."""
+        if priority in UPDATES_ANY_HOUR:
+            return at
+        hours = self.hours_for(cal, zone)
         return at if within_hours(hours, at) else hours.next_open(at)
 
     def hours_for(self, cal: BusinessCalendar, zone: ZoneInfo | None) -> BusinessCalendar:

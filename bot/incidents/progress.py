@@ -20,9 +20,9 @@ from bot.business_time import BusinessCalendar
 from bot.calendars import calendar_for
 from bot.core import Core
 from bot.engine import TimerRun
-from bot.local_time import within_hours, zone_or_none
+from bot.local_time import zone_or_none
 from bot.messages import NOTICE, notice_payload
-from bot.sla_updates import UPDATES_ANY_HOUR, UpdateHours
+from bot.sla_updates import UpdateHours
 from bot.text import to_spans
 from bot.tickets import OPEN_STATUSES
 from bot.views import Moment, Notice, Span
@@ -79,7 +79,7 @@ class IncidentProgress:
             target = f"{requester.platform}:user:{requester.platform_user_id}"
             outbox.append(outbox_row(
                 target=target, kind=NOTICE, ticket_id=ticket_id, now=now,
-                deliver_at=self._send_at(incident, cal, requester, now),
+                deliver_at=self._hours.slot_for(incident.priority, cal, zone_or_none(requester.timezone), now),
                 payload=notice_payload(self._notice(incident, ticket_id, zone.key, requester), thread="requester",
                                        event_id=event.id),
                 idempotency_key=f"incident-auto-update:{event.id}:{target}:{ticket_id}"))
@@ -95,12 +95,6 @@ class IncidentProgress:
         return Notice(ticket_id=ticket_id, number=ticket_number(ticket_id),
                       headline=(f"Update on {incident.number}: ", *to_spans(incident.title), *since),
                       body=body, numbered=False)
-
-    def _send_at(self, incident: Incident, cal: BusinessCalendar, requester: Person, now: datetime) -> datetime:
-        if incident.priority in UPDATES_ANY_HOUR:
-            return now
-        hours = self._hours.hours_for(cal, zone_or_none(requester.timezone))
-        return now if within_hours(hours, now) else hours.next_open(now)
 
     def _calendar(self, anchor: Ticket | None) -> BusinessCalendar:
         return calendar_for(self.core.config, self.core.calendars, anchor.calendar if anchor else None)
