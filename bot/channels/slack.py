@@ -21,7 +21,7 @@ from bot.cards import CardBuilder
 from bot.channels import CredentialsRefused, PermanentDeliveryError, RateLimited, TransientDeliveryError
 from bot.clock import Clock
 from bot.engine import Delivered, OutboxItem
-from bot.renderers import slack_mrkdwn, slack_notice_blocks, slack_ticket_blocks
+from bot.renderers import slack_block_parts, slack_mrkdwn, slack_notice_blocks, slack_ticket_blocks
 from store.db import Database
 from store.models import MessageRef
 from store.queries import delivered_message_id
@@ -196,7 +196,7 @@ class SlackChannel:
                 raise PermanentDeliveryError("can't page a Slack user group without slack.triage_channel")
             conversation = self.triage_channel
             mention = f"<!subteam^{channel}>"
-            blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": mention}}, *blocks]
+            blocks = [slack_block_parts.section_block(mention), *blocks]
             text = f"{mention} {text}"
         if (updated := await self._update_in_place(replaced, blocks, text)) is not None:
             return updated
