@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 
 from bot.knowledge.service import suggestion_notice
-from bot.renderers import adaptive_cards, slack_blocks
+from bot.renderers import slack_notice_blocks, teams_notice_cards
 from store.knowledge import KbArticle
 
 NOW = datetime(2026, 12, 3, 7, 0, tzinfo=UTC)
@@ -23,12 +23,12 @@ def test_a_suggestion_escapes_titles_and_bodies_once_and_neutralises_mass_mentio
         _article(1, "<!channel> VPN & *you*", "Ping <!here> then @everyone [x](https://evil.example)"),
         _article(2, "Reset <password>", "", url="https://wiki.example.com/pw?a=1&b=2"),
     ])
-    slack = json.dumps(slack_blocks.notice_blocks(notice))
+    slack = json.dumps(slack_notice_blocks.notice_blocks(notice))
     assert "<!channel>" not in slack and "<!here>" not in slack
     assert "&lt;!channel&gt; VPN &amp;" in slack and "&amp;amp;" not in slack
     assert "<https://wiki.example.com/pw?a=1&amp;b=2|Reset &lt;password&gt;>" in slack
-    teams = json.dumps(adaptive_cards.notice_card(notice))
+    teams = json.dumps(teams_notice_cards.notice_card(notice))
     assert "[x](https://evil.example)" not in teams  # a body's Markdown link is shown, not followed
     assert "\\\\[x\\\\]" in teams or "\\\\[x]" in teams
-    buttons = [a["data"]["value"] for a in adaptive_cards.notice_card(notice)["actions"]]
+    buttons = [a["data"]["value"] for a in teams_notice_cards.notice_card(notice)["actions"]]
     assert buttons == ["7:1", "7:2"]

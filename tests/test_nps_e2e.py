@@ -260,7 +260,7 @@ OTHER: ta.Where = {"aad_object_id": "aad-other-1", "user_id": "29:other", "user_
 async def fake() -> AsyncIterator[FakeBotConnector]:
     from jsonschema.exceptions import best_match
 
-    from bot.renderers import adaptive_cards
+    from bot.renderers import teams_card_parts
     from tests.test_teams_e2e import _validator, cards_in
 
     async with FakeBotConnector() as connector:
@@ -269,7 +269,7 @@ async def fake() -> AsyncIterator[FakeBotConnector]:
         for card in cards_in(call):
             errors = list(_validator().iter_errors({k: v for k, v in card.items() if k != "msteams"}))
             assert not errors, f"{call.method} {call.path}: {best_match(errors).message}"
-            assert adaptive_cards.card_size(card) < 40_000
+            assert teams_card_parts.card_size(card) < 40_000
 
 
 @pytest.fixture

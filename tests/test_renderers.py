@@ -20,8 +20,14 @@ from slack_sdk.models.views import View
 
 from bot.dialogs import new_ticket, resolve_note
 from bot.dialogs.new_ticket import NewTicketDraft
-from bot.renderers import adaptive_cards as teams
-from bot.renderers import slack_blocks as slack
+from bot.renderers.slack_block_parts import MAX_FIELD_TEXT, MAX_HOME_BLOCKS, MAX_MESSAGE_BLOCKS, ticket_id_from_block_id
+from bot.renderers.slack_mrkdwn import MAX_FALLBACK, MAX_SECTION_TEXT, escape_mrkdwn
+from bot.renderers.slack_notice_blocks import notice_blocks, notice_text
+from bot.renderers.slack_ticket_blocks import home_view, ticket_card_blocks, ticket_card_text, ticket_list_blocks
+from bot.renderers.teams_card_markdown import escape_markdown
+from bot.renderers.teams_card_parts import MAX_CARD_BYTES, attachment, card_size
+from bot.renderers.teams_notice_cards import notice_card
+from bot.renderers.teams_ticket_cards import ticket_card, ticket_list_card
 from bot.routing import Action, Form
 from bot.views import CardAction, Choice, Fact, Notice, TicketCard, TicketList, TicketListItem
 
@@ -107,7 +113,7 @@ def make_draft(**overrides: Any) -> NewTicketDraft:
 # --- checks ------------------------------------------------------------------------------------------------
 
 
-def assert_valid_blocks(blocks: list[dict[str, Any]], *, max_blocks: int = slack.MAX_MESSAGE_BLOCKS) -> None:
+def assert_valid_blocks(blocks: list[dict[str, Any]], *, max_blocks: int = MAX_MESSAGE_BLOCKS) -> None:
     assert 0 < len(blocks) <= max_blocks
     for block in blocks:
         parsed = Block.parse(block)
@@ -115,7 +121,7 @@ def assert_valid_blocks(blocks: list[dict[str, Any]], *, max_blocks: int = slack
         parsed.validate_json()
         # slack_sdk does not check section fields one by one.
         for field in block.get("fields", []):
-            assert len(field["text"]) <= slack.MAX_FIELD_TEXT
+            assert len(field["text"]) <= MAX_FIELD_TEXT
 
 
 @cache
@@ -129,7 +135,7 @@ def assert_valid_card(card: dict[str, Any]) -> None:
     standard = {key: value for key, value in card.items() if key != "msteams"}
     errors = list(adaptive_card_validator().iter_errors(standard))
     assert not errors, best_match(errors).message
-    assert teams.card_size(card) <= teams.MAX_CARD_BYTES
+    assert card_size(card) <= MAX_CARD_BYTES
 
 
 def strings(node: Any) -> Iterator[str]:
@@ -166,16 +172,16 @@ def slack_state(**fields: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_a_triage_card_is_valid_block_kit_and_every_block_names_its_ticket() -> None:
-    blocks = slack.ticket_card_blocks(make_card())
+    blocks = ticket_card_blocks(make_card())
 
     assert_valid_blocks(blocks)
-    assert all(slack.ticket_id_from_block_id(block["block_id"]) == 42 for block in blocks)
+    assert all(ticket_id_from_block_id(block["block_id"]) == 42 for block in blocks)
     assert "*<https://helpdesk.example.com/tickets/42?tab=activity&amp;x=1|IT-42>*" in blocks[0]["text"]["text"]
-    assert slack.ticket_card_text(make_card()) == "IT-42 · Printer on floor 3 is jammed (New, P3 — Normal)"
+    assert ticket_card_text(make_card()) == "IT-42 · Printer on floor 3 is jammed (New, P3 — Normal)"
 
 
 def test_buttons_and_menus_route_with_routing_ids_and_carry_the_card_values() -> None:
-    blocks = slack.ticket_card_blocks(make_card())
+    blocks = ticket_card_blocks(make_card())
     (actions,) = [block for block in blocks if block["type"] == "actions"]
     claim, resolve, priority = actions["elements"]
 
@@ -200,7 +206,7 @@ def test_buttons_and_menus_route_with_routing_ids_and_carry_the_card_values() ->
     ],
 )
 def test_mrkdwn_escaping_shows_what_was_typed(typed: str, shown: str) -> None:
-    assert slack.escape_mrkdwn(typed) == shown
+    assert escape_mrkdwn(typed) == shown
 
 
 def test_a_channel_ping_typed_anywhere_never_reaches_slack_raw() -> None:
@@ -215,11 +221,11 @@ def test_a_channel_ping_typed_anywhere_never_reaches_slack_raw() -> None:
     notice = make_notice(headline=PING, body=PING, author=PING, facts=(Fact(PING, PING),))
     item = TicketListItem(number="IT-1", summary=PING, status_label=PING, assignee=PING, next_update=PING)
     outputs = [
-        slack.ticket_card_blocks(card),
-        slack.ticket_card_text(card),
-        slack.notice_blocks(notice),
-        slack.notice_text(notice),
-        slack.ticket_list_blocks(TicketList(title="Yours", sections=(("Open", (item,)),))),
+        ticket_card_blocks(card),
+        ticket_card_text(card),
+        notice_blocks(notice),
+        notice_text(notice),
+        ticket_list_blocks(TicketList(title="Yours", sections=(("Open", (item,)),))),
     ]
 
     rendered = list(strings(outputs))
@@ -229,12 +235,12 @@ def test_a_channel_ping_typed_anywhere_never_reaches_slack_raw() -> None:
 
 def test_a_50k_description_is_cut_to_block_kit_limits_and_says_so() -> None:
     # "&<>" triples in length when escaped: the cut must land between entities, not inside one.
-    blocks = slack.ticket_card_blocks(make_card(description="&<>" * 16_667))
+    blocks = ticket_card_blocks(make_card(description="&<>" * 16_667))
 
     assert_valid_blocks(blocks)
     (description,) = [block for block in blocks if block["block_id"] == "ticket:42:description"]
     text = description["text"]["text"]
-    assert len(text) <= slack.MAX_SECTION_TEXT
+    assert len(text) <= MAX_SECTION_TEXT
     assert text.endswith("…\n_(truncated — full text kept in IT-42)_")
     assert not re.search(r"&(?!amp;|lt;|gt;)", text)
 
@@ -242,7 +248,7 @@ def test_a_50k_description_is_cut_to_block_kit_limits_and_says_so() -> None:
 def test_a_card_with_hundreds_of_facts_and_actions_stays_within_50_blocks() -> None:
     actions = tuple(CardAction(Action.CLAIM, f"Claim {n}", str(n)) for n in range(30))
     facts = tuple(Fact(f"Fact {n}", "x" * 3000) for n in range(600))
-    blocks = slack.ticket_card_blocks(make_card(facts=facts, actions=actions))
+    blocks = ticket_card_blocks(make_card(facts=facts, actions=actions))
 
     assert_valid_blocks(blocks)
     action_blocks = [block for block in blocks if block["type"] == "actions"]
@@ -263,44 +269,44 @@ def test_long_labels_are_clipped_to_slack_limits() -> None:
             CardAction(Action.PRIORITY, long, "42", choices=(Choice(long, "P1"),)),
         ),
     )
-    assert_valid_blocks(slack.ticket_card_blocks(card))
+    assert_valid_blocks(ticket_card_blocks(card))
 
 
 def test_a_button_value_too_long_to_route_is_refused_rather_than_cut() -> None:
     card = make_card(actions=(CardAction(Action.CLAIM, "Claim", "9" * 2001),))
 
     with pytest.raises(ValueError, match="exceeds 2000"):
-        slack.ticket_card_blocks(card)
+        ticket_card_blocks(card)
 
 
 def test_a_notice_is_valid_block_kit() -> None:
     notice = make_notice(body="x" * 10_000)
-    blocks = slack.notice_blocks(notice)
+    blocks = notice_blocks(notice)
 
     assert_valid_blocks(blocks)
     # The fallback (what notifications show) carries the content, cut to a banner's length.
-    assert slack.notice_text(notice).startswith("IT-42 · Ada commented — xxxx")
-    assert len(slack.notice_text(notice)) == slack.MAX_FALLBACK
+    assert notice_text(notice).startswith("IT-42 · Ada commented — xxxx")
+    assert len(notice_text(notice)) == MAX_FALLBACK
     assert "truncated" in blocks[1]["text"]["text"]
 
 
 def test_the_home_tab_shows_up_to_100_blocks_and_counts_the_rest() -> None:
-    view = slack.home_view(make_listing(items=300))
+    view = home_view(make_listing(items=300))
 
     View(**view).validate_json()
-    assert len(view["blocks"]) == slack.MAX_HOME_BLOCKS
+    assert len(view["blocks"]) == MAX_HOME_BLOCKS
     assert view["blocks"][-1]["elements"][0]["text"] == "…and 203 more not shown here."
 
 
 def test_a_list_answer_in_a_message_stays_within_50_blocks() -> None:
-    blocks = slack.ticket_list_blocks(make_listing(items=80))
+    blocks = ticket_list_blocks(make_listing(items=80))
 
     assert_valid_blocks(blocks)
     assert "more not shown" in blocks[-1]["elements"][0]["text"]
 
 
 def test_an_empty_list_says_so() -> None:
-    blocks = slack.ticket_list_blocks(make_listing(items=0, empty_text="No open tickets 🎉"))
+    blocks = ticket_list_blocks(make_listing(items=0, empty_text="No open tickets 🎉"))
 
     assert_valid_blocks(blocks)
     assert blocks[-1]["text"]["text"] == "No open tickets 🎉"
@@ -368,12 +374,12 @@ def test_the_resolve_note_modal_carries_the_ticket_and_reads_back_the_note() -> 
 
 def test_every_teams_card_validates_against_the_adaptive_card_1_5_schema() -> None:
     cards = [
-        teams.ticket_card(make_card()),
-        teams.ticket_card(make_card(facts=(), sla=(), escalation=None, link=None, actions=(), updated_at=None)),
-        teams.notice_card(make_notice()),
-        teams.notice_card(make_notice(body=None, author=None, facts=(), actions=())),
-        teams.ticket_list_card(make_listing()),
-        teams.ticket_list_card(make_listing(items=0)),
+        ticket_card(make_card()),
+        ticket_card(make_card(facts=(), sla=(), escalation=None, link=None, actions=(), updated_at=None)),
+        notice_card(make_notice()),
+        notice_card(make_notice(body=None, author=None, facts=(), actions=())),
+        ticket_list_card(make_listing()),
+        ticket_list_card(make_listing(items=0)),
         new_ticket.teams_form(CATEGORIES, PRIORITIES),
         new_ticket.teams_form(CATEGORIES, PRIORITIES, draft=make_draft(), error="Something went wrong"),
         resolve_note.teams_form(42, "IT-42"),
@@ -384,13 +390,13 @@ def test_every_teams_card_validates_against_the_adaptive_card_1_5_schema() -> No
 
 
 def test_the_attachment_wrapper_names_the_adaptive_card_content_type() -> None:
-    card = teams.notice_card(make_notice())
+    card = notice_card(make_notice())
 
-    assert teams.attachment(card) == {"contentType": "application/vnd.microsoft.card.adaptive", "content": card}
+    assert attachment(card) == {"contentType": "application/vnd.microsoft.card.adaptive", "content": card}
 
 
 def test_buttons_and_the_priority_menu_submit_routing_ids_with_the_ticket() -> None:
-    card = teams.ticket_card(make_card())
+    card = ticket_card(make_card())
     claim, resolve, priority, open_link = card["actions"]
 
     assert claim["data"] == {"action": Action.CLAIM.value, "value": "42", "ticket_id": 42}
@@ -403,8 +409,8 @@ def test_buttons_and_the_priority_menu_submit_routing_ids_with_the_ticket() -> N
 
 def test_every_action_id_on_every_card_comes_from_routing() -> None:
     card = make_card(actions=tuple(CardAction(action, action.name, "42") for action in Action))
-    slack_ids = [node["action_id"] for node in dicts(slack.ticket_card_blocks(card)) if "action_id" in node]
-    teams_ids = [node["action"] for node in dicts(teams.ticket_card(card)) if "action" in node]
+    slack_ids = [node["action_id"] for node in dicts(ticket_card_blocks(card)) if "action_id" in node]
+    teams_ids = [node["action"] for node in dicts(ticket_card(card)) if "action" in node]
 
     assert sorted(slack_ids) == sorted(teams_ids) == sorted(ROUTING_ACTIONS)
 
@@ -422,11 +428,11 @@ def test_every_action_id_on_every_card_comes_from_routing() -> None:
     ],
 )
 def test_teams_markdown_escaping_keeps_user_text_literal(typed: str, neutral: str) -> None:
-    assert teams.escape_markdown(typed) == neutral
+    assert escape_markdown(typed) == neutral
 
 
 def test_markdown_and_date_functions_typed_by_a_user_are_neutralised_on_the_card() -> None:
-    card = teams.ticket_card(
+    card = ticket_card(
         make_card(summary=INJECTION, description=INJECTION, escalation=INJECTION, facts=(Fact("Note", INJECTION),))
     )
     user_texts = [*text_blocks(card), *(fact["value"] for node in dicts(card) for fact in node.get("facts", []))]
@@ -442,10 +448,10 @@ def test_markdown_and_date_functions_typed_by_a_user_are_neutralised_on_the_card
 def test_a_100kb_description_is_cut_to_fit_40kb_keeping_facts_and_actions() -> None:
     # Non-ASCII and quotes grow when JSON-escaped; the budget must count the bytes actually sent.
     original = make_card()
-    card = teams.ticket_card(make_card(description='é"\\' * 34_000))
+    card = ticket_card(make_card(description='é"\\' * 34_000))
 
     assert_valid_card(card)
-    assert 35_000 < teams.card_size(card) <= teams.MAX_CARD_BYTES
+    assert 35_000 < card_size(card) <= MAX_CARD_BYTES
     assert any("(truncated — full text kept in IT-42)" in text for text in text_blocks(card))
     assert len(card["actions"]) == len(original.actions) + 1
     assert any(node.get("type") == "FactSet" for node in card["body"])
@@ -453,7 +459,7 @@ def test_a_100kb_description_is_cut_to_fit_40kb_keeping_facts_and_actions() -> N
 
 def test_facts_then_actions_give_way_when_the_description_alone_is_not_enough() -> None:
     facts = tuple(Fact(f"Fact {n}", "v" * 1000) for n in range(100))
-    card = teams.ticket_card(make_card(description="d" * 100_000, facts=facts))
+    card = ticket_card(make_card(description="d" * 100_000, facts=facts))
 
     assert_valid_card(card)
     (fact_set,) = [node for node in card["body"] if node.get("type") == "FactSet"]
@@ -461,14 +467,14 @@ def test_facts_then_actions_give_way_when_the_description_alone_is_not_enough() 
 
 
 def test_a_long_notice_body_is_cut_to_fit() -> None:
-    card = teams.notice_card(make_notice(body="b" * 100_000))
+    card = notice_card(make_notice(body="b" * 100_000))
 
     assert_valid_card(card)
     assert any("truncated" in text for text in text_blocks(card))
 
 
 def test_a_huge_list_card_shows_what_fits_and_counts_the_rest() -> None:
-    card = teams.ticket_list_card(make_listing(items=2000))
+    card = ticket_list_card(make_listing(items=2000))
 
     assert_valid_card(card)
     assert re.fullmatch(r"…and \d+ more not shown here\.", text_blocks(card)[-1])

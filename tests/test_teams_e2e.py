@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from bot.clock import ManualClock
 from bot.config import AppConfig, SlackConfig, TeamsConfig
 from bot.people import PersonRef
-from bot.renderers import adaptive_cards
+from bot.renderers import teams_card_parts
 from bot.routing import Action, Form
 from bot.server import Server
 from bot.simulators import teams_activities as ta
@@ -47,7 +47,7 @@ def _validator() -> Draft6Validator:
 
 def cards_in(call: ConnectorCall) -> list[dict[str, Any]]:
     return [a["content"] for a in (call.body or {}).get("attachments") or []
-            if a.get("contentType") == adaptive_cards.CONTENT_TYPE]
+            if a.get("contentType") == teams_card_parts.CONTENT_TYPE]
 
 
 def text_of(call: ConnectorCall) -> str:
@@ -63,7 +63,7 @@ async def fake() -> AsyncIterator[FakeBotConnector]:
             # "msteams" is a Teams extension the official schema does not know.
             errors = list(_validator().iter_errors({k: v for k, v in card.items() if k != "msteams"}))
             assert not errors, f"{call.method} {call.path}: {best_match(errors).message}"
-            assert adaptive_cards.card_size(card) < 40_000
+            assert teams_card_parts.card_size(card) < 40_000
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from bot.cards import CardBuilder
 from bot.channels import CredentialsRefused, PermanentDeliveryError, RateLimited, TransientDeliveryError
 from bot.clock import Clock
 from bot.engine import Delivered, OutboxItem
-from bot.renderers import slack_blocks
+from bot.renderers import slack_block_parts, slack_mrkdwn, slack_notice_blocks, slack_ticket_blocks
 from store.db import Database
 from store.models import MessageRef
 from store.queries import delivered_message_id
@@ -107,21 +107,22 @@ class SlackChannel:
                 return await self._notice(item)
             if item.kind == messages.SURVEY:
                 survey = messages.read_survey(item.payload)
-                return await self._post(item, slack_blocks.survey_blocks(survey), slack_blocks.survey_text(survey),
-                                        role=item.payload.get("ref_role"))
+                return await self._post(item, slack_notice_blocks.survey_blocks(survey),
+                                        slack_notice_blocks.survey_text(survey), role=item.payload.get("ref_role"))
             if item.kind == messages.PULSE:
                 return await self._pulse(item)
             if item.kind == messages.DIGEST:
                 digest = messages.read_digest(item.payload)
-                return await self._post(item, slack_blocks.digest_blocks(digest), slack_blocks.digest_text(digest))
+                return await self._post(item, slack_notice_blocks.digest_blocks(digest),
+                                        slack_notice_blocks.digest_text(digest))
             if item.kind == messages.SUMMARY:
                 summary = messages.read_summary(item.payload)
-                return await self._post(item, slack_blocks.summary_blocks(summary),
-                                        slack_blocks.summary_text(summary))
+                return await self._post(item, slack_notice_blocks.summary_blocks(summary),
+                                        slack_notice_blocks.summary_text(summary))
             if item.kind == messages.TEXT:
                 text = messages.read_text(item.payload).text
-                return await self._post(item, slack_blocks.plain_message_blocks(text),
-                                        slack_blocks.mrkdwn(text, slack_blocks.MAX_FALLBACK))
+                return await self._post(item, slack_notice_blocks.plain_message_blocks(text),
+                                        slack_mrkdwn.mrkdwn(text, slack_mrkdwn.MAX_FALLBACK))
             if item.kind == messages.MARK:
                 return await self._mark(item)
             if item.kind == messages.LEGACY_SLACK_BLOCKS:
@@ -163,8 +164,8 @@ class SlackChannel:
         async with self.db.reading() as session:
             card = await self.cards.ticket_card(session, item.ticket_id, audience, self.clock.now())
             ref = await self._ref(session, item.ticket_id, audience, channel)
-        blocks = slack_blocks.ticket_card_blocks(card)
-        text = slack_blocks.ticket_card_text(card)
+        blocks = slack_ticket_blocks.ticket_card_blocks(card)
+        text = slack_ticket_blocks.ticket_card_text(card)
         if (updated := await self._update_in_place(ref, blocks, text)) is not None:
             return updated
         response = await self.client.chat_postMessage(channel=channel, blocks=blocks, text=text,
@@ -187,15 +188,15 @@ class SlackChannel:
         conversation = channel
         if ref is not None:
             conversation, thread_ts = ref.message_id.split("|", 1)
-        blocks = slack_blocks.notice_blocks(delivery.view)
-        text = slack_blocks.notice_text(delivery.view)
+        blocks = slack_notice_blocks.notice_blocks(delivery.view)
+        text = slack_notice_blocks.notice_text(delivery.view)
         if item.target.startswith("slack:usergroup:"):
             # A user group has no inbox: page it where the desk works, mentioning the group.
             if not self.triage_channel:
                 raise PermanentDeliveryError("can't page a Slack user group without slack.triage_channel")
             conversation = self.triage_channel
             mention = f"<!subteam^{channel}>"
-            blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": mention}}, *blocks]
+            blocks = [slack_block_parts.section_block(mention), *blocks]
             text = f"{mention} {text}"
         if (updated := await self._update_in_place(replaced, blocks, text)) is not None:
             return updated
@@ -213,7 +214,7 @@ class SlackChannel:
         conversation, ts = mark.message.split("|", 1)
         try:
             await self.client.reactions_add(channel=conversation, timestamp=ts,
-                                            name=slack_blocks.marker_reaction(mark.internal))
+                                            name=slack_ticket_blocks.marker_reaction(mark.internal))
         except SlackApiError as exc:
             error = exc.response.get("error")
             if error == "message_not_found":  # deleted before it could be marked: nothing left to mark
@@ -225,7 +226,7 @@ class SlackChannel:
     async def _pulse(self, item: OutboxItem) -> Delivered:
         """A pulse: its first revision is posted; later ones edit the message that one became."""
         pulse, edits = messages.read_pulse(item.payload)
-        blocks, text = slack_blocks.pulse_blocks(pulse), slack_blocks.pulse_text(pulse)
+        blocks, text = slack_notice_blocks.pulse_blocks(pulse), slack_notice_blocks.pulse_text(pulse)
         if edits is not None:
             async with self.db.reading() as session:
                 message_id = await delivered_message_id(session, edits)

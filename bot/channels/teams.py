@@ -36,7 +36,7 @@ from bot.channels.teams_connector import (
 from bot.clock import Clock
 from bot.config import AppConfig
 from bot.engine import Delivered, OutboxItem
-from bot.renderers import adaptive_cards
+from bot.renderers import teams_card_markdown, teams_notice_cards, teams_ticket_cards
 from bot.views import Fact, Notice
 from store.db import Database
 from store.models import MessageRef
@@ -66,23 +66,23 @@ class TeamsChannel:
             raise PermanentDeliveryError(f"not a Teams target: {item.target!r}")
         if item.kind == messages.SURVEY:
             survey = messages.read_survey(item.payload)
-            return await self._message(item.ticket_id, adaptive_cards.survey_card(survey),
-                                       adaptive_cards.plain_text(survey.headline), item.payload.get("ref_role"),
+            return await self._message(item.ticket_id, teams_notice_cards.survey_card(survey),
+                                       teams_card_markdown.plain_text(survey.headline), item.payload.get("ref_role"),
                                        kind, key)
         if item.kind == messages.PULSE:
             return await self._pulse(item, kind, key)
         if item.kind == messages.DIGEST:
             digest = messages.read_digest(item.payload)
-            return await self._message(item.ticket_id, adaptive_cards.digest_card(digest),
-                                       adaptive_cards.plain_text(digest.title), None, kind, key)
+            return await self._message(item.ticket_id, teams_notice_cards.digest_card(digest),
+                                       teams_card_markdown.plain_text(digest.title), None, kind, key)
         if item.kind == messages.SUMMARY:
             summary = messages.read_summary(item.payload)
-            return await self._message(item.ticket_id, adaptive_cards.summary_card(summary),
-                                       adaptive_cards.plain_text(summary.title), None, kind, key)
+            return await self._message(item.ticket_id, teams_notice_cards.summary_card(summary),
+                                       teams_card_markdown.plain_text(summary.title), None, kind, key)
         if item.kind == messages.TEXT:
             text = messages.read_text(item.payload).text
-            return await self._message(item.ticket_id, adaptive_cards.text_card(text), adaptive_cards.plain_text(text),
-                                       None, kind, key)
+            return await self._message(item.ticket_id, teams_notice_cards.text_card(text),
+                                       teams_card_markdown.plain_text(text), None, kind, key)
         if item.kind == messages.LEGACY_TEAMS_CARD:
             return await self._message(item.ticket_id, item.payload["card"], str(item.payload.get("text") or ""),
                                        item.payload.get("ref_role"), kind, key)
@@ -113,7 +113,7 @@ class TeamsChannel:
     async def _pulse(self, item: OutboxItem, kind: str, key: str) -> Delivered:
         """A pulse: its first revision is posted; later ones edit the activity that one became."""
         pulse, edits = messages.read_pulse(item.payload)
-        card, summary = adaptive_cards.pulse_card(pulse), adaptive_cards.plain_text(pulse.headline)
+        card, summary = teams_notice_cards.pulse_card(pulse), teams_card_markdown.plain_text(pulse.headline)
         where = await self.connector.where(kind, key)
         if edits is not None:
             async with self.db.reading() as session:
@@ -131,8 +131,8 @@ class TeamsChannel:
     async def _card(self, ticket_id: int, audience: str, kind: str, key: str) -> Delivered:
         async with self.db.reading() as session:
             view = await self.cards.ticket_card(session, ticket_id, audience, self.clock.now())
-        card = adaptive_cards.ticket_card(view)
-        summary = adaptive_cards.plain_text(f"{view.number} · {view.summary} ({view.status_label})")
+        card = teams_ticket_cards.ticket_card(view)
+        summary = teams_card_markdown.plain_text(f"{view.number} · {view.summary} ({view.status_label})")
         where = await self.connector.where(kind, key)
         ref = await self._message_ref(ticket_id, audience, key)
         if (updated := await self._update_in_place(where, ref, card, summary)) is not None:
@@ -154,8 +154,8 @@ class TeamsChannel:
             except Unreachable as exc:
                 return await self._fallback(notice, ticket_id, key, str(exc))
         replaced = await self._message_ref(ticket_id, own_role, key) if own_role and delivery.replace else None
-        if (updated := await self._update_in_place(where, replaced, adaptive_cards.notice_card(notice),
-                                                   adaptive_cards.notice_summary(notice))) is not None:
+        if (updated := await self._update_in_place(where, replaced, teams_notice_cards.notice_card(notice),
+                                                   teams_notice_cards.notice_summary(notice))) is not None:
             return updated
         try:
             delivered = await self._post_notice(where, notice, ticket_id, thread)
@@ -174,7 +174,7 @@ class TeamsChannel:
             if ref is not None:
                 card_conversation, card_id = split_ref(ref.message_id)
                 conversation_id = f"{channel_of(card_conversation)}{THREAD_MARK}{card_id}"
-        card, summary = adaptive_cards.notice_card(notice), adaptive_cards.notice_summary(notice)
+        card, summary = teams_notice_cards.notice_card(notice), teams_notice_cards.notice_summary(notice)
         return Delivered(message_id=await self.connector.post(where, conversation_id, card, summary))
 
     async def _fallback(self, notice: Notice, ticket_id: int, person_key: str, reason: str) -> Delivered:

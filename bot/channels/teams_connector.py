@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.channels import CredentialsRefused, PermanentDeliveryError, RateLimited, TransientDeliveryError
 from bot.clock import Clock
 from bot.config import AppConfig
-from bot.renderers import adaptive_cards
+from bot.renderers import teams_card_parts
 from store.db import Database
 from store.models import ConversationRef, Person
 from store.queries import upsert_insert
@@ -219,7 +219,7 @@ class TeamsConnector:
             conversation=ConversationAccount(id=conversation_id, is_group=conversation.is_group,
                                              conversation_type=conversation.conversation_type,
                                              tenant_id=conversation.tenant_id),
-            attachments=[Attachment(content_type=adaptive_cards.CONTENT_TYPE, content=adaptive_cards.clean(card))],
+            attachments=[Attachment(content_type=teams_card_parts.CONTENT_TYPE, content=teams_card_parts.clean(card))],
         )
 
     async def call(self, where: Where, operation: Callable[[Any], Awaitable[Any]]) -> Any:

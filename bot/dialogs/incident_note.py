@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from bot.renderers.adaptive_cards import SCHEMA_URL, VERSION, escape_markdown
+from bot.renderers.teams_card_markdown import escape_markdown
+from bot.renderers.teams_card_parts import SCHEMA_URL, VERSION
 from bot.routing import Action, Form
 
 NOTE_BLOCK = "incident_note"

@@ -10,7 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.renderers.adaptive_cards import SCHEMA_URL, VERSION, escape_markdown
+from bot.renderers.teams_card_markdown import escape_markdown
+from bot.renderers.teams_card_parts import SCHEMA_URL, VERSION
 from bot.routing import Form
 
 SUMMARY_BLOCK = "summary"

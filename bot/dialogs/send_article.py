@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bot.renderers.adaptive_cards import SCHEMA_URL, VERSION, escape_markdown
+from bot.renderers.teams_card_markdown import escape_markdown
+from bot.renderers.teams_card_parts import SCHEMA_URL, VERSION
 from bot.routing import Form
 
 QUERY_BLOCK, ARTICLE_BLOCK = "query", "article"

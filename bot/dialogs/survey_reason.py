@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.renderers.adaptive_cards import SCHEMA_URL, VERSION, escape_markdown
-from bot.renderers.slack_blocks import escape_mrkdwn
+from bot.renderers.slack_mrkdwn import escape_mrkdwn
+from bot.renderers.teams_card_markdown import escape_markdown
+from bot.renderers.teams_card_parts import SCHEMA_URL, VERSION
 from bot.routing import Form
 
 REASONS: tuple[tuple[str, str], ...] = (

@@ -10,7 +10,7 @@ from typing import Any
 
 from bot.chat_commands import GREETING, THANKS, ChatCommands, Command, Said
 from bot.people import PersonRef
-from bot.renderers import adaptive_cards, slack_blocks
+from bot.renderers import slack_mrkdwn, slack_notice_blocks, slack_ticket_blocks, teams_notice_cards, teams_ticket_cards
 from bot.views import Notice, TicketList
 
 
@@ -33,17 +33,18 @@ async def for_slack(chat: ChatCommands, person: PersonRef, command: Command, hel
     if answer is None:
         return {"text": help_text}
     if isinstance(answer, Notice):
-        return {"text": slack_blocks.notice_text(answer), "blocks": slack_blocks.notice_blocks(answer)}
+        return {"text": slack_notice_blocks.notice_text(answer), "blocks": slack_notice_blocks.notice_blocks(answer)}
     if isinstance(answer, TicketList):
-        return {"text": slack_blocks.ticket_list_text(answer), "blocks": slack_blocks.ticket_list_blocks(answer)}
-    return {"text": slack_blocks.escape_mrkdwn(answer)}
+        return {"text": slack_ticket_blocks.ticket_list_text(answer),
+                "blocks": slack_ticket_blocks.ticket_list_blocks(answer)}
+    return {"text": slack_mrkdwn.escape_mrkdwn(answer)}
 
 
 async def for_teams(chat: ChatCommands, person: PersonRef, command: Command) -> dict[str, Any] | str | None:
     """An Adaptive Card, plain text to say, or None for the adapter's own help text."""
     answer = await _answer(chat, person, command)
     if isinstance(answer, Notice):
-        return adaptive_cards.notice_card(answer)
+        return teams_notice_cards.notice_card(answer)
     if isinstance(answer, TicketList):
-        return adaptive_cards.ticket_list_card(answer)
+        return teams_ticket_cards.ticket_list_card(answer)
     return answer

@@ -15,7 +15,7 @@ from bot.handlers import command_answers
 from bot.handlers.errors import friendly
 from bot.handlers.slack_part import PLATFORM, SlackListeners, quote
 from bot.people import PersonRef
-from bot.renderers import slack_blocks
+from bot.renderers import slack_mrkdwn, slack_notice_blocks
 from bot.requester_escalation import NotYet, parse_escalate
 from bot.routing import Action
 from bot.text import escape_typed
@@ -46,7 +46,7 @@ class SlackCommands(SlackListeners):
         try:
             escalating = parse_escalate(text)
         except InvalidInput as exc:
-            await ack(response_type="ephemeral", text=slack_blocks.escape_mrkdwn(str(exc)))
+            await ack(response_type="ephemeral", text=slack_mrkdwn.escape_mrkdwn(str(exc)))
             return
         if escalating is not None:
             await ack(response_type="ephemeral", text=await self._escalate(user_id, *escalating))
@@ -67,8 +67,8 @@ class SlackCommands(SlackListeners):
                 requester, text, Origin("slack", conversation=body.get("channel_id")),
                 ("slack-command", body.get("trigger_id") or f"{user_id}:{text}"))
             if question is not None:
-                await ack(response_type="ephemeral", text=slack_blocks.notice_text(question),
-                          blocks=slack_blocks.notice_blocks(question))
+                await ack(response_type="ephemeral", text=slack_notice_blocks.notice_text(question),
+                          blocks=slack_notice_blocks.notice_blocks(question))
                 return
             result = await self.desk.tickets.open(
                 requester, text, origin=Origin("slack", conversation=body.get("channel_id")),
@@ -86,7 +86,7 @@ class SlackCommands(SlackListeners):
             number = await self.desk.incidents.declare_new(
                 title, agent, Origin("slack", conversation=body.get("channel_id")))
         except Exception as exc:
-            return slack_blocks.escape_mrkdwn(friendly(exc, PLATFORM))
+            return slack_mrkdwn.escape_mrkdwn(friendly(exc, PLATFORM))
         return f"{number} declared; its card is in the triage channel."
 
     async def _escalate(self, user_id: str, ticket_id: int, why: str) -> str:
@@ -94,10 +94,10 @@ class SlackCommands(SlackListeners):
         try:
             said = await self.desk.requester_escalation.escalate(ticket_id, await self.person(user_id), why)
         except NotYet as exc:
-            return slack_blocks.mrkdwn(exc.text)  # the target's time on the reader's own clock
+            return slack_mrkdwn.mrkdwn(exc.text)  # the target's time on the reader's own clock
         except Exception as exc:
-            return slack_blocks.escape_mrkdwn(friendly(exc, PLATFORM))
-        return slack_blocks.escape_mrkdwn(said)
+            return slack_mrkdwn.escape_mrkdwn(friendly(exc, PLATFORM))
+        return slack_mrkdwn.escape_mrkdwn(said)
 
     async def on_new_ticket_submit(self, ack: Any, body: dict[str, Any], view: dict[str, Any]) -> None:
         draft = new_ticket.parse_slack_submission(view["state"]["values"])
@@ -130,8 +130,8 @@ class SlackCommands(SlackListeners):
         await ack()
         if question is not None:
             try:
-                await self.client.chat_postMessage(channel=user_id, text=slack_blocks.notice_text(question),
-                                                   blocks=slack_blocks.notice_blocks(question))
+                await self.client.chat_postMessage(channel=user_id, text=slack_notice_blocks.notice_text(question),
+                                                   blocks=slack_notice_blocks.notice_blocks(question))
             except SlackApiError as exc:  # held all the same: its timer files it
                 log.warning("could not ask %s about their request first: %s", user_id, exc)
 

@@ -14,7 +14,7 @@ from bot.chat_commands import read_command
 from bot.handlers import command_answers, slack_text
 from bot.handlers.errors import friendly
 from bot.handlers.slack_part import PLATFORM, SlackListeners, quote
-from bot.renderers import slack_blocks
+from bot.renderers import slack_mrkdwn, slack_notice_blocks
 from bot.tickets import (
     Origin,
     TicketError,
@@ -55,7 +55,7 @@ class SlackEvents(SlackListeners):
                                                             dedup=("slack-event", event_key), source=f"{role}_thread")
                 except TicketError as exc:
                     await client.chat_postMessage(channel=channel, thread_ts=thread_ts,
-                                                  text=slack_blocks.escape_mrkdwn(str(exc)))
+                                                  text=slack_mrkdwn.escape_mrkdwn(str(exc)))
                 return
         if event.get("channel_type") != "im":
             return
@@ -75,8 +75,8 @@ class SlackEvents(SlackListeners):
                                                          dedup=("slack-event", event_key), files=files)
             if routed.articles is not None:
                 await client.chat_postMessage(channel=channel, thread_ts=event.get("ts"),
-                                              text=slack_blocks.notice_text(routed.articles),
-                                              blocks=slack_blocks.notice_blocks(routed.articles))
+                                              text=slack_notice_blocks.notice_text(routed.articles),
+                                              blocks=slack_notice_blocks.notice_blocks(routed.articles))
         except Exception as exc:
             sorry = friendly(exc, PLATFORM)
             await client.chat_postMessage(channel=channel, text=f"{sorry}\n\nWhat you wrote: {quote(text)}")

@@ -10,7 +10,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.handlers.slack_part import SlackListeners
-from bot.renderers import slack_blocks
+from bot.renderers import slack_ticket_blocks
 
 log = logging.getLogger("ithelp.slack")
 
@@ -33,8 +33,8 @@ class SlackHome(SlackListeners):
         view = await self.desk.welcomes.view(
             person, "Message me here (or type `/ithelp <what's wrong>` anywhere), or press New ticket.")
         try:
-            await client.chat_postMessage(channel=user_id, text=slack_blocks.ticket_list_text(view),
-                                          blocks=slack_blocks.ticket_list_blocks(view))
+            await client.chat_postMessage(channel=user_id, text=slack_ticket_blocks.ticket_list_text(view),
+                                          blocks=slack_ticket_blocks.ticket_list_blocks(view))
         except SlackApiError as exc:
             log.warning("could not welcome %s: %s", user_id, exc)
             await self.desk.welcomes.forget(person)
@@ -47,7 +47,7 @@ class SlackHome(SlackListeners):
                                                       include_agent_sections=person.is_agent)
         listing = dataclasses.replace(listing, intro=(*await self.desk.incidents.known_issues(person.timezone),
                                                       *listing.intro))
-        await (client or self.client).views_publish(user_id=user_id, view=slack_blocks.home_view(listing))
+        await (client or self.client).views_publish(user_id=user_id, view=slack_ticket_blocks.home_view(listing))
 
 
 __all__ = ["SlackHome"]

@@ -14,7 +14,7 @@ from bot.cards import CardBuilder
 from bot.desk import Desk
 from bot.handlers import slack_text
 from bot.people import PersonRef
-from bot.renderers import slack_blocks
+from bot.renderers import slack_mrkdwn
 from bot.requester_escalation import matrix_lines
 from bot.text import to_plain
 from bot.tickets import (
@@ -53,7 +53,7 @@ def ticket_number(raw: object) -> int | None:
 
 def quote(text: str) -> str:
     """What the person typed, quoted back to them in Slack (escaped once, never a mention)."""
-    escaped = slack_blocks.escape_mrkdwn(to_plain(text)[:2500])
+    escaped = slack_mrkdwn.escape_mrkdwn(to_plain(text)[:2500])
     return "\n".join(f"> {line}" for line in escaped.splitlines()) or "> (empty)"
 
 
@@ -120,12 +120,12 @@ class SlackPart:
         names the person the ticket is for and whose clock its times are on."""
         label = f"{to_plain(ticket.requester_name)}'s time" if author else "your time"
         wording = self.desk.acknowledgement(ticket, zone_label=label)
-        summary = slack_blocks.mrkdwn(to_plain(ticket.summary), slack_blocks.MAX_SUMMARY)
-        return (f"{f'<@{author}> ' if author else ''}{slack_blocks.mrkdwn(wording)} — _{summary}_\n"
+        summary = slack_mrkdwn.mrkdwn(to_plain(ticket.summary), slack_mrkdwn.MAX_SUMMARY)
+        return (f"{f'<@{author}> ' if author else ''}{slack_mrkdwn.mrkdwn(wording)} — _{summary}_\n"
                 "I'll keep you posted in a DM thread; reply there to add details.")
 
     def help_text(self) -> str:
-        lines = "\n".join(f"• {slack_blocks.escape_mrkdwn(line)}" for line in matrix_lines(self.desk.config))
+        lines = "\n".join(f"• {slack_mrkdwn.escape_mrkdwn(line)}" for line in matrix_lines(self.desk.config))
         return f"{HELP}\n\n*Who handles what, and how to escalate*\n{lines}".replace(
             "`escalate ", f"`{self.config.command} escalate ")
 

@@ -26,7 +26,7 @@ from bot.handlers.teams_turns import (
     TeamsTurns,
 )
 from bot.people import PersonRef
-from bot.renderers import adaptive_cards
+from bot.renderers import teams_notice_cards, teams_ticket_cards
 from bot.requester_escalation import matrix_lines, parse_escalate
 from bot.text import to_plain
 from bot.tickets import InvalidInput, Origin
@@ -54,7 +54,7 @@ class TeamsMessages(TeamsTurns):
         if not await self.desk.welcomes.first_time(person):
             return
         view = await self.desk.welcomes.view(person, "Just tell me what's wrong here, or press New ticket for a form.")
-        if not await self._send_card(turn, adaptive_cards.ticket_list_card(view)):
+        if not await self._send_card(turn, teams_ticket_cards.ticket_list_card(view)):
             await self.desk.welcomes.forget(person)
 
     async def on_message(self, turn: TurnContext) -> None:
@@ -113,13 +113,13 @@ class TeamsMessages(TeamsTurns):
                 routed = await self.desk.conversations.route(person, text, origin=origin, dedup=self._dedup(activity),
                                                              files=files or ())
                 if routed.articles is not None:
-                    await self._send_card(turn, adaptive_cards.notice_card(routed.articles))
+                    await self._send_card(turn, teams_notice_cards.notice_card(routed.articles))
                     return
                 ticket, created = routed.ticket, routed.outcome == "opened" and routed.created
             else:
                 question = await self.desk.knowledge.held.hold(person, text, origin, self._dedup(activity))
                 if question is not None:  # ask_first: articles before filing
-                    await self._send_card(turn, adaptive_cards.notice_card(question))
+                    await self._send_card(turn, teams_notice_cards.notice_card(question))
                     return
                 result = await self.desk.tickets.open(person, text, origin=origin, dedup=self._dedup(activity),
                                                       defer_setup=True)

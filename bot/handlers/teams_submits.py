@@ -20,7 +20,7 @@ from bot.handlers.teams_turns import (
     ticket_id_of,
 )
 from bot.people import PersonRef
-from bot.renderers import adaptive_cards
+from bot.renderers import teams_card_parts, teams_notice_cards
 from bot.routing import Action, Form
 from bot.text import escape_typed
 from bot.tickets import InvalidInput, NotAllowed, Origin
@@ -64,7 +64,7 @@ class TeamsSubmits(TeamsTurns):
                     person, escape_typed(draft.summary), origin, dedup, description=escape_typed(draft.description),
                     category=draft.category, priority=priority)
                 if question is not None:
-                    card = adaptive_cards.notice_card(question)
+                    card = teams_notice_cards.notice_card(question)
                     if not await self._replace_card(turn, card):
                         await self._send_card(turn, card)
                     return
@@ -93,7 +93,7 @@ class TeamsSubmits(TeamsTurns):
             except Exception as exc:
                 error = friendly(exc, PLATFORM)
             else:
-                await self._replace_card(turn, adaptive_cards.notice_card(Notice(
+                await self._replace_card(turn, teams_notice_cards.notice_card(Notice(
                     ticket_id=ticket.id, number=ticket.number, headline="Resolved.", body=note)))
                 return
         try:
@@ -112,7 +112,7 @@ class TeamsSubmits(TeamsTurns):
         try:
             if article_id is not None:
                 ticket = await self.desk.knowledge.send(ticket_id, person, article_id)
-                await self._replace_card(turn, adaptive_cards.notice_card(Notice(
+                await self._replace_card(turn, teams_notice_cards.notice_card(Notice(
                     ticket_id=ticket.id, number=ticket.number, headline="Article sent to the requester.")))
                 return
             number, choices = await self.desk.knowledge.search_for_agent(ticket_id, query)
@@ -161,7 +161,7 @@ class TeamsSubmits(TeamsTurns):
             return
         try:
             await perform(self.desk, Click(action, ticket_id, person, where=where,
-                                           choice=str(value.get(adaptive_cards.CHOICE_INPUT_ID)
+                                           choice=str(value.get(teams_card_parts.CHOICE_INPUT_ID)
                                                       or value.get("value") or "")))
         except Exception as exc:
             await self._say(turn, friendly(exc, PLATFORM))
@@ -220,7 +220,7 @@ class TeamsSubmits(TeamsTurns):
             await self._replace_card(turn, incident_note.teams_form(form, incident_id, f"INC-{incident_id}",
                                                                     error=friendly(exc, PLATFORM)))
             return
-        await self._replace_card(turn, adaptive_cards.notice_card(Notice(
+        await self._replace_card(turn, teams_notice_cards.notice_card(Notice(
             ticket_id=0, number="", numbered=False, headline=done, body=text)))
 
 

@@ -14,7 +14,7 @@ from botbuilder.schema import Activity, Attachment
 from bot.cards import CardBuilder
 from bot.desk import Desk
 from bot.people import PersonRef
-from bot.renderers import adaptive_cards
+from bot.renderers import teams_card_parts, teams_notice_cards
 from bot.text import escape_typed, to_spans, without_controls
 from bot.tickets import TicketSnapshot
 from bot.views import Message, Notice
@@ -108,14 +108,14 @@ class TeamsTurns:
         """Tell the requester their ticket number and targets in the turn; if Teams refuses that reply (429, 5xx),
         the outbox owes it to them and delivers it with retries."""
         notice = self._ack_notice(ticket)
-        card = adaptive_cards.notice_card(notice)
+        card = teams_notice_cards.notice_card(notice)
         sent = await self._replace_card(turn, card) if replace else await self._send_card(turn, card)
         if not sent:
             await self.desk.tickets.tell(person, notice, key=f"ack:{ticket.id}")
 
 
 def card_attachment(card: dict[str, Any]) -> Attachment:
-    return Attachment(content_type=adaptive_cards.CONTENT_TYPE, content=adaptive_cards.clean(card))
+    return Attachment(content_type=teams_card_parts.CONTENT_TYPE, content=teams_card_parts.clean(card))
 
 
 def ticket_id_of(value: dict[str, Any]) -> int | None:

@@ -12,20 +12,18 @@ reads the raw path segments and decodes them itself, so recorded ids are the pla
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 from urllib.parse import unquote
 
 from aiohttp import web
 
-JSONDict = dict[str, Any]
-_Answer = tuple[int, JSONDict | list[JSONDict] | None]
-_Handler = Callable[[list[str], JSONDict | None], _Answer]
+from bot.simulators.connector_conversations import Answer, ConnectorConversations, JSONDict, error_body
+
+_Handler = Callable[[list[str], JSONDict | None], Answer]
 
 
 @dataclass(frozen=True)
@@ -59,13 +57,11 @@ class _Fault:
 _DEFAULT_CODES = {403: "MessageWritesBlocked", 429: "TooManyRequests", 500: "InternalServerError"}
 
 
-def _error(code: str, message: str) -> JSONDict:
-    return {"error": {"code": code, "message": message}}
-
-
 class FakeBotConnector:
     """Bot Connector REST API (v3 conversations) served by aiohttp on 127.0.0.1 with an ephemeral port.
 
+    What the connector holds (activities, 1:1 chats, the roster) is :attr:`conversations`; this class serves it,
+    records every call in :attr:`activities` and injects faults, blocks and refused credentials.
     ``path_prefix`` mimics regional service URLs such as ``https://smba.trafficmanager.net/amer/``.
     """
 
@@ -73,14 +69,11 @@ class FakeBotConnector:
         self._prefix = "/" + path_prefix.strip("/") if path_prefix.strip("/") else ""
         self._runner: web.AppRunner | None = None
         self._port: int | None = None
-        self._ids = itertools.count(1)
         self._changed = asyncio.Condition()
-        self._roster: dict[str, JSONDict] = {}
+        self.conversations = ConnectorConversations()
         self.activities: list[ConnectorCall] = []
         self.accepted = 0
         self.rejected = 0
-        self._store: dict[str, dict[str, JSONDict]] = {}
-        self._personal_chats: dict[str, str] = {}
         self._faults: list[_Fault] = []
         self._blocked: dict[str, str] = {}
         self._refusing_credentials = False
@@ -91,14 +84,14 @@ class FakeBotConnector:
         """Start serving on 127.0.0.1 with an ephemeral port."""
         app = web.Application()
         routes: list[tuple[str, str, _Handler]] = [
-            ("POST", "/v3/conversations", self._create_conversation),
-            ("POST", "/v3/conversations/{conversation}/activities", self._send),
-            ("POST", "/v3/conversations/{conversation}/activities/{activity}", self._send),
-            ("PUT", "/v3/conversations/{conversation}/activities/{activity}", self._update),
-            ("DELETE", "/v3/conversations/{conversation}/activities/{activity}", self._delete),
-            ("GET", "/v3/conversations/{conversation}/members", self._members),
-            ("GET", "/v3/conversations/{conversation}/pagedmembers", self._paged_members),
-            ("GET", "/v3/conversations/{conversation}/members/{member}", self._member),
+            ("POST", "/v3/conversations", self.conversations.create_conversation),
+            ("POST", "/v3/conversations/{conversation}/activities", self.conversations.send),
+            ("POST", "/v3/conversations/{conversation}/activities/{activity}", self.conversations.send),
+            ("PUT", "/v3/conversations/{conversation}/activities/{activity}", self.conversations.update),
+            ("DELETE", "/v3/conversations/{conversation}/activities/{activity}", self.conversations.delete),
+            ("GET", "/v3/conversations/{conversation}/members", self.conversations.members),
+            ("GET", "/v3/conversations/{conversation}/pagedmembers", self.conversations.paged_members),
+            ("GET", "/v3/conversations/{conversation}/members/{member}", self.conversations.member),
         ]
         for method, path, handler in routes:
             app.router.add_route(method, self._prefix + path, self._wrap(handler))
@@ -134,19 +127,7 @@ class FakeBotConnector:
 
     def add_member(self, user_id: str, name: str, aad_object_id: str, email: str | None = None) -> None:
         """Add a person to the roster served by the members endpoints (for every conversation)."""
-        upn = email or f"{name.lower().replace(' ', '.')}@example.com"
-        given, _, surname = name.partition(" ")
-        self._roster[user_id] = {
-            "id": user_id,
-            "name": name,
-            "aadObjectId": aad_object_id,
-            "email": upn,
-            "userPrincipalName": upn,
-            "givenName": given,
-            "surname": surname or None,
-            "userRole": "user",
-            "tenantId": "tenant-1",
-        }
+        self.conversations.add_member(user_id, name, aad_object_id, email)
 
     def fail_next(
         self, status: int = 429, times: int = 1, retry_after: int | None = 1, code: str | None = None
@@ -181,7 +162,7 @@ class FakeBotConnector:
 
     def activity(self, conversation_id: str, activity_id: str) -> JSONDict | None:
         """The current (latest updated) body of an activity the bot posted, or None if unknown or deleted."""
-        return self._store.get(conversation_id, {}).get(activity_id)
+        return self.conversations.activity(conversation_id, activity_id)
 
     async def wait_for(
         self,
@@ -214,17 +195,12 @@ class FakeBotConnector:
         """Forget recorded calls, stored activities, roster, faults and blocks."""
         self.activities.clear()
         self.accepted = self.rejected = 0
-        self._store.clear()
-        self._personal_chats.clear()
-        self._roster.clear()
+        self.conversations.reset()
         self._faults.clear()
         self._blocked.clear()
         self._refusing_credentials = False
 
     # -- HTTP ------------------------------------------------------------------------------------------------
-
-    def _new_id(self) -> str:
-        return f"1:{next(self._ids)}-{uuid.uuid4().hex[:8]}"
 
     def _wrap(self, handler: _Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def endpoint(request: web.Request) -> web.Response:
@@ -264,61 +240,17 @@ class FakeBotConnector:
         self, handler: _Handler, segments: list[str], body: JSONDict | None, conversation_id: str | None
     ) -> tuple[int, JSONDict | list[JSONDict] | None, dict[str, str]]:
         if self._refusing_credentials:
-            return 401, _error("Unauthorized", "Authorization has been denied for this request."), {}
+            return 401, error_body("Unauthorized", "Authorization has been denied for this request."), {}
         blocked = self._blocked.get(conversation_id) if conversation_id is not None else None
         if blocked is not None:
-            return 403, _error(blocked, "The bot may not post to this conversation."), {}
+            return 403, error_body(blocked, "The bot may not post to this conversation."), {}
         if self._faults:
             fault = self._faults.pop(0)
             code = fault.code or _DEFAULT_CODES.get(fault.status, "ServiceError")
             headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-            return fault.status, _error(code, f"Injected fault {fault.status} {code}."), headers
+            return fault.status, error_body(code, f"Injected fault {fault.status} {code}."), headers
         status, response = handler(segments, body)
         return status, response, {}
 
-    def _send(self, segments: list[str], body: JSONDict | None) -> _Answer:
-        new_id = self._new_id()
-        self._store.setdefault(segments[2], {})[new_id] = {**(body or {}), "id": new_id}
-        return 201, {"id": new_id}
-
-    def _update(self, segments: list[str], body: JSONDict | None) -> _Answer:
-        stored = self._store.get(segments[2], {})
-        if segments[4] not in stored:
-            return 404, _error("NotFound", f"Activity {segments[4]} not found in conversation.")
-        stored[segments[4]] = {**(body or {}), "id": segments[4]}
-        return 200, {"id": segments[4]}
-
-    def _delete(self, segments: list[str], body: JSONDict | None) -> _Answer:
-        if self._store.get(segments[2], {}).pop(segments[4], None) is None:
-            return 404, _error("NotFound", f"Activity {segments[4]} not found in conversation.")
-        return 200, None
-
-    def _create_conversation(self, segments: list[str], body: JSONDict | None) -> _Answer:
-        params = body or {}
-        activity = params.get("activity")
-        channel = (params.get("channelData") or {}).get("channel") or {}
-        activity_id = self._new_id() if activity else None
-        if channel.get("id"):
-            conversation_id = f"{channel['id']};messageid={activity_id or self._new_id()}"
-        else:
-            member = (params.get("members") or [{}])[0].get("id", "")
-            conversation_id = self._personal_chats.setdefault(member, f"a:1conv-{next(self._ids)}")
-        if activity and activity_id:
-            self._store.setdefault(conversation_id, {})[activity_id] = {**activity, "id": activity_id}
-        return 201, {"id": conversation_id, "activityId": activity_id}
-
-    def _members(self, segments: list[str], body: JSONDict | None) -> _Answer:
-        return 200, list(self._roster.values())
-
-    def _paged_members(self, segments: list[str], body: JSONDict | None) -> _Answer:
-        return 200, {"members": list(self._roster.values())}
-
-    def _member(self, segments: list[str], body: JSONDict | None) -> _Answer:
-        wanted = segments[4]
-        for member in self._roster.values():
-            if wanted in (member["id"], member["aadObjectId"]):
-                return 200, member
-        return 404, _error("MemberNotFoundInConversation", f"Member {wanted} not found in the conversation.")
-
-    def _unknown_route(self, segments: list[str], body: JSONDict | None) -> _Answer:
-        return 404, _error("NotFound", "The fake connector does not serve /" + "/".join(segments) + ".")
+    def _unknown_route(self, segments: list[str], body: JSONDict | None) -> Answer:
+        return 404, error_body("NotFound", "The fake connector does not serve /" + "/".join(segments) + ".")

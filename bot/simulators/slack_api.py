@@ -16,17 +16,10 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from bot.simulators.slack_messages import conversation_of
+from bot.simulators.slack_method_basics import APP_ID, BOT_ID, BOT_NAME, BOT_USER_ID, TEAM_ID, Json, MethodError
 from bot.simulators.slack_socket_mode import SocketModeFake
-from bot.simulators.slack_workspace import (
-    APP_ID,
-    BOT_ID,
-    BOT_NAME,
-    BOT_USER_ID,
-    TEAM_ID,
-    Json,
-    SlackWorkspace,
-    _MethodError,
-)
+from bot.simulators.slack_workspace import SlackWorkspace
 
 _RATE_LIMITED_METHODS = frozenset({"chat.postMessage", "chat.update"})
 
@@ -209,7 +202,7 @@ class FakeSlackApi(SlackWorkspace):
         With ``channel`` (``C…``, or a user id for their IM) only calls landing in that conversation
         fail, as Slack rate-limits ``chat.postMessage`` per channel; calls elsewhere are answered normally.
         """
-        where = self._channel({"channel": channel}) if channel else None
+        where = conversation_of({"channel": channel}) if channel else None
         self._faults.setdefault(method, []).append(_Fault(status, retry_after, error, times, where))
 
     def revoke_token(self, error: str = "token_revoked") -> None:
@@ -319,7 +312,7 @@ class FakeSlackApi(SlackWorkspace):
             return _error(call, "not_authed")
         if self._revoked is not None:
             return _error(call, self._revoked)
-        fault = _take_fault(self._faults, call.method, self._channel(call.args))
+        fault = _take_fault(self._faults, call.method, conversation_of(call.args))
         if fault is not None:
             if fault.error is not None:
                 return _error(call, fault.error)
@@ -330,17 +323,17 @@ class FakeSlackApi(SlackWorkspace):
         rate_limited = call.method in _RATE_LIMITED_METHODS
         if rate_limited:
             limit = self._rate_limit
-            retry_after = limit.retry_after(self._channel(call.args), self._clock()) if limit else None
+            retry_after = limit.retry_after(conversation_of(call.args), self._clock()) if limit else None
             if retry_after is not None:
                 return self._http_error(call, 429, retry_after)
         try:
             body = implementation(call.args)
-        except _MethodError as e:
+        except MethodError as e:
             return _error(call, e.error)
         if rate_limited:
             self.accepted += 1
             if self._rate_limit is not None:
-                self._rate_limit.accepted(self._channel(call.args), self._clock())
+                self._rate_limit.accepted(conversation_of(call.args), self._clock())
         return web.json_response({"ok": True, **body})
 
     def _http_error(self, call: SlackCall, status: int, retry_after: int) -> web.Response:
