@@ -195,13 +195,16 @@ def _build_core(config: AppConfig, db: Database, clock: Clock, metrics: Metrics,
     sla = SlaClock(config, calendars)
     tickets = TicketService(db, clock, config, roster, initial_targets=sla.initial_targets)
     requests = RequestsFirst(config.engine.background_share)
+    wake = Wake()
     core = Core(
         config=config, db=db, clock=clock, metrics=metrics, roster=roster, calendars=calendars, tickets=tickets,
-        timers=TimerEngine(db, clock, config.engine, metrics, owner=f"{replica}-timers" if replica else None),
+        # A timer task that ends wakes the engine: what it wrote (a ticket, a message owed) is for its next turn.
+        timers=TimerEngine(db, clock, config.engine, metrics, owner=f"{replica}-timers" if replica else None,
+                           wake=wake),
         outbox=OutboxWorker(db, clock, config.engine, metrics, owner=f"{replica}-outbox" if replica else None,
                             min_interval=config.engine.min_interval_per_channel.total_seconds(),
                             requests=requests),
-        requests=requests, wake=Wake(),
+        requests=requests, wake=wake,
     )
     return core, sla
 
