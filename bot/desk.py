@@ -24,6 +24,7 @@ from bot.clock import Clock
 from bot.config import AppConfig
 from bot.conversation import Conversations
 from bot.core import Core, CronJob, Wake
+from bot.deferred import DeferredWork
 from bot.digests import REQUESTER_TIMER, TRIAGE_TIMER, Digests
 from bot.directory import Directory
 from bot.engine import OutboxWorker, RequestsFirst, TimerEngine
@@ -89,6 +90,8 @@ class Desk:
     """Who was greeted on installing the Teams app or first opening the Slack App Home."""
     attachments: Attachments
     """Files and screenshots people share: linked to the other side, listed on the ticket."""
+    deferred: DeferredWork
+    """What a chat request leaves for after its ack (reading Slack, replying there): timer rows due now."""
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     """Called once when the server stops (the pagers' shared HTTP client)."""
 
@@ -168,7 +171,8 @@ def build_desk(config: AppConfig, db: Database, clock: Clock, *, metrics: Metric
     desk = Desk(core=core, sla=sla, cards=cards, escalation=escalation, surveys=SurveyService(core),
                 nps=NpsService(core), weekly=weekly, digests=digests, retention=retention, directory=Directory(db),
                 chat=ChatCommands(core, incidents), conversations=Conversations(core, attachments, knowledge.held),
-                attachments=attachments, welcomes=Welcomes(core, incidents), knowledge=knowledge, incidents=incidents,
+                attachments=attachments, deferred=DeferredWork(core), welcomes=Welcomes(core, incidents),
+                knowledge=knowledge, incidents=incidents,
                 incident_updates=IncidentUpdates(core, incidents),
                 cron_jobs=[*digests.cron_jobs(), *retention.cron_jobs(), *weekly.cron_jobs(),
                            *knowledge.cron_jobs()],
@@ -195,13 +199,16 @@ def _build_core(config: AppConfig, db: Database, clock: Clock, metrics: Metrics,
     sla = SlaClock(config, calendars)
     tickets = TicketService(db, clock, config, roster, initial_targets=sla.initial_targets)
     requests = RequestsFirst(config.engine.background_share)
+    wake = Wake()
     core = Core(
         config=config, db=db, clock=clock, metrics=metrics, roster=roster, calendars=calendars, tickets=tickets,
-        timers=TimerEngine(db, clock, config.engine, metrics, owner=f"{replica}-timers" if replica else None),
+        # A timer task that ends wakes the engine: what it wrote (a ticket, a message owed) is for its next turn.
+        timers=TimerEngine(db, clock, config.engine, metrics, owner=f"{replica}-timers" if replica else None,
+                           wake=wake),
         outbox=OutboxWorker(db, clock, config.engine, metrics, owner=f"{replica}-outbox" if replica else None,
                             min_interval=config.engine.min_interval_per_channel.total_seconds(),
                             requests=requests),
-        requests=requests, wake=Wake(),
+        requests=requests, wake=wake,
     )
     return core, sla
 

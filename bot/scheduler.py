@@ -126,21 +126,26 @@ class EngineRunner:
                     if more_to_set_up and not self._stopping:
                         continue
                     await self._wake_for_next_timer()
-                    await self._outbox_done_or_kicked()
+                    await self._background_done_or_kicked()
                 except Exception:  # the database may be down: log, and the next tick tries again
                     log.exception("engine tick failed")
                     return
                 if not self._pending_kick or self._stopping:
                     return
 
-    async def _outbox_done_or_kicked(self) -> None:
-        # A tick ends once what it enqueued is delivered, unless a timer falls due first: in a breach
-        # storm the next breaches must not wait for this batch's pages; the outbox keeps delivering
-        # beside them.
-        while (task := self._outbox_task) is not None and not task.done() and not self._pending_kick:
+    async def _background_done_or_kicked(self) -> None:
+        # A tick ends once what it enqueued is delivered and the timer tasks it started have ended, unless
+        # a timer falls due first: in a breach storm the next breaches must not wait for this batch's pages,
+        # nor for a task waiting on a slow Slack; the outbox and the tasks go on beside them. A task that
+        # ends kicks the engine (its ticket needs setting up).
+        while not self._pending_kick:
+            outbox = [task] if (task := self._outbox_task) is not None and not task.done() else []
+            waiting = [*outbox, *self.desk.timers.tasks.running]
+            if not waiting:
+                return
             kicked = asyncio.ensure_future(self._kicked.wait())
             try:
-                await asyncio.wait((task, kicked), return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait((*waiting, kicked), return_when=asyncio.FIRST_COMPLETED)
             finally:
                 kicked.cancel()
 
@@ -198,5 +203,6 @@ class EngineRunner:
             await asyncio.gather(*self._inflight, return_exceptions=True)
         if self._outbox_task is not None:  # a tick that failed may have left it delivering
             await asyncio.gather(self._outbox_task, return_exceptions=True)
+        await self.desk.timers.tasks.drain()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=False)

@@ -126,9 +126,14 @@ class Server:
             off.append(f"Slack ({slack.disabled_reason})")
             return
         from bot.handlers.slack import SlackAdapter
+        from bot.handlers.slack_filing import ACKNOWLEDGE, FILE_MENTION, FILE_MESSAGE
 
         adapter = SlackAdapter(desk)
         self.adapters["slack"] = adapter
+        # What Slack's requests leave for after the ack: it reads Slack, then answers in the message's thread.
+        desk.timers.register_task(FILE_MESSAGE, adapter.filing.file_message)
+        desk.timers.register_task(FILE_MENTION, adapter.filing.file_mention)
+        desk.timers.register_task(ACKNOWLEDGE, adapter.filing.acknowledge)
         app.router.add_post("/slack/events", _foreground(desk, adapter.handle, deadline=(
             self.config.server.request_deadline.total_seconds(), _slack_too_late)))
         if self.config.agents.slack_usergroups and self.engine is not None:

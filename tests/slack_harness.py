@@ -60,7 +60,8 @@ class SlackBot:
                 TicketEvent.kind == kind)) or 0)
 
     async def settle(self) -> None:
-        """Run the engine until the outbox is empty (the server also kicks it after each request)."""
+        """Run the engine until the outbox is empty and the timer tasks it started (what Slack's requests left for
+        after their ack) have ended; the server also kicks it after each request."""
         assert self.server.engine is not None
         await self.server.engine.tick()
 

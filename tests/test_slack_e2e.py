@@ -101,6 +101,7 @@ async def test_ticket_reaction_turns_a_channel_message_into_a_ticket_for_its_aut
              "item": {"type": "message", "channel": "C0GENERAL", "ts": "1700000100.000100"}}
     await bot.event(event)
     await bot.event(event)  # a second :ticket: on the same message is the same ticket
+    await bot.settle()
     [ticket] = await bot.tickets()
     assert ticket.summary == "Wifi on floor 2 is down again" and ticket.origin_link
     requester = await _person(bot, ticket.requester_id)
@@ -112,6 +113,7 @@ async def test_message_shortcut_creates_a_ticket(bot: SlackBot) -> None:
     status, _ = await bot.send(rq.message_shortcut(Shortcut.CREATE_FROM_MESSAGE.value, ALICE, message,
                                                    "C0GENERAL", SECRET))
     assert status == 200
+    await bot.settle()
     [ticket] = await bot.tickets()
     assert ticket.summary == "Can't print to HP-3"
 

@@ -28,6 +28,7 @@ async def test_an_agent_reacting_to_a_colleagues_message_files_it_for_the_author
         bot: SlackBot) -> None:
     bot.slack.add_message(GENERAL, MESSAGE_TS, REQUESTER, "Wifi on floor 2 is down again")
     await bot.event(_reaction(ALICE))  # Alice is in London, Rita (the author) in Kolkata
+    await bot.settle()  # filed and acknowledged after Slack has its answer
     [ticket] = await bot.tickets()
     [ack] = _thread_posts(bot)
     text = str(ack["text"])
@@ -42,6 +43,7 @@ async def test_the_message_shortcut_addresses_the_author_not_the_agent_who_used_
     bot.slack.add_message(GENERAL, MESSAGE_TS, REQUESTER, "Can't print to HP-3")
     message = {"type": "message", "user": REQUESTER, "ts": MESSAGE_TS, "text": "Can't print to HP-3"}
     await bot.send(rq.message_shortcut(Shortcut.CREATE_FROM_MESSAGE.value, ALICE, message, GENERAL, SECRET))
+    await bot.settle()
     [ack] = _thread_posts(bot)
     assert str(ack["text"]).startswith(f"<@{REQUESTER}> ") and "your time" not in str(ack["text"])
 
@@ -52,9 +54,11 @@ async def test_a_retried_or_repeated_reaction_is_silent_and_only_someone_else_he
     await bot.event(_reaction(ALICE), event_id="EvReact1")
     await bot.event(_reaction(ALICE), event_id="EvReact1", retry_num=1)  # Slack retrying the same event
     await bot.event(_reaction(ALICE), event_id="EvReact2")  # Alice took the reaction off and put it back
+    await bot.settle()
     [ticket] = await bot.tickets()
     assert len(_thread_posts(bot)) == 1
     assert bot.slack.calls_to("chat.postEphemeral") == []
     await bot.event(_reaction(BOB), event_id="EvReact3")  # a colleague who didn't know
+    await bot.settle()
     [told] = await bot.slack.wait_for_calls("chat.postEphemeral", 1)
     assert told["user"] == BOB and told["text"] == f"That message is already {ticket.number}."

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.clock import Clock
 from bot.config import EngineConfig
 from bot.engine.leases import LeaseKeeper
+from bot.engine.timer_tasks import TimerTask, TimerTasks
 from bot.metrics import Metrics
 from store.db import Database
 from store.models import Timer
@@ -44,13 +45,14 @@ GROUP_SIZE = 25
 
 
 class TimerEngine:
-    """Runs due timer rows exactly once, by kind, with handlers registered by name."""
+    """Runs due timer rows exactly once, by kind, with handlers registered by name (or tasks: ``register_task``)."""
 
     def __init__(
         self, db: Database, clock: Clock, config: EngineConfig, metrics: Metrics, *, owner: str | None = None,
         max_attempts: int = 5, concurrency: int | None = None,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, wake: Callable[[], None] | None = None,
     ) -> None:
+        """``wake`` asks the engine to run again: called when a task (``register_task``) ends."""
         self.db = db
         self.clock = clock
         self.config = config
@@ -64,6 +66,8 @@ class TimerEngine:
         self._urgent: set[str] = set()
         self._prepare: dict[str, TimerPrepare] = {}
         self.urgent_leases = LeaseKeeper(db, clock, Timer, self.owner, config.urgent_lease, sleep=sleep)
+        self.tasks = TimerTasks(db, clock, self.owner, self.urgent_leases, failed=self._record_failure,
+                                ran=self._count_run, wake=wake)
 
     def register(self, kind: str, handler: TimerHandler, *, shares_transaction: bool = False,
                  prepare: TimerPrepare | None = None, urgent: bool = False) -> None:
@@ -82,7 +86,7 @@ class TimerEngine:
         would read for itself (its ticket, locked); it returns a value per timer id, handed to the
         handler as ``TimerRun.prepared``. Kinds registered with the same ``prepare`` share one call.
         """
-        if kind in self._handlers:
+        if kind in self._handlers or kind in self.tasks:
             raise ValueError(f"a handler for timer kind {kind!r} is already registered")
         self._handlers[kind] = handler
         if urgent:
@@ -92,9 +96,22 @@ class TimerEngine:
             if prepare is not None:
                 self._prepare[kind] = prepare
 
+    def register_task(self, kind: str, task: TimerTask) -> None:
+        """Run due timers of ``kind`` with ``task``, outside any transaction and beside the tick (``TimerTasks``):
+        for work that waits on a platform's Web API, such as what a chat request leaves for after its ack.
+
+        Claimed with the short ``engine.urgent_lease``, renewed while it runs: someone is waiting on it, and a
+        replica that dies hands it to another within seconds. It may therefore run more than once and must be
+        idempotent. Raising retries it with backoff, as a handler's failure does.
+        """
+        if kind in self._handlers or kind in self.tasks:
+            raise ValueError(f"a handler for timer kind {kind!r} is already registered")
+        self.tasks.register(kind, task)
+        self._urgent.add(kind)
+
     @property
     def kinds(self) -> list[str]:
-        return sorted(self._handlers)
+        return sorted([*self._handlers, *self.tasks.kinds])
 
     async def tick(self, after_batch: Callable[[], None] | None = None) -> int:
         """Claim and run every due timer (in batches); returns how many ran.
@@ -123,8 +140,12 @@ class TimerEngine:
             if not claimed:
                 return total
             self.urgent_leases.keep(timer.id for timer in claimed if timer.kind in self._urgent)
+            for timer in claimed:
+                if timer.kind in self.tasks:
+                    self.tasks.start(timer.id)
 
-            await asyncio.gather(*(run(group) for group in self._groups(claimed)))
+            await asyncio.gather(*(run(group) for group in self._groups(
+                [timer for timer in claimed if timer.kind not in self.tasks])))
             total += len(claimed)
             if after_batch is not None:
                 after_batch()

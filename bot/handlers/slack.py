@@ -2,7 +2,9 @@
 
 Thin on purpose: parse, dedupe, resolve the person, call a service, answer. Every listener runs
 before the HTTP response (``process_before_response``) and does only database work there; messages
-go out through the outbox, which is kicked right after the change commits.
+go out through the outbox, which is kicked right after the change commits. What needs Slack's Web API
+to read or to answer (a :ticket: reaction, a mention, the message shortcut) is written down as timer
+rows due now and run by the engine after the ack (``slack_filing``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from bot.handlers.payloads import contains_nul, without_nul
 from bot.handlers.slack_clicks import SlackClicks
 from bot.handlers.slack_commands import SlackCommands
 from bot.handlers.slack_events import SlackEvents
+from bot.handlers.slack_filing import SlackFiling
 from bot.handlers.slack_home import SlackHome
 from bot.handlers.slack_part import PLATFORM, SlackPart
 from bot.people import PersonRef
@@ -68,6 +71,9 @@ class SlackAdapter:
         self.people = part
         self.commands = SlackCommands(part)
         self.events = SlackEvents(part)
+        self.filing = SlackFiling(part)
+        """The timer tasks that file a mentioned, reacted-to or shortcut message after the ack (the server
+        registers them with the engine)."""
         self.clicks = SlackClicks(part)
         self.home = SlackHome(part)
         self.app.error(self._on_error)

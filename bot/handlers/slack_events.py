@@ -1,18 +1,22 @@
-"""Messages, mentions, :ticket: reactions and the message shortcut: tickets and relayed comments."""
+"""Messages, mentions, :ticket: reactions and the message shortcut: tickets and relayed comments.
+
+A mention, a reaction or the shortcut names a message to file; filing it needs Slack's Web API (the message, its
+author, its link) and so does answering in its thread. Their listeners only write down what was asked, before
+Slack gets its answer, and ``slack_filing`` does the rest right after.
+"""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from slack_bolt.request.async_request import AsyncBoltRequest
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.channels.slack import slack_ref
 from bot.chat_commands import read_command
 from bot.handlers import command_answers, slack_text
 from bot.handlers.errors import friendly
+from bot.handlers.slack_filing import FILE_MENTION, FILE_MESSAGE
 from bot.handlers.slack_part import PLATFORM, SlackListeners, quote
 from bot.renderers import slack_mrkdwn, slack_notice_blocks
 from bot.tickets import (
@@ -20,8 +24,6 @@ from bot.tickets import (
     TicketError,
 )
 from bot.triage_notes import Posted
-
-log = logging.getLogger("ithelp.slack")
 
 
 class SlackEvents(SlackListeners):
@@ -81,112 +83,64 @@ class SlackEvents(SlackListeners):
             sorry = friendly(exc, PLATFORM)
             await client.chat_postMessage(channel=channel, text=f"{sorry}\n\nWhat you wrote: {quote(text)}")
 
-    async def on_mention(self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient) -> None:
+    async def on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
         if event.get("thread_ts"):
             return  # thread replies are handled as messages
         bot_user = (body.get("authorizations") or [{}])[0].get("user_id") or ""
         raw = (event.get("text") or "").replace(f"<@{bot_user}>", " ") if bot_user else " ".join(
             word for word in (event.get("text") or "").split() if not word.startswith("<@"))
-        text = (await self.neutral(raw)).strip()
-        if not text:
+        if not raw.strip():
             return
-        try:
-            person = await self.person(event["user"])
-            link = await self._permalink(client, event["channel"], event["ts"])
-            result = await self.desk.tickets.open(
-                person, text, origin=Origin("slack", conversation=event["channel"], thread=event["ts"], link=link),
-                dedup=("slack-event", body.get("event_id") or f"{event['channel']}:{event['ts']}"), defer_setup=True)
-            if result.created:
-                await client.chat_postMessage(channel=event["channel"], thread_ts=event["ts"],
-                                              text=self.ack_text(result.ticket))
-        except Exception as exc:
-            await client.chat_postMessage(channel=event["channel"], thread_ts=event["ts"], text=friendly(exc, PLATFORM))
+        channel, ts, user = _named(event, "channel"), _named(event, "ts"), _named(event, "user")
+        event_key = _event_id(body) or f"{channel}:{ts}"
+        # Who they are, the message's link and the acknowledgement all need Slack: after the ack (slack_filing).
+        await self.desk.deferred.schedule(FILE_MENTION, {"channel": channel, "ts": ts, "user": user, "text": raw,
+                                                         "event": event_key}, key=f"slack-mention:{event_key}")
 
     async def _ticket_for_thread(self, channel: str, thread_ts: str) -> tuple[int | None, str | None]:
         found = await self.desk.directory.ticket_for_message("slack", slack_ref(channel, thread_ts))
         return (found.ticket_id, found.role) if found else (None, None)
 
-    async def on_reaction(self, body: dict[str, Any], event: dict[str, Any], client: AsyncWebClient,
-                           request: AsyncBoltRequest) -> None:
+    async def on_reaction(self, body: dict[str, Any], event: dict[str, Any], request: AsyncBoltRequest) -> None:
         item = event.get("item") or {}
         if event.get("reaction") != "ticket" or item.get("type") != "message":
             return
-        channel, ts = item["channel"], item["ts"]
+        channel, ts = _named(item, "channel"), _named(item, "ts")
         reactor = event.get("user")
         # Slack retrying the event, or the same person reacting again: the first answer stands, say nothing more.
         retried = bool(request.headers.get("x-slack-retry-num"))
         first = await self.desk.tickets.first_sighting("slack-reaction", f"{channel}:{ts}:{reactor}")
-        message = await self._fetch_message(client, channel, ts)
-        if message is None:
-            return
-        author = message.get("user") or event.get("item_user")
-        if not author or message.get("bot_id"):
-            return
-        await self._ticket_from_message(client, channel, ts, author, await self.neutral(message.get("text") or ""),
-                                        reporter=reactor, repeat=retried or not first)
+        # Reading the message (and all that follows) needs Slack: after the ack (slack_filing). A retry of the
+        # same event finds it already scheduled.
+        event_id = _event_id(body)
+        await self.desk.deferred.schedule(FILE_MESSAGE, {
+            "channel": channel, "ts": ts, "reporter": reactor, "author": event.get("item_user"), "text": None,
+            "repeat": retried or not first}, key=f"slack-reaction:{event_id}" if event_id else None)
 
-    async def on_message_shortcut(self, ack: Any, body: dict[str, Any], client: AsyncWebClient) -> None:
+    async def on_message_shortcut(self, ack: Any, body: dict[str, Any]) -> None:
         await ack()
         message = body.get("message") or {}
         channel = (body.get("channel") or {}).get("id", "")
         if not channel or not message.get("ts"):
             # Slack always sends both; without them there is no message to file and nowhere to say so.
             raise ValueError("a message shortcut without its message or channel")
-        author = message.get("user") or body["user"]["id"]
-        await self._ticket_from_message(client, channel, message.get("ts", ""), author,
-                                        await self.neutral(message.get("text") or ""), reporter=body["user"]["id"])
+        reporter = body["user"]["id"]
+        await self.desk.deferred.schedule(FILE_MESSAGE, {
+            "channel": channel, "ts": _named(message, "ts"), "reporter": reporter,
+            "author": message.get("user") or reporter, "text": str(message.get("text") or ""), "repeat": False})
 
-    async def _ticket_from_message(self, client: AsyncWebClient, channel: str, ts: str, author: str, text: str,
-                                   *, reporter: str | None, repeat: bool = False) -> None:
-        """File ``author``'s message as their ticket; ``reporter`` (who reacted or used the shortcut) hears about
-        failures and, unless this is a ``repeat`` of their own request, that it was already a ticket."""
-        try:
-            person = await self.person(author)
-            link = await self._permalink(client, channel, ts)
-            result = await self.desk.tickets.open(
-                person, text or "(message without text)",
-                origin=Origin("slack", conversation=channel, thread=ts, link=link),
-                dedup=("slack-message", f"{channel}:{ts}"), defer_setup=True,
-            )
-        except Exception as exc:
-            if reporter:
-                try:
-                    await client.chat_postEphemeral(channel=channel, user=reporter, text=friendly(exc, PLATFORM))
-                except SlackApiError as told:
-                    log.error("could not file message %s in %s (%s), nor tell %s why: %s", ts, channel, exc,
-                              reporter, told)
-            return
-        if result.created:
-            try:
-                await client.reactions_add(channel=channel, timestamp=ts, name="eyes")
-                await client.chat_postMessage(channel=channel, thread_ts=ts,
-                                              text=self.ack_text(result.ticket, author=author))
-            except SlackApiError as exc:
-                log.warning("could not acknowledge ticket %s in %s: %s", result.ticket.number, channel, exc)
-        elif reporter and not repeat:
-            await client.chat_postEphemeral(channel=channel, user=reporter,
-                                            text=f"That message is already {result.ticket.number}.")
 
-    async def _fetch_message(self, client: AsyncWebClient, channel: str, ts: str) -> dict[str, Any] | None:
-        try:
-            response = await client.conversations_history(channel=channel, latest=ts, inclusive=True, limit=1)
-            messages = response.get("messages") or []
-            if messages and messages[0].get("ts") == ts:
-                return dict(messages[0])
-            replies = await client.conversations_replies(channel=channel, ts=ts, limit=1, inclusive=True)
-            for message in replies.get("messages") or []:
-                if message.get("ts") == ts:
-                    return dict(message)
-        except SlackApiError as exc:
-            log.warning("could not read message %s in %s: %s", ts, channel, exc)
-        return None
+def _named(fields: dict[str, Any], name: str) -> str:
+    """A Slack id or timestamp from the payload: a string, or the payload is malformed."""
+    value = fields[name]
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"no {name} in the payload")
+    return value
 
-    async def _permalink(self, client: AsyncWebClient, channel: str, ts: str) -> str | None:
-        try:
-            response = await client.chat_getPermalink(channel=channel, message_ts=ts)
-            return str(response["permalink"])
-        except SlackApiError:
-            return None
+
+def _event_id(body: dict[str, Any]) -> str | None:
+    event_id = body.get("event_id")
+    return event_id if isinstance(event_id, str) and event_id else None
 
 
 __all__ = ["SlackEvents"]

@@ -22,6 +22,7 @@ from bot.simulators.slack_socket_mode import SocketModeFake
 from bot.simulators.slack_workspace import SlackWorkspace
 
 _RATE_LIMITED_METHODS = frozenset({"chat.postMessage", "chat.update"})
+_EVERY_METHOD = "*"
 
 
 @dataclass
@@ -216,9 +217,9 @@ class FakeSlackApi(SlackWorkspace):
         self._revoked = None
 
     def pause(self, *methods: str) -> None:
-        """Hold the answers to calls of ``methods`` (received and recorded once answered) until :meth:`resume`:
-        Slack being slow to answer while people keep clicking."""
-        self._paused = frozenset(methods)
+        """Hold the answers to calls of ``methods`` (every method when none is named; received, and recorded
+        once answered) until :meth:`resume`: Slack being slow to answer while people keep clicking."""
+        self._paused = frozenset(methods or (_EVERY_METHOD,))
         self._resumed.clear()
 
     def resume(self) -> None:
@@ -295,7 +296,7 @@ class FakeSlackApi(SlackWorkspace):
     async def _handle(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         args = await read_args(request)
-        if method in self._paused:
+        if method in self._paused or _EVERY_METHOD in self._paused:
             await self._resumed.wait()
         call = SlackCall(method, args, dict(request.headers), self._clock())
         response = self._answer(call, request.headers.get("Authorization", ""))
