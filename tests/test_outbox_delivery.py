@@ -243,6 +243,38 @@ async def test_a_notice_goes_out_while_the_triage_channel_works_through_a_burst_
     assert len([i for i in cards if i < notice]) <= 4, "the notice waited for the triage channel's pacing"
 
 
+async def test_a_spent_workspace_budget_holds_every_conversation_until_it_refills_instead_of_each_asking_again(
+    bot: SlackBot, clock: Any,
+) -> None:
+    people = [f"UBUDGET{n}" for n in range(12)]
+    for person in people:
+        bot.slack.add_user(person, real_name=f"Budget Person {person[-2:]}")
+        status, _ = await bot.command(f"Printer on floor {person[-2:]} jams", user=person)
+        assert status == 200
+    await bot.settle()
+    tickets = await bot.tickets()
+    # From now on Slack allows the workspace 6 messages a minute (counted on the test's clock).
+    bot.slack.set_rate_limit(None, 6, clock=lambda: clock.now().timestamp())
+    before = bot.slack.rejected_429
+    for ticket in tickets:  # one claim each: a notice to each of twelve people, and twelve card refreshes
+        await bot.click(Action.CLAIM, str(ticket.id), ALICE)
+    told: dict[str, int] = {}
+    for minutes in range(1, 16):  # up to a quarter of an hour, one engine pass a second
+        for _ in range(60):
+            await bot.settle()
+            clock.advance(timedelta(seconds=1))
+        told = {p: len([c for c in bot.slack.calls_to("chat.postMessage")
+                        if c["channel"] == f"D{p}" and "is on it" in c["text"]]) for p in people}
+        if all(told.values()):
+            break
+    assert told == {p: 1 for p in people}, "a claim notice was lost or sent twice"
+    assert await pending(bot, "slack:user:UBUDGET00") == []
+    # Dozens of messages through a 6-a-minute budget: a few 429s to learn the limit each minute, not one (or
+    # more) per waiting message.
+    asked_again = bot.slack.rejected_429 - before
+    assert asked_again <= 4 * minutes, f"{asked_again} calls answered 429 in {minutes} minutes"
+
+
 # -- a revoked token ------------------------------------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -27,6 +27,7 @@ from bot.engine.outbox_types import (
     RateLimited,
     TransientDeliveryError,
 )
+from bot.engine.pacing import Pacing
 from bot.engine.requests_first import RequestsFirst
 from bot.metrics import Metrics
 from store.db import Database
@@ -40,6 +41,10 @@ CARD = "ticket_card"
 """The one outbox kind that renders the ticket as it is at delivery time, so an older pending refresh of
 the same card is redundant once a newer one is queued. Every other kind (notices, relayed replies,
 pages, surveys) says something of its own and is always delivered."""
+
+
+def _platform(item: OutboxItem) -> str:
+    return item.target.split(":", 1)[0]
 
 
 def _audience(payload: dict[str, Any]) -> str:
@@ -79,14 +84,11 @@ class OutboxWorker:
         self._slots = asyncio.Semaphore(config.outbox_concurrency)
         self.owner = owner or f"outbox-{uuid.uuid4().hex[:12]}"
         self.min_interval = min_interval
-        self._monotonic = monotonic
         self._sleep = sleep
         self._channels: dict[str, Channel] = {}
         self._lanes: dict[str, _Lane] = {}
         self._in_hand: set[int] = set()
-        self._last_send: dict[str, float] = {}  # pacing key -> monotonic time of its last send
-        self._booked: dict[str, float] = {}  # pacing key -> latest slot given to a message put back for pacing
-        self._held_until: dict[str, datetime] = {}  # pacing key -> end of the platform's Retry-After
+        self.pacing = Pacing(clock, monotonic)
         self._changed = asyncio.Event()
         self._woken = False
         self._stopping = False
@@ -132,7 +134,7 @@ class OutboxWorker:
         return total
 
     async def _claim(self) -> list[OutboxItem]:
-        self._forget_the_past()
+        self.pacing.forget_the_past(self._lanes)
         async with self.db.transaction() as session:
             now = self.clock.now()
             ids = await claim_outbox(session, owner=self.owner, now=now, lease=self.config.lease,
@@ -164,18 +166,8 @@ class OutboxWorker:
             await self._changed.wait()
         self._woken = False
 
-    def _forget_the_past(self) -> None:
-        # One entry per conversation ever paced or held: a fan-out to thousands of people leaves
-        # thousands, so once there are many, drop the ones that no longer matter.
-        if len(self._last_send) + len(self._held_until) + len(self._booked) < 10_000:
-            return
-        now, mono = self.clock.now(), self._monotonic()
-        self._held_until = {key: until for key, until in self._held_until.items() if until > now}
-        self._booked = {key: slot for key, slot in self._booked.items() if slot > mono}
-        self._last_send = {key: at for key, at in self._last_send.items() if at > mono - 60 or key in self._lanes}
-
     def _channel_for(self, item: OutboxItem) -> Channel | None:
-        return self._channels.get(item.target.split(":", 1)[0])
+        return self._channels.get(_platform(item))
 
     def _pacing_key(self, item: OutboxItem) -> str:
         channel = self._channel_for(item)
@@ -199,10 +191,7 @@ class OutboxWorker:
         if not urgent and not item.superseded and backlog > self.config.lease.total_seconds() / 2:
             # A paced conversation with a long queue (an intake burst's triage cards): holding it all
             # would outlive the lease, so the rest waits in the store for its turn.
-            now = self._monotonic()
-            slot = max(self._booked.get(key, now), now + backlog) + interval
-            self._booked[key] = slot
-            return item.id, self.clock.now() + timedelta(seconds=slot - now)
+            return item.id, self.pacing.book(key, backlog, interval)
         if lane is None:
             lane = self._lanes[key] = _Lane()
         if urgent:
@@ -255,29 +244,37 @@ class OutboxWorker:
         if item.superseded:  # no call to the platform, so no pacing either
             await self._deliver(item, key)
             return
-        held = self._held_until.get(key)
-        if held is not None and held > self.clock.now():
-            # This conversation said "slow down" (429 + Retry-After) moments ago: don't hammer it. Its
-            # queue waits in the store; other conversations carry on.
-            rest = list(lane.queue)
-            lane.queue.clear()
-            lane.urgent = 0
-            await self.ledger.defer([item.id, *(queued.id for queued in rest)], held)
-            for queued in rest:
-                self._done_with(queued)
+        platform = _platform(item)
+        if await self._held(key, lane, item):
             return
-        wait = self._last_send.get(key, -1e9) + interval - self._monotonic()
-        if wait > 0 and interval > 0:
+        wait = self.pacing.wait_before_sending(key, interval)
+        if wait > 0:
             await self._sleep(wait)
         if item.urgent:
             await self._deliver(item, key)
         else:
-            async with self.requests.turn(), self._slots:
+            async with self.requests.turn(), self._slots, self.pacing.turn(platform):
+                if await self._held(key, lane, item):  # a hold began while this waited for its turn
+                    return
                 await self._deliver(item, key)
-        self._last_send[key] = self._monotonic()
+        self.pacing.sent(key)
+
+    async def _held(self, key: str, lane: _Lane, item: OutboxItem) -> bool:
+        """If this conversation (or its whole platform) said "slow down" (429 + Retry-After) moments ago, put
+        ``item`` and the rest of its lane back in the store until then (other conversations carry on)."""
+        held = self.pacing.held_until(key, _platform(item), urgent=item.urgent)
+        if held is None:
+            return False
+        rest = list(lane.queue)
+        lane.queue.clear()
+        lane.urgent = 0
+        await self.ledger.defer([item.id, *(queued.id for queued in rest)], held)
+        for queued in rest:
+            self._done_with(queued)
+        return True
 
     async def _deliver(self, item: OutboxItem, key: str) -> None:
-        prefix = item.target.split(":", 1)[0]
+        prefix = _platform(item)
         channel = self._channels.get(prefix)
         if channel is None:
             await self.ledger.fail(item, f"no channel configured for target {item.target!r}", permanent=True)
@@ -295,7 +292,7 @@ class OutboxWorker:
             rate_limited = isinstance(exc, RateLimited)
             self.metrics.outbox_errors.labels(prefix, "rate_limited" if rate_limited else "transient").inc()
             if exc.retry_after is not None:
-                self._held_until[key] = self.clock.now() + timedelta(seconds=exc.retry_after)
+                self.pacing.hold(key, prefix, exc.retry_after)
             await self.ledger.fail(item, str(exc), permanent=False, retry_after=exc.retry_after,
                                    counted=not rate_limited)
         except PermanentDeliveryError as exc:

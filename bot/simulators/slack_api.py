@@ -227,13 +227,13 @@ class FakeSlackApi(SlackWorkspace):
         self._paused = frozenset()
         self._resumed.set()
 
-    def set_rate_limit(self, per_channel_per_second: float | None, workspace_per_minute: int | None) -> None:
-        """Enforce Slack-like limits on ``chat.postMessage``/``chat.update`` (``None`` disables one).
-
-        A call is answered 429 if the channel had an accepted call less than
-        ``1 / per_channel_per_second`` seconds ago, or if ``workspace_per_minute`` calls were
-        accepted in the last 60 seconds (sliding window).
-        """
+    def set_rate_limit(self, per_channel_per_second: float | None, workspace_per_minute: int | None, *,
+                       clock: Callable[[], float] | None = None) -> None:
+        """Enforce Slack-like limits on ``chat.postMessage``/``chat.update`` (``None`` disables one): 429 if the
+        channel had an accepted call less than ``1 / per_channel_per_second`` s ago, or ``workspace_per_minute``
+        calls were accepted in the last 60 s (sliding window), on ``clock`` if given (e.g. a test's moved one)."""
+        if clock is not None:
+            self._clock = clock
         if per_channel_per_second is None and workspace_per_minute is None:
             self._rate_limit = None
         else:
