@@ -10,8 +10,10 @@ Retry-After past it, counted on the same moved clock) and a fake PagerDuty. Step
    (wall clock, the target of ``bench/ack_latency.py``: p99 < 150 ms), suggestions made, triage cards posted,
    incident cards posted and edits, reports linked.
 2. Fan-out: an agent posts one update; the clock moves 1 s per engine pass until every requester has it.
-   Printed: delivered / lost / duplicated, simulated drain time against the ideal the limits allow
-   (a burst of ``budget``, then one more ``budget`` a minute), i.e. the rate as a share of the allowed rate.
+   Printed: delivered / lost / duplicated, simulated drain time against the ideal the limits allow, i.e. the
+   rate as a share of the allowed rate. The ideal starts from the fake's window as the update is posted (the
+   incident card edits and triage cards of the last minute still count against the budget): each message
+   takes the earliest slot the sliding window frees, and frees its own 60 s later.
 3. Pages: the clock moves 2 hours, past every report's 1-hour first-response target; the incident's clock (its
    anchor report's) breaches and its two-level chain pages; the other reports' clocks are covered by it.
    Printed: chat pages per level and PagerDuty triggers per dedup key.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
 import json
 import logging
 import statistics
@@ -163,6 +166,8 @@ async def fan_out(outage: Outage, incident_id: int, n: int, budget: int) -> dict
     affected = await outage.scalar(select(func.count()).select_from(IncidentLink).where(
         IncidentLink.incident_id == incident_id))
     began = outage.clock.now()
+    in_window = [c.at for c in outage.slack.calls if c.ok and c.method in ("chat.postMessage", "chat.update")
+                 and c.at > began.timestamp() - 60]
     status, _ = await outage.send(rq.view_submission(
         Form.INCIDENT_UPDATE.value, {"incident_note": {"input": "Mail relay restarting; next update in 15 minutes"}},
         AGENT, SECRET, private_metadata=str(incident_id)))
@@ -179,11 +184,23 @@ async def fan_out(outage: Outage, incident_id: int, n: int, budget: int) -> dict
         outage.clock.advance(timedelta(seconds=1))
     got = delivered()
     drain = (last_at - began).total_seconds()
-    ideal = 60.0 * ((len(got) - 1) // budget) if budget else 0.0
+    ideal = allowed_drain(in_window, began.timestamp(), len(got), budget)
     return {"affected": affected, "people": len(got), "messages": sum(got.values()),
             "duplicates": sum(c - 1 for c in got.values() if c > 1), "lost": n - len(got) if n >= len(got) else 0,
             "drain_s": drain, "ideal_s": ideal, "wall_s": time.perf_counter() - wall,
             "rejected_429": outage.slack.rejected_429}
+
+
+def allowed_drain(in_window: list[float], began: float, n: int, budget: int) -> float:
+    """Seconds from ``began`` until the limits let ``n`` more messages through, given the messages already
+    accepted in the sliding minute (``in_window``): each takes the earliest free slot, freeing its own 60 s on."""
+    slots = [began] * max(0, budget - len(in_window)) + sorted(max(began, at + 60.0) for at in in_window)
+    heapq.heapify(slots)
+    last = began
+    for _ in range(n):
+        last = heapq.heappop(slots)
+        heapq.heappush(slots, last + 60.0)
+    return last - began
 
 
 async def pages(outage: Outage, pagerduty: FakePagerDuty) -> dict[str, object]:
