@@ -113,7 +113,7 @@ def digest_text(digest: Digest) -> str:
 
 def summary_blocks(summary: Summary) -> list[parts.Block]:
     blocks: list[parts.Block] = [parts.header(summary.title),
-                           parts.section_block(md.mrkdwn(_joined(summary.lines, "\n", bullet="• ")))]
+                                 parts.section_block(md.mrkdwn(_joined(summary.lines, "\n", bullet="• ")))]
     if summary.footnote:
         blocks.append(parts.context_block(md.mrkdwn(summary.footnote)))
     return blocks
