@@ -151,3 +151,12 @@ async def test_a_reaction_acked_just_before_the_desk_went_down_is_filed_by_the_n
     [ack] = _thread_posts(bot)
     assert str(ack["text"]).startswith(f"<@{REQUESTER}> {ticket.number} opened")
     assert bot.slack.calls_to("chat.postEphemeral") == []
+
+
+async def test_someone_slack_cannot_describe_is_not_looked_up_again_before_each_of_their_acks(bot: SlackBot) -> None:
+    # users.info answers user_not_found for someone the workspace fake doesn't know (a guest, a deleted profile).
+    for n in range(3):
+        status, body = await bot.command(f"Badge reader {n} at the side door is dead", user="UNODESCRIBE")
+        assert status == 200 and "IT-" in str(body)
+    lookups = [c for c in bot.slack.calls if c.method == "users.info" and c.args.get("user") == "UNODESCRIBE"]
+    assert len(lookups) == 1, "each request asked Slack again before its ack"

@@ -29,6 +29,8 @@ PLATFORM = "Slack"
 # A renamed or relocated person shows up with their new name/zone within this long.
 PEOPLE_CACHE_SECONDS = 300.0
 PEOPLE_CACHE_SIZE = 50_000
+UNDESCRIBED_CACHE_SECONDS = 60.0
+"""How long someone ``users.info`` could not describe is served without asking Slack again."""
 
 HELP = (
     "*ITHelp* — ask IT for help right here.\n"
@@ -78,22 +80,28 @@ class SlackPart:
             return cached[1]
         known = await self.desk.directory.known_person("slack", user_id)
         if known is not None and known.timezone:
-            ref = PersonRef("slack", user_id, known.display_name, known.timezone, known.email)
-            if len(self._people) >= PEOPLE_CACHE_SIZE:
-                self._people.clear()
-            self._people[user_id] = (time.monotonic() + PEOPLE_CACHE_SECONDS, ref)
-            return ref
+            return self._remember(user_id, PersonRef("slack", user_id, known.display_name, known.timezone,
+                                                     known.email), PEOPLE_CACHE_SECONDS)
         try:
             info = await asyncio.wait_for(self.client.users_info(user=user_id), timeout=2)
             user: dict[str, Any] = info["user"]
             profile = user.get("profile", {})
             display = user.get("real_name") or profile.get("real_name") or profile.get("display_name")
-            return PersonRef("slack", user_id, display or None, user.get("tz"), profile.get("email"),
-                             fallback_name=name)
+            return self._remember(user_id, PersonRef("slack", user_id, display or None, user.get("tz"),
+                                                     profile.get("email"), fallback_name=name), PEOPLE_CACHE_SECONDS)
         except (TimeoutError, SlackApiError, OSError) as exc:
-            # Unknown or unreachable: still serve them; the calendar's zone stands in for theirs.
+            # Unknown or unreachable: still serve them; the calendar's zone stands in for theirs. Asking again on
+            # each of their requests would put a Slack call (up to 2 s) before every ack, so not for a while.
             log.warning("users.info %s failed: %s", user_id, exc)
-            return PersonRef("slack", user_id, fallback_name=name)
+            stand_in = PersonRef("slack", user_id, known.display_name if known else None, None,
+                                 known.email if known else None, fallback_name=name)
+            return self._remember(user_id, stand_in, UNDESCRIBED_CACHE_SECONDS)
+
+    def _remember(self, user_id: str, ref: PersonRef, seconds: float) -> PersonRef:
+        if len(self._people) >= PEOPLE_CACHE_SIZE:
+            self._people.clear()
+        self._people[user_id] = (time.monotonic() + seconds, ref)
+        return ref
 
     async def neutral(self, text: str) -> str:
         """Slack message text as the desk stores it (``bot.text``): entities decoded once, links kept, mentions
