@@ -174,13 +174,16 @@ async def fan_out(outage: Outage, incident_id: int, n: int, budget: int) -> dict
     assert status == 200
     wall = time.perf_counter()
     last_count, last_at = 0, began
+    quiet = 0
     for _ in range(3600):
         await outage.tick()
         count = sum(delivered().values())
         if count != last_count:
-            last_count, last_at = count, outage.clock.now()
-        if count >= affected - 1:  # the agent's own anchor ticket is not one of the N people
-            break
+            last_count, last_at, quiet = count, outage.clock.now(), 0
+        elif count >= affected - 1:  # a declared incident's anchor may be the agent's own ticket, not one of the N
+            quiet += 1
+            if count >= affected or quiet > 10:
+                break
         outage.clock.advance(timedelta(seconds=1))
     got = delivered()
     drain = (last_at - began).total_seconds()

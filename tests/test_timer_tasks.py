@@ -62,7 +62,7 @@ async def test_a_timer_task_holds_no_transaction_and_no_tick_while_it_waits_on_a
 
 async def test_a_failing_timer_task_runs_again_after_its_backoff_and_is_marked_failed_at_the_limit(
         db: Any, clock: Any, config: Any) -> None:
-    engine = TimerEngine(db, clock, config.engine, Metrics(), owner="w", max_attempts=2)
+    engine = TimerEngine(db, clock, config.engine, Metrics(), owner="w", task_max_attempts=2)
     attempts: list[int] = []
 
     async def slack_down(job: TimerJob) -> None:
@@ -78,3 +78,24 @@ async def test_a_failing_timer_task_runs_again_after_its_backoff_and_is_marked_f
     assert attempts == [1, 2]
     timer = (await _timers(db))["slack.read"]
     assert timer.outcome == "failed" and "Slack unreachable" in (timer.last_error or "")
+
+
+async def test_a_timer_task_outlasts_a_platform_failing_for_half_an_hour(db: Any, clock: Any, config: Any) -> None:
+    engine = TimerEngine(db, clock, config.engine, Metrics(), owner="w")
+    attempts: list[int] = []
+
+    async def slack_back_after_half_an_hour(job: TimerJob) -> None:
+        attempts.append(job.attempt)
+        if job.now < started + timedelta(minutes=30):
+            raise ConnectionError("Slack unreachable")
+
+    engine.register_task("slack.read", slack_back_after_half_an_hour)
+    started = clock.now()
+    await _due(db, clock, "slack.read")
+    for _ in range(60 * 6):  # an hour, the engine running every 10 s
+        await engine.tick()
+        await engine.tasks.drain()
+        clock.advance(timedelta(seconds=10))
+    timer = (await _timers(db))["slack.read"]
+    assert timer.outcome == "done", f"gave up after {len(attempts)} attempts"
+    assert 5 < len(attempts) < 20

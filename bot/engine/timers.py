@@ -40,6 +40,9 @@ TimerPrepare = Callable[[AsyncSession, Sequence[Timer]], Awaitable[Mapping[int, 
 _TIMER_LOCKED = select(Timer).where(Timer.id == bindparam("timer_id")).with_for_update()
 _TIMERS_LOCKED = (select(Timer).where(Timer.id.in_(bindparam("timer_ids", expanding=True))).order_by(Timer.id)
                   .with_for_update())
+TASK_MAX_ATTEMPTS = 18
+"""Attempts of a timer task before it is marked failed: with the backoff (2 s doubling, at most 5 min between
+tries) close to an hour of a platform failing."""
 GROUP_SIZE = 25
 """How many due timers of shareable kinds run in one transaction (see ``TimerEngine.register``)."""
 
@@ -49,7 +52,7 @@ class TimerEngine:
 
     def __init__(
         self, db: Database, clock: Clock, config: EngineConfig, metrics: Metrics, *, owner: str | None = None,
-        max_attempts: int = 5, concurrency: int | None = None,
+        max_attempts: int = 5, task_max_attempts: int = TASK_MAX_ATTEMPTS, concurrency: int | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, wake: Callable[[], None] | None = None,
     ) -> None:
         """``wake`` asks the engine to run again: called when a task (``register_task``) ends."""
@@ -59,6 +62,7 @@ class TimerEngine:
         self.metrics = metrics
         self.owner = owner or f"timers-{uuid.uuid4().hex[:12]}"
         self.max_attempts = max_attempts
+        self.task_max_attempts = task_max_attempts
         # SQLite has one writer; more concurrency there only queues on the lock.
         self.concurrency = concurrency or (8 if db.is_postgres else 1)
         self._handlers: dict[str, TimerHandler] = {}
@@ -102,7 +106,9 @@ class TimerEngine:
 
         Claimed with the short ``engine.urgent_lease``, renewed while it runs: someone is waiting on it, and a
         replica that dies hands it to another within seconds. It may therefore run more than once and must be
-        idempotent. Raising retries it with backoff, as a handler's failure does.
+        idempotent. Raising retries it with backoff, as a handler's failure does, but for longer
+        (``task_max_attempts``): what it waits on is a platform, and a platform's blip outlasts a handful of
+        quick retries while the person's request must not be lost.
         """
         if kind in self._handlers or kind in self.tasks:
             raise ValueError(f"a handler for timer kind {kind!r} is already registered")
@@ -254,7 +260,7 @@ class TimerEngine:
                 return
             now = self.clock.now()
             timer.last_error = f"{type(exc).__name__}: {exc}"[:2000]
-            if timer.attempts >= self.max_attempts:
+            if timer.attempts >= (self.task_max_attempts if timer.kind in self.tasks else self.max_attempts):
                 timer.done_at, timer.outcome = now, "failed"
                 self.metrics.timers_run.labels(timer.kind, "failed").inc()
             else:
