@@ -125,3 +125,30 @@ def test_the_store_imports_nothing_of_the_desk() -> None:
     leaks = sorted(f"{name}: {i}" for name, path in MODULES.items() if name.startswith("store")
                    for i in _imports(name, path) if i.split(".")[0] in ("bot", "surveys"))
     assert leaks == []
+
+
+MAX_FILE_LINES, MAX_CLASS_LINES, MAX_FUNCTION_LINES = 400, 250, 60
+SIZE_EXEMPT = {"bot.demo"}  # the demo script plays a whole day in order; reading it top to bottom is the point
+
+
+def _oversized(name: str, path: Path) -> list[str]:
+    source = path.read_text(encoding="utf-8")
+    found = [f"{name}: {len(source.splitlines())} lines"] if len(source.splitlines()) > MAX_FILE_LINES else []
+    for node in ast.walk(ast.parse(source)):
+        length = (node.end_lineno or node.lineno) - node.lineno + 1 if isinstance(node, ast.stmt) else 0
+        if isinstance(node, ast.ClassDef) and length > MAX_CLASS_LINES:
+            found.append(f"{name}.{node.name}: class of {length} lines")
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and length > MAX_FUNCTION_LINES:
+            found.append(f"{name}.{node.name}: function of {length} lines")
+    return found
+
+
+def test_no_module_class_or_function_outgrows_one_job() -> None:
+    assert [found for name, path in sorted(MODULES.items()) if name not in SIZE_EXEMPT
+            for found in _oversized(name, path)] == []
+
+
+def test_the_size_check_sees_an_oversized_function(tmp_path: Path) -> None:
+    body = "\n".join(f"    x{i} = {i}" for i in range(MAX_FUNCTION_LINES + 1))
+    (tmp_path / "big.py").write_text(f"def big() -> None:\n{body}\n", encoding="utf-8")
+    assert _oversized("big", tmp_path / "big.py") == [f"big.big: function of {MAX_FUNCTION_LINES + 2} lines"]
