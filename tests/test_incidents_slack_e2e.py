@@ -211,3 +211,28 @@ async def test_open_incidents_show_as_known_issues_in_status_and_app_home(bot: S
     await bot.settle()
     _, body = await bot.command("status", user=REQUESTER)
     assert "Known issue" not in body["text"]
+
+
+async def test_an_outage_worded_many_ways_raises_one_suggestion_and_every_report_joins_its_incident(
+    bot: SlackBot, db: Database
+) -> None:
+    people = [f"UWORDING{n}" for n in range(8)]
+    for n, user in enumerate(people):
+        bot.slack.add_user(user, name=f"wording{n}", real_name=f"Wording {n}", tz="Asia/Kolkata")
+    # The first three word it one way; "email not working" and "Email down in Pune" are not alike, but each is
+    # alike to "email is down", which counts towards the suggestion.
+    for user, text in zip(people, ("email not working, down", "email not working down", "Email not working - down",
+                                   "email is down", "Email down in Pune", "email down in pune office",
+                                   "Pune email down"), strict=False):
+        await report(bot, user, text)
+    [suggestion] = await suggestions(db)
+    assert suggestion.count == 7
+    [card] = [c for c in triage_posts(bot) if "similar reports" in c["text"]]
+
+    await bot.click(Action.INCIDENT_ACCEPT, slack_buttons(card["blocks"])[0][1], ALICE)
+    await bot.settle()
+    [incident] = await incidents(db)
+    assert sorted((await links(db)).values()) == [incident.id] * 7
+    await report(bot, people[7], "pune email is down!!")  # unlike the title, like the Pune reports linked
+    assert len(await links(db)) == 8
+    assert len(await suggestions(db)) == 1

@@ -8,6 +8,8 @@ for a linked ticket are cancelled (the incident's clock covers them).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -71,13 +73,20 @@ class IncidentIntake:
         elif change.event.kind == "opened" and await link_of(session, ticket.id) is None:
             await self._count_towards_suggestion(session, ticket, change)
 
-    async def _counted_towards_existing(self, session: AsyncSession, ticket: Ticket, change: TicketChange) -> bool:
-        """Count this report towards a recent suggestion it resembles (open or dismissed); False if none."""
+    async def _counted_towards_existing(self, session: AsyncSession, ticket: Ticket, change: TicketChange,
+                                        alike: Iterable[str] = ()) -> bool:
+        """Count this report towards a recent suggestion it resembles (open or dismissed), or that one of the
+        ``alike`` reports' wordings resembles; False if none."""
         settings = self.config.incidents
         suggestions = {s.id: s for s in (await session.execute(select(IncidentSuggestion).where(
             IncidentSuggestion.status.in_((SUGGESTION_OPEN, SUGGESTION_DISMISSED)),
             IncidentSuggestion.updated_at >= change.now - settings.window))).scalars()}
-        key = best_key(ticket.summary, {s.id: s.title for s in suggestions.values()}, settings.similarity)
+        titles = {s.id: s.title for s in suggestions.values()}
+        key = best_key(ticket.summary, titles, settings.similarity)
+        for wording in dict.fromkeys(alike) if titles else ():
+            if key is not None:
+                break
+            key = best_key(wording, titles, settings.similarity)
         if key is None:
             return False
         suggestion = await session.get(IncidentSuggestion, key, with_for_update=True, populate_existing=True)
@@ -109,7 +118,11 @@ class IncidentIntake:
             .where(IncidentLink.ticket_id.is_(None), Ticket.status.in_(OPEN_STATUSES), Ticket.created_at >= since,
                    opened.exists())
             .order_by(Ticket.id.desc()).limit(_CANDIDATES))).tuples().all()
-        cluster = similar_keys(ticket.summary, dict(recent), settings.similarity)
+        wordings = dict(recent)
+        cluster = similar_keys(ticket.summary, wordings, settings.similarity)
+        alike = [wordings[key] for key in cluster if key != ticket.id]
+        if alike and await self._counted_towards_existing(session, ticket, change, alike):
+            return  # worded unlike the suggestion, but like reports that count towards it
         if ticket.id not in cluster:
             cluster.append(ticket.id)
         if len(cluster) < settings.suggest_after:
@@ -117,7 +130,7 @@ class IncidentIntake:
         # Another replica may be raising the same suggestion right now: one at a time, and look again once ours
         # is the turn (it sees what the other committed).
         await serialise_across_replicas(session, SUGGESTION_LOCK)
-        if await self._counted_towards_existing(session, ticket, change):
+        if await self._counted_towards_existing(session, ticket, change, alike):
             return
         suggestion = IncidentSuggestion(title=ticket.summary, anchor_ticket_id=min(cluster), status=SUGGESTION_OPEN,
                                         count=len(cluster), created_at=change.now, updated_at=change.now, revision=0)

@@ -9,14 +9,14 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.core import Core
 from bot.incidents import cards
 from bot.incidents.links import add_link, affected, link_of, open_incidents, refresh_ticket_cards, remove_link
 from bot.incidents.progress import IncidentProgress
-from bot.incidents.similarity import best_key, similar_keys
+from bot.incidents.similarity import alike_to_group, best_key, similar_keys_one_hop
 from bot.people import PersonRef
 from bot.text import to_spans
 from bot.tickets import OPEN_STATUSES, NotAllowed, Origin, TicketNotFound
@@ -34,6 +34,8 @@ from store.models import Person, Ticket
 
 _KNOWN_ISSUES = 5
 """Open incidents listed as known issues (the most a home tab or status answer shows)."""
+_LINKED_WORDINGS = 200
+"""Distinct wordings of linked reports (newest first) a new report is compared with when unlike the title."""
 
 
 DECLARED_SOURCE = "incident"
@@ -161,7 +163,20 @@ class IncidentService:
         """The open incident a report with this ``summary`` belongs to (``incidents.similarity``), if any."""
         incidents = {i.id: i for i in (await session.execute(
             select(Incident).where(Incident.status == INCIDENT_OPEN))).scalars()}
-        key = best_key(summary, {i.id: i.title for i in incidents.values()}, self.config.incidents.similarity)
+        if not incidents:
+            return None
+        cutoff = self.config.incidents.similarity
+        key = best_key(summary, {i.id: i.title for i in incidents.values()}, cutoff)
+        if key is None:  # worded unlike the title: alike to a report already linked?
+            linked = await session.execute(
+                select(IncidentLink.incident_id, Ticket.summary).join(Ticket, Ticket.id == IncidentLink.ticket_id)
+                .where(IncidentLink.incident_id.in_(incidents))
+                .group_by(IncidentLink.incident_id, Ticket.summary)
+                .order_by(func.max(IncidentLink.ticket_id).desc()).limit(_LINKED_WORDINGS))
+            groups: dict[int, list[str]] = {}
+            for incident_id, text in linked.tuples():
+                groups.setdefault(incident_id, []).append(text)
+            key = alike_to_group(summary, groups, cutoff)
         return None if key is None else incidents[key]
 
     async def refresh_incident(self, session: AsyncSession, incident: Incident, now: datetime) -> None:
@@ -203,7 +218,7 @@ class IncidentService:
             .where(IncidentLink.ticket_id.is_(None), Ticket.status.in_(OPEN_STATUSES),
                    Ticket.created_at >= window_start).order_by(Ticket.id))).scalars().all()
         by_id = {t.id: t for t in rows}
-        keys = similar_keys(title, {t.id: t.summary for t in rows}, self.config.incidents.similarity)
+        keys = similar_keys_one_hop(title, {t.id: t.summary for t in rows}, self.config.incidents.similarity)
         return [by_id[k] for k in sorted(keys)]
 
     @staticmethod
