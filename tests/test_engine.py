@@ -607,6 +607,49 @@ async def test_outbox_caps_messages_in_flight_but_a_page_never_waits_for_a_slot(
     assert chat.most == 4 and len(chat.delivered) == 12 and pager.delivered == ["pager:oncall"]
 
 
+class WorkspaceLimitedChannel:
+    """A platform whose whole workspace is over its budget: every call is answered 429 + Retry-After 30."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def deliver(self, item: OutboxItem) -> Delivered:
+        from bot.channels import RateLimited
+
+        self.calls += 1
+        await asyncio.sleep(0)
+        raise RateLimited("429 ratelimited", retry_after=30)
+
+    def pacing_key(self, item: OutboxItem) -> str:
+        return item.target
+
+
+async def test_a_workspace_limit_on_one_platform_costs_it_few_calls_and_holds_up_no_other_platform(
+    db: Any, clock: Any, config: Any,
+) -> None:
+    limited, other = WorkspaceLimitedChannel(), GatedChannel()
+    other.release.set()
+    worker = OutboxWorker(db, clock, config.engine.model_copy(update={"outbox_concurrency": 4}), Metrics(),
+                          min_interval=0)
+    worker.register("chat", limited)
+    worker.register("teams", other)
+    for n in range(40):
+        await enqueue(db, clock, f"dm-{n}", target=f"chat:user:U{n}")
+    for n in range(3):
+        await enqueue(db, clock, f"teams-{n}", target=f"teams:user:T{n}")
+    await asyncio.wait_for(worker.tick(), 5)
+    # Two conversations refused in a row is the workspace's limit: the rest wait out its Retry-After uncalled.
+    assert limited.calls <= 4 + 2, f"{limited.calls} calls to a platform that refused the whole workspace"
+    assert sorted(other.delivered) == [f"teams:user:T{n}" for n in range(3)]
+    clock.advance(timedelta(seconds=31))  # the budget is back; calls go a couple at a time for a while
+    for n in range(3, 6):
+        await enqueue(db, clock, f"teams-{n}", target=f"teams:user:T{n}")
+    calls_before = limited.calls
+    await asyncio.wait_for(worker.tick(), 5)
+    assert limited.calls - calls_before <= 2 + 2
+    assert len(other.delivered) == 6  # the other platform never waited for the careful one's turns
+
+
 async def test_a_conversation_with_more_queued_than_it_may_send_in_half_a_lease_waits_in_the_store_for_its_turn(
     db: Any, clock: Any, config: Any,
 ) -> None:

@@ -253,7 +253,8 @@ class OutboxWorker:
         if item.urgent:
             await self._deliver(item, key)
         else:
-            async with self.requests.turn(), self._slots, self.pacing.turn(platform):
+            # The platform's turn first: a careful platform's lanes wait for it holding no slot another needs.
+            async with self.pacing.turn(platform), self.requests.turn(), self._slots:
                 if await self._held(key, lane, item):  # a hold began while this waited for its turn
                     return
                 await self._deliver(item, key)
