@@ -182,12 +182,15 @@ async def fan_out(outage: Outage, incident_id: int, n: int, budget: int) -> dict
             last_count, last_at, quiet = count, outage.clock.now(), 0
         elif count >= affected - 1:  # a declared incident's anchor may be the agent's own ticket, not one of the N
             quiet += 1
-            if count >= affected or quiet > 10:
+            if count >= affected or quiet > 90:  # longer than a Retry-After of the workspace's minute
                 break
         outage.clock.advance(timedelta(seconds=1))
     got = delivered()
     drain = (last_at - began).total_seconds()
     ideal = allowed_drain(in_window, began.timestamp(), len(got), budget)
+    missing = sorted({f"DUP{i:05d}" for i in range(n)} - set(got))
+    if missing:
+        print(f"  not reached by the update: {', '.join(missing[:10])}", file=sys.stderr)
     return {"affected": affected, "people": len(got), "messages": sum(got.values()),
             "duplicates": sum(c - 1 for c in got.values() if c > 1), "lost": n - len(got) if n >= len(got) else 0,
             "drain_s": drain, "ideal_s": ideal, "wall_s": time.perf_counter() - wall,
