@@ -8,24 +8,21 @@ The Slack versions of these stories are in ``test_kb_known_incidents_e2e.py``; t
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
 from bot.clock import ManualClock
-from bot.config import AppConfig, SlackConfig, TeamsConfig
 from bot.routing import Action
 from bot.server import Server
 from bot.simulators import teams_activities as ta
 from bot.simulators.bot_connector import FakeBotConnector
 from store.db import Database
 from store.knowledge import KbArticle, KbHeldRequest
-from tests.harness import running_server
 from tests.incident_helpers import INCIDENTS, incidents, links
 from tests.test_kb_known_incidents_e2e import ASK_FIRST, KNOWLEDGE, OUTAGE
-from tests.test_kb_teams_e2e import AGENT, TRIAGE, suggestions, tickets
+from tests.test_kb_teams_e2e import AGENT, suggestions, teams, tickets  # noqa: F401  (teams: the server fixture)
 from tests.test_nps_e2e import PERSONAL, fake, send, settle  # noqa: F401  (fake: the connector fixture)
 
 REPORT = "My VPN keeps disconnecting when I work from home"
@@ -35,19 +32,6 @@ VPN_ARTICLE = "VPN keeps disconnecting or dropping"  # the article the report wo
 @pytest.fixture
 def teams_extra_config() -> str:
     return KNOWLEDGE + INCIDENTS
-
-
-@pytest.fixture
-async def teams(make_config: Callable[..., AppConfig], fake: FakeBotConnector, db: Database,  # noqa: F811
-                clock: ManualClock, teams_extra_config: str) -> AsyncIterator[Server]:
-    config = make_config(teams_extra_config).model_copy(update={
-        "slack": SlackConfig(),
-        "teams": TeamsConfig(enabled=True, triage_conversation=TRIAGE, service_url=fake.service_url),
-    })
-    async with running_server(config, db, clock) as server:
-        assert server.desk is not None
-        await server.desk.knowledge.reindex()
-        yield server
 
 
 async def declare_outage(teams: Server, fake: FakeBotConnector, db: Database,  # noqa: F811

@@ -39,9 +39,15 @@ escalation:
 
 
 @pytest.fixture
+def teams_extra_config() -> str:
+    """app.yaml text for the running bot; a module that imports ``teams`` overrides this to add sections."""
+    return KNOWLEDGE
+
+
+@pytest.fixture
 async def teams(make_config: Callable[..., AppConfig], fake: FakeBotConnector, db: Database,  # noqa: F811
-                clock: ManualClock) -> AsyncIterator[Server]:
-    config = make_config(KNOWLEDGE).model_copy(update={
+                clock: ManualClock, teams_extra_config: str) -> AsyncIterator[Server]:
+    config = make_config(teams_extra_config).model_copy(update={
         "slack": SlackConfig(),
         "teams": TeamsConfig(enabled=True, triage_conversation=TRIAGE, service_url=fake.service_url),
     })
