@@ -584,14 +584,20 @@ async def test_a_timer_falling_due_while_pages_are_still_going_out_runs_without_
     assert pager.delivered == ["pager:oncall"]
 
 
+def four_slot_worker(db: Any, clock: Any, config: Any, **channels: Any) -> OutboxWorker:
+    """An outbox with four delivery slots, no pacing, and a channel per prefix."""
+    worker = OutboxWorker(db, clock, config.engine.model_copy(update={"outbox_concurrency": 4}), Metrics(),
+                          min_interval=0)
+    for prefix, channel in channels.items():
+        worker.register(prefix, channel)
+    return worker
+
+
 async def test_outbox_caps_messages_in_flight_but_a_page_never_waits_for_a_slot(
     db: Any, clock: Any, config: Any,
 ) -> None:
     chat, pager = GatedChannel(), GatedChannel(urgent=True)
-    worker = OutboxWorker(db, clock, config.engine.model_copy(update={"outbox_concurrency": 4}), Metrics(),
-                          min_interval=0)
-    worker.register("chat", chat)
-    worker.register("pager", pager)
+    worker = four_slot_worker(db, clock, config, chat=chat, pager=pager)
     for n in range(12):
         await enqueue(db, clock, f"dm-{n}", target=f"chat:user:U{n}")
     await enqueue(db, clock, "page", target="pager:oncall")
@@ -629,10 +635,7 @@ async def test_a_workspace_limit_on_one_platform_costs_it_few_calls_and_holds_up
 ) -> None:
     limited, other = WorkspaceLimitedChannel(), GatedChannel()
     other.release.set()
-    worker = OutboxWorker(db, clock, config.engine.model_copy(update={"outbox_concurrency": 4}), Metrics(),
-                          min_interval=0)
-    worker.register("chat", limited)
-    worker.register("teams", other)
+    worker = four_slot_worker(db, clock, config, chat=limited, teams=other)
     for n in range(40):
         await enqueue(db, clock, f"dm-{n}", target=f"chat:user:U{n}")
     for n in range(3):
