@@ -188,6 +188,11 @@ async def fan_out(outage: Outage, incident_id: int, n: int, budget: int) -> dict
     got = delivered()
     drain = (last_at - began).total_seconds()
     ideal = allowed_drain(in_window, began.timestamp(), len(got), budget)
+    updates = [c for c in outage.slack.calls if c.ok and c.method == "chat.postMessage"
+               and str(c.args.get("channel", "")).startswith("DUP") and "Update on" in str(c.args.get("text"))]
+    late = sorted(updates, key=lambda c: c.at)[-3:]
+    print("  last updates accepted: " + ", ".join(f"{c.args['channel']} at +{c.at - began.timestamp():.1f} s"
+                                                 for c in late), file=sys.stderr)
     missing = sorted({f"DUP{i:05d}" for i in range(n)} - set(got))
     if missing:
         print(f"  not reached by the update: {', '.join(missing[:10])}", file=sys.stderr)
