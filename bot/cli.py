@@ -181,6 +181,9 @@ def build_parser() -> argparse.ArgumentParser:
     from bot.outbox_cli import add_outbox_parser
 
     add_outbox_parser(sub)
+    from bot.timers_cli import add_timers_parser
+
+    add_timers_parser(sub)
     from bot.knowledge.cli import add_kb_parser
 
     add_kb_parser(sub)

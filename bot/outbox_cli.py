@@ -12,16 +12,14 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
+from bot.cli_tables import aligned, clip, open_database, unreadable, when
 from store.db import Database
 from store.models import OutboxMessage, ticket_number
-
-ERROR_WIDTH = 70
 
 
 def add_outbox_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -42,18 +40,9 @@ def add_outbox_parser(subparsers: Any) -> argparse.ArgumentParser:
     return outbox
 
 
-def _database(args: argparse.Namespace) -> Database | None:
-    from bot.config_cli import load_or_complain
-
-    config = load_or_complain(args.config)
-    if config is None:
-        return None
-    return Database(config.database.url, schema=config.database.schema_name)
-
-
 def cmd_list(args: argparse.Namespace) -> int:
     """``ithelp outbox list``."""
-    db = _database(args)
+    db = open_database(args)
     if db is None:
         return 2
 
@@ -66,7 +55,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     try:
         print(asyncio.run(run()))
     except (SQLAlchemyError, OSError) as exc:
-        return _unreadable(db, exc)
+        return unreadable(db, "the outbox", exc)
     return 0
 
 
@@ -75,7 +64,7 @@ def cmd_retry(args: argparse.Namespace) -> int:
     if bool(args.ids) == args.all_dead:
         print("outbox retry: give message ids or --all-dead (not both)", file=sys.stderr)
         return 2
-    db = _database(args)
+    db = open_database(args)
     if db is None:
         return 2
 
@@ -88,16 +77,9 @@ def cmd_retry(args: argparse.Namespace) -> int:
     try:
         lines, all_found = asyncio.run(run())
     except (SQLAlchemyError, OSError) as exc:
-        return _unreadable(db, exc)
+        return unreadable(db, "the outbox", exc)
     print("\n".join(lines))
     return 0 if all_found else 1
-
-
-def _unreadable(db: Database, exc: Exception) -> int:
-    reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-    print(f"can't read the outbox in {db.url.render_as_string(hide_password=True)}: {reason} "
-          "(is database.url right, and has `ithelp db upgrade` run?)", file=sys.stderr)
-    return 1
 
 
 async def list_messages(db: Database, *, dead_only: bool, limit: int) -> str:
@@ -116,9 +98,9 @@ async def list_messages(db: Database, *, dead_only: bool, limit: int) -> str:
         table.append([
             str(row.id), "dead" if dead else "failing" if row.last_error else "pending", row.target, row.kind,
             ticket_number(row.ticket_id) if row.ticket_id is not None else "-", str(row.attempts),
-            _when(row.created_at), _when(row.dead_at if dead else row.next_attempt_at), _clip(row.last_error or ""),
+            when(row.created_at), when(row.dead_at if dead else row.next_attempt_at), clip(row.last_error or ""),
         ])
-    lines = _aligned(table)
+    lines = aligned(table)
     if total > len(rows):
         lines.append(f"… and {total - len(rows)} more (--limit)")
     lines.append(f"{total} {what}" + ("; `ithelp outbox retry ID|--all-dead` sends them again" if any(
@@ -160,19 +142,3 @@ async def retry_dead(db: Database, ids: Sequence[int] | None) -> tuple[list[str]
         lines.append(f"{len(revived)} message(s) back in the queue; a running `ithelp serve` sends them within "
                      "its next tick")
     return lines, ids is None or all(message_id in found for message_id in ids)
-
-
-def _when(at: datetime | None) -> str:
-    return at.strftime("%Y-%m-%d %H:%M:%SZ") if at is not None else "-"
-
-
-def _clip(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= ERROR_WIDTH else text[: ERROR_WIDTH - 1] + "…"
-
-
-def _aligned(rows: list[list[str]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return lines

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from pathlib import Path
 from typing import Any
@@ -10,22 +9,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from bot.cli import main
 from store.models import OutboxMessage
 from store.queries import enqueue_message
-from tests.conftest import TEST_CONFIG
-
-
-def cli_config(tmp_path: Path, db: Any) -> Path:
-    url = db.url.render_as_string(hide_password=False)
-    path = tmp_path / "app.yaml"
-    path.write_text(TEST_CONFIG + f'database: {{url: "{url}", schema_name: {db.schema or "null"}}}\n')
-    return path
-
-
-async def ithelp(*argv: str) -> int:
-    # The command runs its own event loop, as it does from a shell.
-    return await asyncio.to_thread(main, list(argv))
+from tests.cli_harness import cli_config, ithelp
 
 
 def listed(table: str) -> dict[int, str]:
