@@ -7,7 +7,21 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any, NamedTuple, TypeVar, cast
 
-from sqlalchemy import Table, and_, case, delete, literal, literal_column, or_, select, text, tuple_, update
+from sqlalchemy import (
+    Integer,
+    Table,
+    and_,
+    bindparam,
+    case,
+    delete,
+    literal,
+    literal_column,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
@@ -74,12 +88,31 @@ async def claim_outbox(
     "First in line" keeps a ticket's thread in order on each target (the thread root must exist
     before replies to it), while different tickets and targets deliver in parallel.
     """
-    statement = claim_outbox_statement(_dialect_of(session), owner=owner, now=now, lease=lease, limit=limit)
-    return list((await session.execute(statement)).scalars())
+    statement = _claim_outbox(_dialect_of(session))
+    return list((await session.execute(statement, _claim_values(owner, now, lease, limit))).scalars())
 
 
 def claim_outbox_statement(dialect: str, *, owner: str, now: datetime, lease: timedelta, limit: int) -> Any:
-    """The UPDATE … RETURNING id that :func:`claim_outbox` runs."""
+    """The UPDATE … RETURNING id that :func:`claim_outbox` runs, with these values in it (to explain it)."""
+    return _claim_outbox_update(dialect, now=now, owner=owner, lease_until=now + lease, limit=limit)
+
+
+def _claim_values(owner: str, now: datetime, lease: timedelta, limit: int) -> dict[str, Any]:
+    return {"claim_owner": owner, "claim_now": now, "claim_lease_until": now + lease, "claim_limit": limit}
+
+
+@cache
+def _claim_outbox(dialect: str) -> Any:
+    # Built once per dialect with named parameters: the engine claims on every pass, and building the
+    # statement and its cache key each time cost more than running it on a small backlog.
+    return _claim_outbox_update(
+        dialect, now=bindparam("claim_now", type_=OutboxMessage.next_attempt_at.type),
+        owner=bindparam("claim_owner", type_=OutboxMessage.lease_owner.type),
+        lease_until=bindparam("claim_lease_until", type_=OutboxMessage.lease_until.type),
+        limit=bindparam("claim_limit", type_=Integer))
+
+
+def _claim_outbox_update(dialect: str, *, now: Any, owner: Any, lease_until: Any, limit: Any) -> Any:
     earlier = aliased(OutboxMessage)
     # "Is an earlier unsent row in line first?" is asked row by row, each time one probe of the
     # (ordering_key, id) index of unsent rows. OFFSET 0 keeps PostgreSQL from turning it into an
@@ -100,7 +133,7 @@ def claim_outbox_statement(dialect: str, *, owner: str, now: datetime, lease: ti
             OutboxMessage.delivered_at.is_(None),
             OutboxMessage.dead_at.is_(None),
             OutboxMessage.next_attempt_at <= now,
-            _lease_free(OutboxMessage.lease_until, now),
+            or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until < now),
             ~blocked,
         )
         .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
@@ -111,7 +144,7 @@ def claim_outbox_statement(dialect: str, *, owner: str, now: datetime, lease: ti
     return (
         update(OutboxMessage)
         .where(OutboxMessage.id.in_(candidates.scalar_subquery()))
-        .values(lease_owner=owner, lease_until=now + lease, attempts=OutboxMessage.attempts + 1)
+        .values(lease_owner=owner, lease_until=lease_until, attempts=OutboxMessage.attempts + 1)
         .returning(OutboxMessage.id)
         .execution_options(synchronize_session=False)
     )
