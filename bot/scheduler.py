@@ -166,8 +166,12 @@ class EngineRunner:
         """Set up one batch of fast-intake tickets; True when there may be more."""
         async with self.desk.requests.turn():
             # Small batches during a burst, so each turn background work takes is short; SQLite
-            # always (one writer: queued intakes get in between; bench/ack_latency.py shows the effect).
-            limit = 5 if self.desk.requests.busy() or not self.desk.db.is_postgres else 50
+            # always (one writer: queued intakes get in between; bench/ack_latency.py shows the effect),
+            # and one ticket at a time while people wait on it: a report that joins an outage's incident
+            # takes tens of ms to set up, and a batch of them held the writer past the acks' target
+            # (bench/outage.py).
+            busy = self.desk.requests.busy()
+            limit = (1 if busy else 5) if not self.desk.db.is_postgres else 5 if busy else 50
             return await self.desk.tickets.finish_setup(limit=limit) == limit
 
     def _drain_outbox(self) -> None:
