@@ -213,6 +213,14 @@ class Server:
         await self.db.dispose()
 
 
+def freeze_startup_heap() -> None:
+    """Once the server has started: everything loaded so far (modules, config, compiled statements) lives as
+    long as the process, so keep it out of the garbage collector's full passes, which otherwise stall
+    requests for tens of milliseconds."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve_forever(server: Server) -> None:
     """Run until SIGTERM/SIGINT, then shut down cleanly (exit code 0)."""
     stop = asyncio.Event()
@@ -220,10 +228,7 @@ async def serve_forever(server: Server) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
-    # Everything loaded so far (modules, config, compiled statements) lives as long as the process:
-    # keep it out of the garbage collector's full passes, which otherwise stall requests for tens of ms.
-    gc.collect()
-    gc.freeze()
+    freeze_startup_heap()
     try:
         await stop.wait()
     finally:
