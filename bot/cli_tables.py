@@ -4,8 +4,12 @@ clear line when it can't be read, and plain aligned tables."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from store.db import Database
 
@@ -20,6 +24,27 @@ def open_database(args: argparse.Namespace) -> Database | None:
     if config is None:
         return None
     return Database(config.database.url, schema=config.database.schema_name)
+
+
+def run_on_database(args: argparse.Namespace, what: str, work: Callable[[Database], Awaitable[tuple[str, int]]]) -> int:
+    """Run ``work`` against the database app.yaml names and print what it returns; its exit status (2: app.yaml
+    is invalid, 1: ``what`` could not be read)."""
+    db = open_database(args)
+    if db is None:
+        return 2
+
+    async def run() -> tuple[str, int]:
+        try:
+            return await work(db)
+        finally:
+            await db.dispose()
+
+    try:
+        text, status = asyncio.run(run())
+    except (SQLAlchemyError, OSError) as exc:
+        return unreadable(db, what, exc)
+    print(text)
+    return status
 
 
 def unreadable(db: Database, what: str, exc: Exception) -> int:

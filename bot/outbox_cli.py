@@ -9,15 +9,13 @@ idempotent: a message that is not dead-lettered is left as it is and said so.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import SQLAlchemyError
 
-from bot.cli_tables import aligned, clip, open_database, unreadable, when
+from bot.cli_tables import aligned, clip, run_on_database, when
 from store.db import Database
 from store.models import OutboxMessage, ticket_number
 
@@ -42,21 +40,11 @@ def add_outbox_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """``ithelp outbox list``."""
-    db = open_database(args)
-    if db is None:
-        return 2
 
-    async def run() -> str:
-        try:
-            return await list_messages(db, dead_only=args.dead, limit=args.limit)
-        finally:
-            await db.dispose()
+    async def listing(db: Database) -> tuple[str, int]:
+        return await list_messages(db, dead_only=args.dead, limit=args.limit), 0
 
-    try:
-        print(asyncio.run(run()))
-    except (SQLAlchemyError, OSError) as exc:
-        return unreadable(db, "the outbox", exc)
-    return 0
+    return run_on_database(args, "the outbox", listing)
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
@@ -64,22 +52,12 @@ def cmd_retry(args: argparse.Namespace) -> int:
     if bool(args.ids) == args.all_dead:
         print("outbox retry: give message ids or --all-dead (not both)", file=sys.stderr)
         return 2
-    db = open_database(args)
-    if db is None:
-        return 2
 
-    async def run() -> tuple[list[str], bool]:
-        try:
-            return await retry_dead(db, None if args.all_dead else args.ids)
-        finally:
-            await db.dispose()
+    async def retrying(db: Database) -> tuple[str, int]:
+        lines, all_found = await retry_dead(db, None if args.all_dead else args.ids)
+        return "\n".join(lines), 0 if all_found else 1
 
-    try:
-        lines, all_found = asyncio.run(run())
-    except (SQLAlchemyError, OSError) as exc:
-        return unreadable(db, "the outbox", exc)
-    print("\n".join(lines))
-    return 0 if all_found else 1
+    return run_on_database(args, "the outbox", retrying)
 
 
 async def list_messages(db: Database, *, dead_only: bool, limit: int) -> str:

@@ -10,15 +10,13 @@ its next tick. Their work is idempotent (dedup keys), so running one again never
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import SQLAlchemyError
 
-from bot.cli_tables import aligned, clip, open_database, unreadable, when
+from bot.cli_tables import aligned, clip, run_on_database, when
 from store.db import Database
 from store.models import Timer, ticket_number
 
@@ -44,21 +42,11 @@ def add_timers_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def cmd_failed(args: argparse.Namespace) -> int:
     """``ithelp timers failed``."""
-    db = open_database(args)
-    if db is None:
-        return 2
 
-    async def run() -> str:
-        try:
-            return await list_failed(db, limit=args.limit)
-        finally:
-            await db.dispose()
+    async def listing(db: Database) -> tuple[str, int]:
+        return await list_failed(db, limit=args.limit), 0
 
-    try:
-        print(asyncio.run(run()))
-    except (SQLAlchemyError, OSError) as exc:
-        return unreadable(db, "the timers", exc)
-    return 0
+    return run_on_database(args, "the timers", listing)
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
@@ -66,22 +54,12 @@ def cmd_retry(args: argparse.Namespace) -> int:
     if bool(args.ids) == args.all_failed:
         print("timers retry: give timer ids or --all-failed (not both)", file=sys.stderr)
         return 2
-    db = open_database(args)
-    if db is None:
-        return 2
 
-    async def run() -> tuple[list[str], bool]:
-        try:
-            return await retry_failed(db, None if args.all_failed else args.ids)
-        finally:
-            await db.dispose()
+    async def retrying(db: Database) -> tuple[str, int]:
+        lines, all_found = await retry_failed(db, None if args.all_failed else args.ids)
+        return "\n".join(lines), 0 if all_found else 1
 
-    try:
-        lines, all_found = asyncio.run(run())
-    except (SQLAlchemyError, OSError) as exc:
-        return unreadable(db, "the timers", exc)
-    print("\n".join(lines))
-    return 0 if all_found else 1
+    return run_on_database(args, "the timers", retrying)
 
 
 async def list_failed(db: Database, *, limit: int) -> str:
