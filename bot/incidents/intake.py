@@ -108,6 +108,10 @@ class IncidentIntake:
     async def _count_towards_suggestion(self, session: AsyncSession, ticket: Ticket, change: TicketChange) -> None:
         settings = self.config.incidents
         since = change.now - settings.window
+        # One transaction at a time counts reports, on every replica, until it commits: two reports set up side by
+        # side each saw the other uncommitted, and one of them raised the suggestion from a cluster without the
+        # other, which then counted towards nothing.
+        await serialise_across_replicas(session, SUGGESTION_LOCK)
         if await self._counted_towards_existing(session, ticket, change):
             return
         # Only reports whose opening has been written count (a batch of fast-intake tickets is set up in turn,
@@ -126,11 +130,6 @@ class IncidentIntake:
         if ticket.id not in cluster:
             cluster.append(ticket.id)
         if len(cluster) < settings.suggest_after:
-            return
-        # Another replica may be raising the same suggestion right now: one at a time, and look again once ours
-        # is the turn (it sees what the other committed).
-        await serialise_across_replicas(session, SUGGESTION_LOCK)
-        if await self._counted_towards_existing(session, ticket, change, alike):
             return
         suggestion = IncidentSuggestion(title=ticket.summary, anchor_ticket_id=min(cluster), status=SUGGESTION_OPEN,
                                         count=len(cluster), created_at=change.now, updated_at=change.now, revision=0)
