@@ -33,7 +33,9 @@ from store.models import Base, Counter, InboundDedup, OutboxMessage, Ticket, Tim
 Model = TypeVar("Model", bound=Base)
 
 
-def _lease_free(lease_until: InstrumentedAttribute[datetime | None], now: datetime) -> ColumnElement[bool]:
+def _lease_free(
+    lease_until: InstrumentedAttribute[datetime | None], now: datetime | ColumnElement[datetime]
+) -> ColumnElement[bool]:
     return or_(lease_until.is_(None), lease_until < now)
 
 
@@ -133,7 +135,7 @@ def _claim_outbox_update(dialect: str, *, now: Any, owner: Any, lease_until: Any
             OutboxMessage.delivered_at.is_(None),
             OutboxMessage.dead_at.is_(None),
             OutboxMessage.next_attempt_at <= now,
-            or_(OutboxMessage.lease_until.is_(None), OutboxMessage.lease_until < now),
+            _lease_free(OutboxMessage.lease_until, now),
             ~blocked,
         )
         .order_by(OutboxMessage.next_attempt_at, OutboxMessage.id)
